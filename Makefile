@@ -1,0 +1,54 @@
+# Flywheel: `make demo` runs the whole loop on the sample site; `make test` runs the suite.
+# Both create what is missing: the project venv (CPU torch first, then the project) and the
+# Label Studio server's own venv (it pins packages that conflict with Prefect).
+
+PYTHON ?= python3
+VENV := .venv
+LS_VENV := .venv-ls
+BIN := $(VENV)/bin
+
+export PREFECT_HOME := $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export NO_ALBUMENTATIONS_UPDATE := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: venv demo test lint format ui down services-up clean
+
+venv: $(VENV)/.installed $(LS_VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+$(LS_VENV)/.installed:
+	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install -q --disable-pip-version-check label-studio==1.23.2
+	touch $@
+
+demo: venv
+	$(BIN)/flywheel demo
+
+test: venv lint
+	$(BIN)/python -m pytest -ra
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.installed
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+ui: venv
+	$(BIN)/flywheel ui
+
+services-up: venv
+	$(BIN)/flywheel services up
+
+down:
+	@if [ -x $(BIN)/flywheel ]; then $(BIN)/flywheel services down; fi
+
+clean: down
+	rm -rf data .cache .prefect

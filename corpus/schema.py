@@ -1,0 +1,111 @@
+"""The record schema: one Arrow schema for every row Flywheel stores, versioned in its metadata."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+
+KINDS = ("image", "text")
+LABEL_SOURCES = ("human", "consensus", "model")
+SPLITS = ("train", "val", "test")
+
+_FIELDS: list[pa.Field] = [
+    # identity: fixed at fetch time, never rewritten
+    pa.field("record_id", pa.string(), nullable=False),
+    pa.field("kind", pa.string(), nullable=False),
+    pa.field("url", pa.string()),
+    pa.field("page_url", pa.string()),
+    pa.field("source", pa.string()),
+    pa.field("crawl_run", pa.string()),
+    pa.field("fetched_at", pa.timestamp("us", tz="UTC")),
+    # content
+    pa.field("image", pa.binary()),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("mime", pa.string()),
+    pa.field("title", pa.string()),
+    pa.field("text", pa.string()),
+    pa.field("lang", pa.string()),
+    pa.field("alt_text", pa.string()),
+    pa.field("caption", pa.string()),
+    # curation
+    pa.field("content_hash", pa.string()),
+    pa.field("phash", pa.uint64()),
+    pa.field("near_dup_cluster", pa.string()),
+    pa.field("drop_reason", pa.string()),
+    # privacy
+    pa.field("pii_counts", pa.map_(pa.string(), pa.int32())),
+    pa.field("faces_blurred", pa.int32()),
+    pa.field("exif_stripped", pa.bool_()),
+    pa.field("scrub_version", pa.string()),
+    # labels
+    pa.field("label", pa.string()),
+    pa.field("label_source", pa.string()),
+    pa.field("label_confidence", pa.float32()),
+    pa.field("annotators", pa.list_(pa.string())),
+    # release
+    pa.field("split", pa.string()),
+]
+
+RECORD_SCHEMA = pa.schema(_FIELDS, metadata={b"flywheel.schema_version": SCHEMA_VERSION.encode()})
+
+# One row per Label Studio annotation, as pulled; append-only under annotations/.
+ANNOTATION_SCHEMA = pa.schema(
+    [
+        pa.field("annotation_id", pa.int64(), nullable=False),
+        pa.field("task_id", pa.int64(), nullable=False),
+        pa.field("project_id", pa.int64(), nullable=False),
+        pa.field("record_id", pa.string(), nullable=False),
+        pa.field("label", pa.string()),
+        pa.field("annotator", pa.string()),
+        pa.field("created_at", pa.timestamp("us", tz="UTC")),
+        pa.field("updated_at", pa.timestamp("us", tz="UTC")),
+        pa.field("lead_time", pa.float64()),
+        pa.field("was_cancelled", pa.bool_()),
+        pa.field("deleted", pa.bool_()),
+        pa.field("pulled_at", pa.timestamp("us", tz="UTC")),
+    ],
+    metadata={b"flywheel.schema_version": SCHEMA_VERSION.encode()},
+)
+
+# One row per pool record scored by a model; written under models/<version>/predictions.parquet.
+PREDICTION_SCHEMA = pa.schema(
+    [
+        pa.field("record_id", pa.string(), nullable=False),
+        pa.field("predicted_label", pa.string()),
+        pa.field("confidence", pa.float32()),
+        pa.field("probs", pa.list_(pa.float32())),
+        pa.field("embedding", pa.list_(pa.float32())),
+    ],
+    metadata={b"flywheel.schema_version": SCHEMA_VERSION.encode()},
+)
+
+
+def make_record_id(content: bytes) -> str:
+    """Identity of a record: SHA-256 of the bytes as fetched (first 128 bits, hex)."""
+    return hashlib.sha256(content).hexdigest()[:32]
+
+
+def conform(table: pa.Table, schema: pa.Schema = RECORD_SCHEMA) -> pa.Table:
+    """Return `table` with exactly `schema`'s columns, in order: missing ones null, others cast.
+
+    Raises ValueError naming the columns `schema` does not know, so a typo never drops data.
+    """
+    unknown = [name for name in table.column_names if schema.get_field_index(name) < 0]
+    if unknown:
+        raise ValueError(f"columns not in the record schema: {unknown}")
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            columns.append(table.column(field.name).cast(field.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, type=field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def empty(schema: pa.Schema = RECORD_SCHEMA) -> pa.Table:
+    """An empty table with `schema`."""
+    return schema.empty_table()

@@ -1,0 +1,39 @@
+"""Settings: where data lives and how to reach the services, read from FLYWHEEL_* once, on demand."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Process-wide settings; every field can be set as FLYWHEEL_<NAME> or in a `.env` file."""
+
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_", env_file=".env", extra="ignore")
+
+    data_root: str = Field("data", description="Local folder or fsspec URL holding all Flywheel data.")
+    project_dir: Path = Field(Path("."), description="The checkout; venvs and service state live under it.")
+    label_studio_host: str = Field("127.0.0.1", description="Address Label Studio binds and is reached on.")
+    label_studio_port: int = Field(8080, description="Label Studio's port.")
+    label_studio_url: str | None = Field(None, description="Reach an existing Label Studio here instead.")
+    label_studio_token: SecretStr = Field(
+        SecretStr("flywheel-demo-token-0001"), description="Label Studio API token (legacy token)."
+    )
+    label_studio_user: str = Field("admin@flywheel.local", description="Label Studio admin login.")
+    label_studio_password: SecretStr = Field(SecretStr("flywheel-admin"), description="Label Studio admin password.")
+    label_studio_venv: Path = Field(Path(".venv-ls"), description="Virtualenv holding the Label Studio server.")
+    site_port: int = Field(8765, description="Port of the demo's sample website on 127.0.0.1.")
+    prefect_port: int = Field(4200, description="Port of the local Prefect server started by `services up`.")
+
+    @property
+    def label_studio_base_url(self) -> str:
+        return self.label_studio_url or f"http://{self.label_studio_host}:{self.label_studio_port}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings, read from the environment the first time they are asked for."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""The Scrapy project that crawls sites into raw Parquet shards, and the demo sample website."""

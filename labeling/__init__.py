@@ -1,0 +1,1 @@
+"""Label Studio integration: the client, tasks, active-learning selection, quality control, sync."""

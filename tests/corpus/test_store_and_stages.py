@@ -1,0 +1,100 @@
+"""The Parquet store writes atomically and the stage runner reports, keys and skips finished runs."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+from pydantic import BaseModel
+
+from corpus.schema import RECORD_SCHEMA, conform, make_record_id
+from corpus.stages import Stage, StageOutput, run_stage, split_by_reason
+from corpus.store import DataRoot
+
+
+def _records(n: int) -> pa.Table:
+    texts = [f"page {i}" for i in range(n)]
+    return conform(
+        pa.table(
+            {
+                "record_id": [make_record_id(t.encode()) for t in texts],
+                "kind": ["text"] * n,
+                "text": texts,
+            }
+        )
+    )
+
+
+class _MinLength(BaseModel):
+    min_chars: int = 7
+
+
+def _drop_short(table: pa.Table, cfg: _MinLength) -> StageOutput:
+    reasons = [None if len(t) >= cfg.min_chars else "too_short" for t in table.column("text").to_pylist()]
+    kept, dropped = split_by_reason(table, reasons)
+    return StageOutput(kept, dropped, {"checked": table.num_rows})
+
+
+DROP_SHORT = Stage("drop-short", "1", _drop_short)
+
+
+def test_conform_fills_missing_columns_and_rejects_unknown_ones():
+    table = conform(pa.table({"record_id": ["a"], "kind": ["text"]}))
+    assert table.schema.equals(RECORD_SCHEMA)
+    assert table.column("label").to_pylist() == [None]
+    with pytest.raises(ValueError, match="lable"):
+        conform(pa.table({"record_id": ["a"], "kind": ["text"], "lable": ["cat"]}))
+
+
+def test_record_id_is_stable_content_hash():
+    assert make_record_id(b"abc") == make_record_id(b"abc")
+    assert make_record_id(b"abc") != make_record_id(b"abd")
+    assert len(make_record_id(b"abc")) == 32
+
+
+def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path):
+    root = DataRoot(str(tmp_path))
+    root.write_table("raw/run1/part-0000.parquet", _records(3))
+    root.write_json("raw/run1/_report.json", {"pages": 3})
+    assert sorted(p.name for p in (tmp_path / "raw/run1").iterdir()) == ["_report.json", "part-0000.parquet"]
+    assert root.read_table("raw/run1").num_rows == 3
+    assert root.read_json("raw/run1/_report.json") == {"pages": 3}
+
+
+def test_split_by_reason_keeps_every_row_with_its_reason():
+    table = _records(4)
+    kept, dropped = split_by_reason(table, [None, "a", None, "b"])
+    assert kept.num_rows == 2 and dropped.num_rows == 2
+    assert dropped.column("drop_reason").to_pylist() == ["a", "b"]
+    with pytest.raises(ValueError):
+        split_by_reason(table, [None])
+
+
+def test_run_stage_writes_outputs_report_and_skips_a_finished_run(tmp_path):
+    root = DataRoot(str(tmp_path))
+    table = conform(pa.table({"record_id": ["1", "2", "3"], "kind": ["text"] * 3, "text": ["short", "long enough", "x"]}))
+    root.write_table("raw/r/part-0000.parquet", table)
+
+    first = run_stage(root, DROP_SHORT, _MinLength(), ["raw/r"])
+    assert first["skipped"] is False
+    assert first["kept"] == 1 and first["dropped"] == 2
+    assert first["dropped_by_reason"] == {"too_short": 2}
+    out = first["output"]
+    assert root.exists(f"{out}/_SUCCESS")
+    assert root.read_table(f"{out}/dropped").column("drop_reason").to_pylist() == ["too_short", "too_short"]
+
+    again = run_stage(root, DROP_SHORT, _MinLength(), ["raw/r"])
+    assert again["skipped"] is True and again["output"] == out
+
+    other_config = run_stage(root, DROP_SHORT, _MinLength(min_chars=1), ["raw/r"])
+    assert other_config["output"] != out and other_config["kept"] == 3
+
+
+def test_run_stage_refuses_a_stage_that_loses_rows(tmp_path):
+    root = DataRoot(str(tmp_path))
+    root.write_table("raw/r/part-0000.parquet", _records(3))
+    lossy = Stage("lossy", "1", lambda t, cfg: StageOutput(t.slice(0, 1), t.slice(0, 0), {}))
+    with pytest.raises(RuntimeError, match="lost rows"):
+        run_stage(root, lossy, None, ["raw/r"])
+    assert not root.exists("curated")  or not any(
+        root.exists(f"curated/{d}/_SUCCESS") for d in root.list_dirs("curated")
+    )

@@ -1,0 +1,1 @@
+"""Training over dataset releases: torch datasets, augmentation recipes, models, train loop, prediction."""
