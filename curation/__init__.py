@@ -1,0 +1,1 @@
+"""Pure curation stages over record tables: validation, deduplication, quality and privacy scrubbing."""
