@@ -1,0 +1,155 @@
+"""Tests for training: recipes, datasets, the train loop, the registry and pool prediction."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import torch
+
+from corpus.releases import ReleaseConfig, build_release
+from corpus.schema import PREDICTION_SCHEMA, conform
+from corpus.store import DataRoot
+from training.augment import get_recipe
+from training.data import ImageDecodeError, ReleaseImageDataset
+from training.model import SmallCNN
+from training.predict import predict_pool
+from training.registry import latest_model, list_models, load_model
+from training.train import TrainConfig, pick_device, train_model
+
+SHAPES = ("circle", "square", "triangle", "cross")
+FAST = TrainConfig(image_size=32, epochs=12, batch_size=16, width=16, patience=6)
+
+
+@pytest.fixture(scope="module")
+def trained(shapes_root: DataRoot) -> dict:
+    return train_model(shapes_root, "shapes", "latest", FAST)
+
+
+def test_recipes_shape_and_unknown_name():
+    image = np.random.default_rng(0).integers(0, 256, size=(50, 70, 3), dtype=np.uint8)
+    for name in ("train-basic", "eval"):
+        out = get_recipe(name, 32, seed=1)(image=image)["image"]
+        assert out.shape == (32, 32, 3) and out.dtype == np.float32
+    a = get_recipe("train-basic", 32, seed=3)(image=image)["image"]
+    b = get_recipe("train-basic", 32, seed=3)(image=image)["image"]
+    assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match=r"recipes: \['eval', 'train-basic'\]"):
+        get_recipe("fancy", 32)
+
+
+def test_model_embed_and_logits_shapes():
+    model = SmallCNN(5, width=8).eval()
+    x = torch.zeros(2, 3, 32, 32)
+    assert model.embed(x).shape == (2, 32)
+    assert model(x).shape == (2, 5)
+
+
+def test_pick_device_is_cpu_here():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert pick_device().type == expected
+    assert pick_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            pick_device("cuda")
+
+
+def test_training_learns_synthetic_shapes(trained: dict, shapes_root: DataRoot):
+    chance = 1 / len(SHAPES)
+    assert trained["labels"] == sorted(SHAPES)
+    assert trained["test_accuracy"] > 0.6 > chance, trained
+    assert trained["n_train"] + trained["n_val"] + trained["n_test"] == 120
+    assert trained["n_test"] > 0 and trained["n_val"] > 0
+    cm = np.array(trained["confusion_matrix"])
+    assert cm.shape == (4, 4) and cm.sum() == trained["n_test"]
+    assert set(trained["per_class"]) == set(SHAPES)
+    assert 1 <= trained["epochs_run"] <= FAST.epochs and trained["device"] == "cpu"
+    assert trained["model_version"] == "shapes-v0001-m001"
+    folder = shapes_root.path("models", trained["model_version"])
+    state = torch.load(f"{folder}/model.pt", weights_only=True)
+    model = SmallCNN(4, width=16)
+    model.load_state_dict(state)
+    on_disk = json.loads(shapes_root.read_bytes(f"models/{trained['model_version']}/metrics.json"))
+    assert on_disk["test_accuracy"] == trained["test_accuracy"]
+
+
+def test_registry_and_prediction(trained: dict, shapes_root: DataRoot, make_shape_records):
+    mv = trained["model_version"]
+    assert mv in list_models(shapes_root)
+    assert latest_model(shapes_root, "shapes") == mv
+    assert latest_model(shapes_root, "no-such-dataset") is None
+    model, meta = load_model(shapes_root, mv)
+    assert meta["labels"] == sorted(SHAPES) and not model.training
+    with pytest.raises(FileNotFoundError, match=f"models: {mv}"):
+        load_model(shapes_root, "nope")
+
+    pool = make_shape_records(5, seed=99)
+    text_row = conform(pa.table({"record_id": ["t1"], "kind": ["text"], "text": ["hello"]}))
+    pool = pa.concat_tables([pool, text_row])
+    preds = predict_pool(shapes_root, mv, pool, batch_size=8)
+    assert preds.schema.equals(PREDICTION_SCHEMA)
+    assert preds.num_rows == 20 and "t1" not in preds.column("record_id").to_pylist()
+    probs = np.array(preds.column("probs").to_pylist())
+    assert probs.shape == (20, 4)
+    assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert np.allclose(probs.max(1), preds.column("confidence").to_numpy(), atol=1e-6)
+    assert {len(e) for e in preds.column("embedding").to_pylist()} == {model.embedding_dim}
+    # The fresh pool is drawn like the training data, so most predictions are right.
+    truth = dict(zip(pool.column("record_id").to_pylist(), pool.column("label").to_pylist(), strict=True))
+    predicted = zip(preds.column("record_id").to_pylist(), preds.column("predicted_label").to_pylist(), strict=True)
+    right = sum(truth[r] == p for r, p in predicted)
+    assert right / 20 > 0.6
+    written = shapes_root.read_table(f"models/{mv}/predictions.parquet", schema=PREDICTION_SCHEMA)
+    assert written.equals(preds)
+
+
+def test_same_seed_same_weights_and_next_version(shapes_root: DataRoot, trained: dict):
+    cfg = FAST.model_copy(update={"epochs": 2})
+    a = train_model(shapes_root, "shapes", "v0001", cfg)
+    b = train_model(shapes_root, "shapes", "v0001", cfg)
+    assert a["model_version"] != b["model_version"] != trained["model_version"]
+    assert a["model_version"].startswith("shapes-v0001-m")
+    wa = torch.load(io.BytesIO(shapes_root.read_bytes(f"models/{a['model_version']}/model.pt")), weights_only=True)
+    wb = torch.load(io.BytesIO(shapes_root.read_bytes(f"models/{b['model_version']}/model.pt")), weights_only=True)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_corrupt_image_names_the_record(tmp_path, make_shape_records):
+    records = make_shape_records(4, seed=5)
+    images = records.column("image").to_pylist()
+    images[3] = b"\x89PNG\r\n\x1a\n" + b"garbage" * 10
+    bad_id = records.column("record_id")[3].as_py()
+    records = records.set_column(records.schema.get_field_index("image"), "image", pa.array(images, pa.binary()))
+    ds = ReleaseImageDataset(records, sorted(SHAPES), get_recipe("eval", 32))
+    with pytest.raises(ImageDecodeError, match=bad_id):
+        ds[3]
+    # Same through the train loop, whichever split the bad record landed in (train, val or test).
+    root = DataRoot(str(tmp_path))
+    # One record per split is not guaranteed with 16 rows; put everything in train to be sure it is read.
+    build_release(root, "broken", records, ReleaseConfig(train=1.0, val=0.0, test=0.0))
+    with pytest.raises(ImageDecodeError, match=bad_id):
+        train_model(root, "broken", cfg=FAST.model_copy(update={"epochs": 1}))
+    assert list_models(root) == []
+    assert pc.sum(pc.equal(records.column("record_id"), bad_id)).as_py() == 1
+
+
+def test_empty_val_trains_all_epochs_without_early_stopping(tmp_path, make_shape_records):
+    root = DataRoot(str(tmp_path))
+    build_release(root, "noval", make_shape_records(6, seed=11), ReleaseConfig(train=0.75, val=0.0, test=0.25))
+    metrics = train_model(root, "noval", cfg=FAST.model_copy(update={"epochs": 3, "patience": 1}))
+    assert metrics["n_val"] == 0 and metrics["val_accuracy"] is None
+    assert metrics["epochs_run"] == 3 and metrics["best_epoch"] == 3
+    assert metrics["n_test"] > 0 and metrics["test_accuracy"] is not None
+
+
+def test_corrupt_pool_image_names_the_record(trained: dict, shapes_root: DataRoot, make_shape_records):
+    pool = make_shape_records(2, seed=12)
+    images = pool.column("image").to_pylist()
+    images[5] = b"not an image at all"
+    pool = pool.set_column(pool.schema.get_field_index("image"), "image", pa.array(images, pa.binary()))
+    with pytest.raises(ImageDecodeError, match=pool.column("record_id")[5].as_py()):
+        predict_pool(shapes_root, trained["model_version"], pool)

@@ -1,0 +1,63 @@
+"""Prediction over the unlabeled pool: class probabilities and embeddings for active learning."""
+
+from __future__ import annotations
+
+import posixpath
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch.utils.data import DataLoader
+
+from corpus.schema import PREDICTION_SCHEMA
+from corpus.store import DataRoot
+from training.augment import get_recipe
+from training.data import PoolImageDataset
+from training.registry import MODELS_DIR, load_model
+from training.train import pick_device
+
+PREDICTIONS_FILE = "predictions.parquet"
+
+
+def predict_pool(
+    root: DataRoot, model_version: str, pool: pa.Table, *, batch_size: int = 64, device: str = "auto"
+) -> pa.Table:
+    """Score the image rows of `pool` with a trained model (PREDICTION_SCHEMA), also written to its folder.
+
+    `confidence` is the top softmax probability: low means the model is unsure (label it first);
+    `probs` follow the model's label order (metrics.json "labels"); `embedding` is the pooled features.
+    A row whose image cannot be decoded raises ImageDecodeError naming its record_id.
+    """
+    model, meta = load_model(root, model_version)
+    dev = pick_device(device)
+    model.to(dev)
+    labels: list[str] = meta["labels"]
+    ds = PoolImageDataset(pool, get_recipe(meta.get("eval_recipe", "eval"), meta["image_size"]))
+    probs_out: list[np.ndarray] = []
+    emb_out: list[np.ndarray] = []
+    with torch.no_grad():
+        for x, _ in DataLoader(ds, batch_size=batch_size, shuffle=False):
+            emb = model.embed(x.to(dev))
+            probs = torch.softmax(model.head(emb), dim=1)
+            probs_out.append(probs.float().cpu().numpy())
+            emb_out.append(emb.float().cpu().numpy())
+    k, d = len(labels), model.embedding_dim
+    probs_np = np.concatenate(probs_out) if probs_out else np.zeros((0, k), np.float32)
+    emb_np = np.concatenate(emb_out) if emb_out else np.zeros((0, d), np.float32)
+    top = probs_np.argmax(1) if len(probs_np) else np.zeros(0, np.int64)
+    table = pa.Table.from_arrays(
+        [
+            pa.array(ds.record_ids, pa.string()),
+            pa.array([labels[i] for i in top], pa.string()),
+            pa.array(probs_np.max(1) if len(probs_np) else np.zeros(0), pa.float32()),
+            pa.FixedSizeListArray.from_arrays(pa.array(probs_np.reshape(-1), pa.float32()), k).cast(
+                pa.list_(pa.float32())
+            ),
+            pa.FixedSizeListArray.from_arrays(pa.array(emb_np.reshape(-1), pa.float32()), d).cast(
+                pa.list_(pa.float32())
+            ),
+        ],
+        schema=PREDICTION_SCHEMA,
+    )
+    root.write_table(posixpath.join(MODELS_DIR, model_version, PREDICTIONS_FILE), table)
+    return table
