@@ -1,0 +1,155 @@
+"""Label Studio task conversion: the labeling config, media files under the data root, task and prediction dicts."""
+
+from __future__ import annotations
+
+from xml.sax.saxutils import quoteattr
+
+import pyarrow as pa
+
+from corpus.schema import PREDICTION_SCHEMA
+from corpus.store import DataRoot
+
+MEDIA_DIR = "media"
+_EXTENSIONS = {"image/jpeg": "jpg", "image/jpg": "jpg", "image/png": "png"}
+
+
+def build_label_config(labels: list[str], *, from_name: str = "label", to_name: str = "image") -> str:
+    """A Label Studio config: the image, its caption as text, and one single-choice over `labels`."""
+    if not labels:
+        raise ValueError("labels must not be empty")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"labels must be unique; got {labels}")
+    choices = "\n".join(f"    <Choice value={quoteattr(str(label))}/>" for label in labels)
+    return (
+        "<View>\n"
+        f'  <Image name={quoteattr(to_name)} value="$image"/>\n'
+        '  <Text name="caption_text" value="$caption"/>\n'
+        f'  <Choices name={quoteattr(from_name)} toName={quoteattr(to_name)} choice="single" showInLine="true">\n'
+        f"{choices}\n"
+        "  </Choices>\n"
+        "</View>"
+    )
+
+
+def _extension(mime: str | None, data: bytes) -> str:
+    if mime and mime.lower() in _EXTENSIONS:
+        return _EXTENSIONS[mime.lower()]
+    # Sniff when the mime is missing or unexpected; scrubbing re-encodes to JPEG or PNG.
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpg"
+    raise ValueError(f"unsupported image type (mime {mime!r}); expected JPEG or PNG")
+
+
+def export_media(root: DataRoot, table: pa.Table) -> dict[str, str]:
+    """Write each image row's bytes to `media/<record_id>.<jpg|png>` under `root`; skip files already there.
+
+    Returns record_id -> path relative to the root. Rows of another kind, or with no image bytes,
+    are left out of the result (they cannot become image tasks). An unknown image type raises
+    ValueError naming the record.
+    """
+    missing = [c for c in ("record_id", "image") if c not in table.column_names]
+    if missing:
+        raise ValueError(f"table lacks columns {missing}")
+    ids = table.column("record_id").to_pylist()
+    kinds = table.column("kind").to_pylist() if "kind" in table.column_names else ["image"] * table.num_rows
+    mimes = table.column("mime").to_pylist() if "mime" in table.column_names else [None] * table.num_rows
+    existing = set(root.list(MEDIA_DIR))
+    paths: dict[str, str] = {}
+    images = table.column("image")
+    for i, record_id in enumerate(ids):
+        if kinds[i] != "image":
+            continue
+        data = images[i].as_py()
+        if not data:
+            continue
+        try:
+            ext = _extension(mimes[i], data)
+        except ValueError as exc:
+            raise ValueError(f"record {record_id}: {exc}") from exc
+        relpath = f"{MEDIA_DIR}/{record_id}.{ext}"
+        if relpath not in existing:
+            root.write_bytes(relpath, data)
+            existing.add(relpath)
+        paths[record_id] = relpath
+    return paths
+
+
+def build_tasks(
+    table: pa.Table, media_paths: dict[str, str], *, priorities: dict[str, float] | None = None
+) -> list[dict]:
+    """One Label Studio task per row whose record has a media file, shown via local-files serving.
+
+    `priorities` (record_id -> score in [0, 1], 1 = label first) goes into task data so the Data
+    Manager can sort by it; a missing priority is null.
+    """
+    if "record_id" not in table.column_names:
+        raise ValueError("table lacks column record_id")
+    n = table.num_rows
+    ids = table.column("record_id").to_pylist()
+    captions = table.column("caption").to_pylist() if "caption" in table.column_names else [None] * n
+    pages = table.column("page_url").to_pylist() if "page_url" in table.column_names else [None] * n
+    priorities = priorities or {}
+    tasks = []
+    for record_id, caption, page_url in zip(ids, captions, pages, strict=True):
+        relpath = media_paths.get(record_id)
+        if relpath is None:
+            continue
+        priority = priorities.get(record_id)
+        tasks.append(
+            {
+                "data": {
+                    "image": f"/data/local-files/?d={relpath}",
+                    "record_id": record_id,
+                    "caption": caption or "",
+                    "page_url": page_url or "",
+                    "priority": None if priority is None else float(priority),
+                }
+            }
+        )
+    return tasks
+
+
+def build_predictions(
+    task_ids_by_record: dict[str, int],
+    predictions: pa.Table,
+    labels: list[str],
+    model_version: str,
+    *,
+    from_name: str = "label",
+    to_name: str = "image",
+) -> list[dict]:
+    """Label Studio prediction dicts (choices result, score = confidence) for records that have a task.
+
+    `predictions` follows PREDICTION_SCHEMA. A predicted label outside `labels` raises ValueError,
+    since Label Studio would store it but the UI could not show it.
+    """
+    missing = [c for c in ("record_id", "predicted_label", "confidence") if c not in predictions.column_names]
+    if missing:
+        raise ValueError(f"predictions lack columns {missing} (see PREDICTION_SCHEMA: {PREDICTION_SCHEMA.names})")
+    known = set(labels)
+    out = []
+    rows = zip(
+        predictions.column("record_id").to_pylist(),
+        predictions.column("predicted_label").to_pylist(),
+        predictions.column("confidence").to_pylist(),
+        strict=True,
+    )
+    for record_id, label, confidence in rows:
+        task_id = task_ids_by_record.get(record_id)
+        if task_id is None or label is None:
+            continue
+        if label not in known:
+            raise ValueError(f"record {record_id}: predicted label {label!r} is not one of {labels}")
+        out.append(
+            {
+                "task": int(task_id),
+                "model_version": model_version,
+                "score": float(confidence) if confidence is not None else None,
+                "result": [
+                    {"from_name": from_name, "to_name": to_name, "type": "choices", "value": {"choices": [label]}}
+                ],
+            }
+        )
+    return out

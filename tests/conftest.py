@@ -1,0 +1,77 @@
+"""Shared test fixtures: a real Label Studio server for the whole session, started from a fast template."""
+
+from __future__ import annotations
+
+import os
+
+# albumentations checks for updates over the network on import; tests have no network.
+os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LS_VENV = REPO_ROOT / ".venv-ls"
+LS_TEMPLATE = REPO_ROOT / ".cache" / "label-studio-template"
+# The same admin and token as corpus.settings.Settings' defaults, so a template works for demos too.
+LS_USERNAME = "admin@flywheel.local"
+LS_PASSWORD = "flywheel-admin"
+LS_TOKEN = "flywheel-demo-token-0001"
+
+
+@dataclass(frozen=True)
+class LabelStudioSession:
+    """A running Label Studio server for tests; `document_root` is a folder to use as the DataRoot."""
+
+    url: str
+    token: str
+    data_dir: Path
+    document_root: Path
+    server: object
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioSession]:
+    """One real Label Studio server per test session (a copy of a pre-migrated template: ~6-10 s)."""
+    from labeling.server import LabelStudioError, LabelStudioServer, ensure_template, find_free_port
+
+    if not (LS_VENV / "bin" / "label-studio").exists():
+        pytest.fail(
+            f"Label Studio server is not installed in {LS_VENV}; run `make test` (it installs label-studio==1.23.2 "
+            "into .venv-ls) before running the Label Studio tests."
+        )
+    template = ensure_template(LS_TEMPLATE, venv=LS_VENV, username=LS_USERNAME, password=LS_PASSWORD, token=LS_TOKEN)
+    base = tmp_path_factory.mktemp("label-studio")
+    document_root = base / "root"
+    document_root.mkdir()
+    last_error: Exception | None = None
+    # A free port can be taken between picking and binding; the server refuses a busy port, so retry.
+    for _ in range(3):
+        server = LabelStudioServer(
+            base / "ls-data",
+            venv=LS_VENV,
+            port=find_free_port(),
+            document_root=document_root,
+            username=LS_USERNAME,
+            password=LS_PASSWORD,
+            token=LS_TOKEN,
+            log_path=base / "label-studio.log",
+            template=template,
+        )
+        try:
+            server.start()
+            break
+        except LabelStudioError as exc:
+            last_error = exc
+            server.stop()
+    else:
+        pytest.fail(f"Label Studio did not start: {last_error}")
+    try:
+        yield LabelStudioSession(
+            url=server.url, token=LS_TOKEN, data_dir=server.data_dir, document_root=document_root, server=server
+        )
+    finally:
+        server.stop()
