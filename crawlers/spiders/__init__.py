@@ -1,0 +1,1 @@
+"""The Flywheel spiders (Scrapy finds them through SPIDER_MODULES)."""
