@@ -52,3 +52,6 @@ down:
 
 clean: down
 	rm -rf data .cache .prefect
+
+# Benchmarks: each target sets up the peers' own venv (.venv-bench) and prints ratios; QUICK=1 is small.
+-include bench/*.mk

@@ -1,0 +1,292 @@
+"""The `flywheel` command line: the demo, each flow by hand, local services and deployments."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from corpus.settings import get_settings
+
+app = typer.Typer(help="Flywheel: crawl -> curate -> scrub -> label -> release -> train.", no_args_is_help=True)
+label_app = typer.Typer(help="Label Studio rounds.", no_args_is_help=True)
+services_app = typer.Typer(
+    help="Local services: Label Studio, the sample site, a Prefect server.", no_args_is_help=True
+)
+app.add_typer(label_app, name="label")
+app.add_typer(services_app, name="services")
+console = Console()
+
+SUMMARY_PATH = "demo/summary.json"
+
+
+@app.callback()
+def _setup() -> None:
+    # albumentations checks PyPI for updates at import unless told not to; nothing may leave loopback.
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+@contextlib.contextmanager
+def _prefect_api(start: bool = False) -> Iterator[str | None]:
+    """Run flows against the local Prefect server (started when `start`), so they show in the UI.
+
+    An explicit PREFECT_API_URL wins; without either, Prefect uses a temporary server of its own.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from pipelines import services
+
+    if os.environ.get("PREFECT_API_URL"):
+        yield os.environ["PREFECT_API_URL"]
+        return
+    settings = get_settings()
+    api = services.prefect_api_url(settings)
+    if start:
+        services.start_prefect_server(settings)
+    elif not services.is_answering(f"{api}/health"):
+        yield None
+        return
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        yield api
+
+
+def _print_json(obj: object) -> None:
+    console.print_json(json.dumps(obj, default=str))
+
+
+@app.command()
+def demo(
+    images_per_class: Annotated[int, typer.Option(help="Images per class on the sample site.")] = 60,
+    seed: Annotated[int, typer.Option(help="Seed of the sample site.")] = 7,
+    rounds: Annotated[int, typer.Option(help="Label rounds (each: label, release, train).")] = 2,
+    budget: Annotated[int, typer.Option(help="Tasks pushed per label round.")] = 80,
+    epochs: Annotated[int, typer.Option(help="Training epochs per model.")] = 30,
+) -> None:
+    """Run the whole loop on the generated sample site and print the summary (also in data/demo/summary.json)."""
+    from corpus.store import DataRoot
+    from crawlers.sample_site import CLASSES
+    from pipelines import services
+    from pipelines.demo import DemoParams, demo_flow, render_summary
+
+    settings = get_settings()
+    with console.status("starting Label Studio (first start migrates its database: about a minute)"):
+        ls_url = services.start_label_studio(settings)
+    console.print(f"[green]✓[/] Label Studio at {ls_url}")
+    with console.status("generating and serving the sample site"):
+        site_url, truth = services.start_sample_site(settings, seed=seed, images_per_class=images_per_class)
+    console.print(f"[green]✓[/] sample site at {site_url}")
+    with console.status("starting the Prefect server"), _prefect_api(start=True) as api:
+        console.print(f"[green]✓[/] Prefect UI at {api.removesuffix('/api')}")
+        params = DemoParams(
+            site_url=site_url,
+            truth_path=str(truth),
+            labels=list(CLASSES),
+            budgets=[budget] * rounds,
+            epochs=epochs,
+            data_root=settings.data_root,
+        )
+        summary = demo_flow(params)
+    root = DataRoot(settings.data_root)
+    root.write_json(SUMMARY_PATH, summary)
+    console.print(render_summary(summary))
+    console.print(f"summary: {root.path(SUMMARY_PATH)}")
+    console.print(f"releases: {root.path('releases', params.dataset)}   models: {root.path('models')}")
+    console.print(
+        f"Label Studio project: {summary['label_studio']['url']} "
+        f"(login {settings.label_studio_user} / {settings.label_studio_password.get_secret_value()})"
+    )
+    console.print(f"Prefect UI: {api.removesuffix('/api')}/runs   stop everything: make down")
+
+
+@app.command()
+def crawl(
+    start_url: str,
+    source: Annotated[str, typer.Option(help="Source name stored on records.")] = "site",
+    max_pages: Annotated[int, typer.Option(help="Page budget.")] = 2000,
+    allowed_domain: Annotated[list[str] | None, typer.Option(help="Extra hosts the crawl may visit.")] = None,
+) -> None:
+    """Crawl a site into raw/<crawl run>/ (Scrapy, robots.txt obeyed, same host only)."""
+    from pipelines.config import CrawlParams
+    from pipelines.flows import crawl_flow
+
+    params = CrawlParams(start_url=start_url, source=source, max_pages=max_pages, allowed_domains=allowed_domain)
+    with _prefect_api():
+        _print_json(crawl_flow(params))
+
+
+@app.command()
+def curate(
+    raw: Annotated[list[str], typer.Argument(help="Raw folders under the data root, e.g. raw/crawl-...")],
+) -> None:
+    """Curate (validate, deduplicate) and scrub (PII, EXIF, faces) raw records into the label pool."""
+    from pipelines.config import CurateParams
+    from pipelines.flows import curate_flow
+
+    with _prefect_api():
+        report = curate_flow(CurateParams(inputs=raw))
+    _print_json(
+        {
+            k: {kk: v[kk] for kk in ("output", "kept", "dropped", "dropped_by_reason", "counters")}
+            if isinstance(v, dict)
+            else v
+            for k, v in report.items()
+        }
+    )
+
+
+@app.command()
+def ingest(
+    start_url: str,
+    source: Annotated[str, typer.Option(help="Source name stored on records.")] = "site",
+    max_pages: Annotated[int, typer.Option(help="Page budget.")] = 2000,
+) -> None:
+    """crawl -> curate -> scrub in one flow."""
+    from pipelines.config import CrawlParams, IngestParams
+    from pipelines.flows import ingest_flow
+
+    with _prefect_api():
+        report = ingest_flow(IngestParams(crawl=CrawlParams(start_url=start_url, source=source, max_pages=max_pages)))
+    _print_json({"pool": report["pool"], "crawl": report["crawl"], "kept": report["curate"]["kept"]})
+
+
+@label_app.command("push")
+def label_push(
+    labels: Annotated[str, typer.Option(help="Comma-separated label set.")],
+    budget: Annotated[int, typer.Option(help="Tasks to push.")] = 80,
+    strategy: Annotated[str, typer.Option(help="auto, diversity, uncertainty or random.")] = "auto",
+    project: Annotated[str, typer.Option(help="Label Studio project title.")] = "Flywheel demo",
+    dataset: Annotated[str, typer.Option(help="Dataset whose newest model ranks the pool.")] = "demo",
+    pool: Annotated[str | None, typer.Option(help="Pool folder; default: the latest ingest's.")] = None,
+) -> None:
+    """Push the next batch of the pool to Label Studio, chosen by the newest model when there is one."""
+    from pipelines.config import LabelRoundParams
+    from pipelines.flows import label_push_flow
+
+    params = LabelRoundParams(
+        dataset=dataset,
+        pool=pool,
+        labels=[x.strip() for x in labels.split(",") if x.strip()],
+        project_title=project,
+        budget=budget,
+        strategy=strategy,
+    )
+    with _prefect_api():
+        report = label_push_flow(params)
+    report.pop("record_ids", None)
+    report.pop("task_ids", None)
+    _print_json(report)
+
+
+@label_app.command("pull")
+def label_pull(project: Annotated[str, typer.Option(help="Label Studio project title.")] = "Flywheel demo") -> None:
+    """Pull new and changed annotations into annotations/ and print labels and agreement."""
+    from pipelines.flows import label_pull_flow
+
+    with _prefect_api():
+        _print_json(label_pull_flow(project_title=project))
+
+
+@app.command()
+def release(
+    dataset: Annotated[str, typer.Option(help="Dataset name.")] = "demo",
+    pool: Annotated[str | None, typer.Option(help="Pool folder; default: the latest ingest's.")] = None,
+) -> None:
+    """Publish the next immutable release of DATASET from the labeled pool (emits flywheel.dataset.released)."""
+    from pipelines.config import ReleaseParams
+    from pipelines.flows import release_flow
+
+    with _prefect_api():
+        manifest = release_flow(ReleaseParams(dataset=dataset, pool=pool))
+    _print_json({k: manifest.get(k) for k in ("dataset", "version", "parent", "rows", "unchanged", "path")})
+
+
+@app.command()
+def train(
+    release: Annotated[str, typer.Option("--release", help="DATASET@VERSION, e.g. demo@v0002 or demo@latest.")],
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 30,
+    score_pool: Annotated[bool, typer.Option(help="Score the latest pool for the next round.")] = True,
+) -> None:
+    """Train a model on a release (CUDA when present) and score the pool for the next label round."""
+    from pipelines.config import TrainParams
+    from pipelines.flows import train_flow
+    from pipelines.tasks import latest_pool
+    from training.train import TrainConfig
+
+    dataset, _, version = release.partition("@")
+    pool = latest_pool(get_settings().data_root) if score_pool else None
+    with _prefect_api():
+        metrics = train_flow(
+            TrainParams(dataset=dataset, version=version or "latest", pool=pool, train=TrainConfig(epochs=epochs))
+        )
+    _print_json({k: metrics.get(k) for k in ("model_version", "release", "test_accuracy", "device", "scored")})
+
+
+@services_app.command("up")
+def services_up(
+    images_per_class: Annotated[int, typer.Option(help="Images per class on the sample site.")] = 60,
+    seed: Annotated[int, typer.Option(help="Seed of the sample site.")] = 7,
+) -> None:
+    """Start Label Studio, the sample site and a Prefect server on 127.0.0.1 (reused when already up)."""
+    from pipelines import services
+
+    settings = get_settings()
+    console.print(f"Label Studio: {services.start_label_studio(settings)}")
+    console.print(
+        f"sample site: {services.start_sample_site(settings, seed=seed, images_per_class=images_per_class)[0]}"
+    )
+    console.print(f"Prefect UI: {services.start_prefect_server(settings).removesuffix('/api')}")
+
+
+@services_app.command("down")
+def services_down() -> None:
+    """Stop every service the demo, `services up` or `ui` started."""
+    from pipelines import services
+
+    for name, was_running in services.stop_all(get_settings()).items():
+        console.print(f"{name}: {'stopped' if was_running else 'not running'}")
+
+
+@services_app.command("status")
+def services_status() -> None:
+    """Which services run, and where."""
+    from pipelines import services
+
+    _print_json(services.describe(get_settings()))
+
+
+@app.command()
+def serve(
+    only: Annotated[list[str] | None, typer.Option(help="Serve only these deployments.")] = None,
+) -> None:
+    """Serve the deployments (nightly ingest, label round, release, train, train-on-release trigger)."""
+    from prefect import serve as prefect_serve
+
+    from pipelines.deployments import build_deployments
+
+    with _prefect_api():
+        prefect_serve(*build_deployments(get_settings(), only=set(only) if only else None))
+
+
+@app.command()
+def ui() -> None:
+    """Start the local Prefect server, serve the deployments in the background and print the UI's URL."""
+    import sys
+
+    from pipelines import services
+
+    settings = get_settings()
+    api = services.start_prefect_server(settings)
+    state = services.ServiceState("deployments", services.run_dir_of(settings))
+    if state.pid() is None:
+        services.spawn(state, [str(Path(sys.executable).with_name("flywheel")), "serve"], env={"PREFECT_API_URL": api})
+    console.print(f"Prefect UI: {api.removesuffix('/api')}  (deployments served by pid {state.pid()}; stop: make down)")
+
+
+if __name__ == "__main__":
+    app()

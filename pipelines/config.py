@@ -1,0 +1,87 @@
+"""Flow parameters: one pydantic model per flow, composed from the stages' own config models."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from corpus.releases import ReleaseConfig
+from curation.cleaning import CurateConfig
+from curation.privacy import ScrubConfig
+from training.train import TrainConfig
+
+
+class CrawlParams(BaseModel):
+    """What to crawl and how much of it."""
+
+    start_url: str = Field(..., description="First page; the crawl stays on its host unless allowed_domains says more.")
+    source: str = Field("site", description="Name of this source, stored on every record.")
+    allowed_domains: list[str] | None = Field(None, description="Hosts the crawl may visit (no ports).")
+    max_pages: int = Field(2000, ge=1, description="Page budget of one crawl.")
+    timeout_s: float = Field(1800, gt=0, description="Wall-clock limit of one crawl.")
+
+
+class CurateParams(BaseModel):
+    """curate -> scrub over raw crawl folders."""
+
+    inputs: list[str] = Field(
+        ..., min_length=1, description="Raw folders (relative to the data root), e.g. raw/crawl-..."
+    )
+    curate: CurateConfig = Field(default_factory=CurateConfig)
+    scrub: ScrubConfig = Field(default_factory=ScrubConfig)
+    data_root: str | None = Field(None, description="Data root URL; defaults to FLYWHEEL_DATA_ROOT.")
+
+
+class IngestParams(BaseModel):
+    """crawl -> curate -> scrub."""
+
+    crawl: CrawlParams
+    curate: CurateConfig = Field(default_factory=CurateConfig)
+    scrub: ScrubConfig = Field(default_factory=ScrubConfig)
+    data_root: str | None = Field(None, description="Data root URL; defaults to FLYWHEEL_DATA_ROOT.")
+
+
+class SimulationParams(BaseModel):
+    """Simulated annotators for demos and benchmarks: they answer from a ground-truth file."""
+
+    truth_path: str = Field(..., description="truth.json of the sample site (never read by the pipeline itself).")
+    error_rates: list[float] = Field([0.05, 0.1, 0.2], description="One simulated annotator per error rate.")
+    overlap_fraction: float = Field(0.3, ge=0, le=1, description="Share of tasks labeled by several annotators.")
+    overlap_k: int = Field(2, ge=2, description="Annotators per overlapping task.")
+    seed: int = 0
+
+
+class LabelRoundParams(BaseModel):
+    """One label round: select from the pool, push to Label Studio, (simulate), pull, aggregate."""
+
+    dataset: str = Field("demo", description="Dataset name; the round's model is this dataset's newest.")
+    pool: str | None = Field(None, description="Folder of scrubbed kept records; default: the latest ingest's.")
+    labels: list[str] = Field(..., min_length=2, description="The label set annotators choose from.")
+    project_title: str = Field("Flywheel demo", min_length=3, description="Label Studio project title.")
+    budget: int = Field(80, ge=1, description="Tasks pushed this round.")
+    strategy: str = Field(
+        "auto",
+        description="auto (uncertainty when a model exists, else diversity), diversity, uncertainty or random.",
+        pattern="^(auto|diversity|uncertainty|random)$",
+    )
+    simulate: SimulationParams | None = Field(None, description="Answer with simulated annotators (demo only).")
+    seed: int = 0
+    data_root: str | None = None
+
+
+class ReleaseParams(BaseModel):
+    """Build the next immutable release of a dataset from the pool and the pulled annotations."""
+
+    dataset: str = "demo"
+    pool: str | None = Field(None, description="Folder of scrubbed kept records; default: the latest ingest's.")
+    release: ReleaseConfig = Field(default_factory=ReleaseConfig)
+    data_root: str | None = None
+
+
+class TrainParams(BaseModel):
+    """Train on a release and score the unlabeled pool for the next round."""
+
+    dataset: str = "demo"
+    version: str = Field("latest", description="Release version (v0001) or latest.")
+    pool: str | None = Field(None, description="Folder of records to score after training; none skips scoring.")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    data_root: str | None = None

@@ -1,0 +1,161 @@
+"""Prefect flows: ingest (crawl, curate, scrub), label round, release and train, each one parameter model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from corpus.settings import get_settings
+from pipelines.config import CrawlParams, CurateParams, IngestParams, LabelRoundParams, ReleaseParams, TrainParams
+from pipelines.tasks import (
+    announce_model,
+    choose_batch,
+    crawl_source,
+    find_project,
+    latest_pool,
+    new_run_name,
+    open_project,
+    project_link,
+    publish_release,
+    pull_labels,
+    push_batch,
+    remember_pool,
+    run_curation_stage,
+    score_pool,
+    simulate_annotators,
+    summarize_labels,
+    train_on_release,
+)
+
+
+def _data_root(explicit: str | None) -> str:
+    return explicit or get_settings().data_root
+
+
+@flow(name="crawl", log_prints=True)
+def crawl_flow(params: CrawlParams, data_root: str | None = None) -> dict[str, Any]:
+    """Crawl one source into raw/<crawl run>/ and report pages, images and errors."""
+    return crawl_source(_data_root(data_root), params, new_run_name("crawl"))
+
+
+@flow(name="curate", log_prints=True)
+def curate_flow(params: CurateParams) -> dict[str, Any]:
+    """Curate raw records (validation, exact and near-duplicates) and scrub what is kept (PII, EXIF, faces).
+
+    The scrubbed kept records become the label pool (`pool`), remembered as the latest one.
+    """
+    data_root = _data_root(params.data_root)
+    curate_report = run_curation_stage(data_root, "curate", params.curate, params.inputs)
+    scrub_report = run_curation_stage(data_root, "scrub", params.scrub, [f"{curate_report['output']}/kept"])
+    pool = remember_pool(data_root, f"{scrub_report['output']}/kept")
+    return {"curate": curate_report, "scrub": scrub_report, "pool": pool}
+
+
+@flow(name="ingest", log_prints=True)
+def ingest_flow(params: IngestParams) -> dict[str, Any]:
+    """crawl -> curate -> scrub, as one scheduled unit."""
+    crawl_report = crawl_flow(params.crawl, params.data_root)
+    curated = curate_flow(
+        CurateParams(
+            inputs=[crawl_report["output"]], curate=params.curate, scrub=params.scrub, data_root=params.data_root
+        )
+    )
+    return {"crawl": crawl_report, **curated}
+
+
+@flow(name="label-push", log_prints=True)
+def label_push_flow(params: LabelRoundParams) -> dict[str, Any]:
+    """Pick the next batch (diversity cold start, then the newest model's uncertainty) and push it to
+    Label Studio with the model's predictions as pre-annotations. Rerunning pushes nothing twice."""
+    data_root = _data_root(params.data_root)
+    pool = params.pool or latest_pool(data_root)
+    project_id = open_project(data_root, params.project_title, params.labels)
+    plan, model_version = choose_batch(
+        data_root, params.dataset, pool, project_id, params.budget, params.strategy, params.seed
+    )
+    pushed = push_batch(data_root, pool, project_id, plan, params.labels, model_version)
+    return {
+        "project_id": project_id,
+        "project_url": project_link(project_id),
+        "strategy": plan.strategy,
+        "model_version": model_version,
+        "candidates": plan.candidates,
+        "record_ids": plan.record_ids,
+        **pushed,
+    }
+
+
+@flow(name="label-pull", log_prints=True)
+def label_pull_flow(project_title: str = "Flywheel demo", data_root: str | None = None) -> dict[str, Any]:
+    """Pull new and changed annotations into annotations/ and report labels and agreement."""
+    data_root = _data_root(data_root)
+    project_id = find_project(project_title)
+    pulled = pull_labels(data_root, project_id)
+    return {"project_id": project_id, "pulled": pulled, **summarize_labels(data_root)}
+
+
+@flow(name="label-round", log_prints=True)
+def label_round_flow(params: LabelRoundParams) -> dict[str, Any]:
+    """One label round: push a batch, optionally let simulated annotators answer, pull and aggregate."""
+    data_root = _data_root(params.data_root)
+    pushed = label_push_flow(params)
+    simulated = None
+    if params.simulate is not None:
+        simulated = simulate_annotators(
+            data_root,
+            params.pool or latest_pool(data_root),
+            pushed["project_id"],
+            pushed["task_ids"],
+            params.labels,
+            params.simulate,
+        )
+    pulled = pull_labels(data_root, pushed["project_id"])
+    round_labels = summarize_labels(data_root, pushed["record_ids"])
+    report = {
+        "project_id": pushed["project_id"],
+        "project_url": pushed["project_url"],
+        "strategy": pushed["strategy"],
+        "model_version": pushed["model_version"],
+        "candidates": pushed["candidates"],
+        "tasks_pushed": pushed["tasks_pushed"],
+        "predictions_pushed": pushed["predictions_pushed"],
+        "simulated": simulated,
+        "pulled": pulled,
+        "annotations": round_labels["annotations"],
+        "labeled_records": round_labels["labeled_records"],
+        "agreement": round_labels["agreement"],
+    }
+    create_markdown_artifact(
+        key="label-round",
+        markdown="\n".join(
+            ["# Label round", "", f"Label Studio project: {pushed['project_url']}", "", "| what | value |", "|---|---|"]
+            + [f"| {k} | {v} |" for k, v in report.items() if not isinstance(v, dict)]
+        ),
+        description=f"project {pushed['project_id']}: {pushed['tasks_pushed']} tasks by {pushed['strategy']}",
+    )
+    return report
+
+
+@flow(name="release", log_prints=True)
+def release_flow(params: ReleaseParams) -> dict[str, Any]:
+    """Publish the next immutable release of the dataset; emits flywheel.dataset.released."""
+    data_root = _data_root(params.data_root)
+    return publish_release(data_root, params.dataset, params.pool or latest_pool(data_root), params.release)
+
+
+@flow(name="train", log_prints=True)
+def train_flow(params: TrainParams) -> dict[str, Any]:
+    """Train on a release, score the unlabeled pool for the next round and emit flywheel.model.trained."""
+    data_root = _data_root(params.data_root)
+    metrics = train_on_release(data_root, params.dataset, params.version, params.train)
+    scored = score_pool(data_root, metrics["model_version"], params.pool) if params.pool else 0
+    announce_model(data_root, metrics, scored)
+    return {**metrics, "scored": scored}
+
+
+@flow(name="train-on-release", log_prints=True)
+def train_on_release_flow(dataset: str, version: str, data_root: str | None = None, pool: str | None = None) -> dict:
+    """The event-triggered entry point: the `flywheel.dataset.released` payload maps onto these parameters."""
+    return train_flow(TrainParams(dataset=dataset, version=version, data_root=data_root, pool=pool))

@@ -1,0 +1,198 @@
+"""Local services for the demo and the UI: Label Studio, the sample site and a Prefect server, as detached processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from corpus.settings import Settings
+from crawlers.sample_site import generate_site
+from labeling.server import LabelStudioServer, ensure_template
+
+SITE_DIR = "demo/sample-site"
+
+
+@dataclass
+class ServiceState:
+    """Where a service's pid file and log live: under <data root>/run/."""
+
+    name: str
+    run_dir: Path
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.run_dir / f"{self.name}.log"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        return pid
+
+
+def _local_root(settings: Settings) -> Path:
+    root = Path(settings.data_root)
+    if "://" in settings.data_root:
+        raise ValueError("local services need a local data root (FLYWHEEL_DATA_ROOT is a URL)")
+    return root.absolute()
+
+
+def run_dir_of(settings: Settings) -> Path:
+    path = _local_root(settings) / "run"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def is_answering(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def spawn(state: ServiceState, argv: list[str], env: dict[str, str] | None = None) -> int:
+    """Start a process in its own session (it outlives this one) with its output in the service log."""
+    with open(state.log_file, "ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+    state.pid_file.write_text(str(proc.pid))
+    return proc.pid
+
+
+def _wait_for(url: str, state: ServiceState, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if is_answering(url):
+            return
+        if state.pid() is None:
+            raise RuntimeError(f"{state.name} exited during start; see {state.log_file}")
+        time.sleep(0.5)
+    raise TimeoutError(f"{state.name} did not answer at {url} within {timeout_s:.0f}s; see {state.log_file}")
+
+
+def start_label_studio(settings: Settings) -> str:
+    """Label Studio on 127.0.0.1 with SQLite under <data root>/label-studio; reused when already up."""
+    url = settings.label_studio_base_url
+    if is_answering(f"{url}/health"):
+        return url
+    root = _local_root(settings)
+    project_dir = settings.project_dir.absolute()
+    venv = (project_dir / settings.label_studio_venv).absolute()
+    if not (venv / "bin" / "label-studio").exists():
+        raise FileNotFoundError(f"Label Studio is not installed in {venv}: run `make venv`")
+    credentials = {
+        "username": settings.label_studio_user,
+        "password": settings.label_studio_password.get_secret_value(),
+        "token": settings.label_studio_token.get_secret_value(),
+    }
+    template = ensure_template(project_dir / ".cache" / "label-studio-template", venv=venv, **credentials)
+    state = ServiceState("label-studio", run_dir_of(settings))
+    server = LabelStudioServer(
+        root / "label-studio",
+        venv=venv,
+        port=settings.label_studio_port,
+        document_root=root,
+        template=template,
+        log_path=state.log_file,
+        pid_file=state.pid_file,
+        **credentials,
+    )
+    server.start()
+    return server.url
+
+
+def start_sample_site(settings: Settings, *, seed: int = 7, images_per_class: int = 60) -> tuple[str, Path]:
+    """Generate (once per seed and size) and serve the sample website; returns (url, truth.json path)."""
+    site_root = _local_root(settings) / SITE_DIR / f"seed{seed}-n{images_per_class}"
+    truth = site_root / "truth.json"
+    if not truth.exists():
+        generate_site(site_root, seed=seed, images_per_class=images_per_class)
+    url = f"http://127.0.0.1:{settings.site_port}/"
+    state = ServiceState("sample-site", run_dir_of(settings))
+    served = state.run_dir / "sample-site.serving"
+    if is_answering(url) and served.exists() and served.read_text() == str(site_root):
+        return url, truth
+    stop_service(state)
+    argv = [sys.executable, "-m", "crawlers.sample_site", "serve", "--dir", str(site_root / "site")]
+    spawn(state, [*argv, "--port", str(settings.site_port)])
+    _wait_for(url, state, timeout_s=30)
+    served.write_text(str(site_root))
+    return url, truth
+
+
+def prefect_api_url(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.prefect_port}/api"
+
+
+def start_prefect_server(settings: Settings) -> str:
+    """A Prefect server (SQLite under PREFECT_HOME) on 127.0.0.1, so runs show in the UI; reused when up."""
+    api = prefect_api_url(settings)
+    if is_answering(f"{api}/health"):
+        return api
+    state = ServiceState("prefect-server", run_dir_of(settings))
+    prefect = Path(sys.executable).with_name("prefect")
+    argv = [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(settings.prefect_port)]
+    spawn(state, argv, env={"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "true"})
+    _wait_for(f"{api}/health", state, timeout_s=180)
+    return api
+
+
+def stop_service(state: ServiceState, timeout_s: float = 20) -> bool:
+    """SIGTERM the service's process group (a graceful stop), SIGKILL if it lingers; False if it was not running."""
+    pid = state.pid()
+    if pid is None:
+        state.pid_file.unlink(missing_ok=True)
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and state.pid() is not None:
+        time.sleep(0.2)
+    if state.pid() is not None:
+        os.killpg(pid, signal.SIGKILL)
+    state.pid_file.unlink(missing_ok=True)
+    return True
+
+
+SERVICES = ("deployments", "prefect-server", "sample-site", "label-studio")
+
+
+def stop_all(settings: Settings) -> dict[str, bool]:
+    """Stop everything `services up`, `demo` and `ui` started; returns which were running."""
+    run_dir = run_dir_of(settings)
+    return {name: stop_service(ServiceState(name, run_dir)) for name in SERVICES}
+
+
+def describe(settings: Settings) -> dict[str, dict[str, object]]:
+    """Each service's pid (None when stopped) and where it answers."""
+    run_dir = run_dir_of(settings)
+    urls = {
+        "label-studio": settings.label_studio_base_url,
+        "sample-site": f"http://127.0.0.1:{settings.site_port}/",
+        "prefect-server": f"http://127.0.0.1:{settings.prefect_port}/",
+        "deployments": None,
+    }
+    return {name: {"pid": ServiceState(name, run_dir).pid(), "url": urls[name]} for name in SERVICES}

@@ -1,0 +1,149 @@
+"""The whole loop on a small sample site, against a real Label Studio server and a real Prefect server."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import httpx
+import pytest
+from PIL import Image
+
+from corpus.settings import get_settings
+from corpus.store import DataRoot
+from crawlers.sample_site import CLASSES, SiteServer, generate_site
+from labeling.client import LabelStudioClient
+from pipelines.demo import DemoParams, build_summary, demo_flow
+
+pytestmark = [pytest.mark.e2e, pytest.mark.labelstudio, pytest.mark.prefect]
+
+GPS_IFD = 0x8825
+
+
+@pytest.fixture()
+def demo_settings(label_studio, monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_LABEL_STUDIO_URL", label_studio.url)
+    monkeypatch.setenv("FLYWHEEL_LABEL_STUDIO_TOKEN", label_studio.token)
+    monkeypatch.setenv("FLYWHEEL_DATA_ROOT", str(label_studio.document_root))
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def test_demo_runs_the_whole_loop(prefect_api, label_studio, demo_settings, tmp_path):
+    truth = generate_site(tmp_path / "site", seed=3, images_per_class=14)
+    planted = [value for values in truth["pii"].values() for value in values]
+    root = DataRoot(str(label_studio.document_root))
+    with SiteServer(tmp_path / "site" / "site") as site:
+        summary = demo_flow(
+            DemoParams(
+                site_url=site.url,
+                truth_path=str(tmp_path / "site" / "truth.json"),
+                labels=list(CLASSES),
+                budgets=[24, 16],
+                epochs=12,
+                data_root=root.url,
+                project_title="Flywheel e2e",
+            )
+        )
+
+    # the summary's contract
+    assert set(summary) >= {"crawl", "curate", "scrub", "label_rounds", "releases", "models", "label_studio"}
+    json.dumps(summary)  # plain JSON types only: scripts read data/demo/summary.json
+    crawl, curate, scrub = summary["crawl"], summary["curate"], summary["scrub"]
+    assert crawl["pages"] > 3 and crawl["images"] > 0
+    defects = [d for img in truth["images"].values() for d in img["defects"]]
+    assert curate["exact_duplicates"] >= defects.count("exact_duplicate")
+    assert curate["near_duplicates"] >= 1
+    assert curate["dropped_by_reason"].get("undecodable", 0) >= defects.count("corrupt")
+    assert curate["dropped_by_reason"].get("too_small", 0) >= defects.count("tiny")
+    assert curate["dropped_by_reason"].get("duplicate_page", 0) >= 1
+    assert {"email", "phone", "credit_card"} <= {k for k, n in scrub["pii_by_type"].items() if n > 0}
+    assert scrub["faces_blurred"] >= 1
+    assert scrub["exif_stripped"] >= 1
+
+    round1, round2 = summary["label_rounds"]
+    assert round1["strategy"] == "diversity" and round1["model_version"] is None
+    assert round2["strategy"] == "uncertainty" and round2["model_version"] == summary["models"][0]["version"]
+    assert round1["tasks_pushed"] == 24 and round2["tasks_pushed"] == 16
+    assert round2["predictions_pushed"] == 16
+    assert round1["annotations"] > round1["tasks_pushed"] * 0.9  # tasks with no truth get no answer
+    assert 0.5 <= round1["agreement"] <= 1.0
+    assert [r["version"] for r in summary["releases"]] == ["v0001", "v0002"]
+    assert summary["releases"][1]["parent"] == "v0001"
+    v2 = summary["releases"][1]
+    assert v2["train"] + v2["val"] + v2["test"] > summary["releases"][0]["train"]
+    assert [m["release"] for m in summary["models"]] == ["v0001", "v0002"]
+    assert all(0.0 <= m["test_accuracy"] <= 1.0 for m in summary["models"])
+    assert summary["models"][1]["test_accuracy"] > 1 / len(CLASSES)  # better than chance
+
+    # Label Studio holds exactly what was pushed, with round 2's predictions and both rounds' annotations
+    client = LabelStudioClient(label_studio.url, label_studio.token)
+    project_id = summary["label_studio"]["project_id"]
+    tasks = client.list_tasks(project_id)
+    assert len(tasks) == 40
+    assert len({t["data"]["record_id"] for t in tasks}) == 40
+    predicted = [t for t in tasks if t["predictions"]]
+    assert len(predicted) == 16
+    assert all(
+        p["model_version"] == round2["model_version"] and 0 <= p["score"] <= 1
+        for t in predicted
+        for p in t["predictions"]
+    )
+    annotators = {a["completed_by"] for t in tasks for a in t["annotations"]}
+    assert len(annotators) >= 2
+    assert client.get_project(project_id)["model_version"] == round2["model_version"]
+
+    # no planted PII value reached Label Studio or a release; pushed images carry no GPS
+    pushed_text = json.dumps([t["data"] for t in tasks])
+    assert not [value for value in planted if value in pushed_text]
+    for version in ("v0001", "v0002"):
+        for split in ("train", "val", "test"):
+            table = root.read_table(f"releases/demo/{version}/{split}.parquet")
+            text = json.dumps([r for r in table.drop_columns(["image"]).to_pylist()], default=str)
+            assert not [value for value in planted if value in text]
+    image_url = label_studio.url + tasks[0]["data"]["image"]
+    response = httpx.get(image_url, headers={"Authorization": f"Token {label_studio.token}"})
+    assert response.status_code == 200
+    assert GPS_IFD not in Image.open(io.BytesIO(response.content)).getexif()
+    for table_path in root.list("media"):
+        assert GPS_IFD not in Image.open(io.BytesIO(root.read_bytes(table_path))).getexif()
+
+
+def test_build_summary_has_the_documented_shape():
+    ingest = {
+        "crawl": {"pages": 3, "images": 5},
+        "curate": {"kept": 4, "dropped": 1, "dropped_by_reason": {"too_small": 1}, "counters": {}, "output": "c"},
+        "scrub": {"counters": {"pii_email": 2, "faces_blurred": 1}, "output": "s"},
+    }
+    rounds = [
+        {
+            "round": 1,
+            "strategy": "diversity",
+            "model_version": None,
+            "tasks_pushed": 4,
+            "predictions_pushed": 0,
+            "annotations": 5,
+            "labeled_records": 4,
+            "agreement": {"percent_agreement": 1.0, "items_with_overlap": 1},
+            "project_id": 7,
+            "project_url": "http://127.0.0.1:1/projects/7",
+        }
+    ]
+    releases = [{"version": "v0001", "parent": None, "rows": {"train": 2, "val": 1, "test": 1}}]
+    models = [{"model_version": "demo-v0001-m001", "release": "v0001", "test_accuracy": 1.0}]
+    summary = build_summary(ingest, rounds, releases, models)
+    assert summary["scrub"]["pii_by_type"] == {"email": 2}
+    assert summary["releases"] == [{"version": "v0001", "parent": None, "train": 2, "val": 1, "test": 1, "path": None}]
+    assert summary["label_studio"] == {"url": "http://127.0.0.1:1/projects/7", "project_id": 7}
+    assert summary["label_rounds"][0]["agreement"] == 1.0
