@@ -97,7 +97,7 @@ def build_summary(
             "pages": crawl.get("pages"),
             "images": crawl.get("images"),
             "bytes": crawl.get("bytes"),
-            "robots_denied": crawl.get("robots_denied"),
+            "robots_denied": crawl.get("robots_forbidden", crawl.get("robots_denied")),
             "output": crawl.get("output"),
         },
         "curate": {

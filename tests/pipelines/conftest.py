@@ -19,7 +19,7 @@ from labeling.server import find_free_port
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`prefect server start` on a free loopback port with its own PREFECT_HOME; flows in this process use it."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 
     home = tmp_path_factory.mktemp("prefect-home")
     port = find_free_port()
@@ -48,7 +48,8 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         time.sleep(0.5)
     os.environ["PREFECT_API_URL"] = api
     try:
-        with temporary_settings(updates={PREFECT_API_URL: api}):
+        # Logs stay local: shipping them to a server that the fixture stops first only adds noise at exit.
+        with temporary_settings(updates={PREFECT_API_URL: api, PREFECT_LOGGING_TO_API_ENABLED: False}):
             yield api
     finally:
         os.environ.pop("PREFECT_API_URL", None)
