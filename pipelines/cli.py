@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -261,31 +260,19 @@ def services_status() -> None:
 
 
 @app.command()
-def serve(
-    only: Annotated[list[str] | None, typer.Option(help="Serve only these deployments.")] = None,
-) -> None:
-    """Serve the deployments (nightly ingest, label round, release, train, train-on-release trigger)."""
-    from prefect import serve as prefect_serve
-
-    from pipelines.deployments import build_deployments
-
-    with _prefect_api():
-        prefect_serve(*build_deployments(get_settings(), only=set(only) if only else None))
-
-
-@app.command()
 def ui() -> None:
-    """Start the local Prefect server, serve the deployments in the background and print the UI's URL."""
-    import sys
-
+    """Start the local Prefect server, register deploy/prefect.yaml's deployments, start a worker, print the URL."""
     from pipelines import services
 
     settings = get_settings()
-    api = services.start_prefect_server(settings)
-    state = services.ServiceState("deployments", services.run_dir_of(settings))
-    if state.pid() is None:
-        services.spawn(state, [str(Path(sys.executable).with_name("flywheel")), "serve"], env={"PREFECT_API_URL": api})
-    console.print(f"Prefect UI: {api.removesuffix('/api')}  (deployments served by pid {state.pid()}; stop: make down)")
+    with console.status("starting the Prefect server"):
+        api = services.start_prefect_server(settings)
+    with console.status("registering the deployments (deploy/prefect.yaml)"):
+        services.register_deployments(settings, api)
+    pid = services.start_worker(settings, api)
+    console.print(
+        f"Prefect UI: {api.removesuffix('/api')}  (worker pid {pid} on pool {services.WORK_POOL}; stop: make down)"
+    )
 
 
 if __name__ == "__main__":

@@ -177,7 +177,53 @@ def stop_service(state: ServiceState, timeout_s: float = 20) -> bool:
     return True
 
 
-SERVICES = ("deployments", "prefect-server", "sample-site", "label-studio")
+WORK_POOL = "flywheel-local"
+PREFECT_FILE = "deploy/prefect.yaml"
+
+
+def register_deployments(settings: Settings, api: str) -> None:
+    """Create the process work pool (once) and register every deployment in deploy/prefect.yaml."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    async def ensure_pool() -> None:
+        async with get_client() as client:
+            with contextlib.suppress(ObjectAlreadyExists):
+                await client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
+
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        asyncio.run(ensure_pool())
+    project_dir = settings.project_dir.absolute()
+    prefect = Path(sys.executable).with_name("prefect")
+    result = subprocess.run(
+        [str(prefect), "--no-prompt", "deploy", "--all", "--prefect-file", PREFECT_FILE],
+        cwd=project_dir,
+        env={**os.environ, "PREFECT_API_URL": api, "FLYWHEEL_PROJECT_DIR": str(project_dir)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"prefect deploy failed:\n{(result.stdout + result.stderr)[-3000:]}")
+
+
+def start_worker(settings: Settings, api: str, env: dict[str, str] | None = None) -> int:
+    """A process worker on the flywheel-local pool (runs deployments' flow runs); reused when running."""
+    state = ServiceState("worker", run_dir_of(settings))
+    pid = state.pid()
+    if pid is not None:
+        return pid
+    prefect = Path(sys.executable).with_name("prefect")
+    return spawn(
+        state, [str(prefect), "worker", "start", "--pool", WORK_POOL], env={"PREFECT_API_URL": api, **(env or {})}
+    )
+
+
+SERVICES = ("worker", "prefect-server", "sample-site", "label-studio")
 
 
 def stop_all(settings: Settings) -> dict[str, bool]:
@@ -193,6 +239,6 @@ def describe(settings: Settings) -> dict[str, dict[str, object]]:
         "label-studio": settings.label_studio_base_url,
         "sample-site": f"http://127.0.0.1:{settings.site_port}/",
         "prefect-server": f"http://127.0.0.1:{settings.prefect_port}/",
-        "deployments": None,
+        "worker": None,
     }
     return {name: {"pid": ServiceState(name, run_dir).pid(), "url": urls[name]} for name in SERVICES}

@@ -1,38 +1,56 @@
-"""Publishing a release emits flywheel.dataset.released and the served training deployment trains on it."""
+"""deploy/prefect.yaml registers the loop; a published release starts training through its event trigger."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
+import asyncio
+import inspect
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 from labeled_pools import make_labeled_pool
+from prefect.events import DeploymentEventTrigger
 
-from corpus.settings import get_settings
+from corpus.settings import Settings
 from corpus.store import DataRoot
-from pipelines.config import ReleaseParams
-from pipelines.deployments import TRAIN_ON_RELEASE, build_deployments
+from pipelines import flows, services
+from pipelines.config import IngestParams, LabelRoundParams, ReleaseParams, TrainParams
 from pipelines.flows import release_flow, train_on_release_flow
 
 pytestmark = pytest.mark.prefect
 
-
-def test_deployments_cover_the_loop_and_train_has_the_release_trigger():
-    deployments = {d.name: d for d in build_deployments(get_settings())}
-    assert set(deployments) == {"ingest-nightly", "label-round", "release", "train", TRAIN_ON_RELEASE}
-    assert deployments["ingest-nightly"].schedules[0].schedule.cron == "0 3 * * *"
-    (trigger,) = deployments[TRAIN_ON_RELEASE].triggers
-    assert trigger.expect == {"flywheel.dataset.released"}
-    assert set(trigger.parameters) == {"dataset", "version", "data_root", "pool"}
-    with pytest.raises(ValueError, match="unknown deployments"):
-        build_deployments(get_settings(), only={"nope"})
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PREFECT_YAML = REPO_ROOT / services.PREFECT_FILE
 
 
-async def _wait_for_triggered_run(deployment_name: str, timeout_s: float):
+def _deployments() -> dict[str, dict]:
+    return {d["name"]: d for d in yaml.safe_load(PREFECT_YAML.read_text())["deployments"]}
+
+
+def test_prefect_yaml_declares_every_deployment_with_valid_parameters():
+    deployments = _deployments()
+    assert set(deployments) == {"ingest-nightly", "label-round", "release", "train", "train-on-release"}
+    assert deployments["ingest-nightly"]["schedules"] == [{"cron": "0 3 * * *", "timezone": "UTC"}]
+    models = {
+        "ingest-nightly": IngestParams,
+        "label-round": LabelRoundParams,
+        "release": ReleaseParams,
+        "train": TrainParams,
+    }
+    for name, model in models.items():
+        model.model_validate(deployments[name]["parameters"]["params"])  # the UI form's defaults are valid
+    for deployment in deployments.values():
+        module, _, function = deployment["entrypoint"].partition(":")
+        assert module == "pipelines/flows.py" and hasattr(getattr(flows, function), "deploy")
+        assert deployment["work_pool"]["name"] == services.WORK_POOL
+    (trigger,) = deployments["train-on-release"]["triggers"]
+    parsed = DeploymentEventTrigger.model_validate({k: v for k, v in trigger.items() if k != "type"})
+    assert parsed.expect == {"flywheel.dataset.released"}
+    assert set(trigger["parameters"]) == set(inspect.signature(train_on_release_flow.fn).parameters)
+
+
+async def _deployment_state(name: str, timeout_s: float):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
@@ -40,70 +58,57 @@ async def _wait_for_triggered_run(deployment_name: str, timeout_s: float):
     async with get_client() as client:
         while time.monotonic() < deadline:
             runs = await client.read_flow_runs(
-                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name]))
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[name]))
             )
             done = [r for r in runs if r.state and r.state.is_final()]
             if done:
                 return done[0]
-            time.sleep(2)
+            await asyncio.sleep(2)
     return None
 
 
-def test_a_published_release_triggers_a_training_run(prefect_api, tmp_path):
-    import asyncio
-
+async def _registered() -> tuple[dict, list]:
     from prefect.client.orchestration import get_client
 
+    async with get_client() as client:
+        deployments = {d.name: d for d in await client.read_deployments()}
+        automations = await client.read_automations()
+    return deployments, automations
+
+
+def test_ui_setup_registers_deployments_and_a_release_triggers_training(prefect_api, tmp_path):
     root = DataRoot(str(tmp_path / "data"))
     pool = make_labeled_pool(root)
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": prefect_api,
-        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
-        "FLYWHEEL_DATA_ROOT": str(tmp_path / "other"),  # the event's data_root must win over settings
-        "NO_ALBUMENTATIONS_UPDATE": "1",
-    }
-    flywheel = Path(sys.executable).with_name("flywheel")
-    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
-    serve = subprocess.Popen(
-        [str(flywheel), "serve", "--only", TRAIN_ON_RELEASE],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    settings = Settings(data_root=str(tmp_path / "services"), project_dir=REPO_ROOT)
+    services.register_deployments(settings, prefect_api)
+    deployments, automations = asyncio.run(_registered())
+    assert set(deployments) >= set(_deployments())
+    assert deployments["ingest-nightly"].schedules[0].schedule.cron == "0 3 * * *"
+    assert [a for a in automations if a.trigger.expect == {"flywheel.dataset.released"}]
+
+    worker = services.ServiceState("worker", services.run_dir_of(settings))
+    services.start_worker(
+        settings,
+        prefect_api,
+        env={
+            "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "FLYWHEEL_DATA_ROOT": str(tmp_path / "other"),  # the event's data_root must win over settings
+            "NO_ALBUMENTATIONS_UPDATE": "1",
+        },
     )
     try:
-
-        async def wait_for_deployment():
-            async with get_client() as client:
-                for _ in range(120):
-                    try:
-                        return await client.read_deployment_by_name(f"train-on-release/{TRAIN_ON_RELEASE}")
-                    except Exception:
-                        await asyncio.sleep(1)
-            return None
-
-        deployment = asyncio.run(wait_for_deployment())
-        assert deployment is not None, (tmp_path / "serve.log").read_text()[-3000:]
-        time.sleep(3)  # the automation is registered with the deployment; give the trigger service a moment
-
         manifest = release_flow(ReleaseParams(dataset="colours", pool=pool, data_root=root.url))
         assert manifest["version"] == "v0001"
-
-        run = asyncio.run(_wait_for_triggered_run(TRAIN_ON_RELEASE, timeout_s=300))
-        assert run is not None, (tmp_path / "serve.log").read_text()[-3000:]
-        assert run.state.is_completed(), (tmp_path / "serve.log").read_text()[-3000:]
-        assert run.parameters["dataset"] == "colours"
-        assert run.parameters["version"] == "v0001"
-        models = root.list_dirs("models")
-        assert len(models) == 1, models
-        metrics = root.read_json(f"models/{models[0]}/metrics.json")
-        assert metrics["release"] == "v0001"
-        assert root.exists(f"models/{models[0]}/predictions.parquet")
+        run = asyncio.run(_deployment_state("train-on-release", timeout_s=420))
+        log = worker.log_file.read_text()[-3000:] if worker.log_file.exists() else ""
+        assert run is not None, log
+        assert run.state.is_completed(), log
+        assert run.parameters["dataset"] == "colours" and run.parameters["version"] == "v0001"
+        (model,) = root.list_dirs("models")
+        assert root.read_json(f"models/{model}/metrics.json")["release"] == "v0001"
+        assert root.exists(f"models/{model}/predictions.parquet")
     finally:
-        os.killpg(serve.pid, signal.SIGTERM)
-        serve.wait(timeout=30)
-        log.close()
+        services.stop_service(worker)
 
 
 def test_train_on_release_flow_trains_by_hand(prefect_api, tmp_path):
