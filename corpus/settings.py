@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     label_studio_token: SecretStr = Field(
         SecretStr("flywheel-demo-token-0001"), description="Label Studio API token (legacy token)."
     )
+    label_studio_token_secret: str | None = Field(
+        None, description="Name of a Prefect Secret block holding the Label Studio token; wins over the token."
+    )
     label_studio_user: str = Field("admin@flywheel.local", description="Label Studio admin login.")
     label_studio_password: SecretStr = Field(SecretStr("flywheel-admin"), description="Label Studio admin password.")
     label_studio_venv: Path = Field(Path(".venv-ls"), description="Virtualenv holding the Label Studio server.")

@@ -89,10 +89,7 @@ class DataRoot:
     def read_table(self, relpath: str, schema: pa.Schema | None = RECORD_SCHEMA) -> pa.Table:
         """Read one Parquet file or every `*.parquet` under a folder, conformed to `schema`."""
         full = self.path(relpath)
-        if full.endswith(".parquet"):
-            files = [relpath]
-        else:
-            files = self.list(relpath, ".parquet")
+        files = [relpath] if full.endswith(".parquet") else self.list(relpath, ".parquet")
         tables = [pq.read_table(self.path(f), filesystem=self.fs) for f in files]
         if schema is None:
             return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.blocks.system import Secret
 from prefect.events import emit_event
 
 from corpus.releases import ReleaseConfig, build_release
@@ -44,9 +45,14 @@ def open_root(data_root: str | None) -> DataRoot:
 
 
 def open_label_studio() -> LabelStudioClient:
-    """The Label Studio client; the token comes from settings and never passes through flow parameters."""
+    """The Label Studio client. The token comes from a Prefect Secret block when settings name one, else
+    from FLYWHEEL_LABEL_STUDIO_TOKEN; it never passes through flow parameters, logs or artifacts."""
     settings = get_settings()
-    return LabelStudioClient(settings.label_studio_base_url, settings.label_studio_token.get_secret_value())
+    if settings.label_studio_token_secret:
+        token = Secret.load(settings.label_studio_token_secret, _sync=True).get()
+    else:
+        token = settings.label_studio_token.get_secret_value()
+    return LabelStudioClient(settings.label_studio_base_url, token)
 
 
 def _artifact_key(*parts: str) -> str:

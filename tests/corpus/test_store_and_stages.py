@@ -71,7 +71,8 @@ def test_split_by_reason_keeps_every_row_with_its_reason():
 
 def test_run_stage_writes_outputs_report_and_skips_a_finished_run(tmp_path):
     root = DataRoot(str(tmp_path))
-    table = conform(pa.table({"record_id": ["1", "2", "3"], "kind": ["text"] * 3, "text": ["short", "long enough", "x"]}))
+    texts = ["short", "long enough", "x"]
+    table = conform(pa.table({"record_id": ["1", "2", "3"], "kind": ["text"] * 3, "text": texts}))
     root.write_table("raw/r/part-0000.parquet", table)
 
     first = run_stage(root, DROP_SHORT, _MinLength(), ["raw/r"])
@@ -95,6 +96,6 @@ def test_run_stage_refuses_a_stage_that_loses_rows(tmp_path):
     lossy = Stage("lossy", "1", lambda t, cfg: StageOutput(t.slice(0, 1), t.slice(0, 0), {}))
     with pytest.raises(RuntimeError, match="lost rows"):
         run_stage(root, lossy, None, ["raw/r"])
-    assert not root.exists("curated")  or not any(
+    assert not root.exists("curated") or not any(
         root.exists(f"curated/{d}/_SUCCESS") for d in root.list_dirs("curated")
     )
