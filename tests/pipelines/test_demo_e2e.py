@@ -21,9 +21,14 @@ GPS_IFD = 0x8825
 
 
 @pytest.fixture()
-def demo_settings(label_studio, monkeypatch):
+def demo_settings(prefect_api, label_studio, monkeypatch):
+    from prefect.blocks.system import Secret
+
+    # The token reaches the tasks through a Prefect Secret block; the plain setting is wrong on purpose.
+    Secret(value=label_studio.token).save("flywheel-e2e-label-studio-token", overwrite=True)
     monkeypatch.setenv("FLYWHEEL_LABEL_STUDIO_URL", label_studio.url)
-    monkeypatch.setenv("FLYWHEEL_LABEL_STUDIO_TOKEN", label_studio.token)
+    monkeypatch.setenv("FLYWHEEL_LABEL_STUDIO_TOKEN", "not-the-token")
+    monkeypatch.setenv("FLYWHEEL_LABEL_STUDIO_TOKEN_SECRET", "flywheel-e2e-label-studio-token")
     monkeypatch.setenv("FLYWHEEL_DATA_ROOT", str(label_studio.document_root))
     get_settings.cache_clear()
     yield get_settings()
@@ -40,7 +45,16 @@ def _strings(value) -> list[str]:
     return []
 
 
-def test_demo_runs_the_whole_loop(prefect_api, label_studio, demo_settings, tmp_path):
+async def _runs_and_artifacts() -> tuple[list, list]:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        return await client.read_flow_runs(limit=200), await client.read_artifacts(limit=200)
+
+
+def test_demo_runs_the_whole_loop(prefect_api, label_studio, demo_settings, tmp_path, caplog):
+    import asyncio
+
     truth = generate_site(tmp_path / "site", seed=3, images_per_class=14)
     planted = [value for values in truth["pii"].values() for value in values]
     root = DataRoot(str(label_studio.document_root))
@@ -117,6 +131,13 @@ def test_demo_runs_the_whole_loop(prefect_api, label_studio, demo_settings, tmp_
     response = httpx.get(image_url, headers={"Authorization": f"Token {label_studio.token}"})
     assert response.status_code == 200
     assert GPS_IFD not in Image.open(io.BytesIO(response.content)).getexif()
+    # the token stayed out of logs, flow run parameters and artifacts
+    runs, artifacts = asyncio.run(_runs_and_artifacts())
+    assert len(runs) >= 10  # demo, ingest, crawl, curate, then round, push, release, train per round
+    exposed = caplog.text + json.dumps([r.parameters for r in runs], default=str)
+    exposed += json.dumps([a.data for a in artifacts], default=str)
+    assert any(a.key == "label-round" for a in artifacts)
+    assert label_studio.token not in exposed
     for table_path in root.list("media"):
         assert GPS_IFD not in Image.open(io.BytesIO(root.read_bytes(table_path))).getexif()
 
