@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv demo test lint format ui down services-up clean
+.PHONY: venv demo test lint format ui down services-up browser-check clean
 
 venv: $(VENV)/.installed $(LS_VENV)/.installed
 
@@ -49,6 +49,13 @@ services-up: venv
 
 down:
 	@if [ -x $(BIN)/flywheel ]; then $(BIN)/flywheel services down; fi
+
+# After `make demo`: headless Chromium (Debian's package) opens a pushed task in Label Studio as an
+# annotator would and the newest release card, and fails unless their images really render.
+browser-check: venv
+	command -v chromium >/dev/null || apt-get install -y -q chromium
+	cd deploy/browser && npm install --no-audit --no-fund --silent
+	$(BIN)/python deploy/browser/check_ui.py
 
 clean: down
 	rm -rf data .cache .prefect
