@@ -212,17 +212,16 @@ def train(
     score_pool: Annotated[bool, typer.Option(help="Score the latest pool for the next round.")] = True,
 ) -> None:
     """Train a model on a release (CUDA when present) and score the pool for the next label round."""
+    from corpus.releases import parse_release_ref
     from pipelines.config import TrainParams
     from pipelines.flows import train_flow
     from pipelines.tasks import latest_pool
     from training.train import TrainConfig
 
-    dataset, _, version = release.partition("@")
+    dataset, version = parse_release_ref(release)
     pool = latest_pool(get_settings().data_root) if score_pool else None
     with _prefect_api():
-        metrics = train_flow(
-            TrainParams(dataset=dataset, version=version or "latest", pool=pool, train=TrainConfig(epochs=epochs))
-        )
+        metrics = train_flow(TrainParams(dataset=dataset, version=version, pool=pool, train=TrainConfig(epochs=epochs)))
     _print_json({k: metrics.get(k) for k in ("model_version", "release", "test_accuracy", "device", "scored")})
 
 

@@ -214,8 +214,8 @@ def publish_release(data_root: str, dataset: str, pool: str, cfg: ReleaseConfig)
     root = open_root(data_root)
     annotations = read_annotations(root)
     labeled = attach_labels(root.read_table(pool), aggregate_majority(annotations))
-    agreement = compute_agreement(annotations)
-    manifest = build_release(root, dataset, labeled, cfg, extra={"agreement": agreement, "pool": pool})
+    extra = {"agreement": compute_agreement(annotations), "pool": pool, "curation": stage_reports(root, pool)}
+    manifest = build_release(root, dataset, labeled, cfg, extra=extra)
     manifest = {**manifest, "path": root.path("releases", dataset, manifest["version"])}
     if not manifest.get("unchanged"):
         emit_event(
@@ -231,11 +231,33 @@ def publish_release(data_root: str, dataset: str, pool: str, cfg: ReleaseConfig)
     return manifest
 
 
+def stage_reports(root: DataRoot, pool: str) -> list[dict[str, Any]]:
+    """The reports of the stages that made `pool`, newest first, followed through each stage's inputs."""
+    reports, folder = [], pool.removesuffix("/kept")
+    while root.exists(f"{folder}/_report.json"):
+        report = root.read_json(f"{folder}/_report.json")
+        reports.append(
+            {k: report.get(k) for k in ("stage", "run_key", "rows_in", "kept", "dropped_by_reason", "counters")}
+        )
+        inputs = report.get("inputs") or []
+        if len(inputs) != 1:
+            break
+        folder = inputs[0].removesuffix("/kept")
+    return reports
+
+
 def _release_markdown(manifest: dict[str, Any]) -> str:
     counts = manifest.get("rows", {})
+    diff = manifest.get("diff") or {}
     lines = [f"# {manifest['dataset']} {manifest['version']}", "", "| split | rows |", "|---|---|"]
     lines += [f"| {split} | {n} |" for split, n in counts.items()]
-    lines += ["", f"card: `{manifest['path']}/card.html`"]
+    lines += [
+        "",
+        f"parent: {manifest.get('parent')}; added {diff.get('added')}, removed {diff.get('removed')}, "
+        f"relabelled {diff.get('relabelled')}",
+        f"release id: `{manifest.get('release_id')}`",
+        f"card: `{manifest['path']}/card.html`",
+    ]
     return "\n".join(lines)
 
 
@@ -275,6 +297,8 @@ def announce_model(data_root: str, metrics: dict[str, Any], scored: int) -> None
             "model_version": model_version,
             "dataset": metrics["dataset"],
             "release": metrics.get("release"),
+            "release_id": metrics.get("release_id"),
+            "recipe": metrics.get("recipe"),
             "test_accuracy": metrics.get("test_accuracy"),
             "data_root": open_root(data_root).url,
             "scored": scored,

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler, get_worker_info
 
 
 class ImageDecodeError(ValueError):
@@ -57,10 +58,49 @@ class PoolImageDataset(Dataset):
         return _to_tensor(self.transform, decode_image(self._images[i], self.record_ids[i])), i
 
 
-class ReleaseImageDataset(Dataset):
-    """Labeled image records of a release split; item i is (CHW float tensor, label index)."""
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from several integers (seed, epoch, worker), stable across processes and runs."""
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
-    def __init__(self, table: pa.Table, labels: Sequence[str], transform: Callable | None = None) -> None:
+
+class EpochSampler(Sampler):
+    """Yields (epoch, index) keys: a permutation of range(n) seeded by (seed, epoch) when `shuffle`.
+
+    The epoch travels with each key to the loader workers, so ReleaseImageDataset reseeds its
+    augmentation per (epoch, worker): an epoch draws the same crops whether it runs straight through
+    or after a resume.
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True) -> None:
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch) % (2**62))
+            order = torch.randperm(self.n, generator=gen).tolist()
+        else:
+            order = range(self.n)
+        return iter((self.epoch, i) for i in order)
+
+
+class ReleaseImageDataset(Dataset):
+    """Labeled image records of a release split; item i (or key (epoch, i)) is (CHW float tensor, label index).
+
+    With `seed`, the transform is reseeded from (seed, epoch, worker id) the first time each loader
+    worker sees an epoch: cheap (once per epoch per worker, not per image) and repeatable for a fixed
+    number of workers.
+    """
+
+    def __init__(
+        self, table: pa.Table, labels: Sequence[str], transform: Callable | None = None, seed: int | None = None
+    ) -> None:
         table = image_rows(table)
         self.labels = list(labels)
         index = {name: k for k, name in enumerate(self.labels)}
@@ -72,9 +112,18 @@ class ReleaseImageDataset(Dataset):
             raise ValueError(f"labels not in the model's label list {self.labels}: {unknown}")
         self.targets: list[int] = [index[n] for n in names]
         self.transform = transform
+        self.seed = seed
+        self._seeded_for: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.record_ids)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, i = key if isinstance(key, tuple) else (0, key)
+        if self.seed is not None and hasattr(self.transform, "set_random_seed"):
+            info = get_worker_info()
+            worker = info.id if info is not None else -1
+            if self._seeded_for != (epoch, worker):
+                self.transform.set_random_seed(mix_seed(self.seed, epoch, worker))
+                self._seeded_for = (epoch, worker)
         return _to_tensor(self.transform, decode_image(self._images[i], self.record_ids[i])), self.targets[i]

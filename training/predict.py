@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -11,12 +12,21 @@ from torch.utils.data import DataLoader
 
 from corpus.schema import PREDICTION_SCHEMA
 from corpus.store import DataRoot
-from training.augment import get_recipe
+from training.augment import build_transforms, get_recipe
 from training.data import PoolImageDataset
 from training.registry import MODELS_DIR, load_model
-from training.train import pick_device
+from training.train import pick_device, pick_precision
 
 PREDICTIONS_FILE = "predictions.parquet"
+
+
+def eval_transform(meta: dict) -> Callable:
+    """The eval pipeline a model was trained with: the recorded recipe transforms, else the named recipe."""
+    size = meta["image_size"]
+    recorded = (meta.get("augmentation") or {}).get("eval_transforms")
+    if recorded:
+        return build_transforms(recorded, size)
+    return get_recipe(meta.get("eval_recipe") or "eval", size)
 
 
 def predict_pool(
@@ -30,15 +40,19 @@ def predict_pool(
     """
     model, meta = load_model(root, model_version)
     dev = pick_device(device)
-    model.to(dev)
+    amp_dtype = pick_precision(dev, "auto")
+    memory_format = torch.channels_last if meta.get("channels_last", False) else torch.contiguous_format
+    model.to(dev, memory_format=memory_format)
     labels: list[str] = meta["labels"]
-    ds = PoolImageDataset(pool, get_recipe(meta.get("eval_recipe", "eval"), meta["image_size"]))
+    ds = PoolImageDataset(pool, eval_transform(meta))
     probs_out: list[np.ndarray] = []
     emb_out: list[np.ndarray] = []
-    with torch.no_grad():
-        for x, _ in DataLoader(ds, batch_size=batch_size, shuffle=False):
-            emb = model.embed(x.to(dev))
-            probs = torch.softmax(model.head(emb), dim=1)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, pin_memory=dev.type == "cuda")
+    autocast = torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
+    with torch.no_grad(), autocast:
+        for x, _ in loader:
+            emb = model.embed(x.to(dev, non_blocking=True, memory_format=memory_format))
+            probs = torch.softmax(model.head(emb).float(), dim=1)
             probs_out.append(probs.float().cpu().numpy())
             emb_out.append(emb.float().cpu().numpy())
     k, d = len(labels), model.embedding_dim

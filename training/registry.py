@@ -1,4 +1,4 @@
-"""The model registry: trained models under models/<model_version>/ (state_dict + metrics.json)."""
+"""The model registry: trained models under models/<model_version>/ (state_dict, metrics.json, report.md)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from training.model import SmallCNN
 MODELS_DIR = "models"
 WEIGHTS_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.md"
 
 
 def list_models(root: DataRoot) -> list[str]:

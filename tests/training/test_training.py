@@ -11,18 +11,21 @@ import pyarrow.compute as pc
 import pytest
 import torch
 
-from corpus.releases import ReleaseConfig, build_release
+import training.train as train_module
+from corpus.releases import AugmentationRecipe, ReleaseConfig, build_release
 from corpus.schema import PREDICTION_SCHEMA, conform
 from corpus.store import DataRoot
-from training.augment import get_recipe
-from training.data import ImageDecodeError, ReleaseImageDataset
+from training.augment import build_transforms, get_recipe, materialize_augmented
+from training.data import EpochSampler, ImageDecodeError, ReleaseImageDataset
 from training.model import SmallCNN
 from training.predict import predict_pool
 from training.registry import latest_model, list_models, load_model
-from training.train import TrainConfig, pick_device, train_model
+from training.report import render_report
+from training.train import TrainConfig, loader_workers, pick_device, pick_precision, train_model
 
 SHAPES = ("circle", "square", "triangle", "cross")
-FAST = TrainConfig(image_size=32, epochs=12, batch_size=16, width=16, patience=6)
+# num_workers=0: tests decode in the main process (worker start-up would dominate these tiny runs).
+FAST = TrainConfig(image_size=32, epochs=12, batch_size=16, width=16, patience=6, num_workers=0)
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +41,15 @@ def test_recipes_shape_and_unknown_name():
     a = get_recipe("train-basic", 32, seed=3)(image=image)["image"]
     b = get_recipe("train-basic", 32, seed=3)(image=image)["image"]
     assert np.array_equal(a, b)
-    with pytest.raises(ValueError, match=r"recipes: \['eval', 'train-basic'\]"):
+    with pytest.raises(ValueError, match=r"recipes: \['eval', 'train-basic', 'train-light'\]"):
         get_recipe("fancy", 32)
+    # Size is filled in; a left-out p keeps the transform's own default (RandomResizedCrop: always).
+    crop = build_transforms([{"__class_fullname__": "RandomResizedCrop", "scale": [0.9, 1.0]}], 24)
+    assert crop(image=image)["image"].shape == (24, 24, 3) and crop.transforms[0].p == 1.0
+    with pytest.raises(ValueError, match=r"'os\.system' is not an albumentations transform"):
+        build_transforms([{"__class_fullname__": "os.system"}], 24)
+    with pytest.raises(ValueError, match="cannot build HorizontalFlip"):
+        build_transforms([{"__class_fullname__": "HorizontalFlip", "bogus": 1}], 24)
 
 
 def test_model_embed_and_logits_shapes():
@@ -47,6 +57,25 @@ def test_model_embed_and_logits_shapes():
     x = torch.zeros(2, 3, 32, 32)
     assert model.embed(x).shape == (2, 32)
     assert model(x).shape == (2, 5)
+
+
+def test_precision_and_workers_choices():
+    cpu = torch.device("cpu")
+    assert pick_precision(cpu, "auto") is None and pick_precision(cpu, "bf16") == torch.bfloat16
+    with pytest.raises(ValueError, match="fp16 autocast needs CUDA"):
+        pick_precision(cpu, "fp16")
+    assert loader_workers(0) == 0 and loader_workers(3) == 3
+    assert loader_workers(None, cpu) == 0  # CPU training: the model's threads already use every core
+    assert 0 <= loader_workers(None, torch.device("cuda")) <= train_module.MAX_AUTO_WORKERS
+
+
+def test_epoch_sampler_is_a_seeded_permutation_per_epoch():
+    sampler = EpochSampler(10, seed=1)
+    first = [i for _, i in sampler]
+    assert sorted(first) == list(range(10)) and {e for e, _ in sampler} == {0}
+    sampler.set_epoch(1)
+    second = [i for _, i in sampler]
+    assert second != first and [i for _, i in sampler] == second
 
 
 def test_pick_device_is_cpu_here():
@@ -75,6 +104,25 @@ def test_training_learns_synthetic_shapes(trained: dict, shapes_root: DataRoot):
     model.load_state_dict(state)
     on_disk = json.loads(shapes_root.read_bytes(f"models/{trained['model_version']}/metrics.json"))
     assert on_disk["test_accuracy"] == trained["test_accuracy"]
+    # What it trained on and with: the release's recipe, serialised by albumentations itself.
+    aug = trained["augmentation"]
+    assert trained["recipe"] == "train-basic" and aug["source"] == "release"
+    assert aug["albumentations"]["transform"]["transforms"][0]["__class_fullname__"] == "RandomResizedCrop"
+    assert trained["release_id"].startswith("sha256:")
+    # Test metrics beyond accuracy.
+    assert 0.0 <= trained["test_ece"] <= 1.0
+    assert sum(b["count"] for b in trained["calibration"]["bins"]) == trained["n_test"]
+    pcm = trained["per_class_metrics"]
+    assert sum(m["support"] for m in pcm.values()) == trained["n_test"]
+    assert all(trained["per_class"][lab] == pcm[lab]["recall"] for lab in SHAPES)
+    assert trained["precision"] == "fp32" and trained["channels_last"] is True
+    assert trained["effective_batch_size"] == FAST.batch_size and trained["train_images_per_s"] > 0
+    report = shapes_root.read_bytes(f"models/{trained['model_version']}/report.md").decode()
+    assert report == render_report(trained)
+    for heading in ("## Per class (test)", "## Confusion matrix", "## Calibration"):
+        assert heading in report
+    # The run's resume checkpoint is gone once the model is published.
+    assert not shapes_root.exists("models/.runs")
 
 
 def test_registry_and_prediction(trained: dict, shapes_root: DataRoot, make_shape_records):
@@ -153,3 +201,86 @@ def test_corrupt_pool_image_names_the_record(trained: dict, shapes_root: DataRoo
     pool = pool.set_column(pool.schema.get_field_index("image"), "image", pa.array(images, pa.binary()))
     with pytest.raises(ImageDecodeError, match=pool.column("record_id")[5].as_py()):
         predict_pool(shapes_root, trained["model_version"], pool)
+
+
+def test_resume_after_a_crash_gives_the_same_model(tmp_path, make_shape_records, monkeypatch):
+    root = DataRoot(str(tmp_path))
+    build_release(root, "shapes", make_shape_records(6, seed=21), ReleaseConfig())
+    cfg = FAST.model_copy(update={"epochs": 4, "patience": 10})
+    real = train_module._Run.train_epoch
+    calls = {"n": 0}
+
+    def crash_on_third_epoch(self, loader):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("planted crash: node preempted")
+        return real(self, loader)
+
+    monkeypatch.setattr(train_module._Run, "train_epoch", crash_on_third_epoch)
+    with pytest.raises(RuntimeError, match="planted crash"):
+        train_model(root, "shapes", cfg=cfg)
+    monkeypatch.undo()
+    assert list_models(root) == [] and len(root.list_dirs("models/.runs")) == 1
+    resumed = train_model(root, "shapes", cfg=cfg)
+    assert resumed["resumed_from_epoch"] == 2 and resumed["epochs_run"] == 4
+    straight = train_model(root, "shapes", cfg=cfg.model_copy(update={"resume": False}))
+    assert straight["resumed_from_epoch"] is None
+    wa = torch.load(io.BytesIO(root.read_bytes(f"models/{resumed['model_version']}/model.pt")), weights_only=True)
+    wb = torch.load(io.BytesIO(root.read_bytes(f"models/{straight['model_version']}/model.pt")), weights_only=True)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in straight["history"]]
+
+
+def test_gradient_accumulation_steps_the_optimizer_every_n_batches():
+    run = train_module._Run(FAST.model_copy(update={"accumulate": 3}), 4, torch.device("cpu"))
+    batches = [(torch.randn(2, 3, 32, 32), torch.randint(0, 4, (2,))) for _ in range(7)]
+    stats = run.train_epoch(batches)
+    steps = {int(s["step"]) for s in run.optimizer.state.values()}
+    assert steps == {3}  # ceil(7 / 3): two full groups and the short last one
+    assert stats["images"] == 14
+
+
+def test_early_stopping_when_val_never_improves(tmp_path, make_shape_records, monkeypatch):
+    root = DataRoot(str(tmp_path))
+    build_release(root, "shapes", make_shape_records(6, seed=22), ReleaseConfig())
+    real = train_module._Run.predict
+
+    def stuck(self, loader):
+        probs, targets, _ = real(self, loader)
+        # Planted: a val signal that never moves (constant predictions and loss).
+        return np.full_like(probs, 1 / probs.shape[1]), targets, 1.0
+
+    monkeypatch.setattr(train_module._Run, "predict", stuck)
+    metrics = train_model(root, "shapes", cfg=FAST.model_copy(update={"epochs": 10, "patience": 2}))
+    assert metrics["early_stopped"] is True
+    assert metrics["best_epoch"] == 1 and metrics["epochs_run"] == 3
+
+
+def test_release_recipe_is_used_and_config_can_override(tmp_path, make_shape_records):
+    root = DataRoot(str(tmp_path))
+    light = ReleaseConfig(augmentation=AugmentationRecipe(name="train-light"))
+    build_release(root, "shapes", make_shape_records(4, seed=23), light)
+    cfg = FAST.model_copy(update={"epochs": 1, "precision": "bf16", "accumulate": 2})
+    m = train_model(root, "shapes", cfg=cfg)
+    assert m["recipe"] == "train-light" and m["augmentation"]["source"] == "release"
+    assert m["precision"] == "bfloat16" and m["effective_batch_size"] == 2 * FAST.batch_size
+    names = [t["__class_fullname__"] for t in m["augmentation"]["albumentations"]["transform"]["transforms"]]
+    assert names == ["Resize", "HorizontalFlip", "Normalize"]
+    over = train_model(root, "shapes", cfg=cfg.model_copy(update={"recipe": "train-basic"}))
+    assert over["recipe"] == "train-basic" and over["augmentation"]["source"] == "config"
+    preds = predict_pool(root, over["model_version"], make_shape_records(1, seed=24))
+    assert preds.num_rows == 4
+
+
+def test_offline_augmented_copies(tmp_path, make_shape_records):
+    root = DataRoot(str(tmp_path))
+    build_release(root, "shapes", make_shape_records(4, seed=25), ReleaseConfig(train=1.0, val=0.0, test=0.0))
+    out = materialize_augmented(root, "shapes", copies=3, image_size=24, seed=7)
+    table = root.read_table(out["path"], schema=None)
+    assert table.num_rows == 3 * 16 and sorted(set(table.column("copy").to_pylist())) == [0, 1, 2]
+    assert set(table.column("width").to_pylist()) == {24}
+    again = materialize_augmented(root, "shapes", copies=3, image_size=24, seed=7)
+    assert root.read_table(again["path"], schema=None).equals(table)
+    # The copies differ from one another (the recipe is random), and each decodes as an image.
+    first = table.filter(pc.equal(table.column("record_id"), table.column("record_id")[0]))
+    assert len(set(first.column("image").to_pylist())) > 1
