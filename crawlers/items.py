@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 
 @dataclass
 class PageItem:
-    """An HTML page as fetched: its raw bytes (the record's identity) and the text extracted from it."""
+    """An HTML page as fetched: its raw bytes (the record's identity) and the text extracted from it.
+
+    `etag`, `last_modified`, `links` and `images` ([url, alt, caption]) feed the incremental crawl state.
+    """
 
     url: str
     html: bytes
     title: str | None
     text: str | None
     fetched_at: datetime
+    etag: str | None = None
+    last_modified: str | None = None
+    links: list[str] = field(default_factory=list)
+    images: list[list[str | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -27,3 +34,5 @@ class ImageItem:
     alt_text: str | None
     caption: str | None
     fetched_at: datetime
+    etag: str | None = None
+    last_modified: str | None = None

@@ -12,25 +12,13 @@ from scrapy.crawler import Crawler
 
 from corpus.schema import RECORD_SCHEMA, make_record_id
 from corpus.store import DataRoot
+from crawlers.content import fingerprint, sniff_mime
 from crawlers.items import ImageItem, PageItem
+from crawlers.netguard import GuardedResolver
+from crawlers.report import build_report
+from crawlers.state import CrawlState, UrlState
 
-# Magic numbers of the image formats browsers show (WHATWG MIME sniffing, "image type pattern").
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-)
-
-
-def sniff_mime(data: bytes) -> str | None:
-    """The image MIME type from the first bytes (JPEG, PNG, GIF, WebP); None when unknown."""
-    for magic, mime in _MAGIC:
-        if data.startswith(magic):
-            return mime
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
+__all__ = ["ParquetShardPipeline", "item_to_record", "sniff_mime"]
 
 
 def item_to_record(item: PageItem | ImageItem, *, source: str, crawl_run: str) -> dict[str, Any]:
@@ -59,11 +47,34 @@ def item_to_record(item: PageItem | ImageItem, *, source: str, crawl_run: str) -
     raise TypeError(f"not a crawler item: {type(item).__name__}")
 
 
+def _elapsed_s(start: datetime | None) -> float | None:
+    """Seconds since Scrapy's `start_time` stat (the engine start), as its `elapsed_time_seconds` counts them."""
+    return round((datetime.now(UTC) - start).total_seconds(), 3) if start else None
+
+
+def item_state(item: PageItem | ImageItem) -> UrlState:
+    """The incremental-crawl state a kept item leaves behind."""
+    if isinstance(item, PageItem):
+        return UrlState(
+            item.url,
+            "page",
+            fingerprint(item.html),
+            item.fetched_at.isoformat(),
+            item.etag,
+            item.last_modified,
+            item.links,
+            item.images,
+        )
+    fetched_at = item.fetched_at.isoformat()
+    return UrlState(item.url, "image", fingerprint(item.body), fetched_at, item.etag, item.last_modified)
+
+
 class ParquetShardPipeline:
     """Buffers records and writes `part-NNNNN.parquet` every FLYWHEEL_SHARD_ROWS rows and at close.
 
     Shard numbers continue after the shards already in the folder, so a resumed crawl (JOBDIR) adds
-    to its earlier output instead of overwriting it.
+    to its earlier output instead of overwriting it. The incremental state (the spider's CrawlState)
+    learns a URL only once its record is in a written shard.
     """
 
     def __init__(self, crawler: Crawler) -> None:
@@ -78,6 +89,7 @@ class ParquetShardPipeline:
         self.crawl_run = settings.get("FLYWHEEL_CRAWL_RUN")
         self.shard_rows = settings.getint("FLYWHEEL_SHARD_ROWS", 500)
         self.buffer: list[dict[str, Any]] = []
+        self.pending_state: list[UrlState] = []
         self.shards = len(self.root.list("", ".parquet"))
         self.shards_written: list[str] = []
         self.counts: Counter[str] = Counter()
@@ -89,9 +101,15 @@ class ParquetShardPipeline:
         crawler.signals.connect(pipeline.spider_closed, signal=signals.spider_closed)
         return pipeline
 
+    @property
+    def crawl_state(self) -> CrawlState | None:
+        return getattr(self.crawler.spider, "crawl_state", None)
+
     def process_item(self, item: PageItem | ImageItem, spider: Spider | None = None) -> PageItem | ImageItem:
         record = item_to_record(item, source=self.source, crawl_run=self.crawl_run)
         self.buffer.append(record)
+        if self.crawl_state is not None and self.crawl_state.enabled:
+            self.pending_state.append(item_state(item))
         if record["kind"] == "text":
             self.counts["pages"] += 1
             self.counts["page_bytes"] += len(item.html)  # type: ignore[union-attr]
@@ -112,53 +130,30 @@ class ParquetShardPipeline:
         self.shards += 1
         self.shards_written.append(name)
         self.buffer = []
+        if self.crawl_state is not None:
+            self.crawl_state.put_many(self.pending_state)
+        self.pending_state = []
 
     def close_spider(self, spider: Spider | None = None) -> None:
         self._flush()
 
     def spider_closed(self, spider: Spider, reason: str) -> None:
         self._flush()
-        self.root.write_json("_report.json", self._report(reason))
-
-    def _report(self, reason: str) -> dict[str, Any]:
-        stats = self.crawler.stats.get_stats()
-        status_codes: dict[str, int] = {}
-        errors: dict[str, int] = {}
-        for key, value in stats.items():
-            if key.startswith("downloader/response_status_count/"):
-                status_codes[key.rsplit("/", 1)[1]] = value
-            elif key.startswith("downloader/exception_type_count/") and not key.endswith(".IgnoreRequest"):
-                # IgnoreRequest is how robots.txt denies a URL; it is counted as robots_forbidden.
-                errors["download/" + key.rsplit("/", 1)[1].rsplit(".", 1)[-1]] = value
-            elif key.startswith("spider_exceptions/"):
-                errors["spider/" + key.split("/", 1)[1]] = value
-            elif key.startswith("httperror/response_ignored_status_count/"):
-                errors["http/" + key.rsplit("/", 1)[1]] = value
-            elif key == "downloader/response_dropped" or key.startswith("log_count/ERROR"):
-                errors[key] = value
-        return {
-            "crawl_run": self.crawl_run,
-            "source": self.source,
-            "finish_reason": reason,
-            "started_at": self.started_at.isoformat(),
-            "finished_at": datetime.now(UTC).isoformat(),
-            "pages": self.counts["pages"],
-            "images": self.counts["images"],
-            "records": self.counts["pages"] + self.counts["images"],
-            "bytes": {
-                "pages": self.counts["page_bytes"],
-                "images": self.counts["image_bytes"],
-                "downloaded": stats.get("downloader/response_bytes", 0),
-            },
-            "mime": {k.split("/", 1)[1]: v for k, v in sorted(self.counts.items()) if k.startswith("mime/")},
-            "requests": stats.get("downloader/request_count", 0),
-            "responses": stats.get("downloader/response_count", 0),
-            "status_codes": dict(sorted(status_codes.items())),
-            "robots_forbidden": stats.get("robotstxt/forbidden", 0),
-            "offsite_filtered": stats.get("offsite/filtered", 0),
-            "duplicates_filtered": stats.get("dupefilter/filtered", 0),
-            "pages_over_budget": stats.get("flywheel/pages_over_budget", 0),
-            "non_html_skipped": stats.get("flywheel/non_html_skipped", 0),
-            "errors": dict(sorted(errors.items())),
-            "shards_written": self.shards_written,
-        }
+        for kind, count in GuardedResolver.refusals.items():
+            self.crawler.stats.inc_value(f"flywheel/ssrf_refused/{kind}", count)
+        state = self.crawl_state
+        report = build_report(
+            self.crawler.stats.get_stats(),
+            self.counts,
+            crawl_run=self.crawl_run,
+            source=self.source,
+            finish_reason=reason,
+            started_at=self.started_at.isoformat(),
+            finished_at=datetime.now(UTC).isoformat(),
+            shards_written=self.shards_written,
+            state_urls=state.count() if state is not None else 0,
+            elapsed_s=_elapsed_s(self.crawler.stats.get_value("start_time")),
+        )
+        if state is not None:
+            state.close()
+        self.root.write_json("_report.json", report)

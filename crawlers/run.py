@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,9 @@ from corpus.store import DataRoot
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LOG_NAME = "_crawl.log"
 _LOG_TAIL_CHARS = 4000
+# On timeout the crawl gets one SIGTERM (Scrapy then closes cleanly: shards flushed, JOBDIR saved, report
+# written) and this long to finish its in-flight downloads before SIGKILL.
+TERM_GRACE_S = 10.0
 
 
 class CrawlError(RuntimeError):
@@ -26,6 +31,16 @@ def _tail(path: Path) -> str:
     return text[-_LOG_TAIL_CHARS:]
 
 
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """One SIGTERM (a clean Scrapy shutdown that a JOBDIR rerun resumes from), SIGKILL after TERM_GRACE_S."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=TERM_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def build_command(
     start_url: str,
     output_dir: Path,
@@ -36,17 +51,29 @@ def build_command(
     max_pages: int = 2000,
     jobdir: Path | None = None,
     settings: dict[str, str] | None = None,
+    state_path: Path | None = None,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    sitemap_urls: list[str] | None = None,
+    allowed_private_hosts: list[str] | None = None,
+    max_bytes: int | None = None,
 ) -> list[str]:
     """The `scrapy crawl site ...` command line for these arguments."""
     cmd = [sys.executable, "-m", "scrapy", "crawl", "site", "-a", f"start_url={start_url}"]
     cmd += ["-a", f"max_pages={int(max_pages)}"]
     if allowed_domains:
         cmd += ["-a", "allowed_domains=" + ",".join(allowed_domains)]
+    for name, values in (("include", include), ("exclude", exclude), ("sitemap_urls", sitemap_urls)):
+        if values:
+            cmd += ["-a", f"{name}={json.dumps(list(values))}"]
     merged = {
         "FLYWHEEL_OUTPUT_DIR": str(output_dir),
         "FLYWHEEL_CRAWL_RUN": crawl_run,
         "FLYWHEEL_SOURCE": source,
         **({"JOBDIR": str(jobdir)} if jobdir is not None else {}),
+        **({"FLYWHEEL_STATE_PATH": str(state_path)} if state_path is not None else {}),
+        **({"FLYWHEEL_ALLOWED_PRIVATE_HOSTS": ",".join(allowed_private_hosts)} if allowed_private_hosts else {}),
+        **({"FLYWHEEL_MAX_BYTES": str(int(max_bytes))} if max_bytes else {}),
         **(settings or {}),
     }
     for key, value in merged.items():
@@ -65,12 +92,24 @@ def crawl(
     timeout_s: float = 900,
     jobdir: Path | None = None,
     settings: dict[str, str] | None = None,
+    state_path: Path | None = None,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    sitemap_urls: list[str] | None = None,
+    allowed_private_hosts: list[str] | None = None,
+    max_bytes: int | None = None,
 ) -> dict:
     """Crawl `start_url` into Parquet shards under `output_dir`; return `_report.json` plus output and shard count.
 
     Runs `scrapy crawl site` as a child process, so it can be called any number of times per process.
     Its log goes to `output_dir/_crawl.log`. Raises CrawlError (with the log's tail) on a non-zero exit,
     a timeout, or a missing report.
+
+    `state_path`: a local SQLite file of per-URL validators and fingerprints (one per source, kept between
+    runs): revisits send conditional requests and only changed content is written. `include`/`exclude`:
+    regexes over canonical page URLs. `sitemap_urls`: extra sitemap or feed seeds. `allowed_private_hosts`:
+    hosts that may resolve to private/loopback addresses (the SSRF guard refuses them otherwise), e.g.
+    ["127.0.0.1"] for the loopback demo site. `max_bytes`: byte budget over all response bodies.
     """
     if not start_url.startswith(("http://", "https://")):
         raise ValueError(f"start_url must be an http(s) URL, got {start_url!r}")
@@ -89,6 +128,12 @@ def crawl(
         max_pages=max_pages,
         jobdir=jobdir,
         settings=settings,
+        state_path=state_path,
+        include=include,
+        exclude=exclude,
+        sitemap_urls=sitemap_urls,
+        allowed_private_hosts=allowed_private_hosts,
+        max_bytes=max_bytes,
     )
     env = dict(os.environ)
     env["SCRAPY_SETTINGS_MODULE"] = "crawlers.settings"
@@ -96,11 +141,11 @@ def crawl(
     log_path = output_dir / LOG_NAME
     (output_dir / "_report.json").unlink(missing_ok=True)
     with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            proc = subprocess.run(
-                cmd, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s, check=False
-            )
+            proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
+            _stop(proc)
             message = f"crawl of {start_url} timed out after {timeout_s} s; log tail:\n{_tail(log_path)}"
             raise CrawlError(message) from None
     if proc.returncode != 0:

@@ -8,9 +8,11 @@ import html
 import io
 import json
 import math
+import os
 import shutil
 import signal
 import threading
+from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -408,10 +410,31 @@ def generate_site(out_dir: Path, seed: int = 7, images_per_class: int = 60) -> d
 
 
 class _Handler(SimpleHTTPRequestHandler):
-    """Static files with wide-open CORS (Label Studio's UI loads images cross-origin) and no access log."""
+    """Static files with wide-open CORS (Label Studio's UI loads images cross-origin) and no access log.
+
+    Files carry an ETag (mtime in ns and size, as nginx builds it) besides the Last-Modified the standard
+    handler sends; a matching If-None-Match gets 304 Not Modified, so recrawls are tested for real.
+    """
+
+    _etag: str | None = None
+
+    def send_head(self) -> Any:
+        self._etag = None
+        path = self.translate_path(self.path)
+        if os.path.isfile(path):
+            st = os.stat(path)
+            self._etag = f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+            wanted = [tag.strip() for tag in self.headers.get("If-None-Match", "").split(",")]
+            if self._etag in wanted:
+                self.send_response(HTTPStatus.NOT_MODIFIED)
+                self.end_headers()
+                return None
+        return super().send_head()
 
     def end_headers(self) -> None:
         self.send_header("Access-Control-Allow-Origin", "*")
+        if self._etag:
+            self.send_header("ETag", self._etag)
         super().end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -25,6 +25,43 @@ DOWNLOAD_TIMEOUT = 30
 DOWNLOAD_MAXSIZE = 32 * 1024 * 1024
 DOWNLOAD_WARNSIZE = 8 * 1024 * 1024
 
+# Endless redirect chains stop after 5 hops: the limit RFC 2068 §10.3 recommended (RFC 9110 §15.4 cites it);
+# Scrapy's default is Firefox's 20.
+REDIRECT_MAX_TIMES = 5
+# Per-kind body caps (Request.meta download_maxsize): HTML stops at 15 MiB, the cap Googlebot documents for
+# HTML files (Google Search Central, "Googlebot"); images at DOWNLOAD_MAXSIZE. Scrapy's HttpCompressionMiddleware
+# applies the same cap to the decompressed body, which is what stops a gzip bomb.
+FLYWHEEL_PAGE_MAXSIZE = 15 * 1024 * 1024
+FLYWHEEL_IMAGE_MAXSIZE = DOWNLOAD_MAXSIZE
+# Processes that run trafilatura beside the crawl (0 = in the crawl process). On loopback the crawl is CPU
+# bound and extraction is its largest added cost (bench/CRAWL.md); one worker moves it off the reactor's core.
+FLYWHEEL_EXTRACT_WORKERS = 1
+# False crawls text only (a source whose images are not wanted): pages are still extracted and stored.
+FLYWHEEL_FETCH_IMAGES = True
+# Per-run byte budget over all response bodies (0 = none): the crawl closes gracefully once it is spent.
+FLYWHEEL_MAX_BYTES = 0
+# Pages followed per URL family (digits -> N, see crawlers.urls.url_template): bounds calendars and other
+# infinite page generators. 1000 is above every family of the sample and bench sites (at most a few hundred).
+FLYWHEEL_MAX_PAGES_PER_TEMPLATE = 1000
+# Sitemaps (and feeds) fetched per crawl; each may list 50,000 URLs (sitemaps.org), far above max_pages.
+FLYWHEEL_MAX_SITEMAPS = 50
+# "keep" or "strip" (crawlers.urls.canonicalize_url); keep is safe: /a and /a/ may be different pages.
+FLYWHEEL_TRAILING_SLASH = "keep"
+# The incremental state file (crawlers.state); None crawls everything every time.
+FLYWHEEL_STATE_PATH = None
+
+# SSRF guard (crawlers.netguard): only public addresses, unless a host or network is allowed here, e.g.
+# FLYWHEEL_ALLOWED_PRIVATE_HOSTS = ["127.0.0.1"] for the loopback demo site.
+FLYWHEEL_ALLOWED_PRIVATE_HOSTS: list[str] = []
+FLYWHEEL_ALLOWED_PRIVATE_NETWORKS: list[str] = []
+# After OffsiteMiddleware (50), before RobotsTxtMiddleware (100), which would fetch robots.txt from the host.
+DOWNLOADER_MIDDLEWARES = {"crawlers.netguard.SsrfGuardMiddleware": 60}
+TWISTED_DNS_RESOLVER = "crawlers.netguard.GuardedResolver"
+# AutoThrottle, with robots.txt Crawl-delay as a floor per host, capped at 60 s (Scrapy's AUTOTHROTTLE_MAX_DELAY
+# default) so a hostile robots.txt cannot stall a crawl.
+EXTENSIONS = {"scrapy.extensions.throttle.AutoThrottle": None, "crawlers.politeness.CrawlDelayThrottle": 0}
+FLYWHEEL_MAX_CRAWL_DELAY = 60.0
+
 COOKIES_ENABLED = False
 # Both consoles open a port that runs code inside the crawler; a batch crawl needs neither.
 TELNETCONSOLE_ENABLED = False
@@ -34,6 +71,9 @@ LOG_LEVEL = "INFO"
 # CLOSESPIDER_PAGECOUNT counts every response (pages, images, robots.txt); the spider sets it from
 # `max_pages` as a backstop, and enforces `max_pages` on HTML pages itself.
 CLOSESPIDER_PAGECOUNT = 0
+
+# Scraped items are logged by URL only: the default dumps whole pages (and whatever they contain) at DEBUG.
+LOG_FORMATTER = "crawlers.report.UrlOnlyLogFormatter"
 
 ITEM_PIPELINES = {"crawlers.pipelines.ParquetShardPipeline": 300}
 

@@ -109,12 +109,23 @@ def crawl(
     source: Annotated[str, typer.Option(help="Source name stored on records.")] = "site",
     max_pages: Annotated[int, typer.Option(help="Page budget.")] = 2000,
     allowed_domain: Annotated[list[str] | None, typer.Option(help="Extra hosts the crawl may visit.")] = None,
+    allow_private_host: Annotated[
+        list[str] | None, typer.Option(help="A host on a private/loopback address the crawl may reach (local sites).")
+    ] = None,
+    incremental: Annotated[bool, typer.Option(help="Fetch and write only what changed since the last crawl.")] = False,
 ) -> None:
-    """Crawl a site into raw/<crawl run>/ (Scrapy, robots.txt obeyed, same host only)."""
+    """Crawl a site into raw/<crawl run>/ (Scrapy, robots.txt obeyed, same host only, no private addresses)."""
     from pipelines.config import CrawlParams
     from pipelines.flows import crawl_flow
 
-    params = CrawlParams(start_url=start_url, source=source, max_pages=max_pages, allowed_domains=allowed_domain)
+    params = CrawlParams(
+        start_url=start_url,
+        source=source,
+        max_pages=max_pages,
+        allowed_domains=allowed_domain,
+        allowed_private_hosts=allow_private_host,
+        incremental=incremental,
+    )
     with _prefect_api():
         _print_json(crawl_flow(params))
 
@@ -144,13 +155,19 @@ def ingest(
     start_url: str,
     source: Annotated[str, typer.Option(help="Source name stored on records.")] = "site",
     max_pages: Annotated[int, typer.Option(help="Page budget.")] = 2000,
+    allow_private_host: Annotated[
+        list[str] | None, typer.Option(help="A host on a private/loopback address the crawl may reach (local sites).")
+    ] = None,
 ) -> None:
     """crawl -> curate -> scrub in one flow."""
     from pipelines.config import CrawlParams, IngestParams
     from pipelines.flows import ingest_flow
 
+    crawl_params = CrawlParams(
+        start_url=start_url, source=source, max_pages=max_pages, allowed_private_hosts=allow_private_host
+    )
     with _prefect_api():
-        report = ingest_flow(IngestParams(crawl=CrawlParams(start_url=start_url, source=source, max_pages=max_pages)))
+        report = ingest_flow(IngestParams(crawl=crawl_params))
     _print_json({"pool": report["pool"], "crawl": report["crawl"], "kept": report["curate"]["kept"]})
 
 

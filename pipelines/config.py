@@ -17,6 +17,18 @@ class CrawlParams(BaseModel):
     source: str = Field("site", description="Name of this source, stored on every record.")
     allowed_domains: list[str] | None = Field(None, description="Hosts the crawl may visit (no ports).")
     max_pages: int = Field(2000, ge=1, description="Page budget of one crawl.")
+    max_bytes: int | None = Field(None, gt=0, description="Byte budget of one crawl (pages and images).")
+    include: list[str] | None = Field(None, description="Regexes a page URL must match to be crawled.")
+    exclude: list[str] | None = Field(None, description="Regexes that keep matching page URLs out.")
+    sitemap_urls: list[str] | None = Field(None, description="Sitemaps or feeds to seed the crawl with.")
+    allowed_private_hosts: list[str] | None = Field(
+        None,
+        description="Hosts on private or loopback addresses the crawl may reach (local demo and test sites only); "
+        "everything else on such addresses is refused after DNS resolution and on every redirect.",
+    )
+    incremental: bool = Field(
+        False, description="Remember ETag / Last-Modified / content fingerprints: a recrawl writes only what changed."
+    )
     timeout_s: float = Field(1800, gt=0, description="Wall-clock limit of one crawl.")
 
 

@@ -40,7 +40,11 @@ def demo_flow(params: DemoParams) -> dict[str, Any]:
     data_root = params.data_root or get_settings().data_root
     ingest = ingest_flow(
         IngestParams(
-            crawl=CrawlParams(start_url=params.site_url.rstrip("/") + "/index.html", source="sample-site"),
+            crawl=CrawlParams(
+                start_url=params.site_url.rstrip("/") + "/index.html",
+                source="sample-site",
+                allowed_private_hosts=["127.0.0.1"],  # the sample site is served on loopback
+            ),
             data_root=data_root,
         )
     )

@@ -19,6 +19,7 @@ from corpus.releases import ReleaseConfig, build_release
 from corpus.settings import get_settings
 from corpus.stages import Stage, run_stage
 from corpus.store import DataRoot
+from crawlers.report import report_table
 from crawlers.run import crawl
 from curation.cleaning import CURATE
 from curation.privacy import SCRUB
@@ -61,7 +62,10 @@ def _artifact_key(*parts: str) -> str:
 
 @task(**IO_RETRIES)
 def crawl_source(data_root: str, params: CrawlParams, crawl_run: str) -> dict[str, Any]:
-    """Crawl one source into raw/<crawl_run>/ (a Scrapy subprocess per call)."""
+    """Crawl one source into raw/<crawl_run>/ (a Scrapy subprocess per call).
+
+    A retry of this task resumes the same crawl from its job folder instead of starting over.
+    """
     root = open_root(data_root)
     report = crawl(
         params.start_url,
@@ -71,8 +75,21 @@ def crawl_source(data_root: str, params: CrawlParams, crawl_run: str) -> dict[st
         allowed_domains=params.allowed_domains,
         max_pages=params.max_pages,
         timeout_s=params.timeout_s,
+        jobdir=Path(root.local_path(f"state/crawl/jobs/{crawl_run}")),
+        state_path=Path(root.local_path(f"state/crawl/{params.source}.sqlite")) if params.incremental else None,
+        include=params.include,
+        exclude=params.exclude,
+        sitemap_urls=params.sitemap_urls,
+        allowed_private_hosts=params.allowed_private_hosts,
+        max_bytes=params.max_bytes,
     )
     report["output"] = f"raw/{crawl_run}"
+    create_table_artifact(
+        key=_artifact_key("crawl", params.source),
+        table=report_table(report),
+        description=f"crawl {crawl_run}: {report['pages']} pages, {report['images']} images, "
+        f"{report.get('finish_reason')}",
+    )
     return report
 
 

@@ -2,22 +2,42 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import multiprocessing
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlsplit
 
 import scrapy
 import trafilatura
+from scrapy import signals
 from scrapy.crawler import Crawler
-from scrapy.http import Response, TextResponse
+from scrapy.exceptions import CloseSpider
+from scrapy.http import HtmlResponse, Response, TextResponse
+from scrapy.utils.gz import gunzip
+from scrapy.utils.sitemap import Sitemap
+from twisted.python.failure import Failure
 
+from crawlers.content import fingerprint, looks_like_html, sniff_mime
 from crawlers.items import ImageItem, PageItem
-from crawlers.pipelines import sniff_mime
+from crawlers.report import classify_failure
+from crawlers.state import CrawlState
+from crawlers.urls import UrlScope, canonicalize_url
+
+logger = logging.getLogger(__name__)
 
 # Responses the budget allows per HTML page (the page, its images, robots.txt), for the
 # CLOSESPIDER_PAGECOUNT backstop; the sample site shows 5 images a page, real galleries a few dozen.
 RESPONSES_PER_PAGE = 50
+# Log the first few occurrences of each skip reason at INFO, the rest at DEBUG: a trap yields thousands.
+_LOUD_NOTES = 5
+_FEED_TYPES = ("application/rss+xml", "application/atom+xml")
 
 
 def parse_srcset(srcset: str) -> list[str]:
@@ -31,8 +51,12 @@ def parse_srcset(srcset: str) -> list[str]:
 
 
 def extract_text(html: str, url: str) -> str | None:
-    """Main text by trafilatura; all visible body text when trafilatura finds no main content."""
-    text = trafilatura.extract(html, url=url, include_comments=False, include_tables=True, favor_recall=True)
+    """Main text by trafilatura; all visible body text when trafilatura finds no main content or fails."""
+    try:
+        text = trafilatura.extract(html, url=url, include_comments=False, include_tables=True, favor_recall=True)
+    except Exception as exc:  # trafilatura on hostile markup: the visible-text fallback still gives a record
+        logger.warning("trafilatura failed on %s (%s: %s); using visible text", url, type(exc).__name__, exc)
+        text = None
     if text:
         return text
     selector = scrapy.Selector(text=html)
@@ -48,8 +72,25 @@ def _clean(value: str | None) -> str | None:
     return value or None
 
 
+def _as_list(value: str | list[str] | None) -> list[str]:
+    """A spider argument given as a list, a JSON list, or a comma list."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return value
+    value = value.strip()
+    if value.startswith("["):
+        return [str(v) for v in json.loads(value)]
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
 class SiteSpider(scrapy.Spider):
-    """Crawl one site from `start_url`; `allowed_domains` is a comma list (default: the start URL's host)."""
+    """Crawl one site from `start_url`.
+
+    Arguments (strings from `-a`, or Python values): `allowed_domains` (comma list; default the start URL's
+    host), `max_pages`, `include` / `exclude` (JSON lists of regexes over canonical page URLs) and
+    `sitemap_urls` (JSON or comma list of extra sitemap seeds; robots.txt `Sitemap:` lines are always used).
+    """
 
     name = "site"
 
@@ -58,56 +99,281 @@ class SiteSpider(scrapy.Spider):
         start_url: str | None = None,
         allowed_domains: str | list[str] | None = None,
         max_pages: int | str = 2000,
+        include: str | list[str] | None = None,
+        exclude: str | list[str] | None = None,
+        sitemap_urls: str | list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if not start_url:
             raise ValueError("the site spider needs -a start_url=http(s)://...")
-        parsed = urlparse(start_url)
+        parsed = urlsplit(start_url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError(f"start_url must be an http(s) URL, got {start_url!r}")
         self.start_url = start_url
-        if isinstance(allowed_domains, str):
-            allowed_domains = [d.strip() for d in allowed_domains.split(",") if d.strip()]
         # OffsiteMiddleware matches hosts without ports, so 127.0.0.1 covers 127.0.0.1:8765.
-        self.allowed_domains = list(allowed_domains or [parsed.hostname])
+        self.allowed_domains = _as_list(allowed_domains) or [parsed.hostname]
         self.max_pages = int(max_pages)
         if self.max_pages < 1:
             raise ValueError(f"max_pages must be >= 1, got {max_pages!r}")
+        self.include = _as_list(include)
+        self.exclude = _as_list(exclude)
+        self.sitemap_urls = _as_list(sitemap_urls)
         self.pages_parsed = 0
+        self.bytes_seen = 0
+        self._notes: Counter[str] = Counter()
+        self._sitemaps_seen: set[str] = set()
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> SiteSpider:
         spider = super().from_crawler(crawler, *args, **kwargs)
-        if not crawler.settings.getint("CLOSESPIDER_PAGECOUNT"):
-            crawler.settings.set("CLOSESPIDER_PAGECOUNT", spider.max_pages * RESPONSES_PER_PAGE, priority="spider")
+        settings = crawler.settings
+        if not settings.getint("CLOSESPIDER_PAGECOUNT"):
+            settings.set("CLOSESPIDER_PAGECOUNT", spider.max_pages * RESPONSES_PER_PAGE, priority="spider")
+        spider.trailing_slash = settings.get("FLYWHEEL_TRAILING_SLASH", "keep")
+        spider.scope = UrlScope(spider.include, spider.exclude, settings.getint("FLYWHEEL_MAX_PAGES_PER_TEMPLATE"))
+        spider.page_maxsize = settings.getint("FLYWHEEL_PAGE_MAXSIZE")
+        spider.image_maxsize = settings.getint("FLYWHEEL_IMAGE_MAXSIZE")
+        spider.max_bytes = settings.getint("FLYWHEEL_MAX_BYTES")
+        spider.max_sitemaps = settings.getint("FLYWHEEL_MAX_SITEMAPS")
+        spider.fetch_images = settings.getbool("FLYWHEEL_FETCH_IMAGES", True)
+        spider.extract_workers = settings.getint("FLYWHEEL_EXTRACT_WORKERS")
+        spider.extract_pool = None
+        crawler.signals.connect(spider._open_pool, signal=signals.spider_opened)
+        crawler.signals.connect(spider._close_pool, signal=signals.spider_closed)
+        spider.crawl_state = CrawlState(settings.get("FLYWHEEL_STATE_PATH") or None)
+        crawler.signals.connect(spider._robots_parsed, signal=signals.robots_parsed)
         return spider
 
-    async def start(self) -> AsyncIterator[scrapy.Request]:
-        yield scrapy.Request(self.start_url, callback=self.parse)
+    # --- bookkeeping -------------------------------------------------------------------------------------
 
-    def parse(self, response: Response) -> Iterator[Any]:
-        fetched_at = datetime.now(UTC)
-        if not isinstance(response, TextResponse):
-            # A link that led straight to a file: keep it if it is an image, like any other image.
-            if sniff_mime(response.body):
-                yield ImageItem(response.url, None, response.body, None, None, fetched_at)
-            else:
-                self.crawler.stats.inc_value("flywheel/non_html_skipped")
+    def note(self, key: str, url: str, detail: str = "") -> None:
+        """Count `key` in the stats and log it with the URL (loudly only the first few times per key)."""
+        self.crawler.stats.inc_value(f"flywheel/{key}")
+        self._notes[key] += 1
+        level = logging.INFO if self._notes[key] <= _LOUD_NOTES else logging.DEBUG
+        logger.log(level, "%s: %s%s", key, url, f" ({detail})" if detail else "")
+
+    def on_error(self, failure: Failure) -> None:
+        """Errback of every request: count the failure by kind and log its reason; never fatal to the crawl."""
+        request = getattr(failure, "request", None)
+        url = request.url if request is not None else "?"
+        kind = classify_failure(failure.value)
+        if kind is None:
+            logger.debug("not fetched: %s (%s)", url, failure.value)
             return
+        self.note(f"errors/{kind}", url, f"{type(failure.value).__name__}: {str(failure.value)[:200]}")
+
+    def _canonical(self, url: str) -> str | None:
+        try:
+            return canonicalize_url(url, trailing_slash=self.trailing_slash)
+        except ValueError:
+            self.note("skipped/bad_url", url[:200])
+            return None
+
+    def _account(self, response: Response) -> None:
+        """Add the body to the byte budget; close the crawl gracefully once it is spent."""
+        self.bytes_seen += len(response.body)
+        if self.max_bytes and self.bytes_seen > self.max_bytes:
+            raise CloseSpider("byte_budget")
+
+    async def extract(self, html: str, url: str) -> str | None:
+        """extract_text, in the worker processes when FLYWHEEL_EXTRACT_WORKERS > 0 (the reactor keeps crawling)."""
+        if not self.extract_workers:
+            return extract_text(html, url)
+        self._open_pool()
+        try:
+            return await asyncio.wrap_future(self.extract_pool.submit(extract_text, html, url))
+        except BrokenProcessPool:
+            logger.warning("extraction workers died; extracting in the crawl process from now on")
+            self.extract_workers = 0
+            return extract_text(html, url)
+
+    def _open_pool(self) -> None:
+        """Start the extraction workers and have them import trafilatura while robots.txt is being fetched.
+
+        Measured: a cold spawned worker needs ~1.5-2 s (it re-imports Scrapy and trafilatura) before its first page.
+        """
+        if self.extract_workers and self.extract_pool is None:
+            # spawn, not fork: forking a process that runs a reactor and threads copies their locks mid-use
+            context = multiprocessing.get_context("spawn")
+            self.extract_pool = ProcessPoolExecutor(self.extract_workers, mp_context=context)
+            for _ in range(self.extract_workers):
+                self.extract_pool.submit(extract_text, "<html><body><p>warm-up</p></body></html>", "http://warm.up/")
+
+    def _close_pool(self) -> None:
+        if self.extract_pool is not None:
+            # no wait: the reactor stays free to finish closing; the interpreter joins the workers at exit
+            self.extract_pool.shutdown(wait=False, cancel_futures=True)
+            self.extract_pool = None
+
+    # --- requests ------------------------------------------------------------------------------------------
+
+    def page_request(self, url: str, *, seed: str | None = None) -> scrapy.Request | None:
+        """A request for a page URL (canonicalised, in scope, conditional if it was kept before), or None."""
+        canonical = self._canonical(url)
+        if canonical is None:
+            return None
+        reason = self.scope.find_skip_reason(canonical)
+        if reason is not None:
+            self.note(f"out_of_scope/{reason}", canonical)
+            return None
+        if seed:
+            self.crawler.stats.inc_value(f"flywheel/seeds/{seed}")
+        prior = self.crawl_state.get(canonical)
+        return scrapy.Request(
+            canonical,
+            callback=self.parse,
+            errback=self.on_error,
+            headers=prior.conditional_headers() if prior else None,
+            meta={"download_maxsize": self.page_maxsize, "handle_httpstatus_list": [304]},
+        )
+
+    def image_request(self, url: str, page_url: str, alt: str | None, caption: str | None) -> scrapy.Request | None:
+        canonical = self._canonical(url)
+        if canonical is None:
+            return None
+        prior = self.crawl_state.get(canonical)
+        return scrapy.Request(
+            canonical,
+            callback=self.parse_image,
+            errback=self.on_error,
+            headers=prior.conditional_headers() if prior else None,
+            cb_kwargs={"page_url": page_url, "alt_text": alt, "caption": caption},
+            meta={"download_maxsize": self.image_maxsize, "handle_httpstatus_list": [304]},
+        )
+
+    def sitemap_request(self, url: str) -> scrapy.Request | None:
+        canonical = self._canonical(url)
+        if canonical is None or canonical in self._sitemaps_seen:
+            return None
+        if len(self._sitemaps_seen) >= self.max_sitemaps:
+            self.note("skipped/sitemap_budget", canonical)
+            return None
+        self._sitemaps_seen.add(canonical)
+        return scrapy.Request(
+            canonical, callback=self.parse_sitemap, errback=self.on_error, meta={"download_maxsize": self.page_maxsize}
+        )
+
+    async def start(self) -> AsyncIterator[scrapy.Request]:
+        request = self.page_request(self.start_url, seed="start_url")
+        if request is not None:
+            yield request
+        for url in self.sitemap_urls:
+            sitemap = self.sitemap_request(url)
+            if sitemap is not None:
+                yield sitemap
+
+    def _robots_parsed(self, robotparser: Any, request: scrapy.Request) -> None:
+        """robots.txt `Sitemap:` lines become seeds (hosts within allowed_domains only, by OffsiteMiddleware)."""
+        sitemaps = list(getattr(getattr(robotparser, "rp", None), "sitemaps", []) or [])
+        for url in sitemaps:
+            sitemap = self.sitemap_request(url)
+            if sitemap is not None and self.crawler.engine is not None:
+                self.crawler.engine.crawl(sitemap)
+
+    # --- callbacks -----------------------------------------------------------------------------------------
+
+    async def parse(self, response: Response) -> AsyncIterator[Any]:
+        self._account(response)
+        fetched_at = datetime.now(UTC)
         if self.pages_parsed >= self.max_pages:
             self.crawler.stats.inc_value("flywheel/pages_over_budget")
             return
+        if response.status == 304:
+            for request in self._revalidated_page(response):
+                yield request
+            return
+        body = response.body
+        if sniff_mime(body):
+            # A link that led straight to an image file: keep it like any other image.
+            if self._changed(response, "image"):
+                yield ImageItem(response.url, None, body, None, None, fetched_at, *self._validators(response))
+            return
+        if not looks_like_html(body):
+            content_type = (response.headers.get("Content-Type") or b"none").decode("latin-1")[:80]
+            self.note("skipped/not_html", response.url, f"Content-Type {content_type}, body is not HTML")
+            return
+        content_type = (response.headers.get("Content-Type") or b"").decode("latin-1").lower()
+        if content_type and "html" not in content_type:
+            self.note("corrected/html_content_type", response.url, f"HTML bytes under Content-Type {content_type[:80]}")
+        if not isinstance(response, TextResponse):
+            # HTML that Scrapy did not recognise (an image or octet-stream type): trust the bytes, not the header.
+            response = HtmlResponse(response.url, body=body, request=response.request)
         self.pages_parsed += 1
-        title = _clean(response.css("title::text").get())
-        yield PageItem(response.url, response.body, title, extract_text(response.text, response.url), fetched_at)
-        yield from self._image_requests(response)
+        links = self._links(response)
+        images = self._images(response) if self.fetch_images else []
+        if self._changed(response, "page"):
+            title = _clean(response.css("title::text").get())
+            text = await self.extract(response.text, response.url)
+            yield PageItem(
+                response.url,
+                body,
+                title,
+                text,
+                fetched_at,
+                *self._validators(response),
+                links=[r.url for r in links],
+                images=[[r.url, r.cb_kwargs["alt_text"], r.cb_kwargs["caption"]] for r in images],
+            )
+        for request in images:
+            yield request
         if self.pages_parsed < self.max_pages:
-            for href in response.css("a::attr(href)").getall():
-                if urlparse(response.urljoin(href)).scheme in ("http", "https"):
-                    yield response.follow(href, callback=self.parse)
+            for request in [*links, *self._feed_requests(response)]:
+                yield request
 
-    def _image_requests(self, response: TextResponse) -> Iterator[scrapy.Request]:
+    def _revalidated_page(self, response: Response) -> Iterator[scrapy.Request]:
+        """304 Not Modified: nothing to write, but the links and images it had last time are still followed."""
+        self.pages_parsed += 1
+        self.crawler.stats.inc_value("flywheel/unchanged/page_304")
+        prior = self.crawl_state.get(response.request.url if response.request else response.url)
+        if prior is None:
+            self.note("skipped/304_without_state", response.url)
+            return
+        for url, alt, caption in prior.images if self.fetch_images else []:
+            request = self.image_request(str(url), response.url, alt, caption)
+            if request is not None:
+                yield request
+        if self.pages_parsed < self.max_pages:
+            for link in prior.links:
+                request = self.page_request(link)
+                if request is not None:
+                    yield request
+
+    def _changed(self, response: Response, kind: str) -> bool:
+        """False when the state holds this URL with the same fingerprint (a server that ignores validators).
+
+        An unchanged body under new validators (a touched file, a rebuilt site) updates them in the state at
+        once: the content it stands for is already kept, so the next crawl can get its 304.
+        """
+        prior = self.crawl_state.get(response.url)
+        if prior is None or prior.fingerprint != fingerprint(response.body):
+            return True
+        self.crawler.stats.inc_value(f"flywheel/unchanged/{kind}_same_fingerprint")
+        validators = self._validators(response)
+        if validators != (prior.etag, prior.last_modified):
+            prior.etag, prior.last_modified = validators
+            self.crawl_state.put_many([prior])
+        return False
+
+    @staticmethod
+    def _validators(response: Response) -> tuple[str | None, str | None]:
+        etag = response.headers.get("ETag")
+        modified = response.headers.get("Last-Modified")
+        return (etag.decode("latin-1") if etag else None, modified.decode("latin-1") if modified else None)
+
+    def _links(self, response: TextResponse) -> list[scrapy.Request]:
+        requests = []
+        for href in response.css("a::attr(href)").getall():
+            url = response.urljoin(href.strip())
+            if urlsplit(url).scheme in ("http", "https"):
+                request = self.page_request(url)
+                if request is not None:
+                    requests.append(request)
+        return requests
+
+    def _images(self, response: TextResponse) -> list[scrapy.Request]:
+        found: list[tuple[str, str | None, str | None]] = []
         for node in response.css("img, picture source"):
             if node.root.tag == "img":
                 alt = _clean(node.attrib.get("alt"))
@@ -116,16 +382,82 @@ class SiteSpider(scrapy.Spider):
             caption = _clean(" ".join(node.xpath("ancestor::figure[1]/figcaption//text()").getall()))
             urls = [node.attrib["src"]] if node.attrib.get("src") else []
             urls += parse_srcset(node.attrib.get("srcset", ""))
-            for url in urls:
-                if url.startswith("data:"):
+            found += [(url, alt, caption) for url in urls]
+        # Open Graph / Twitter card images: the picture a page chose to represent itself
+        og_alt = _clean(response.css('meta[property="og:image:alt"]::attr(content)').get())
+        for prop in ("og:image", "og:image:url", "og:image:secure_url", "twitter:image"):
+            for url in response.css(f'meta[property="{prop}"]::attr(content), meta[name="{prop}"]::attr(content)'):
+                found.append((url.get(), og_alt, None))
+        requests = []
+        for url, alt, caption in found:
+            url = url.strip()
+            if not url or url.startswith("data:"):
+                continue
+            absolute = response.urljoin(url)
+            if urlsplit(absolute).scheme not in ("http", "https"):
+                continue
+            request = self.image_request(absolute, response.url, alt, caption)
+            if request is not None:
+                requests.append(request)
+        return requests
+
+    def _feed_requests(self, response: TextResponse) -> Iterator[scrapy.Request]:
+        """RSS/Atom feeds a page announces (<link rel="alternate">): their entries are seeds, like sitemaps."""
+        for link in response.css('link[rel="alternate"]'):
+            if (link.attrib.get("type") or "").lower() in _FEED_TYPES and link.attrib.get("href"):
+                request = self.sitemap_request(response.urljoin(link.attrib["href"]))
+                if request is not None:
+                    yield request
+
+    def parse_sitemap(self, response: Response) -> Iterator[scrapy.Request]:
+        """Sitemap, sitemap index, RSS or Atom: the page URLs it lists become requests (nested sitemaps followed)."""
+        self._account(response)
+        body = response.body
+        if body[:2] == b"\x1f\x8b":
+            try:
+                body = gunzip(body, max_size=self.page_maxsize)
+            except Exception as exc:  # truncated, corrupt, or over the cap: a decompression bomb stops here
+                self.note("skipped/bad_sitemap", response.url, f"gunzip: {exc}")
+                return
+        try:
+            sitemap = Sitemap(body)
+        except Exception:
+            sitemap = None
+        if sitemap is not None and sitemap.type in ("urlset", "sitemapindex"):
+            for entry in sitemap:
+                loc = entry.get("loc")
+                if not loc:
                     continue
-                yield response.follow(
-                    url,
-                    callback=self.parse_image,
-                    cb_kwargs={"page_url": response.url, "alt_text": alt, "caption": caption},
-                )
+                if sitemap.type == "sitemapindex":
+                    request = self.sitemap_request(loc)
+                else:
+                    request = self.page_request(loc, seed="sitemap")
+                if request is not None:
+                    yield request
+            return
+        feed = scrapy.Selector(text=body.decode("utf-8", "replace"), type="xml")
+        feed.remove_namespaces()
+        links = feed.xpath("//item/link/text()").getall() + feed.xpath("//entry/link/@href").getall()
+        if not links:
+            self.note("skipped/bad_sitemap", response.url, "neither a sitemap nor a feed")
+        for link in links:
+            request = self.page_request(response.urljoin(link.strip()), seed="feed")
+            if request is not None:
+                yield request
 
     def parse_image(
         self, response: Response, page_url: str, alt_text: str | None, caption: str | None
     ) -> Iterator[ImageItem]:
-        yield ImageItem(response.url, page_url, response.body, alt_text, caption, datetime.now(UTC))
+        self._account(response)
+        if response.status == 304:
+            self.crawler.stats.inc_value("flywheel/unchanged/image_304")
+            return
+        mime = sniff_mime(response.body)
+        if mime is None:
+            content_type = (response.headers.get("Content-Type") or b"none").decode("latin-1")[:80]
+            self.note("skipped/not_an_image", response.url, f"Content-Type {content_type}, bytes are no known image")
+            return
+        if self._changed(response, "image"):
+            yield ImageItem(
+                response.url, page_url, response.body, alt_text, caption, datetime.now(UTC), *self._validators(response)
+            )

@@ -12,7 +12,7 @@ import pytest
 
 from corpus.schema import RECORD_SCHEMA, make_record_id
 from corpus.store import DataRoot
-from crawlers.pipelines import sniff_mime
+from crawlers.content import sniff_mime
 from crawlers.run import CrawlError, crawl
 from crawlers.sample_site import SiteServer, generate_site
 from crawlers.spiders.site import extract_text, parse_srcset
@@ -39,6 +39,7 @@ def crawled(site, tmp_path_factory: pytest.TempPathFactory):
         source="sample-site",
         timeout_s=120,
         settings={"FLYWHEEL_SHARD_ROWS": str(SHARD_ROWS)},
+        allowed_private_hosts=["127.0.0.1"],
     )
     table = DataRoot(str(output)).read_table("")
     return report, table, output
@@ -115,7 +116,8 @@ def test_report_counts_match(site, crawled):
     assert report["pages"] == kinds["text"] and report["images"] == kinds["image"]
     assert report["records"] == table.num_rows
     assert report["bytes"]["images"] == sum(len(b) for b in table["image"].to_pylist() if b is not None)
-    assert report["robots_forbidden"] >= 1
+    assert report["robots_denied"] == report["robots_forbidden"] >= 1
+    assert report["ssrf_refused"] == {} and report["elapsed_s"] > 0
     assert report["offsite_filtered"] == 1
     # the one dead link is counted, not stored
     assert report["errors"] == {"http/404": len(truth["broken_links"])}
@@ -142,11 +144,20 @@ def test_max_pages_and_jobdir_resume(site, tmp_path):
         max_pages=3,
         jobdir=jobdir,
         timeout_s=120,
+        allowed_private_hosts=["127.0.0.1"],
     )
     assert report["pages"] == 3
     assert report["images"] > 0
     # the same JOBDIR remembers what was seen: a rerun fetches nothing again and keeps the first shards
-    again = crawl(server.url + "/index.html", output, crawl_run="small", source="s", max_pages=3, jobdir=jobdir)
+    again = crawl(
+        server.url + "/index.html",
+        output,
+        crawl_run="small",
+        source="s",
+        max_pages=3,
+        jobdir=jobdir,
+        allowed_private_hosts=["127.0.0.1"],
+    )
     assert again["pages"] == 0 and again["images"] == 0
     assert again["shards"] == report["shards"]
 
@@ -176,3 +187,17 @@ def test_helpers():
     assert sniff_mime(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "image/webp"
     assert sniff_mime(b"<html>") is None
     assert parse_srcset("/a.jpg 1x, /b.jpg 2x,/c.png 640w") == ["/a.jpg", "/b.jpg", "/c.png"]
+
+
+def test_scope_patterns_and_byte_budget(site, tmp_path):
+    _, truth, server = site
+    common = {"crawl_run": "scoped", "source": "s", "allowed_private_hosts": ["127.0.0.1"], "timeout_s": 60}
+    scoped = crawl(server.url + "/index.html", tmp_path / "scoped", exclude=[r"/gallery/page-00[2-9]\.html$"], **common)
+    pages = _paths(DataRoot(str(tmp_path / "scoped")).read_table(""), "text")
+    assert "/gallery/page-001.html" in pages
+    assert not any(p.startswith("/gallery/page-00") and p != "/gallery/page-001.html" for p in pages)
+    assert scoped["out_of_scope"]["excluded"] >= 1
+    # a byte budget smaller than one page: the crawl closes itself, cleanly, with what it wrote so far
+    budget = crawl(server.url + "/index.html", tmp_path / "budget", max_bytes=100, **common)
+    assert budget["finish_reason"] == "byte_budget"
+    assert budget["pages"] <= 1 and budget["records"] < len(truth["images"])

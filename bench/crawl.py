@@ -1,0 +1,281 @@
+"""Crawl benchmark: Flywheel's `site` spider (extraction on) against a bare Scrapy spider that only follows links.
+
+Both crawl the same generated loopback site in one run, with the same politeness and concurrency settings
+(crawlers.settings). Prints a table and ends with one line `bench crawl: ... ratio=<value>`, where ratio is
+Flywheel's pages/s over bare Scrapy's. `QUICK=1` crawls a smaller site.
+
+Run: `make bench-crawl [QUICK=1]` or `.venv/bin/python bench/crawl.py`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import scrapy
+
+ROOT = Path(__file__).resolve().parents[1]
+FULL_PAGES = 3000
+QUICK_PAGES = 600
+LINKS_PER_PAGE = 6
+IMAGES_PER_PAGE = 2
+UNIQUE_IMAGES = 300
+# Settings both spiders share, copied from crawlers.settings so the comparison is like for like.
+SHARED_SETTINGS = (
+    "USER_AGENT",
+    "ROBOTSTXT_OBEY",
+    "DOWNLOAD_DELAY",
+    "AUTOTHROTTLE_ENABLED",
+    "AUTOTHROTTLE_START_DELAY",
+    "AUTOTHROTTLE_MAX_DELAY",
+    "AUTOTHROTTLE_TARGET_CONCURRENCY",
+    "CONCURRENT_REQUESTS",
+    "CONCURRENT_REQUESTS_PER_DOMAIN",
+    "DOWNLOAD_TIMEOUT",
+    "COOKIES_ENABLED",
+    "TELNETCONSOLE_ENABLED",
+    "LOG_LEVEL",
+)
+_WORDS = [
+    "amber",
+    "basin",
+    "cedar",
+    "delta",
+    "ember",
+    "fjord",
+    "grove",
+    "harbor",
+    "island",
+    "juniper",
+    "kestrel",
+    "lagoon",
+    "meadow",
+    "nectar",
+    "orchid",
+    "prairie",
+    "quarry",
+    "ridge",
+    "summit",
+    "tundra",
+    "upland",
+    "valley",
+    "willow",
+    "yarrow",
+    "zephyr",
+    "alder",
+    "birch",
+    "coral",
+    "dune",
+    "estuary",
+    "fern",
+    "glacier",
+    "heath",
+]
+
+
+class BareSpider(scrapy.Spider):
+    """The baseline: follow every link, parse nothing else, store nothing."""
+
+    name = "bare"
+
+    def __init__(self, start_url: str = "", result: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.start_url = start_url
+        self.result = result
+        self.pages = 0
+
+    async def start(self) -> AsyncIterator[scrapy.Request]:
+        yield scrapy.Request(self.start_url, callback=self.parse)
+
+    def parse(self, response: scrapy.http.Response) -> Iterator[scrapy.Request]:
+        self.pages += 1
+        for href in response.css("a::attr(href)").getall():
+            yield response.follow(href, callback=self.parse)
+
+    def closed(self, reason: str) -> None:
+        start = self.crawler.stats.get_value("start_time")
+        elapsed = (datetime.now(UTC) - start).total_seconds()
+        Path(self.result).write_text(json.dumps({"pages": self.pages, "elapsed_s": elapsed, "reason": reason}))
+
+
+def _slug(i: int) -> str:
+    """A digit-free, unique path for page i: real sites' slugs, one URL family per section."""
+    n = len(_WORDS)
+    return f"/{_WORDS[i % n]}/{_WORDS[(i // n) % n]}-{_WORDS[(i // (n * n)) % n]}.html"
+
+
+def build_site(site: Path, pages: int) -> dict[str, int]:
+    """Write `pages` linked HTML pages (a few paragraphs, LINKS_PER_PAGE links, IMAGES_PER_PAGE figures each)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (site / "img").mkdir(parents=True, exist_ok=True)
+    for k in range(UNIQUE_IMAGES):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(buf, "JPEG", quality=80)
+        (site / "img" / f"{_WORDS[k % len(_WORDS)]}-{_WORDS[k // len(_WORDS)]}.jpg").write_bytes(buf.getvalue())
+    images = sorted(p.name for p in (site / "img").iterdir())
+    slugs = [_slug(i) for i in range(pages)]
+    for i, slug in enumerate(slugs):
+        # the next page is always linked, so every page is reachable from the index
+        links = [slugs[(i + 1) % pages]] + [slugs[int(j)] for j in rng.integers(0, pages, LINKS_PER_PAGE - 1)]
+        words = rng.choice(_WORDS, size=(4, 60))
+        paragraphs = "".join(f"<p>{' '.join(row).capitalize()}.</p>" for row in words)
+        figures = "".join(
+            f'<figure><img src="/img/{images[int(j)]}" alt="picture {int(j)}"><figcaption>Figure {int(j)}'
+            "</figcaption></figure>"
+            for j in rng.integers(0, len(images), IMAGES_PER_PAGE)
+        )
+        nav = "".join(f'<li><a href="{href}">{href}</a></li>' for href in links)
+        html = (
+            f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Page {i}</title></head><body>"
+            f"<nav><ul>{nav}</ul></nav><main><article><h1>Page {i}</h1>{paragraphs}{figures}</article></main>"
+            "<footer><p>Generated for the crawl benchmark.</p></footer></body></html>"
+        )
+        path = site / slug.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(html)
+    index = "".join(f'<a href="{s}">{s}</a> ' for s in slugs[:: max(1, pages // 50)])
+    (site / "index.html").write_text(
+        f"<!DOCTYPE html><html><head><title>Index</title></head><body>{index}</body></html>"
+    )
+    (site / "robots.txt").write_text("User-agent: *\nAllow: /\n")
+    return {"pages": pages + 1, "images": len(images)}
+
+
+def _shared_settings() -> dict[str, str]:
+    import crawlers.settings as project
+
+    return {key: str(getattr(project, key)) for key in SHARED_SETTINGS}
+
+
+def run_bare(url: str, work: Path, max_pages: int) -> dict[str, Any]:
+    result = work / "bare.json"
+    cmd = [sys.executable, "-m", "scrapy", "runspider", __file__, "-a", f"start_url={url}", "-a", f"result={result}"]
+    for key, value in {**_shared_settings(), "CLOSESPIDER_PAGECOUNT": str(max_pages * 2)}.items():
+        cmd += ["-s", f"{key}={value}"]
+    env = {k: v for k, v in os.environ.items() if k != "SCRAPY_SETTINGS_MODULE"}
+    started = time.perf_counter()
+    with (work / "bare.log").open("wb") as log:
+        subprocess.run(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=900)
+    wall = time.perf_counter() - started
+    data = json.loads(result.read_text())
+    return {"pages": data["pages"], "images": 0, "elapsed_s": data["elapsed_s"], "wall_s": wall}
+
+
+def run_flywheel(url: str, work: Path, max_pages: int, name: str, fetch_images: bool) -> dict[str, Any]:
+    from crawlers.run import crawl
+
+    started = time.perf_counter()
+    report = crawl(
+        url,
+        work / name,
+        crawl_run=name,
+        source="bench",
+        max_pages=max_pages,
+        timeout_s=900,
+        allowed_private_hosts=["127.0.0.1"],
+        settings={**_shared_settings(), "FLYWHEEL_FETCH_IMAGES": str(fetch_images)},
+    )
+    wall = time.perf_counter() - started
+    return {
+        "pages": report["pages"],
+        "images": report["images"],
+        "elapsed_s": report["elapsed_s"],
+        "wall_s": wall,
+        "requests": report["requests"],
+    }
+
+
+def profile_stages(site: Path, sample: int = 200) -> dict[str, float]:
+    """In-process cost per page (ms) of what Flywheel adds: extraction, link canonicalisation, record building."""
+    import pyarrow as pa
+
+    from corpus.schema import RECORD_SCHEMA
+    from crawlers.items import PageItem
+    from crawlers.pipelines import item_to_record
+    from crawlers.spiders.site import extract_text
+    from crawlers.urls import canonicalize_url
+
+    pages = sorted(p for p in site.rglob("*.html") if p.name != "index.html")[:sample]
+    bodies = [(f"http://127.0.0.1/{p.relative_to(site)}", p.read_bytes()) for p in pages]
+    # warm-up: trafilatura's and pyarrow's first calls pay one-time imports (pyarrow loads pandas, ~0.5 s)
+    extract_text(bodies[0][1].decode(), bodies[0][0])
+    pa.array(["warm"], type=pa.string())
+    t0 = time.perf_counter()
+    texts = [extract_text(body.decode(), url) for url, body in bodies]
+    t1 = time.perf_counter()
+    selector_links = [scrapy.Selector(text=body.decode()).css("a::attr(href)").getall() for _, body in bodies]
+    t2 = time.perf_counter()
+    for links in selector_links:
+        for href in links:
+            canonicalize_url("http://127.0.0.1:8000" + href)
+    t3 = time.perf_counter()
+    now = datetime.now(UTC)
+    rows = [
+        item_to_record(PageItem(url, body, "t", text, now), source="b", crawl_run="b")
+        for (url, body), text in zip(bodies, texts, strict=True)
+    ]
+    pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
+    t4 = time.perf_counter()
+    n = len(bodies)
+    return {
+        "extract_ms": 1000 * (t1 - t0) / n,
+        "links_parse_ms": 1000 * (t2 - t1) / n,
+        "canonicalise_ms": 1000 * (t3 - t2) / n,
+        "records_ms": 1000 * (t4 - t3) / n,
+    }
+
+
+def main() -> None:
+    quick = os.environ.get("QUICK", "0") not in ("", "0", "false", "no")
+    pages = QUICK_PAGES if quick else FULL_PAGES
+    sys.path.insert(0, str(ROOT))
+    from crawlers.sample_site import SiteServer
+
+    with tempfile.TemporaryDirectory(prefix="bench-crawl-") as tmp:
+        work = Path(tmp)
+        size = build_site(work / "site", pages)
+        budget = size["pages"] + 10
+        with SiteServer(work / "site") as server:
+            url = server.url + "/index.html"
+            bare = run_bare(url, work, budget)
+            text_only = run_flywheel(url, work, budget, "flywheel-text", fetch_images=False)
+            full = run_flywheel(url, work, budget, "flywheel-full", fetch_images=True)
+        stages = profile_stages(work / "site")
+
+    def rate(run: dict[str, Any], key: str) -> float:
+        return run[key] / run["elapsed_s"] if run["elapsed_s"] else 0.0
+
+    print(f"site: {size['pages']} pages, {size['images']} unique images, {IMAGES_PER_PAGE} figures/page (loopback)")
+    print(f"{'spider':<34}{'pages':>7}{'images':>8}{'elapsed s':>11}{'wall s':>9}{'pages/s':>10}{'images/s':>10}")
+    for name, run in (
+        ("bare Scrapy (links only)", bare),
+        ("Flywheel, text only", text_only),
+        ("Flywheel, pages+images", full),
+    ):
+        print(
+            f"{name:<34}{run['pages']:>7}{run['images']:>8}{run['elapsed_s']:>11.2f}{run['wall_s']:>9.2f}"
+            f"{rate(run, 'pages'):>10.1f}{rate(run, 'images'):>10.1f}"
+        )
+    print("Flywheel's added cost per page, in-process (ms): " + ", ".join(f"{k}={v:.2f}" for k, v in stages.items()))
+    bare_rate, text_rate, full_rate = rate(bare, "pages"), rate(text_only, "pages"), rate(full, "pages")
+    print(
+        f"bench crawl: bare_pages_per_s={bare_rate:.1f} flywheel_text_pages_per_s={text_rate:.1f} "
+        f"flywheel_pages_per_s={full_rate:.1f} flywheel_images_per_s={rate(full, 'images'):.1f} "
+        f"ratio_text_only={text_rate / bare_rate:.3f} ratio={full_rate / bare_rate:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""The network guard against SSRF: an address policy, the downloader middleware and the DNS resolver that enforce it."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+from scrapy import Request
+from scrapy.crawler import Crawler
+from scrapy.exceptions import IgnoreRequest
+from scrapy.resolver import CachingThreadedResolver
+from scrapy.utils.httpobj import urlparse_cached
+from twisted.internet.base import ReactorBase
+from twisted.internet.defer import Deferred
+from twisted.internet.error import DNSLookupError
+
+logger = logging.getLogger(__name__)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Cloud instance-metadata endpoints (AWS/GCP/Azure/OpenStack 169.254.169.254, AWS IPv6 fd00:ec2::254,
+# Alibaba 100.100.100.200), from the providers' documentation. Named apart so a refusal says what it saved.
+METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
+)
+
+
+class BlockedAddressError(IgnoreRequest):
+    """A request refused because its host is, or resolves to, an address the crawl may not reach."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"SSRF guard refused {url}: {reason}")
+        self.reason = reason
+
+
+def classify_address(address: IPAddress) -> str | None:
+    """The kind of non-public address `address` is ("loopback", "private", "metadata", ...); None if public."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return classify_address(address.ipv4_mapped)
+    if address in METADATA_ADDRESSES:
+        return "metadata"
+    for kind in ("loopback", "unspecified", "link_local", "multicast", "private", "reserved"):
+        if getattr(address, f"is_{kind}"):
+            return kind
+    # what is left and still not global: shared CGNAT space 100.64/10, 6to4/Teredo relays and the like
+    return None if address.is_global else "non_global"
+
+
+class AddressPolicy:
+    """Which hosts and addresses a crawl may reach: public ones, plus an explicit allow-list for private ones.
+
+    `allowed_hosts`: host names or IP literals (case-insensitive, exact) that may resolve to anything;
+    `allowed_networks`: CIDR networks whose private addresses may be reached (metadata addresses never are).
+    """
+
+    def __init__(self, allowed_hosts: Iterable[str] = (), allowed_networks: Iterable[str] = ()) -> None:
+        self.allowed_hosts = {h.strip().lower().strip("[]") for h in allowed_hosts if h.strip()}
+        self.allowed_networks = [ipaddress.ip_network(n.strip(), strict=False) for n in allowed_networks if n.strip()]
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> AddressPolicy:
+        return cls(
+            settings.getlist("FLYWHEEL_ALLOWED_PRIVATE_HOSTS"), settings.getlist("FLYWHEEL_ALLOWED_PRIVATE_NETWORKS")
+        )
+
+    def host_allowed(self, host: str) -> bool:
+        return host.lower().strip("[]") in self.allowed_hosts
+
+    def find_block_reason(self, host: str, addresses: Sequence[IPAddress]) -> str | None:
+        """Why `host` (resolved to `addresses`) may not be reached, or None. Any one blocked address blocks it."""
+        if self.host_allowed(host):
+            return None
+        if not addresses:
+            return "no_address"
+        for address in addresses:
+            kind = classify_address(address)
+            if kind is None:
+                continue
+            if kind != "metadata" and any(address in net for net in self.allowed_networks):
+                continue
+            return f"{kind} address {address}" + ("" if str(address) == host else f" (resolved from {host})")
+        return None
+
+
+def parse_ip(host: str) -> IPAddress | None:
+    """`host` as an IP address when it is an IP literal (brackets allowed), else None."""
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+async def resolve_host(host: str, port: int) -> list[IPAddress]:
+    """Every address `host` resolves to (A and AAAA), without blocking the event loop."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    # scope ids ("fe80::1%eth0") are cut: the address decides, not the interface
+    return list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos))
+
+
+class SsrfGuardMiddleware:
+    """Downloader middleware: refuses requests whose host is, or resolves to, a non-public address.
+
+    It runs on every request, so every redirect hop and robots.txt fetch is checked before any traffic
+    is sent. Decisions are cached per host:port for the crawl; GuardedResolver re-checks the address the
+    connection really uses, which closes the DNS-rebinding gap between this check and the connect.
+    """
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self.policy = AddressPolicy.from_settings(crawler.settings)
+        self.dns_timeout = crawler.settings.getfloat("DNS_TIMEOUT")  # Scrapy's own lookup limit (default 60 s)
+        self._decisions: dict[str, str | None] = {}
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> SsrfGuardMiddleware:
+        return cls(crawler)
+
+    async def process_request(self, request: Request) -> None:
+        parts = urlparse_cached(request)
+        host = parts.hostname or ""
+        key = f"{host}:{parts.port}"
+        if key not in self._decisions:
+            self._decisions[key] = await self._decide(host, parts.port or (443 if parts.scheme == "https" else 80))
+        reason = self._decisions[key]
+        if reason is None:
+            return
+        self.crawler.stats.inc_value(f"flywheel/ssrf_refused/{reason.split(' ', 1)[0]}")
+        logger.warning("SSRF guard refused %s: %s", request.url, reason)
+        raise BlockedAddressError(request.url, reason)
+
+    async def _decide(self, host: str, port: int) -> str | None:
+        if not host:
+            return "no_host"
+        if self.policy.host_allowed(host):
+            return None
+        literal = parse_ip(host)
+        if literal is not None:
+            return self.policy.find_block_reason(host, [literal])
+        try:
+            addresses = await asyncio.wait_for(resolve_host(host, port), self.dns_timeout)
+        except (OSError, UnicodeError, TimeoutError) as exc:
+            # Not a policy decision: the downloader's own lookup fails the same way and is counted as a DNS error.
+            logger.info("SSRF guard could not resolve %s (%s); the download will report it", host, exc)
+            return None
+        return self.policy.find_block_reason(host, addresses)
+
+
+class GuardedResolver(CachingThreadedResolver):
+    """Scrapy's default caching resolver, refusing names that resolve to addresses the AddressPolicy blocks.
+
+    Set as TWISTED_DNS_RESOLVER: it sees the address the connection will use, after any DNS change
+    since SsrfGuardMiddleware looked.
+    """
+
+    # Refusals by kind. Scrapy builds the resolver once per process, from the CrawlerProcess (no crawler
+    # stats), and a crawl is one process (crawlers.run), so the pipeline adds these to the report at close.
+    refusals: ClassVar[Counter[str]] = Counter()
+
+    def __init__(self, reactor: ReactorBase, cache_size: int, timeout: float, policy: AddressPolicy) -> None:
+        super().__init__(reactor, cache_size, timeout)
+        self.policy = policy
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, reactor: ReactorBase) -> GuardedResolver:
+        cache_size = crawler.settings.getint("DNSCACHE_SIZE") if crawler.settings.getbool("DNSCACHE_ENABLED") else 0
+        policy = AddressPolicy.from_settings(crawler.settings)
+        return cls(reactor, cache_size, crawler.settings.getfloat("DNS_TIMEOUT"), policy)
+
+    def getHostByName(self, name: str, timeout: Sequence[int] = ()) -> Deferred[str]:
+        result = super().getHostByName(name, timeout)
+        result.addCallback(self.check_address, name)
+        return result
+
+    def check_address(self, address: str, name: str) -> str:
+        """`address` if the policy lets `name` reach it; raises DNSLookupError (no connection is made) if not."""
+        ip = parse_ip(address)
+        reason = self.policy.find_block_reason(name, [ip] if ip is not None else [])
+        if reason is not None:
+            logger.warning("SSRF guard (resolver) refused %s: %s", name, reason)
+            GuardedResolver.refusals[reason.split(" ", 1)[0]] += 1
+            raise DNSLookupError(f"SSRF guard refused {name}: {reason}")
+        return address

@@ -1,0 +1,134 @@
+"""The crawl report: failures sorted into kinds, `_report.json`, Prefect artifact rows, and the log format."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from scrapy import Spider
+from scrapy.exceptions import (
+    CannotResolveHostError,
+    DownloadCancelledError,
+    DownloadConnectionRefusedError,
+    DownloadFailedError,
+    DownloadTimeoutError,
+    IgnoreRequest,
+    ResponseDataLossError,
+)
+from scrapy.logformatter import LogFormatter
+from scrapy.spidermiddlewares.httperror import HttpError
+from twisted.internet.error import DNSLookupError
+
+from crawlers.netguard import BlockedAddressError
+
+# Failures other components already count under their own stats key (and the report shows them there).
+_COUNTED_ELSEWHERE = ("Forbidden by robots.txt", "Filtered offsite request")
+
+
+def classify_failure(exc: BaseException) -> str | None:
+    """The error kind of a failed request ("http/404", "timeout", "size/too_large", ...).
+
+    None for refusals already counted elsewhere: robots.txt, offsite, the SSRF guard's own counter.
+    """
+    message = str(exc)
+    if isinstance(exc, BlockedAddressError) or message.startswith(_COUNTED_ELSEWHERE):
+        return None
+    if isinstance(exc, HttpError):
+        return f"http/{exc.response.status}"
+    if isinstance(exc, IgnoreRequest):
+        if "max redirections" in message:
+            return "redirect/too_many"
+        if "during decompression" in message:
+            return "size/decompressed_too_large"
+        return "ignored"
+    if isinstance(exc, DownloadTimeoutError):
+        return "timeout"
+    if isinstance(exc, DownloadCancelledError):
+        # Scrapy 2.19's HTTP handler cancels a download only for DOWNLOAD_MAXSIZE (announced or streamed)
+        return "size/too_large"
+    if isinstance(exc, CannotResolveHostError | DNSLookupError):
+        # GuardedResolver's refusals end here too (Twisted drops their message); it counts them in ssrf_refused
+        return "dns"
+    if isinstance(exc, DownloadConnectionRefusedError):
+        return "connection/refused"
+    if isinstance(exc, ResponseDataLossError):
+        return "data_loss"
+    if isinstance(exc, DownloadFailedError):
+        return "connection/failed"
+    return f"download/{type(exc).__name__}"
+
+
+def _by_prefix(stats: Mapping[str, Any], prefix: str) -> dict[str, int]:
+    return dict(sorted((k[len(prefix) :], v) for k, v in stats.items() if k.startswith(prefix)))
+
+
+def build_report(stats: Mapping[str, Any], counts: Mapping[str, int], **identity: Any) -> dict[str, Any]:
+    """The `_report.json` dict from Scrapy's stats and the pipeline's record `counts`; `identity` goes in as is."""
+    status_codes = _by_prefix(stats, "downloader/response_status_count/")
+    errors = _by_prefix(stats, "flywheel/errors/")
+    errors.update({f"spider/{k}": v for k, v in _by_prefix(stats, "spider_exceptions/").items()})
+    ssrf = _by_prefix(stats, "flywheel/ssrf_refused/")
+    robots = stats.get("robotstxt/forbidden", 0)
+    return {
+        **identity,
+        "pages": counts.get("pages", 0),
+        "images": counts.get("images", 0),
+        "records": counts.get("pages", 0) + counts.get("images", 0),
+        "bytes": {
+            "pages": counts.get("page_bytes", 0),
+            "images": counts.get("image_bytes", 0),
+            "downloaded": stats.get("downloader/response_bytes", 0),
+        },
+        "mime": {k.split("/", 1)[1]: v for k, v in sorted(counts.items()) if k.startswith("mime/")},
+        "requests": stats.get("downloader/request_count", 0),
+        "responses": stats.get("downloader/response_count", 0),
+        "status_codes": status_codes,
+        "robots_denied": robots,
+        "robots_forbidden": robots,  # the walking skeleton's name for robots_denied, kept for its readers
+        "crawl_delays": _by_prefix(stats, "flywheel/crawl_delay/"),
+        "ssrf_refused": ssrf,
+        "offsite_filtered": stats.get("offsite/filtered", 0),
+        "duplicates_filtered": stats.get("dupefilter/filtered", 0),
+        "out_of_scope": _by_prefix(stats, "flywheel/out_of_scope/"),
+        "skipped": _by_prefix(stats, "flywheel/skipped/"),
+        "unchanged": _by_prefix(stats, "flywheel/unchanged/"),
+        "corrected": _by_prefix(stats, "flywheel/corrected/"),
+        "pages_over_budget": stats.get("flywheel/pages_over_budget", 0),
+        "non_html_skipped": stats.get("flywheel/skipped/not_html", 0),
+        "seeds": _by_prefix(stats, "flywheel/seeds/"),
+        "errors": errors,
+    }
+
+
+def report_table(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The report as rows {"figure", "value"} for `prefect.artifacts.create_table_artifact(table=...)`."""
+    rows: list[dict[str, Any]] = []
+    for key in ("finish_reason", "pages", "images", "requests", "robots_denied", "offsite_filtered"):
+        if key in report:
+            rows.append({"figure": key, "value": report[key]})
+    for group in ("bytes", "status_codes", "errors", "ssrf_refused", "out_of_scope", "skipped", "unchanged", "seeds"):
+        for name, value in (report.get(group) or {}).items():
+            rows.append({"figure": f"{group}/{name}", "value": value})
+    return rows
+
+
+class UrlOnlyLogFormatter(LogFormatter):
+    """Scrapy's log formatter, naming items by kind and URL instead of dumping them (bodies, texts) into the log."""
+
+    def scraped(self, item: Any, response: Any, spider: Spider) -> dict[str, Any]:
+        result = dict(super().scraped(item, response, spider))
+        result["msg"] = "Scraped %(kind)s %(url)s"
+        result["args"] = {"kind": type(item).__name__, "url": getattr(item, "url", "?")}
+        return result
+
+    def dropped(self, item: Any, exception: BaseException, response: Any, spider: Spider) -> dict[str, Any]:
+        result = dict(super().dropped(item, exception, response, spider))
+        result["msg"] = "Dropped %(kind)s %(url)s: %(exception)s"
+        result["args"] = {"kind": type(item).__name__, "url": getattr(item, "url", "?"), "exception": exception}
+        return result
+
+    def item_error(self, item: Any, exception: BaseException, response: Any, spider: Spider) -> dict[str, Any]:
+        result = dict(super().item_error(item, exception, response, spider))
+        result["msg"] = "Error processing %(kind)s %(url)s"
+        result["args"] = {"kind": type(item).__name__, "url": getattr(item, "url", "?")}
+        return result

@@ -1,0 +1,183 @@
+"""The crawler's pure policies: URL canonical form and scope, content sniffing, the SSRF address policy, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+
+import pytest
+from scrapy import Request
+from scrapy.exceptions import DownloadCancelledError, DownloadTimeoutError, IgnoreRequest
+from scrapy.http import Response
+from scrapy.spidermiddlewares.httperror import HttpError
+from scrapy.utils.test import get_crawler
+from twisted.internet.error import DNSLookupError
+
+from crawlers.content import looks_like_html, sniff_mime
+from crawlers.netguard import AddressPolicy, BlockedAddressError, GuardedResolver, SsrfGuardMiddleware, classify_address
+from crawlers.report import classify_failure, report_table
+from crawlers.urls import UrlScope, canonicalize_url, find_trap_reason, url_template
+
+pytestmark = pytest.mark.timeout(10)
+
+
+@pytest.mark.parametrize(
+    ("url", "canonical"),
+    [
+        ("HTTP://Example.COM:80/a/b?x=1#frag", "http://example.com/a/b?x=1"),
+        ("https://example.com:443/", "https://example.com/"),
+        ("https://example.com:8443", "https://example.com:8443/"),
+        ("http://example.com/p?b=2&a=1&a=0", "http://example.com/p?a=1&a=0&b=2"),
+        ("http://example.com/p?utm_source=x&id=3&gclid=abc&fbclid=z", "http://example.com/p?id=3"),
+        ("http://user:secret@example.com/p", "http://example.com/p"),
+        ("http://example.com/%7Euser/a%20b", "http://example.com/~user/a%20b"),
+        ("http://example.com./x", "http://example.com/x"),
+        ("http://[::1]:8080/x", "http://[::1]:8080/x"),
+        ("http://example.com/q?empty=&k=v", "http://example.com/q?empty=&k=v"),
+    ],
+)
+def test_canonicalize_url(url: str, canonical: str) -> None:
+    assert canonicalize_url(url) == canonical
+
+
+def test_trailing_slash_policy_and_bad_urls() -> None:
+    assert canonicalize_url("http://example.com/dir/") == "http://example.com/dir/"
+    assert canonicalize_url("http://example.com/dir/", trailing_slash="strip") == "http://example.com/dir"
+    assert canonicalize_url("http://example.com/", trailing_slash="strip") == "http://example.com/"
+    for bad in ("ftp://example.com/", "mailto:a@b.c", "http:///nohost", "/relative"):
+        with pytest.raises(ValueError):
+            canonicalize_url(bad)
+    with pytest.raises(ValueError, match="trailing_slash"):
+        canonicalize_url("http://example.com/", trailing_slash="add")
+
+
+def test_url_templates_and_traps() -> None:
+    assert url_template("http://h/calendar/2026/11?day=3") == url_template("http://h/calendar/1999/01?day=30")
+    assert url_template("http://h/a/1") != url_template("http://h/b/1")
+    assert find_trap_reason("http://h/a/b/a/b/a/b/") == "repeated_segments"
+    assert find_trap_reason("http://h/docs/v1/docs/") is None
+    assert find_trap_reason("http://h/" + "x" * 3000) == "url_too_long"
+
+
+def test_scope_patterns_and_template_budget() -> None:
+    scope = UrlScope(include=[r"/blog/"], exclude=[r"\?replytocom=", r"/tag/"], max_per_template=2)
+    assert scope.find_skip_reason("http://h/shop/1") == "not_included"
+    assert scope.find_skip_reason("http://h/blog/tag/x") == "excluded"
+    assert scope.find_skip_reason("http://h/blog/p?replytocom=4") == "excluded"
+    assert scope.find_skip_reason("http://h/blog/1") is None
+    assert scope.find_skip_reason("http://h/blog/1") is None  # the same URL counts once
+    assert scope.find_skip_reason("http://h/blog/2") is None
+    assert scope.find_skip_reason("http://h/blog/3") == "template_budget"
+    assert scope.find_skip_reason("http://h/blog/a/b/a/b/a/") == "repeated_segments"
+
+
+def test_sniffing() -> None:
+    assert sniff_mime(b"\xff\xd8\xff\xe0rest") == "image/jpeg"
+    assert sniff_mime(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "image/webp"
+    assert looks_like_html(b"  \n<!DOCTYPE html><html>")
+    assert looks_like_html(b"\xef\xbb\xbf<html lang=en>")
+    assert looks_like_html("<html>".encode("utf-16"))
+    assert looks_like_html(b"<?xml version='1.0'?><!DOCTYPE html><html xmlns='http://www.w3.org/1999/xhtml'>")
+    assert looks_like_html(b"<p>fragment")
+    assert not looks_like_html(b'{"json": true}')
+    assert not looks_like_html(b"<?xml version='1.0'?><rss><channel/></rss>")
+    assert not looks_like_html(b"<bogus>")
+    assert not looks_like_html(b"<html>\x00\x00binary")
+    assert not looks_like_html(b"\x89PNG\r\n\x1a\n")
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("10.1.2.3", "private"),
+        ("192.168.0.1", "private"),
+        ("172.16.5.4", "private"),
+        ("169.254.169.254", "metadata"),
+        ("fd00:ec2::254", "metadata"),
+        ("100.100.100.200", "metadata"),
+        ("169.254.1.1", "link_local"),
+        ("fe80::1", "link_local"),
+        ("100.64.0.1", "non_global"),
+        ("0.0.0.0", "unspecified"),
+        ("224.0.0.1", "multicast"),
+        ("93.184.216.34", None),
+        ("2606:4700::1111", None),
+    ],
+)
+def test_classify_address(address: str, kind: str | None) -> None:
+    assert classify_address(ipaddress.ip_address(address)) == kind
+
+
+def test_address_policy_allow_lists() -> None:
+    ip = ipaddress.ip_address
+    closed = AddressPolicy()
+    assert closed.find_block_reason("127.0.0.1", [ip("127.0.0.1")]) == "loopback address 127.0.0.1"
+    assert closed.find_block_reason("public.example", [ip("93.184.216.34")]) is None
+    # one private address among public ones is enough to refuse (a round-robin rebinding trick)
+    assert "private" in closed.find_block_reason("mixed.example", [ip("93.184.216.34"), ip("10.0.0.5")])
+    by_host = AddressPolicy(allowed_hosts=["127.0.0.1", "Demo.Local"])
+    assert by_host.find_block_reason("127.0.0.1", [ip("127.0.0.1")]) is None
+    assert by_host.find_block_reason("demo.local", [ip("10.0.0.9")]) is None
+    assert by_host.find_block_reason("localhost", [ip("127.0.0.1")]) is not None
+    by_net = AddressPolicy(allowed_networks=["127.0.0.0/8", "0.0.0.0/0"])
+    assert by_net.find_block_reason("localhost", [ip("127.0.0.2")]) is None
+    # metadata endpoints are never opened by a network, however wide
+    assert by_net.find_block_reason("evil.example", [ip("169.254.169.254")]).startswith("metadata")
+
+
+def _decide(url: str, **settings: object) -> str | None:
+    """The guard's decision on `url` (None = let through); nothing is sent anywhere."""
+    crawler = get_crawler(settings_dict=settings)
+    guard = SsrfGuardMiddleware.from_crawler(crawler)
+    try:
+        asyncio.run(guard.process_request(Request(url)))
+    except BlockedAddressError as exc:
+        return exc.reason
+    return None
+
+
+def test_guard_middleware_decisions() -> None:
+    assert _decide("http://[::1]:8080/") == "loopback address ::1"
+    assert _decide("http://[::ffff:169.254.169.254]/").startswith("metadata")
+    assert _decide("http://169.254.169.254/latest/meta-data/").startswith("metadata")
+    assert _decide("http://10.0.0.1/").startswith("private")
+    # numeric host spellings resolve (locally, by getaddrinfo) to loopback and are caught
+    assert _decide("http://2130706433/").startswith("loopback address 127.0.0.1")
+    assert _decide("http://localhost:9/").startswith("loopback")
+    assert _decide("http://93.184.216.34/") is None  # a public literal: allowed (and not fetched here)
+    allowed = {"FLYWHEEL_ALLOWED_PRIVATE_HOSTS": ["127.0.0.1"]}
+    assert _decide("http://127.0.0.1:8765/", **allowed) is None
+    assert _decide("http://[::1]:8765/", **allowed) is not None
+    assert _decide("http://localhost:8765/", **allowed) is not None
+    assert _decide("http://localhost:8765/", FLYWHEEL_ALLOWED_PRIVATE_NETWORKS="127.0.0.0/8,::1/128") is None
+
+
+def test_guarded_resolver_refuses_blocked_answers() -> None:
+    resolver = GuardedResolver.__new__(GuardedResolver)  # only the check; no reactor, no lookup
+    resolver.policy = AddressPolicy(allowed_hosts=["demo.local"])
+    assert resolver.check_address("93.184.216.34", "public.example") == "93.184.216.34"
+    assert resolver.check_address("127.0.0.1", "demo.local") == "127.0.0.1"
+    with pytest.raises(DNSLookupError, match=r"SSRF guard refused rebind\.example: loopback"):
+        resolver.check_address("127.0.0.1", "rebind.example")
+
+
+def test_classify_failure() -> None:
+    response = Response("http://h/x", status=404)
+    assert classify_failure(HttpError(response, "Ignoring non-200 response")) == "http/404"
+    assert classify_failure(IgnoreRequest("max redirections reached")) == "redirect/too_many"
+    assert classify_failure(DownloadTimeoutError("Getting x took longer than 1 seconds.")) == "timeout"
+    assert classify_failure(DownloadCancelledError("")) == "size/too_large"
+    assert classify_failure(DNSLookupError("no results for hostname lookup: x")) == "dns"
+    assert classify_failure(IgnoreRequest("Forbidden by robots.txt")) is None
+    assert classify_failure(BlockedAddressError("http://10.0.0.1/", "private address 10.0.0.1")) is None
+    assert classify_failure(ValueError("odd")) == "download/ValueError"
+
+
+def test_report_table_rows() -> None:
+    report = {"finish_reason": "finished", "pages": 3, "errors": {"timeout": 1}, "bytes": {"pages": 10}}
+    rows = report_table(report)
+    assert {"figure": "errors/timeout", "value": 1} in rows
+    assert rows[0] == {"figure": "finish_reason", "value": "finished"}
