@@ -40,15 +40,30 @@ def _retryable(exc: BaseException) -> bool:
 
 def _with_retries(func: F) -> F:
     """Retry `func` on connection errors, 429 and 5xx with exponential backoff; wrap final errors."""
+    return _with_tries(None)(func)
 
+
+def _with_tries(tries: int | None) -> Callable[[F], F]:
+    """`_with_retries` with a fixed number of tries (None = MAX_TRIES, read at call time so tests can lower it)."""
+    return lambda func: _retrying(func, tries)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True when a failed call may succeed if sent again (connection lost, 429, 5xx)."""
+    cause = exc.__cause__ if isinstance(exc, LabelStudioApiError) else exc
+    return cause is not None and _retryable(cause)
+
+
+def _retrying(func: F, tries: int | None) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        for attempt in range(1, MAX_TRIES + 1):
+        max_tries = MAX_TRIES if tries is None else tries
+        for attempt in range(1, max_tries + 1):
             try:
                 return func(*args, **kwargs)
             except (ApiError, httpx.HTTPError) as exc:
                 status = getattr(exc, "status_code", None)
-                if attempt == MAX_TRIES or not _retryable(exc):
+                if attempt == max_tries or not _retryable(exc):
                     body = getattr(exc, "body", None)
                     # Only the status and body are reported: the token never appears in messages or logs.
                     raise LabelStudioApiError(
@@ -93,6 +108,8 @@ class LabelStudioClient:
         self.url = url.rstrip("/")
         # The SDK's own retries are off: _with_retries is the one retry policy, so tries do not multiply.
         self._sdk = LabelStudio(base_url=self.url, api_key=token, timeout=timeout, max_retries=0)
+        # Tasks per listing page: 1000 was the fastest measured (notes/label-studio.md §7).
+        self.page_size = 1000
 
     def __repr__(self) -> str:
         return f"LabelStudioClient({self.url!r})"
@@ -153,7 +170,7 @@ class LabelStudioClient:
         pager = self._sdk.tasks.list(
             project=project_id,
             fields=fields,
-            page_size=1000,
+            page_size=self.page_size,
             query=json.dumps(query) if query else None,
         )
         yield from pager
@@ -168,9 +185,15 @@ class LabelStudioClient:
                 out[str(record_id)] = int(task.id)
         return out
 
-    @_with_retries
-    def import_tasks(self, project_id: int, tasks: list[dict]) -> list[int]:
-        """Import tasks in one call; returns their ids in input order."""
+    def import_tasks(self, project_id: int, tasks: list[dict], *, retry: bool = True) -> list[int]:
+        """Import tasks in one call (predictions may ride inline); returns their ids in input order.
+
+        An import is not idempotent: a retry after a lost response can duplicate the batch. Callers that
+        must never duplicate pass retry=False and reconcile themselves (labeling.sync.push_tasks does).
+        """
+        return _with_tries(None if retry else 1)(LabelStudioClient._import_once)(self, project_id, tasks)
+
+    def _import_once(self, project_id: int, tasks: list[dict]) -> list[int]:
         if not tasks:
             return []
         response = self._sdk.projects.import_tasks(id=project_id, request=tasks, return_task_ids=True)
@@ -178,6 +201,90 @@ class LabelStudioClient:
         if len(ids) != len(tasks):
             raise LabelStudioApiError(f"imported {len(tasks)} tasks but Label Studio returned {len(ids)} ids")
         return [int(i) for i in ids]
+
+    @_with_retries
+    def task_ids_after(self, project_id: int, task_id: int) -> dict[str, int]:
+        """record_id -> task id for the project's tasks with an id above `task_id` (ids only grow)."""
+        newer = Filters.item(Column.id, Operator.GREATER, Type.Number, Filters.value(int(task_id)))
+        query = {"filters": Filters.create(Filters.AND, [newer])}
+        out: dict[str, int] = {}
+        for task in self._iter_tasks(project_id, query=query, fields="task_only"):
+            record_id = (task.data or {}).get("record_id")
+            if record_id is not None:
+                out[str(record_id)] = int(task.id)
+        return out
+
+    @_with_retries
+    def is_up(self) -> bool:
+        """True when the server answers an authenticated call (retried like any other call)."""
+        self._sdk.projects.list(page_size=1)
+        return True
+
+    @_with_retries
+    def configure_overlap(self, project_id: int, annotators_per_task: int, overlap_fraction: float) -> None:
+        """Ask Label Studio for `annotators_per_task` annotations on `overlap_fraction` of the tasks (the rest get one).
+
+        Uses the Community edition's project settings maximum_annotations / overlap_cohort_percentage.
+        """
+        if annotators_per_task < 1 or not 0.0 <= overlap_fraction <= 1.0:
+            raise ValueError("annotators_per_task must be >= 1 and overlap_fraction in [0, 1]")
+        self._sdk.projects.update(
+            id=project_id,
+            maximum_annotations=int(annotators_per_task),
+            overlap_cohort_percentage=round(overlap_fraction * 100),
+            show_overlap_first=True,
+        )
+
+    @_with_retries
+    def ensure_view(self, project_id: int, title: str, task_ids: list[int]) -> int:
+        """A Data Manager tab titled `title` showing exactly `task_ids` (created, or its filter replaced).
+
+        The review queue: reviewers open this tab in the project. Sorted by priority, highest first.
+        """
+        items = [
+            {"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": int(t)} for t in task_ids
+        ]
+        if not items:
+            # An empty OR matches everything in Label Studio; match nothing instead.
+            items = [{"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": -1}]
+        data = {"title": title, "filters": {"conjunction": "or", "items": items}, "ordering": ["-tasks:data.priority"]}
+        for view in self._sdk.views.list(project=project_id):
+            if (_dump(view).get("data") or {}).get("title") == title:
+                self._sdk.views.update(id=str(view.id), data=data, project=project_id)
+                return int(view.id)
+        return int(self._sdk.views.create(data=data, project=project_id).id)
+
+    @_with_retries
+    def view_task_ids(self, project_id: int, view_id: int) -> list[int]:
+        """The ids of the tasks a Data Manager tab shows."""
+        pager = self._sdk.tasks.list(project=project_id, view=view_id, fields="task_only", page_size=self.page_size)
+        return [int(t.id) for t in pager]
+
+    @_with_retries
+    def ensure_webhook(
+        self,
+        project_id: int,
+        url: str,
+        *,
+        actions: tuple[str, ...] = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"),
+        headers: dict[str, str] | None = None,
+    ) -> int:
+        """A project webhook POSTing to `url` on `actions`, created once per url.
+
+        A loopback `url` needs the server's SSRF protection off (notes/label-studio.md §6; LabelStudioServer does it).
+        """
+        for hook in self._sdk.webhooks.list(project=project_id):
+            if hook.url == url:
+                return int(hook.id)
+        created = self._sdk.webhooks.create(
+            url=url,
+            project=project_id,
+            send_payload=True,
+            send_for_all_actions=False,
+            actions=list(actions),
+            headers=headers or {},
+        )
+        return int(created.id)
 
     @_with_retries
     def import_predictions(self, project_id: int, predictions: list[dict]) -> int:
@@ -236,6 +343,8 @@ class LabelStudioClient:
             )
         query = {"filters": Filters.create(Filters.AND, items)}
         out = []
+        # Not `include="id,data,annotations"`: it halves listing time but the server then returns annotations
+        # without their result or completed_by (seen against 1.23.2), so every field is asked for.
         for task in self._iter_tasks(project_id, query=query):
             raw = _dump(task)
             out.append(
@@ -246,6 +355,12 @@ class LabelStudioClient:
                 }
             )
         return out
+
+    @_with_retries
+    def export_json(self, project_id: int, timeout_s: int = 600) -> list[dict]:
+        """The SDK's full JSON export (every task with annotations and predictions): the baseline the
+        incremental pull is measured against in bench/sync.py; it costs ~3 ms per task (notes §7)."""
+        return list(self._sdk.projects.exports.as_json(project_id, timeout=timeout_s))
 
     # users and annotations
 

@@ -2,25 +2,63 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from labeling.selection import compute_cheap_embeddings, get_uncertainty_scores, select_diverse, select_uncertain
+from labeling.selection import (
+    MODEL_STRATEGIES,
+    compute_cheap_embeddings,
+    compute_prediction_agreement,
+    select_batch,
+    should_stop,
+)
 
-STRATEGIES = ("auto", "diversity", "uncertainty", "random")
+STRATEGIES = (
+    "auto",
+    "diversity",
+    "uncertainty",
+    "random",
+    "least-confidence",
+    "margin",
+    "entropy",
+    "coreset",
+    "hybrid",
+)
 
 
 @dataclass
 class RoundPlan:
-    """The records chosen for one round, in labeling order, with each one's priority in [0, 1]."""
+    """The records chosen for one round, in labeling order, with each one's priority in [0, 1].
+
+    `uses_model` says the newest model's predictions chose the batch; `gold` lists the record ids
+    mixed in as gold (known answers), a subset of `record_ids`.
+    """
 
     record_ids: list[str]
     priorities: dict[str, float]
     strategy: str
     candidates: int
+    uses_model: bool = False
+    gold: list[str] = field(default_factory=list)
+
+
+def _prediction_arrays(predictions: pa.Table, ids: list[str]) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """(ids that have a prediction, their probs (n, K), their embeddings (n, D) or None when absent)."""
+    by_id = {rid: i for i, rid in enumerate(predictions.column("record_id").to_pylist())}
+    scored = [rid for rid in ids if rid in by_id]
+    rows = [by_id[rid] for rid in scored]
+    probs = np.asarray(predictions.column("probs").take(pa.array(rows, pa.int64())).to_pylist(), dtype=np.float64)
+    embeddings = None
+    if "embedding" in predictions.column_names and rows:
+        values = predictions.column("embedding").take(pa.array(rows, pa.int64())).to_pylist()
+        if all(v is not None for v in values):
+            embeddings = np.asarray(values, dtype=np.float64)
+    if probs.ndim != 2:
+        probs = probs.reshape(len(rows), -1) if rows else np.zeros((0, 0))
+    return scored, probs, embeddings
 
 
 def plan_round(
@@ -31,52 +69,126 @@ def plan_round(
     strategy: str = "auto",
     predictions: pa.Table | None = None,
     seed: int = 0,
+    min_per_class: int = 0,
+    pool_factor: int = 3,
 ) -> RoundPlan:
-    """Choose up to `budget` image records of `pool` that are not in Label Studio yet.
+    """Choose up to `budget` image records of `pool` that are not in Label Studio yet (never one twice).
 
-    `predictions` (PREDICTION_SCHEMA) are the newest model's scores over the pool; with them, "auto"
-    means uncertainty sampling (margin) filtered for diversity over the model's embeddings, without
-    them diversity (k-center greedy) over cheap pixel embeddings: the cold start. A priority of 1
-    means "label this first" (most uncertain, or picked first by k-center).
+    `predictions` (PREDICTION_SCHEMA) are the newest model's scores over the pool. "auto" is "hybrid"
+    (margin pre-filter, then core-set over the model's embeddings around what is already pushed) when
+    predictions exist, else "diversity" (k-center greedy over cheap pixel embeddings): the cold start.
+    "least-confidence", "margin", "entropy" rank by that uncertainty alone; "coreset" is k-center around
+    what is pushed; "uncertainty" is the earlier margin + diversity recipe; "random" is the baseline.
+    `min_per_class` > 0 guarantees that many picks per predicted class where the pool has them.
+    A priority of 1 means "label this first".
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0; got {budget}")
     images = pool.filter(pc.equal(pool.column("kind"), "image"))
     ids = images.column("record_id").to_pylist()
-    fresh = np.array([rid not in already_pushed for rid in ids], dtype=bool)
-    candidates = images.filter(pa.array(fresh))
+    # A record listed twice in the pool is a candidate once.
+    seen: set[str] = set()
+    fresh = []
+    for rid in ids:
+        fresh.append(rid not in already_pushed and rid not in seen)
+        seen.add(rid)
+    candidates = images.filter(pa.array(fresh, type=pa.bool_()))
     candidate_ids = candidates.column("record_id").to_pylist()
-    k = min(budget, len(candidate_ids))
+    has_model = predictions is not None and predictions.num_rows > 0
     if strategy == "auto":
-        strategy = "uncertainty" if predictions is not None and predictions.num_rows else "diversity"
+        strategy = "hybrid" if has_model else "diversity"
+    uses_model = strategy in MODEL_STRATEGIES
+    k = min(budget, len(candidate_ids))
     if k == 0:
-        return RoundPlan([], {}, strategy, 0)
+        return RoundPlan([], {}, strategy, len(candidate_ids), uses_model)
 
     if strategy == "random":
-        order = np.random.default_rng(seed).permutation(len(candidate_ids))[:k]
-        chosen = [candidate_ids[i] for i in order]
-        priorities = {rid: 1.0 - i / max(k, 1) for i, rid in enumerate(chosen)}
+        picks, prio = select_batch("random", k, n=len(candidate_ids), seed=seed)
+        chosen = candidate_ids
     elif strategy == "diversity":
         embeddings = compute_cheap_embeddings(candidates.column("image").to_pylist())
-        order = select_diverse(embeddings, k, seed=seed)
-        chosen = [candidate_ids[i] for i in order]
-        priorities = {rid: 1.0 - i / max(k, 1) for i, rid in enumerate(chosen)}
+        picks, prio = select_batch("diversity", k, n=len(candidate_ids), cold_embeddings=embeddings, seed=seed)
+        chosen = candidate_ids
     else:
-        if predictions is None or predictions.num_rows == 0:
-            raise ValueError("uncertainty sampling needs model predictions over the pool")
-        by_id = {rid: i for i, rid in enumerate(predictions.column("record_id").to_pylist())}
-        scored = [rid for rid in candidate_ids if rid in by_id]
-        if not scored:
+        if not has_model:
+            raise ValueError(f"strategy {strategy!r} needs model predictions over the pool")
+        chosen, probs, embeddings = _prediction_arrays(predictions, candidate_ids)
+        if not chosen:
             raise ValueError("no pool record has a prediction: score the pool with the newest model first")
-        rows = [by_id[rid] for rid in scored]
-        probs = np.asarray(predictions.column("probs").to_pylist(), dtype=np.float32)[rows]
-        embeddings = np.asarray(predictions.column("embedding").to_pylist(), dtype=np.float32)[rows]
-        k = min(k, len(scored))
-        order = select_uncertain(probs, k, embeddings=embeddings)
-        scores = get_uncertainty_scores(probs, method="margin")
-        chosen = [scored[i] for i in order]
-        priorities = {scored[i]: float(scores[i]) for i in order}
-    return RoundPlan(chosen, priorities, strategy, len(candidate_ids))
+        labeled = None
+        if strategy in ("coreset", "hybrid"):
+            _, _, labeled = _prediction_arrays(predictions, sorted(already_pushed))
+        picks, prio = select_batch(
+            strategy,
+            min(k, len(chosen)),
+            n=len(chosen),
+            probs=probs,
+            embeddings=embeddings,
+            labeled_embeddings=labeled,
+            min_per_class=min_per_class,
+            pool_factor=pool_factor,
+            seed=seed,
+        )
+    record_ids = [chosen[i] for i in picks]
+    priorities = {rid: float(p) for rid, p in zip(record_ids, prio, strict=True)}
+    return RoundPlan(record_ids, priorities, strategy, len(candidate_ids), uses_model)
+
+
+def add_gold(plan: RoundPlan, gold: dict[str, str], n: int, *, already_pushed: set[str], seed: int = 0) -> RoundPlan:
+    """`plan` with `n` gold records (record_id -> known label) not yet in Label Studio mixed into its order.
+
+    Gold records are spread evenly through the batch, each with its neighbour's priority, so an
+    annotator working in priority order meets them throughout and cannot tell them apart. Keep gold
+    out of ordinary selection by passing its ids in plan_round's `already_pushed`.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0; got {n}")
+    taken = set(plan.record_ids) | already_pushed
+    spare = sorted(rid for rid in gold if rid not in taken)
+    rng = np.random.default_rng(seed)
+    picked = [spare[i] for i in rng.permutation(len(spare))[: min(n, len(spare))]]
+    if not picked:
+        return plan
+    order = list(plan.record_ids)
+    priorities = dict(plan.priorities)
+    step = (len(order) + 1) / (len(picked) + 1)
+    for j, rid in enumerate(picked):
+        at = min(len(order), round(step * (j + 1)) + j)
+        neighbour = order[at - 1] if at > 0 else (order[0] if order else None)
+        priorities[rid] = priorities.get(neighbour, 1.0) if neighbour else 1.0
+        order.insert(at, rid)
+    return RoundPlan(order, priorities, plan.strategy, plan.candidates, plan.uses_model, plan.gold + picked)
+
+
+def _predicted_labels(predictions: pa.Table) -> dict[str, str | None]:
+    ids = predictions.column("record_id").to_pylist()
+    return dict(zip(ids, predictions.column("predicted_label").to_pylist(), strict=True))
+
+
+def choose_stop_set(pool: pa.Table, n: int, *, seed: int = 0) -> list[str]:
+    """A fixed, seeded sample of `n` image record ids to watch for the stopping signal (kept across rounds)."""
+    ids = sorted(set(pool.filter(pc.equal(pool.column("kind"), "image")).column("record_id").to_pylist()))
+    order = np.random.default_rng(seed).permutation(len(ids))[: min(n, len(ids))]
+    return [ids[i] for i in order]
+
+
+def check_stopping(previous: pa.Table, current: pa.Table, stop_ids: list[str], history: list[float]) -> dict:
+    """The stopping signal after a new model: kappa between the last two models' predicted labels on `stop_ids`.
+
+    `previous` and `current` follow PREDICTION_SCHEMA; `history` is the kappas of earlier rounds.
+    Returns {"agreement" (this round's kappa; 1 = predictions unchanged), "history" (with it appended),
+    "stop" (True once the last rounds' mean passes selection.STOP_KAPPA), "stop_set" (ids compared)}.
+    """
+    prev = _predicted_labels(previous)
+    cur = _predicted_labels(current)
+    common = [rid for rid in stop_ids if prev.get(rid) is not None and cur.get(rid) is not None]
+    if not common:
+        raise ValueError("no stop-set record has a prediction from both models")
+    kappa = compute_prediction_agreement(np.array([prev[r] for r in common]), np.array([cur[r] for r in common]))
+    history = [*history, kappa]
+    return {"agreement": kappa, "history": history, "stop": should_stop(history), "stop_set": len(common)}
 
 
 def attach_labels(records: pa.Table, aggregated: pa.Table) -> pa.Table:

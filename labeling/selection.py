@@ -1,4 +1,4 @@
-"""Active-learning selection: cheap cold-start embeddings, uncertainty scores, and diverse (k-center) picks."""
+"""Active-learning selection: cold-start embeddings, uncertainty, core-set and hybrid picks, guards, stopping."""
 
 from __future__ import annotations
 
@@ -13,6 +13,16 @@ from PIL import Image
 _THUMB = 8
 _HSV_BINS = (8, 4, 4)
 UNCERTAINTY_METHODS = ("least_confidence", "margin", "entropy")
+# Batch strategies over arrays; labeling.rounds maps the pipeline's strategy names onto these.
+BATCH_STRATEGIES = ("random", "diversity", "least-confidence", "margin", "entropy", "coreset", "hybrid", "uncertainty")
+MODEL_STRATEGIES = ("least-confidence", "margin", "entropy", "coreset", "hybrid", "uncertainty")
+# Stabilizing predictions (Bloodgood & Vijay-Shanker 2009, "A Method for Stopping Active Learning Based on
+# Stabilizing Predictions"): stop once Cohen's kappa between consecutive models' predictions on a stop set
+# averages above 0.99 over the last 3 rounds; both numbers are the paper's defaults.
+STOP_KAPPA = 0.99
+STOP_WINDOW = 3
+# Rows per block when measuring distances to the labeled set, so an (N, L) matrix never exceeds ~64 MB.
+_BLOCK_ROWS = 2048
 
 
 def compute_cheap_embeddings(images: list[bytes]) -> np.ndarray:
@@ -147,3 +157,209 @@ def _k_center_from(emb: np.ndarray, k: int, start: int) -> np.ndarray:
         dist[picked[-1]] = -1.0
         picked.append(int(np.argmax(dist)))
     return np.asarray(picked, dtype=np.int64)
+
+
+def _min_sq_distances(emb: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Squared distance of each row of `emb` (N, D) to its nearest row of `centers` (L, D), blockwise."""
+    out = np.empty(emb.shape[0])
+    c_norms = np.einsum("ij,ij->i", centers, centers)
+    for start in range(0, emb.shape[0], _BLOCK_ROWS):
+        block = emb[start : start + _BLOCK_ROWS]
+        b_norms = np.einsum("ij,ij->i", block, block)
+        d = b_norms[:, None] - 2.0 * block @ centers.T + c_norms[None, :]
+        out[start : start + _BLOCK_ROWS] = np.maximum(d.min(axis=1), 0.0)
+    return out
+
+
+def select_coreset(embeddings: np.ndarray, k: int, *, labeled: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+    """Indices of `k` rows of `embeddings` (N, D) by k-center greedy around what is already labeled.
+
+    The core-set batch of Sener & Savarese 2018: each pick is the row farthest from the labeled
+    rows `labeled` (L, D) and from every earlier pick, so the batch covers the regions the labeled
+    set leaves empty. Without `labeled` it is `select_diverse`. Returns (min(k, N),) int64, in pick order.
+    """
+    emb = _check_matrix("embeddings", embeddings).astype(np.float64, copy=False)
+    n = emb.shape[0]
+    k = _check_k(k, n)
+    if labeled is None or len(labeled) == 0:
+        return select_diverse(emb, k, seed=seed)
+    centers = _check_matrix("labeled", labeled).astype(np.float64, copy=False)
+    if centers.shape[1] != emb.shape[1]:
+        raise ValueError(f"labeled has {centers.shape[1]} dims but embeddings has {emb.shape[1]}")
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    dist = _min_sq_distances(emb, centers)
+    sq_norms = np.einsum("ij,ij->i", emb, emb)
+    picked: list[int] = []
+    for _ in range(k):
+        best = int(np.argmax(dist))
+        picked.append(best)
+        row = emb[best]
+        dist = np.minimum(dist, np.maximum(sq_norms - 2.0 * emb @ row + row @ row, 0.0))
+        dist[best] = -1.0
+    return np.asarray(picked, dtype=np.int64)
+
+
+def apply_class_quota(order: np.ndarray, predicted: np.ndarray, k: int, min_per_class: int) -> np.ndarray:
+    """The first `k` of `order` (indices, most wanted first), but with at least `min_per_class` per predicted class.
+
+    `predicted` (N,) is each row's predicted class. A class short of its quota takes its best-ranked
+    rows of `order` in place of the worst-ranked picks of classes above quota, so a model that is
+    sure of one class cannot starve the others (a class with fewer rows than the quota gets them all).
+    Returns (min(k, len(order)),) int64 with no index twice, picks kept in `order`'s ranking.
+    """
+    order = np.asarray(order, dtype=np.int64)
+    predicted = np.asarray(predicted)
+    if len(set(order.tolist())) != len(order):
+        raise ValueError("order must not hold an index twice")
+    if min_per_class < 0:
+        raise ValueError(f"min_per_class must be >= 0; got {min_per_class}")
+    k = _check_k(k, len(order))
+    chosen = list(order[:k])
+    if min_per_class == 0 or k == 0:
+        return np.asarray(chosen, dtype=np.int64)
+    rest = list(order[k:])
+    counts: dict = {}
+    for i in chosen:
+        counts[predicted[i]] = counts.get(predicted[i], 0) + 1
+    for cls in sorted(set(predicted[order].tolist()), key=str):
+        while counts.get(cls, 0) < min_per_class:
+            spare = next((i for i in rest if predicted[i] == cls), None)
+            # The worst-ranked pick whose class stays at or above quota after giving it up.
+            victims = (j for j in reversed(range(len(chosen))) if counts[predicted[chosen[j]]] > min_per_class)
+            victim = next(victims, None)
+            if spare is None or victim is None:
+                break
+            counts[predicted[chosen[victim]]] -= 1
+            del chosen[victim]
+            rest.remove(spare)
+            chosen.append(spare)
+            counts[cls] = counts.get(cls, 0) + 1
+    rank = {int(i): r for r, i in enumerate(order)}
+    return np.asarray(sorted(chosen, key=lambda i: rank[int(i)]), dtype=np.int64)
+
+
+def select_hybrid(
+    probs: np.ndarray,
+    embeddings: np.ndarray,
+    k: int,
+    *,
+    labeled: np.ndarray | None = None,
+    pool_factor: int = 3,
+    method: str = "margin",
+) -> np.ndarray:
+    """Uncertainty pre-filter, then core-set: the default batch strategy once a model exists.
+
+    Keeps the k * pool_factor most uncertain rows of `probs` (N, K), then picks `k` of them by
+    k-center greedy over `embeddings` (N, D) around the already labeled rows `labeled` (L, D)
+    (the "uncertainty then diversity" recipe of Kirsch et al. 2019 / Ash et al. 2020; pool_factor 3 as in
+    select_uncertain, a common choice in those baselines). Returns (min(k, N),) int64, in pick order.
+    """
+    scores = get_uncertainty_scores(probs, method)
+    emb = _check_matrix("embeddings", embeddings)
+    n = scores.shape[0]
+    if emb.shape[0] != n:
+        raise ValueError(f"embeddings has {emb.shape[0]} rows but probs has {n}")
+    if pool_factor < 1:
+        raise ValueError(f"pool_factor must be >= 1; got {pool_factor}")
+    k = _check_k(k, n)
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    pool = np.argsort(-scores, kind="stable")[: min(n, k * pool_factor)]
+    if labeled is None or len(labeled) == 0:
+        # No labeled rows to measure from: seed k-center with the most uncertain row.
+        return pool[_k_center_from(emb[pool].astype(np.float64), k, start=0)].astype(np.int64)
+    return pool[select_coreset(emb[pool], k, labeled=labeled)].astype(np.int64)
+
+
+def select_batch(
+    strategy: str,
+    k: int,
+    *,
+    n: int,
+    probs: np.ndarray | None = None,
+    embeddings: np.ndarray | None = None,
+    labeled_embeddings: np.ndarray | None = None,
+    cold_embeddings: np.ndarray | None = None,
+    min_per_class: int = 0,
+    pool_factor: int = 3,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One batch of `k` of `n` candidates by `strategy` (one of BATCH_STRATEGIES): (indices, priorities).
+
+    Model strategies need `probs` (n, K) and, for coreset/hybrid/uncertainty, the model's `embeddings`
+    (n, D) (and `labeled_embeddings` (L, D) of what is already labeled); "diversity" needs
+    `cold_embeddings` (n, D) (e.g. compute_cheap_embeddings); "random" needs nothing. With
+    `min_per_class` > 0 and `probs`, each predicted class gets at least that many picks when it has them.
+    Priorities are in [0, 1], 1 = label first: the uncertainty score for uncertainty strategies,
+    1 - rank / k for the others. No index appears twice.
+    """
+    if strategy not in BATCH_STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {BATCH_STRATEGIES}")
+    k = _check_k(k, n)
+    if strategy in MODEL_STRATEGIES and probs is None:
+        raise ValueError(f"strategy {strategy!r} needs model probabilities")
+    if strategy in ("coreset", "hybrid", "uncertainty") and embeddings is None:
+        raise ValueError(f"strategy {strategy!r} needs model embeddings")
+    if strategy == "diversity" and cold_embeddings is None:
+        raise ValueError("strategy 'diversity' needs cold-start embeddings")
+    for name, array in (("probs", probs), ("embeddings", embeddings), ("cold_embeddings", cold_embeddings)):
+        if array is not None and len(array) != n:
+            raise ValueError(f"{name} has {len(array)} rows but there are {n} candidates")
+    # Rank every candidate (most wanted first), so a class quota can reach beyond the first k.
+    if strategy == "random":
+        order = np.random.default_rng(seed).permutation(n)
+    elif strategy == "diversity":
+        order = select_diverse(cold_embeddings, n if min_per_class else k, seed=seed)
+    elif strategy in ("least-confidence", "margin", "entropy"):
+        scores = get_uncertainty_scores(probs, strategy.replace("-", "_"))
+        order = np.argsort(-scores, kind="stable")
+    elif strategy == "coreset":
+        order = select_coreset(embeddings, n if min_per_class else k, labeled=labeled_embeddings, seed=seed)
+    elif strategy == "hybrid":
+        head = select_hybrid(probs, embeddings, k, labeled=labeled_embeddings, pool_factor=pool_factor)
+        order = _then_rest(head, np.argsort(-get_uncertainty_scores(probs, "margin"), kind="stable"))
+    else:
+        head = select_uncertain(probs, k, embeddings=embeddings, pool_factor=pool_factor)
+        order = _then_rest(head, np.argsort(-get_uncertainty_scores(probs, "margin"), kind="stable"))
+    if min_per_class and probs is not None:
+        picks = apply_class_quota(order, np.asarray(probs).argmax(axis=1), k, min_per_class)
+    else:
+        picks = np.asarray(order[:k], dtype=np.int64)
+    if strategy in ("least-confidence", "margin", "entropy", "hybrid", "uncertainty"):
+        method = "margin" if strategy in ("hybrid", "uncertainty") else strategy.replace("-", "_")
+        priorities = get_uncertainty_scores(probs, method)[picks]
+    else:
+        priorities = 1.0 - np.arange(len(picks)) / max(len(picks), 1)
+    return picks.astype(np.int64), priorities.astype(np.float64)
+
+
+def _then_rest(head: np.ndarray, ranking: np.ndarray) -> np.ndarray:
+    taken = set(head.tolist())
+    return np.concatenate([head, np.asarray([i for i in ranking if i not in taken], dtype=np.int64)])
+
+
+def compute_prediction_agreement(previous: np.ndarray, current: np.ndarray) -> float:
+    """Cohen's kappa between two models' predicted classes on the same stop set (N,), in [-1, 1]; 1 = unchanged.
+
+    Low means the newest labels still move the model; this is the stabilizing-predictions signal.
+    """
+    a = np.asarray(previous)
+    b = np.asarray(current)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"previous and current must be non-empty 1-D arrays of equal length; got {a.shape}, {b.shape}")
+    observed = float(np.mean(a == b))
+    classes = np.union1d(a, b)
+    expected = float(sum(np.mean(a == c) * np.mean(b == c) for c in classes))
+    if expected >= 1.0:
+        return 1.0
+    return (observed - expected) / (1.0 - expected)
+
+
+def should_stop(agreements: list[float], *, threshold: float = STOP_KAPPA, window: int = STOP_WINDOW) -> bool:
+    """True when the mean of the last `window` consecutive-model kappas exceeds `threshold` (see STOP_KAPPA)."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1; got {window}")
+    if len(agreements) < window:
+        return False
+    return float(np.mean(agreements[-window:])) > threshold

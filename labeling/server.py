@@ -223,6 +223,15 @@ class LabelStudioServer:
             with contextlib.suppress(FileNotFoundError):
                 self.pid_file.unlink()
 
+    def kill(self) -> None:
+        """SIGKILL the server's process group at once, as a crash would (no clean shutdown); for resilience tests."""
+        if self._proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        self._proc.wait(timeout=30)
+        self._proc = None
+
     def __enter__(self) -> LabelStudioServer:
         self.start()
         return self

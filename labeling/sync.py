@@ -1,8 +1,9 @@
-"""Annotation sync: pull Label Studio annotations incrementally into the append-only `annotations/` store."""
+"""Sync with Label Studio: journaled, exactly-once task pushes and incremental annotation pulls into `annotations/`."""
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -10,12 +11,20 @@ import pyarrow.compute as pc
 
 from corpus.schema import ANNOTATION_SCHEMA
 from corpus.store import DataRoot
-from labeling.client import LabelStudioClient
+from labeling.client import LabelStudioApiError, LabelStudioClient, is_retryable
 from labeling.quality import latest_versions
 
 log = logging.getLogger(__name__)
 
 ANNOTATIONS_DIR = "annotations"
+PUSH_DIR = "label_pushes"
+# Tasks per import call: 1,000 imports in 0.65 s (notes/label-studio.md §7), so a lost batch costs little to redo.
+PUSH_BATCH = 1000
+# Tries per batch with 0.5 s doubling backoff capped at 8 s: ~60 s in all, long enough to ride out a server
+# restart (6-10 s from a warm data dir, notes §2) and a SQLite lock, short enough to fail a flow run.
+PUSH_TRIES = 10
+PUSH_BACKOFF_S = 0.5
+PUSH_BACKOFF_MAX_S = 8.0
 
 
 def _state_path(project_id: int) -> str:
@@ -68,7 +77,23 @@ def _same(stored: dict, fresh: dict) -> bool:
     return all(stored[k] == fresh[k] for k in keys)
 
 
-def pull_annotations(client: LabelStudioClient, root: DataRoot, project_id: int, *, full: bool = False) -> dict:
+def _list_with_backoff(client: LabelStudioClient, project_id: int, since: datetime | None, tries: int) -> list[dict]:
+    # Reading is idempotent, so a failed listing is simply asked again (the client already retried ~7.5 s).
+    for attempt in range(1, tries + 1):
+        try:
+            return client.list_annotated_tasks(project_id, since=since)
+        except LabelStudioApiError as exc:
+            if attempt == tries or not is_retryable(exc):
+                raise
+            delay = min(PUSH_BACKOFF_S * 2 ** (attempt - 1), PUSH_BACKOFF_MAX_S)
+            log.warning("pull from project %s failed (%s); retrying in %.1f s", project_id, exc, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def pull_annotations(
+    client: LabelStudioClient, root: DataRoot, project_id: int, *, full: bool = False, tries: int = 3
+) -> dict:
     """Append the project's new and changed annotations to `annotations/part-<utc>-<project>.parquet`.
 
     Incremental: asks only for tasks touched since the previous pull's watermark (kept in
@@ -76,6 +101,8 @@ def pull_annotations(client: LabelStudioClient, root: DataRoot, project_id: int,
     annotations that vanished from Label Studio as deleted. A row is written only when its
     (annotation_id, updated_at, label, ...) differs from what is stored, so a rerun with nothing new
     writes nothing. Tasks without `record_id` in their data are not Flywheel's and are counted as skipped.
+    A listing that fails (server down or restarted) is retried `tries` times with backoff; nothing is
+    written and the watermark does not move until a listing succeeds, so a crashed pull loses nothing.
     Returns {"new", "updated", "deleted", "skipped", "total"} (total = live annotations of the project).
     """
     state_path = _state_path(project_id)
@@ -83,7 +110,7 @@ def pull_annotations(client: LabelStudioClient, root: DataRoot, project_id: int,
     since = None if full or not state.get("watermark") else _parse_time(state["watermark"])
     # The watermark is the moment just before asking, so anything saved during the pull is seen next time.
     pulled_at = datetime.now(UTC)
-    tasks = client.list_annotated_tasks(project_id, since=since)
+    tasks = _list_with_backoff(client, project_id, since, tries)
 
     stored_table = read_annotations(root)
     stored_table = stored_table.filter(pc.equal(stored_table.column("project_id"), project_id))
@@ -130,3 +157,104 @@ def pull_annotations(client: LabelStudioClient, root: DataRoot, project_id: int,
     if counts["skipped"]:
         log.warning("project %s: %d annotations on tasks without record_id were skipped", project_id, counts["skipped"])
     return {**counts, "total": len(live)}
+
+
+def _push_journal_path(project_id: int) -> str:
+    return f"{PUSH_DIR}/_journal_{project_id}.json"
+
+
+def push_tasks(
+    client: LabelStudioClient,
+    root: DataRoot,
+    project_id: int,
+    tasks: list[dict],
+    *,
+    batch_size: int = PUSH_BATCH,
+    tries: int = PUSH_TRIES,
+) -> dict:
+    """Import `tasks` into the project exactly once each, keyed by `data.record_id`; safe to rerun or resume.
+
+    A journal (`label_pushes/_journal_<project>.json`: record_id -> task id, and the highest task id
+    confirmed) is written after every batch, and the batch about to be sent is written before it goes.
+    When an import fails (server down, restarted, 5xx), the tasks Label Studio created above the last
+    confirmed id are read back before anything is sent again, so a batch whose response was lost is
+    never imported twice; the rest of the batch is retried with backoff. Tasks may carry inline
+    `predictions` (imported with their task, in the same call). Without a journal the project's
+    tasks are listed once, so tasks pushed by other means are not duplicated either.
+    Returns {"pushed", "already_present", "task_ids" (record_id -> task id for every input task)}.
+    """
+    if batch_size < 1 or tries < 1:
+        raise ValueError("batch_size and tries must be >= 1")
+    for task in tasks:
+        if (task.get("data") or {}).get("record_id") is None:
+            raise ValueError("every task needs data.record_id: it is the key that makes a push idempotent")
+    path = _push_journal_path(project_id)
+    if root.exists(path):
+        journal = root.read_json(path)
+    else:
+        known = client.task_ids_by_record(project_id)
+        journal = {"project_id": project_id, "max_task_id": max(known.values(), default=0), "tasks": known}
+    known: dict[str, int] = journal["tasks"]
+    if journal.get("in_flight"):
+        # A previous run died with a batch in flight: learn what of it reached Label Studio before resending.
+        _reconcile(client, project_id, journal)
+        root.write_json(path, journal)
+
+    wanted: list[dict] = []
+    queued: set[str] = set()
+    for task in tasks:
+        record_id = str(task["data"]["record_id"])
+        if record_id not in known and record_id not in queued:
+            wanted.append(task)
+            queued.add(record_id)
+    pushed = 0
+    for start in range(0, len(wanted), batch_size):
+        batch = wanted[start : start + batch_size]
+        journal["in_flight"] = [str(t["data"]["record_id"]) for t in batch]
+        root.write_json(path, journal)
+        pushed += _push_batch(client, project_id, batch, journal, tries)
+        journal["in_flight"] = []
+        root.write_json(path, journal)
+    ids = {str(t["data"]["record_id"]): known[str(t["data"]["record_id"])] for t in tasks}
+    return {"pushed": pushed, "already_present": len(tasks) - pushed, "task_ids": ids}
+
+
+def _reconcile(client: LabelStudioClient, project_id: int, journal: dict) -> int:
+    """Add to the journal the tasks Label Studio holds above its last confirmed id; returns how many."""
+    found = client.task_ids_after(project_id, journal["max_task_id"])
+    journal["tasks"].update(found)
+    journal["max_task_id"] = max([journal["max_task_id"], *found.values()])
+    journal["in_flight"] = []
+    return len(found)
+
+
+def _push_batch(client: LabelStudioClient, project_id: int, batch: list[dict], journal: dict, tries: int) -> int:
+    known: dict[str, int] = journal["tasks"]
+    created = 0
+    for attempt in range(1, tries + 1):
+        remaining = [t for t in batch if str(t["data"]["record_id"]) not in known]
+        if not remaining:
+            return created
+        try:
+            # retry=False: a blind retry after a lost response would import the batch twice.
+            ids = client.import_tasks(project_id, remaining, retry=False)
+        except LabelStudioApiError as exc:
+            if attempt == tries or not is_retryable(exc):
+                raise
+            delay = min(PUSH_BACKOFF_S * 2 ** (attempt - 1), PUSH_BACKOFF_MAX_S)
+            log.warning("push to project %s failed (%s); reconciling and retrying in %.1f s", project_id, exc, delay)
+            time.sleep(delay)
+            try:
+                before = len(known)
+                _reconcile(client, project_id, journal)
+                created += len(known) - before
+            except LabelStudioApiError as again:
+                if not is_retryable(again):
+                    raise
+            continue
+        for task, task_id in zip(remaining, ids, strict=True):
+            known[str(task["data"]["record_id"])] = task_id
+        journal["max_task_id"] = max([journal["max_task_id"], *ids])
+        created += len(ids)
+        return created
+    return created

@@ -77,13 +77,29 @@ def export_media(root: DataRoot, table: pa.Table) -> dict[str, str]:
 
 
 def build_tasks(
-    table: pa.Table, media_paths: dict[str, str], *, priorities: dict[str, float] | None = None
+    table: pa.Table,
+    media_paths: dict[str, str],
+    *,
+    priorities: dict[str, float] | None = None,
+    predictions: pa.Table | None = None,
+    labels: list[str] | None = None,
+    model_version: str | None = None,
 ) -> list[dict]:
     """One Label Studio task per row whose record has a media file, shown via local-files serving.
 
     `priorities` (record_id -> score in [0, 1], 1 = label first) goes into task data so the Data
-    Manager can sort by it; a missing priority is null.
+    Manager can sort by it; a missing priority is null. With `predictions` (PREDICTION_SCHEMA),
+    `labels` and `model_version`, each task carries its record's prediction inline, so task and
+    pre-annotation arrive in one import (labeling.sync.push_tasks) and can never be half-pushed.
     """
+    inline: dict[str, dict] = {}
+    if predictions is not None:
+        if labels is None or not model_version:
+            raise ValueError("inline predictions need labels and model_version")
+        ids = predictions.column("record_id").to_pylist()
+        fake_ids = {rid: i for i, rid in enumerate(ids)}
+        for payload in build_predictions(fake_ids, predictions, labels, model_version):
+            inline[ids[payload.pop("task")]] = payload
     if "record_id" not in table.column_names:
         raise ValueError("table lacks column record_id")
     n = table.num_rows
@@ -97,17 +113,18 @@ def build_tasks(
         if relpath is None:
             continue
         priority = priorities.get(record_id)
-        tasks.append(
-            {
-                "data": {
-                    "image": f"/data/local-files/?d={relpath}",
-                    "record_id": record_id,
-                    "caption": caption or "",
-                    "page_url": page_url or "",
-                    "priority": None if priority is None else float(priority),
-                }
+        task: dict = {
+            "data": {
+                "image": f"/data/local-files/?d={relpath}",
+                "record_id": record_id,
+                "caption": caption or "",
+                "page_url": page_url or "",
+                "priority": None if priority is None else float(priority),
             }
-        )
+        }
+        if record_id in inline:
+            task["predictions"] = [inline[record_id]]
+        tasks.append(task)
     return tasks
 
 

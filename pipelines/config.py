@@ -57,8 +57,7 @@ class SimulationParams(BaseModel):
 
     truth_path: str = Field(..., description="truth.json of the sample site (never read by the pipeline itself).")
     error_rates: list[float] = Field([0.05, 0.1, 0.2], description="One simulated annotator per error rate.")
-    overlap_fraction: float = Field(0.3, ge=0, le=1, description="Share of tasks labeled by several annotators.")
-    overlap_k: int = Field(2, ge=2, description="Annotators per overlapping task.")
+    gold_count: int = Field(12, ge=0, description="Pool records whose true label is written as the gold file.")
     seed: int = 0
 
 
@@ -72,8 +71,19 @@ class LabelRoundParams(BaseModel):
     budget: int = Field(80, ge=1, description="Tasks pushed this round.")
     strategy: str = Field(
         "auto",
-        description="auto (uncertainty when a model exists, else diversity), diversity, uncertainty or random.",
-        pattern="^(auto|diversity|uncertainty|random)$",
+        description="auto (hybrid: uncertainty pre-filter + diversity when a model exists, else diversity), "
+        "diversity, coreset, uncertainty, least-confidence, margin, entropy, hybrid or random.",
+        pattern="^(auto|diversity|coreset|uncertainty|least-confidence|margin|entropy|hybrid|random)$",
+    )
+    overlap_fraction: float = Field(0.3, ge=0, le=1, description="Share of tasks labeled by several annotators.")
+    overlap_k: int = Field(2, ge=1, description="Annotators per overlapping task (Label Studio's overlap setting).")
+    min_per_class: int = Field(2, ge=0, description="At least this many tasks per predicted class (class balance).")
+    gold_path: str | None = Field(
+        None, description="JSON file under the data root: record_id -> known label, mixed into batches as gold."
+    )
+    gold_per_round: int = Field(4, ge=0, description="Gold tasks mixed into each batch (when gold_path is set).")
+    review_threshold: float = Field(
+        0.8, ge=0, le=1, description="Labels with a lower posterior go to the review tab (bench/LABELING.md)."
     )
     simulate: SimulationParams | None = Field(None, description="Answer with simulated annotators (demo only).")
     seed: int = 0
@@ -86,6 +96,7 @@ class ReleaseParams(BaseModel):
     dataset: str = "demo"
     pool: str | None = Field(None, description="Folder of scrubbed kept records; default: the latest ingest's.")
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
+    gold_path: str | None = Field(None, description="Gold answers (record_id -> label) that pin Dawid-Skene.")
     data_root: str | None = None
 
 

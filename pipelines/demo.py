@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import numpy as np
 from prefect import flow
 from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.table import Table
 
 from corpus.settings import get_settings
+from corpus.store import DataRoot
 from pipelines.config import CrawlParams, IngestParams, LabelRoundParams, ReleaseParams, SimulationParams, TrainParams
 from pipelines.flows import ingest_flow, label_round_flow, release_flow, train_flow
 from training.train import TrainConfig
 
 console = Console()
+GOLD_PATH = "demo/gold.json"
 
 
 class DemoParams(BaseModel):
@@ -27,6 +33,7 @@ class DemoParams(BaseModel):
     project_title: str = "Flywheel demo"
     budgets: list[int] = Field([80, 80], min_length=1, description="Tasks pushed per label round.")
     epochs: int = Field(30, ge=1)
+    gold_count: int = Field(12, ge=0, description="Records a lead labels up front (from the truth) as gold.")
     data_root: str | None = None
 
 
@@ -49,6 +56,7 @@ def demo_flow(params: DemoParams) -> dict[str, Any]:
         )
     )
     crawl, curate, scrub = ingest["crawl"], ingest["curate"], ingest["scrub"]
+    gold_path = write_demo_gold(data_root, ingest["pool"], params.truth_path, params.gold_count)
     _stage(f"crawl: {crawl.get('pages')} pages, {crawl.get('images')} images")
     _stage(f"curate: {curate['kept']} kept, {curate['dropped']} dropped {curate['dropped_by_reason']}")
     _stage(f"scrub: {scrub['counters']}")
@@ -62,6 +70,7 @@ def demo_flow(params: DemoParams) -> dict[str, Any]:
                 project_title=params.project_title,
                 budget=budget,
                 simulate=SimulationParams(truth_path=params.truth_path, seed=number),
+                gold_path=gold_path,
                 seed=number,
                 data_root=data_root,
             )
@@ -69,9 +78,12 @@ def demo_flow(params: DemoParams) -> dict[str, Any]:
         rounds.append({"round": number, **label_round})
         _stage(
             f"label round {number}: {label_round['tasks_pushed']} tasks by {label_round['strategy']}, "
-            f"{label_round['annotations']} annotations, agreement {label_round['agreement'].get('percent_agreement')}"
+            f"{label_round['annotations']} annotations, alpha {label_round['agreement'].get('krippendorff_alpha')}, "
+            f"{label_round['review']} to review"
         )
-        manifest = release_flow(ReleaseParams(dataset=params.dataset, pool=ingest["pool"], data_root=data_root))
+        manifest = release_flow(
+            ReleaseParams(dataset=params.dataset, pool=ingest["pool"], gold_path=gold_path, data_root=data_root)
+        )
         releases.append(manifest)
         _stage(f"release {manifest['version']}: {manifest['rows']}")
         trained = train_flow(
@@ -86,6 +98,24 @@ def demo_flow(params: DemoParams) -> dict[str, Any]:
         models.append(trained)
         _stage(f"train {trained['model_version']}: test accuracy {trained['test_accuracy']:.3f} on {trained['device']}")
     return build_summary(ingest, rounds, releases, models)
+
+
+def write_demo_gold(data_root: str, pool: str, truth_path: str, count: int) -> str | None:
+    """The demo's gold file: `count` pool images with their true labels, as a lead annotator would label
+    them up front. Written under the data root; the pipeline reads only this file, never the truth."""
+    if count == 0:
+        return None
+    root = DataRoot(data_root)
+    truth = json.loads(Path(truth_path).read_text())["images"]
+    records = root.read_table(pool).select(["record_id", "kind", "url"]).to_pylist()
+    known = sorted(
+        (r["record_id"], truth[urlsplit(r["url"]).path]["label"])
+        for r in records
+        if r["kind"] == "image" and truth.get(urlsplit(r["url"]).path, {}).get("label")
+    )
+    chosen = [known[i] for i in np.random.default_rng(0).permutation(len(known))[:count]]
+    root.write_json(GOLD_PATH, dict(chosen))
+    return GOLD_PATH
 
 
 def build_summary(
@@ -129,7 +159,14 @@ def build_summary(
                 "annotations": r["annotations"],
                 "labeled_records": r["labeled_records"],
                 "agreement": r["agreement"].get("percent_agreement"),
+                "krippendorff_alpha": r["agreement"].get("krippendorff_alpha"),
                 "items_with_overlap": r["agreement"].get("items_with_overlap"),
+                "gold_tasks": len(r.get("gold") or []),
+                "review_queue": r.get("review"),
+                "annotators": [
+                    {k: card.get(k) for k in ("annotator", "gold_accuracy", "consensus_agreement", "annotations")}
+                    for card in r.get("scorecards") or []
+                ],
             }
             for r in rounds
         ],
@@ -149,6 +186,8 @@ def build_summary(
                 "test_accuracy": m["test_accuracy"],
                 "device": m.get("device"),
                 "scored": m.get("scored"),
+                "label_issues": m.get("label_issues"),
+                "stop_labeling": bool((m.get("stopping") or {}).get("stop")),
             }
             for m in models
         ],

@@ -22,6 +22,7 @@ from pipelines.tasks import (
     pull_labels,
     push_batch,
     remember_pool,
+    review_round,
     run_curation_stage,
     score_pool,
     simulate_annotators,
@@ -71,10 +72,8 @@ def label_push_flow(params: LabelRoundParams) -> dict[str, Any]:
     Label Studio with the model's predictions as pre-annotations. Rerunning pushes nothing twice."""
     data_root = _data_root(params.data_root)
     pool = params.pool or latest_pool(data_root)
-    project_id = open_project(data_root, params.project_title, params.labels)
-    plan, model_version = choose_batch(
-        data_root, params.dataset, pool, project_id, params.budget, params.strategy, params.seed
-    )
+    project_id = open_project(data_root, params.project_title, params.labels, params.overlap_k, params.overlap_fraction)
+    plan, model_version = choose_batch(data_root, pool, project_id, params)
     pushed = push_batch(data_root, pool, project_id, plan, params.labels, model_version)
     return {
         "project_id": project_id,
@@ -83,6 +82,7 @@ def label_push_flow(params: LabelRoundParams) -> dict[str, Any]:
         "model_version": model_version,
         "candidates": plan.candidates,
         "record_ids": plan.record_ids,
+        "gold": plan.gold,
         **pushed,
     }
 
@@ -101,18 +101,30 @@ def label_round_flow(params: LabelRoundParams) -> dict[str, Any]:
     """One label round: push a batch, optionally let simulated annotators answer, pull and aggregate."""
     data_root = _data_root(params.data_root)
     pushed = label_push_flow(params)
+    pool = params.pool or latest_pool(data_root)
     simulated = None
     if params.simulate is not None:
+        gold_tasks = set(pushed["gold_task_ids"])
+        ordinary = [t for t in pushed["task_ids"] if t not in gold_tasks]
+        everyone = len(params.simulate.error_rates)
         simulated = simulate_annotators(
             data_root,
-            params.pool or latest_pool(data_root),
+            pool,
             pushed["project_id"],
-            pushed["task_ids"],
+            ordinary,
             params.labels,
             params.simulate,
+            params.overlap_fraction,
+            params.overlap_k,
         )
+        if gold_tasks:  # every annotator meets the gold tasks, so each one's accuracy is measured
+            simulate_annotators(
+                data_root, pool, pushed["project_id"], sorted(gold_tasks), params.labels, params.simulate, 1.0, everyone
+            )
     pulled = pull_labels(data_root, pushed["project_id"])
-    round_labels = summarize_labels(data_root, pushed["record_ids"])
+    round_labels = review_round(
+        data_root, pushed["project_id"], pushed["record_ids"], params.gold_path, params.review_threshold
+    )
     report = {
         "project_id": pushed["project_id"],
         "project_url": pushed["project_url"],
@@ -126,12 +138,15 @@ def label_round_flow(params: LabelRoundParams) -> dict[str, Any]:
         "annotations": round_labels["annotations"],
         "labeled_records": round_labels["labeled_records"],
         "agreement": round_labels["agreement"],
+        "gold": pushed["gold"],
+        "review": round_labels["review"],
+        "scorecards": round_labels["scorecards"],
     }
     create_markdown_artifact(
         key="label-round",
         markdown="\n".join(
             ["# Label round", "", f"Label Studio project: {pushed['project_url']}", "", "| what | value |", "|---|---|"]
-            + [f"| {k} | {v} |" for k, v in report.items() if not isinstance(v, dict)]
+            + [f"| {k} | {v} |" for k, v in report.items() if not isinstance(v, dict | list)]
         ),
         description=f"project {pushed['project_id']}: {pushed['tasks_pushed']} tasks by {pushed['strategy']}",
     )
@@ -142,7 +157,8 @@ def label_round_flow(params: LabelRoundParams) -> dict[str, Any]:
 def release_flow(params: ReleaseParams) -> dict[str, Any]:
     """Publish the next immutable release of the dataset; emits flywheel.dataset.released."""
     data_root = _data_root(params.data_root)
-    return publish_release(data_root, params.dataset, params.pool or latest_pool(data_root), params.release)
+    pool = params.pool or latest_pool(data_root)
+    return publish_release(data_root, params.dataset, pool, params.release, params.gold_path)
 
 
 @flow(name="train", log_prints=True)
@@ -150,9 +166,14 @@ def train_flow(params: TrainParams) -> dict[str, Any]:
     """Train on a release, score the unlabeled pool for the next round and emit flywheel.model.trained."""
     data_root = _data_root(params.data_root)
     metrics = train_on_release(data_root, params.dataset, params.version, params.train)
-    scored = score_pool(data_root, metrics["model_version"], params.pool) if params.pool else 0
+    scored = score_pool(data_root, metrics["model_version"], params.pool) if params.pool else {}
     announce_model(data_root, metrics, scored)
-    return {**metrics, "scored": scored}
+    return {
+        **metrics,
+        "scored": scored.get("scored", 0),
+        "label_issues": scored.get("label_issues", 0),
+        "stopping": scored.get("stopping"),
+    }
 
 
 @flow(name="train-on-release", log_prints=True)

@@ -25,11 +25,19 @@ from curation.cleaning import CURATE
 from curation.privacy import SCRUB
 from labeling.annotators import SimulatedAnnotator, simulate_labeling
 from labeling.client import LabelStudioClient
-from labeling.quality import aggregate_majority, compute_agreement
-from labeling.rounds import RoundPlan, attach_labels, plan_round
-from labeling.sync import pull_annotations, read_annotations
-from labeling.tasks import build_label_config, build_predictions, build_tasks, export_media
-from pipelines.config import CrawlParams, SimulationParams
+from labeling.label_errors import flag_label_errors
+from labeling.quality import (
+    aggregate_dawid_skene,
+    aggregate_majority,
+    build_scorecards,
+    compute_agreement,
+    compute_pairwise_agreement,
+    find_review_items,
+)
+from labeling.rounds import RoundPlan, add_gold, attach_labels, check_stopping, choose_stop_set, plan_round
+from labeling.sync import pull_annotations, push_tasks, read_annotations
+from labeling.tasks import build_label_config, build_tasks, export_media
+from pipelines.config import CrawlParams, LabelRoundParams, SimulationParams
 from training.predict import predict_pool
 from training.registry import latest_model
 from training.train import TrainConfig, train_model
@@ -38,6 +46,7 @@ STAGES: dict[str, Stage] = {"curate": CURATE, "scrub": SCRUB}
 IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 10, 30]}
 
 DATASET_RELEASED = "flywheel.dataset.released"
+REVIEW_VIEW = "Flywheel review"
 MODEL_TRAINED = "flywheel.model.trained"
 
 
@@ -138,38 +147,59 @@ def find_project(title: str) -> int:
 
 
 @task(**IO_RETRIES)
-def open_project(data_root: str, title: str, labels: list[str]) -> int:
-    """Create (once) the image-classification project and attach the media folder as local storage."""
+def open_project(data_root: str, title: str, labels: list[str], overlap_k: int, overlap_fraction: float) -> int:
+    """Create (once) the image-classification project, set its overlap, attach the media folder."""
     root = open_root(data_root)
     client = open_label_studio()
     project_id = client.ensure_project(title, build_label_config(labels))
+    client.configure_overlap(project_id, overlap_k, overlap_fraction)
     media = Path(root.local_path("media"))
     media.mkdir(parents=True, exist_ok=True)
     client.ensure_local_storage(project_id, str(media))
     return project_id
 
 
+def read_gold(root: DataRoot, gold_path: str | None) -> dict[str, str]:
+    """Gold answers (record_id -> label) from a JSON file under the data root; none without a path."""
+    return dict(root.read_json(gold_path)) if gold_path else {}
+
+
+def _newest_predictions(root: DataRoot, dataset: str) -> tuple[str | None, pa.Table | None]:
+    model_version = latest_model(root, dataset)
+    if model_version and root.exists(f"models/{model_version}/predictions.parquet"):
+        return model_version, root.read_table(f"models/{model_version}/predictions.parquet", schema=None)
+    return None, None
+
+
 @task(**IO_RETRIES)
-def choose_batch(
-    data_root: str, dataset: str, pool: str, project_id: int, budget: int, strategy: str, seed: int
-) -> tuple[RoundPlan, str | None]:
-    """Plan the round: the pool minus what Label Studio already has, chosen by the newest model if any."""
+def choose_batch(data_root: str, pool: str, project_id: int, params: LabelRoundParams) -> tuple[RoundPlan, str | None]:
+    """Plan the round: the pool minus what Label Studio already has, chosen by the newest model if any,
+    with gold tasks mixed in."""
     root = open_root(data_root)
     records = root.read_table(pool)
     pushed = set(open_label_studio().task_ids_by_record(project_id))
-    model_version = latest_model(root, dataset)
-    predictions = None
-    if model_version and root.exists(f"models/{model_version}/predictions.parquet"):
-        predictions = root.read_table(f"models/{model_version}/predictions.parquet", schema=None)
-    plan = plan_round(records, pushed, budget, strategy=strategy, predictions=predictions, seed=seed)
-    if plan.strategy != "uncertainty":
+    gold = read_gold(root, params.gold_path)
+    model_version, predictions = _newest_predictions(root, params.dataset)
+    plan = plan_round(
+        records,
+        pushed | set(gold),
+        params.budget,
+        strategy=params.strategy,
+        predictions=predictions,
+        seed=params.seed,
+        min_per_class=params.min_per_class,
+    )
+    if gold and params.gold_per_round:
+        plan = add_gold(plan, gold, params.gold_per_round, already_pushed=pushed, seed=params.seed)
+    if not plan.uses_model:
         model_version = None
     get_run_logger().info(
-        "round plan: %d of %d candidates by %s%s",
+        "round plan: %d of %d candidates by %s%s, %d gold",
         len(plan.record_ids),
         plan.candidates,
         plan.strategy,
         f" (model {model_version})" if model_version else "",
+        len(plan.gold),
     )
     return plan, model_version
 
@@ -178,28 +208,40 @@ def choose_batch(
 def push_batch(
     data_root: str, pool: str, project_id: int, plan: RoundPlan, labels: list[str], model_version: str | None
 ) -> dict[str, Any]:
-    """Send the planned records as tasks (and the model's predictions as pre-annotations); idempotent."""
+    """Send the planned records as tasks, with the model's predictions as pre-annotations.
+
+    Idempotent and resumable: a journal keyed by record_id means a retry after a Label Studio outage
+    never imports a task twice.
+    """
     root = open_root(data_root)
     client = open_label_studio()
     records = root.read_table(pool)
-    existing = client.task_ids_by_record(project_id)
-    wanted = [rid for rid in plan.record_ids if rid not in existing]
-    batch = records.filter(pc.is_in(records.column("record_id"), pa.array(wanted, type=pa.string())))
-    media = export_media(root, batch)
-    new_ids = client.import_tasks(project_id, build_tasks(batch, media, priorities=plan.priorities)) if wanted else []
-    task_ids = client.task_ids_by_record(project_id)
-    predictions_pushed = 0
-    if model_version and wanted:
+    batch = records.filter(pc.is_in(records.column("record_id"), pa.array(plan.record_ids, type=pa.string())))
+    predictions = None
+    if model_version:
         predictions = root.read_table(f"models/{model_version}/predictions.parquet", schema=None)
-        predictions = predictions.filter(pc.is_in(predictions.column("record_id"), pa.array(wanted, type=pa.string())))
-        payload = build_predictions({rid: task_ids[rid] for rid in wanted}, predictions, labels, model_version)
-        predictions_pushed = client.import_predictions(project_id, payload)
+        predictions = predictions.filter(
+            pc.is_in(predictions.column("record_id"), pa.array(plan.record_ids, type=pa.string()))
+        )
+    tasks = build_tasks(
+        batch,
+        export_media(root, batch),
+        priorities=plan.priorities,
+        predictions=predictions,
+        labels=labels,
+        model_version=model_version,
+    )
+    pushed = push_tasks(client, root, project_id, tasks)
+    if model_version:
         client.set_model_version(project_id, model_version)
+    task_ids = pushed["task_ids"]
     return {
-        "tasks_pushed": len(new_ids),
-        "already_present": len(plan.record_ids) - len(wanted),
-        "predictions_pushed": predictions_pushed,
+        "tasks_pushed": pushed["pushed"],
+        "already_present": pushed["already_present"],
+        "predictions_pushed": sum(1 for t in tasks if t.get("predictions")) if pushed["pushed"] else 0,
+        "gold": len(plan.gold),
         "task_ids": [task_ids[rid] for rid in plan.record_ids if rid in task_ids],
+        "gold_task_ids": [task_ids[rid] for rid in plan.gold if rid in task_ids],
     }
 
 
@@ -209,28 +251,59 @@ def pull_labels(data_root: str, project_id: int) -> dict[str, Any]:
     return pull_annotations(open_label_studio(), open_root(data_root), project_id)
 
 
-@task
-def summarize_labels(data_root: str, record_ids: list[str] | None = None) -> dict[str, Any]:
-    """Majority labels and agreement over all pulled annotations (or those of `record_ids`)."""
-    annotations = read_annotations(open_root(data_root))
+@task(**IO_RETRIES)
+def review_round(
+    data_root: str, project_id: int, record_ids: list[str] | None, gold_path: str | None, review_threshold: float
+) -> dict[str, Any]:
+    """Quality control over the pulled annotations (of `record_ids`, or all): Dawid-Skene labels with
+    posteriors, agreement (percent, kappas, Krippendorff's alpha), gold accuracy, annotator scorecards
+    (an artifact) and a "Flywheel review" tab in Label Studio with the doubtful and gold-mismatched tasks."""
+    root = open_root(data_root)
+    annotations = read_annotations(root)
     if record_ids is not None:
         annotations = annotations.filter(
             pc.is_in(annotations.column("record_id"), pa.array(record_ids, type=pa.string()))
         )
-    aggregated = aggregate_majority(annotations)
+    gold = read_gold(root, gold_path)
+    aggregated = aggregate_dawid_skene(annotations, gold=gold)
+    review = find_review_items(aggregated, threshold=review_threshold, gold=gold)
+    client = open_label_studio()
+    task_ids = client.task_ids_by_record(project_id)
+    review_ids = [task_ids[rid] for rid in review.column("record_id").to_pylist() if rid in task_ids]
+    client.ensure_view(project_id, REVIEW_VIEW, review_ids)
+    scorecards = build_scorecards(annotations, aggregated, gold).to_pylist()
+    if scorecards:
+        create_table_artifact(
+            key="annotator-scorecards", table=scorecards, description="accuracy on gold, agreement with consensus"
+        )
     return {
         "annotations": annotations.num_rows,
         "labeled_records": aggregated.num_rows,
+        "agreement": compute_agreement(annotations),
+        "pairwise": compute_pairwise_agreement(annotations).to_pylist(),
+        "review": len(review_ids),
+        "scorecards": scorecards,
+    }
+
+
+def summarize_labels(data_root: str) -> dict[str, Any]:
+    """Labels and agreement over every pulled annotation."""
+    annotations = read_annotations(open_root(data_root))
+    return {
+        "annotations": annotations.num_rows,
+        "labeled_records": aggregate_majority(annotations).num_rows,
         "agreement": compute_agreement(annotations),
     }
 
 
 @task(**IO_RETRIES)
-def publish_release(data_root: str, dataset: str, pool: str, cfg: ReleaseConfig) -> dict[str, Any]:
-    """Build the next immutable release from labeled pool records and announce it with an event."""
+def publish_release(
+    data_root: str, dataset: str, pool: str, cfg: ReleaseConfig, gold_path: str | None = None
+) -> dict[str, Any]:
+    """Build the next immutable release from labeled pool records (Dawid-Skene labels) and announce it."""
     root = open_root(data_root)
     annotations = read_annotations(root)
-    labeled = attach_labels(root.read_table(pool), aggregate_majority(annotations))
+    labeled = attach_labels(root.read_table(pool), aggregate_dawid_skene(annotations, gold=read_gold(root, gold_path)))
     extra = {"agreement": compute_agreement(annotations), "pool": pool, "curation": stage_reports(root, pool)}
     manifest = build_release(root, dataset, labeled, cfg, extra=extra)
     manifest = {**manifest, "path": root.path("releases", dataset, manifest["version"])}
@@ -291,14 +364,46 @@ def train_on_release(data_root: str, dataset: str, version: str, cfg: TrainConfi
 
 
 @task
-def score_pool(data_root: str, model_version: str, pool: str) -> int:
-    """Write the model's predictions and embeddings over the pool, for the next label round."""
+def score_pool(data_root: str, model_version: str, pool: str) -> dict[str, Any]:
+    """Write the model's predictions and embeddings over the pool for the next round, flag likely
+    label errors (confident learning) and check the stopping signal against the previous model."""
     root = open_root(data_root)
-    return predict_pool(root, model_version, root.read_table(pool)).num_rows
+    metrics = root.read_json(f"models/{model_version}/metrics.json")
+    records = root.read_table(pool)
+    predictions = predict_pool(root, model_version, records)
+    labeled = attach_labels(records, aggregate_dawid_skene(read_annotations(root)))
+    issues = flag_label_errors(labeled, predictions, metrics["labels"]) if labeled.num_rows >= 10 else None
+    if issues is not None:
+        root.write_table(f"models/{model_version}/label_issues.parquet", issues)
+    stopping = _check_stopping(root, metrics["dataset"], model_version, records, predictions)
+    return {
+        "scored": predictions.num_rows,
+        "label_issues": issues.num_rows if issues is not None else 0,
+        "label_issue_ids": issues.column("record_id").to_pylist() if issues is not None else [],
+        "stopping": stopping,
+    }
+
+
+def _check_stopping(
+    root: DataRoot, dataset: str, model_version: str, records: pa.Table, predictions: pa.Table
+) -> dict[str, Any] | None:
+    """Stabilising predictions on a fixed stop set (Bloodgood & Vijay-Shanker 2009); history under state/."""
+    state_path = f"state/stopping/{dataset}.json"
+    state = root.read_json(state_path) if root.exists(state_path) else None
+    result = None
+    if state and root.exists(f"models/{state['model_version']}/predictions.parquet"):
+        previous = root.read_table(f"models/{state['model_version']}/predictions.parquet", schema=None)
+        result = check_stopping(previous, predictions, state["stop_set"], state["history"])
+        history = result["history"]
+    else:
+        history = []
+    stop_set = state["stop_set"] if state else choose_stop_set(records, 200)
+    root.write_json(state_path, {"model_version": model_version, "stop_set": stop_set, "history": history})
+    return {k: v for k, v in result.items() if k != "stop_set"} if result else None
 
 
 @task
-def announce_model(data_root: str, metrics: dict[str, Any], scored: int) -> None:
+def announce_model(data_root: str, metrics: dict[str, Any], scored: dict[str, Any]) -> None:
     """Emit flywheel.model.trained: the next label round picks this model up."""
     model_version = metrics["model_version"]
     emit_event(
@@ -318,14 +423,23 @@ def announce_model(data_root: str, metrics: dict[str, Any], scored: int) -> None
             "recipe": metrics.get("recipe"),
             "test_accuracy": metrics.get("test_accuracy"),
             "data_root": open_root(data_root).url,
-            "scored": scored,
+            "scored": scored.get("scored", 0),
+            "label_issues": scored.get("label_issues", 0),
+            "stop_labeling": bool((scored.get("stopping") or {}).get("stop")),
         },
     )
 
 
 @task(**IO_RETRIES)
 def simulate_annotators(
-    data_root: str, pool: str, project_id: int, task_ids: list[int], labels: list[str], sim: SimulationParams
+    data_root: str,
+    pool: str,
+    project_id: int,
+    task_ids: list[int],
+    labels: list[str],
+    sim: SimulationParams,
+    overlap_fraction: float,
+    overlap_k: int,
 ) -> dict[str, Any]:
     """Demo only: simulated annotators answer the round's tasks from the sample site's ground truth."""
     root = open_root(data_root)
@@ -351,8 +465,8 @@ def simulate_annotators(
         true_label,
         labels,
         annotators,
-        overlap_fraction=sim.overlap_fraction,
-        overlap_k=sim.overlap_k,
+        overlap_fraction=overlap_fraction,
+        overlap_k=overlap_k,
         seed=sim.seed,
     )
 

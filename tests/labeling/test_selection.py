@@ -9,10 +9,16 @@ import pytest
 from PIL import Image
 
 from labeling.selection import (
+    apply_class_quota,
     compute_cheap_embeddings,
+    compute_prediction_agreement,
     get_uncertainty_scores,
+    select_batch,
+    select_coreset,
     select_diverse,
+    select_hybrid,
     select_uncertain,
+    should_stop,
 )
 
 
@@ -87,3 +93,80 @@ def test_cheap_embeddings_separate_colours_and_reject_broken_bytes() -> None:
     assert emb[0] @ emb[1] > emb[0] @ emb[2]
     with pytest.raises(ValueError, match="image 1 cannot be decoded"):
         compute_cheap_embeddings([images[0], b"not an image"])
+
+
+def _blobs(sizes: list[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 10, (len(sizes), 2))
+    points = np.concatenate([c + rng.normal(0, 0.2, (n, 2)) for c, n in zip(centers, sizes, strict=True)])
+    return points, np.repeat(np.arange(len(sizes)), sizes)
+
+
+def test_coreset_fills_the_regions_the_labeled_set_leaves_empty() -> None:
+    points, cluster = _blobs([40, 40, 40, 40])
+    labeled = points[cluster < 2][:5]  # clusters 0 and 1 are already covered
+    picked = select_coreset(points, 2, labeled=labeled)
+    assert sorted(cluster[picked].tolist()) == [2, 3]
+    with pytest.raises(ValueError, match="dims"):
+        select_coreset(points, 2, labeled=np.zeros((1, 3)))
+
+
+def test_class_quota_guarantees_each_predicted_class_and_never_repeats() -> None:
+    predicted = np.array([0] * 8 + [1, 2])
+    order = np.arange(10)  # the model ranks all class-0 items first
+    picks = apply_class_quota(order, predicted, 5, min_per_class=1)
+    assert len(picks) == 5 and len(set(picks.tolist())) == 5
+    assert set(predicted[picks].tolist()) == {0, 1, 2}
+    assert picks.tolist() == sorted(picks.tolist())  # still in the ranking's order
+    # a class with fewer items than the quota gets all it has, no more
+    assert (predicted[apply_class_quota(order, predicted, 6, min_per_class=3)] == 1).sum() == 1
+    with pytest.raises(ValueError, match="twice"):
+        apply_class_quota(np.array([1, 1]), predicted, 1, 1)
+
+
+def test_hybrid_prefers_uncertain_items_spread_over_the_space() -> None:
+    points, cluster = _blobs([30, 30, 30])
+    probs = np.full((90, 2), 0.5)
+    probs[cluster == 2] = [0.99, 0.01]  # cluster 2 is certain: never picked
+    picked = select_hybrid(probs, points, 4, pool_factor=15)
+    assert not set(cluster[picked].tolist()) & {2}
+    assert set(cluster[picked].tolist()) == {0, 1}  # diversity: both uncertain clusters
+
+
+STRATEGIES = ["random", "diversity", "least-confidence", "margin", "entropy", "coreset", "hybrid"]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_select_batch_picks_k_distinct_with_priorities_in_range(strategy: str) -> None:
+    points, _ = _blobs([20, 20, 20])
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(60, 3))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    picks, prio = select_batch(
+        strategy,
+        10,
+        n=60,
+        probs=probs,
+        embeddings=points,
+        cold_embeddings=points,
+        labeled_embeddings=points[:3],
+        min_per_class=2,
+    )
+    assert len(picks) == 10 == len(set(picks.tolist()))
+    assert np.all((prio >= 0) & (prio <= 1))
+    if strategy != "random" and strategy != "diversity":
+        assert all((probs[picks].argmax(axis=1) == c).sum() >= 2 for c in range(3))
+    with pytest.raises(ValueError, match="needs"):
+        select_batch("hybrid", 3, n=60)
+
+
+def test_stopping_signal_fires_only_once_predictions_stabilise() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 3, 500)
+    moving = base.copy()
+    moving[:150] = (moving[:150] + 1) % 3  # a model still changing its mind on 30% of the stop set
+    assert compute_prediction_agreement(base, base) == 1.0
+    assert compute_prediction_agreement(base, moving) < 0.8
+    assert not should_stop([0.6, 0.8, 0.995])
+    assert not should_stop([0.999, 0.999])  # not enough rounds yet
+    assert should_stop([0.7, 0.995, 0.999, 1.0])

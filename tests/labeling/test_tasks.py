@@ -95,3 +95,20 @@ def test_predictions_only_for_tasks_and_known_labels() -> None:
     ]
     with pytest.raises(ValueError, match="not one of"):
         build_predictions({"r2": 12}, preds, ["cat", "bird"], "m-v1")
+
+
+def test_build_tasks_can_carry_predictions_inline() -> None:
+    table = conform(pa.table({"record_id": ["a", "b"], "kind": ["image", "image"]}))
+    preds = pa.Table.from_pylist(
+        [{"record_id": "a", "predicted_label": "cat", "confidence": 0.75}], schema=PREDICTION_SCHEMA
+    )
+    tasks = build_tasks(
+        table, {"a": "media/a.png", "b": "media/b.png"}, predictions=preds, labels=["cat", "dog"], model_version="m2"
+    )
+    by_id = {t["data"]["record_id"]: t for t in tasks}
+    (pred,) = by_id["a"]["predictions"]
+    assert pred["model_version"] == "m2" and pred["score"] == 0.75
+    assert pred["result"][0]["value"]["choices"] == ["cat"] and "task" not in pred
+    assert "predictions" not in by_id["b"]
+    with pytest.raises(ValueError, match="model_version"):
+        build_tasks(table, {"a": "media/a.png"}, predictions=preds, labels=["cat"])

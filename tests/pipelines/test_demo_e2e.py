@@ -89,9 +89,13 @@ def test_demo_runs_the_whole_loop(prefect_api, label_studio, demo_settings, tmp_
 
     round1, round2 = summary["label_rounds"]
     assert round1["strategy"] == "diversity" and round1["model_version"] is None
-    assert round2["strategy"] == "uncertainty" and round2["model_version"] == summary["models"][0]["version"]
-    assert round1["tasks_pushed"] == 24 and round2["tasks_pushed"] == 16
-    assert round2["predictions_pushed"] == 16
+    assert round2["strategy"] == "hybrid" and round2["model_version"] == summary["models"][0]["version"]
+    assert round1["gold_tasks"] == 4 and round2["gold_tasks"] == 4  # known answers mixed into each batch
+    assert round1["tasks_pushed"] == 24 + 4 and round2["tasks_pushed"] == 16 + 4
+    assert round2["predictions_pushed"] == round2["tasks_pushed"]
+    cards = {card["annotator"]: card for card in round1["annotators"]}
+    assert len(cards) == 3 and all(card["gold_accuracy"] is not None for card in cards.values())
+    assert round1["review_queue"] is not None
     assert round1["annotations"] > round1["tasks_pushed"] * 0.9  # tasks with no truth get no answer
     assert 0.5 <= round1["agreement"] <= 1.0
     assert [r["version"] for r in summary["releases"]] == ["v0001", "v0002"]
@@ -106,10 +110,11 @@ def test_demo_runs_the_whole_loop(prefect_api, label_studio, demo_settings, tmp_
     client = LabelStudioClient(label_studio.url, label_studio.token)
     project_id = summary["label_studio"]["project_id"]
     tasks = client.list_tasks(project_id)
-    assert len(tasks) == 40
-    assert len({t["data"]["record_id"] for t in tasks}) == 40
+    pushed = round1["tasks_pushed"] + round2["tasks_pushed"]
+    assert len(tasks) == pushed
+    assert len({t["data"]["record_id"] for t in tasks}) == pushed
     predicted = [t for t in tasks if t["predictions"]]
-    assert len(predicted) == 16
+    assert len(predicted) == round2["tasks_pushed"]
     assert all(
         p["model_version"] == round2["model_version"] and 0 <= p["score"] <= 1
         for t in predicted

@@ -1,0 +1,116 @@
+"""Label rounds: every strategy through plan_round, never a record twice, gold mixed in, the stopping signal."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from corpus.schema import PREDICTION_SCHEMA, conform
+from labeling.rounds import STRATEGIES, add_gold, check_stopping, choose_stop_set, plan_round
+
+CLASSES = ["cat", "dog", "bird"]
+
+
+def _pool(n: int) -> pa.Table:
+    images = []
+    for i in range(n):
+        buf = io.BytesIO()
+        Image.new("RGB", (16, 16), ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256)).save(buf, format="PNG")
+        images.append(buf.getvalue())
+    ids = [f"r{i:03d}" for i in range(n)]
+    return conform(pa.table({"record_id": ids, "kind": ["image"] * n, "image": images, "mime": ["image/png"] * n}))
+
+
+def _predictions(ids: list[str], seed: int = 0, confident_class: int | None = None) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(len(ids), 3))
+    if confident_class is not None:
+        logits[:, confident_class] += 4.0  # a model that believes almost everything is one class...
+        for i in range(0, len(ids), 10):
+            logits[i, (confident_class + 1 + i // 10 % 2) % 3] += 12.0  # ...and is sure of a few others
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    emb = rng.normal(size=(len(ids), 4))
+    return pa.Table.from_pylist(
+        [
+            {
+                "record_id": rid,
+                "predicted_label": CLASSES[int(p.argmax())],
+                "confidence": float(p.max()),
+                "probs": p.tolist(),
+                "embedding": e.tolist(),
+            }
+            for rid, p, e in zip(ids, probs, emb, strict=True)
+        ],
+        schema=PREDICTION_SCHEMA,
+    )
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_every_strategy_skips_pushed_records_and_respects_the_budget(strategy: str) -> None:
+    pool = _pool(40)
+    ids = pool.column("record_id").to_pylist()
+    pushed = set(ids[:10])
+    plan = plan_round(pool, pushed, 8, strategy=strategy, predictions=_predictions(ids), seed=1)
+    assert len(plan.record_ids) == 8 == len(set(plan.record_ids))
+    assert not set(plan.record_ids) & pushed
+    assert plan.candidates == 30
+    assert set(plan.priorities) == set(plan.record_ids)
+    assert all(0.0 <= p <= 1.0 for p in plan.priorities.values())
+    assert plan.uses_model == (plan.strategy not in ("random", "diversity"))
+
+
+def test_auto_is_diversity_cold_and_hybrid_with_a_model() -> None:
+    pool = _pool(20)
+    ids = pool.column("record_id").to_pylist()
+    assert plan_round(pool, set(), 5).strategy == "diversity"
+    warm = plan_round(pool, set(), 5, predictions=_predictions(ids))
+    assert warm.strategy == "hybrid" and warm.uses_model
+    with pytest.raises(ValueError, match="needs model predictions"):
+        plan_round(pool, set(), 5, strategy="margin")
+    with pytest.raises(ValueError, match="unknown strategy"):
+        plan_round(pool, set(), 5, strategy="bald")
+
+
+def test_class_guard_reaches_classes_a_lopsided_model_hides() -> None:
+    pool = _pool(60)
+    ids = pool.column("record_id").to_pylist()
+    preds = _predictions(ids, confident_class=0)
+    predicted = dict(zip(ids, preds.column("predicted_label").to_pylist(), strict=True))
+    assert sum(label != "cat" for label in predicted.values()) >= 4  # the pool has a few non-cats
+    plan = plan_round(pool, set(), 10, strategy="least-confidence", predictions=preds, min_per_class=2)
+    picked = [predicted[r] for r in plan.record_ids]
+    counts = {c: picked.count(c) for c in CLASSES}
+    available = {c: list(predicted.values()).count(c) for c in CLASSES}
+    assert all(counts[c] >= min(2, available[c]) for c in CLASSES)
+
+
+def test_gold_is_mixed_in_once_and_spread_out() -> None:
+    pool = _pool(30)
+    ids = pool.column("record_id").to_pylist()
+    gold = {ids[0]: "cat", ids[20]: "dog", ids[21]: "bird", ids[22]: "cat"}
+    # gold records are kept out of ordinary selection, then mixed in on purpose
+    plan = plan_round(pool, set(ids[:5]) | set(gold), 9, strategy="random")
+    mixed = add_gold(plan, gold, 3, already_pushed=set(ids[:5]))
+    assert len(mixed.gold) == 3 and ids[0] not in mixed.gold  # already in Label Studio: not again
+    assert len(mixed.record_ids) == len(set(mixed.record_ids)) == 12
+    positions = [mixed.record_ids.index(g) for g in mixed.gold]
+    assert positions[0] > 0 and positions[-1] < 11 and min(np.diff(positions)) > 1
+    assert set(mixed.priorities) == set(mixed.record_ids)
+
+
+def test_stopping_signal_on_prediction_tables() -> None:
+    pool = _pool(50)
+    ids = pool.column("record_id").to_pylist()
+    stop_ids = choose_stop_set(pool, 30, seed=0)
+    assert len(stop_ids) == 30 and stop_ids == choose_stop_set(pool, 30, seed=0)
+    first, changed = _predictions(ids, seed=0), _predictions(ids, seed=1)
+    moving = check_stopping(first, changed, stop_ids, [])
+    assert moving["agreement"] < 0.5 and not moving["stop"]
+    state = {"history": [0.9]}
+    for _ in range(3):
+        state = check_stopping(first, first, stop_ids, state["history"])
+    assert state["agreement"] == 1.0 and state["stop"] and state["stop_set"] == 30
