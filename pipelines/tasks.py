@@ -239,7 +239,6 @@ def push_batch(
         "tasks_pushed": pushed["pushed"],
         "already_present": pushed["already_present"],
         "predictions_pushed": sum(1 for t in tasks if t.get("predictions")) if pushed["pushed"] else 0,
-        "gold": len(plan.gold),
         "task_ids": [task_ids[rid] for rid in plan.record_ids if rid in task_ids],
         "gold_task_ids": [task_ids[rid] for rid in plan.gold if rid in task_ids],
     }
