@@ -123,7 +123,7 @@ def label_round_flow(params: LabelRoundParams) -> dict[str, Any]:
             )
     pulled = pull_labels(data_root, pushed["project_id"])
     round_labels = review_round(
-        data_root, pushed["project_id"], pushed["record_ids"], params.gold_path, params.review_threshold
+        data_root, params.dataset, pushed["project_id"], pushed["record_ids"], params.gold_path, params.review_threshold
     )
     report = {
         "project_id": pushed["project_id"],

@@ -252,34 +252,41 @@ def pull_labels(data_root: str, project_id: int) -> dict[str, Any]:
 
 @task(**IO_RETRIES)
 def review_round(
-    data_root: str, project_id: int, record_ids: list[str] | None, gold_path: str | None, review_threshold: float
+    data_root: str,
+    dataset: str,
+    project_id: int,
+    record_ids: list[str],
+    gold_path: str | None,
+    review_threshold: float,
 ) -> dict[str, Any]:
-    """Quality control over the pulled annotations (of `record_ids`, or all): Dawid-Skene labels with
-    posteriors, agreement (percent, kappas, Krippendorff's alpha), gold accuracy, annotator scorecards
-    (an artifact) and a "Flywheel review" tab in Label Studio with the doubtful and gold-mismatched tasks."""
+    """Quality control after a pull. Over this round's annotations: agreement (percent, kappas,
+    Krippendorff's alpha, per pair) and annotator scorecards (an artifact). Over all annotations:
+    Dawid-Skene labels, and the "Flywheel review" tab in Label Studio listing the tasks whose posterior
+    is low, whose gold answer was missed, or that the newest model flags as likely mislabeled."""
     root = open_root(data_root)
-    annotations = read_annotations(root)
-    if record_ids is not None:
-        annotations = annotations.filter(
-            pc.is_in(annotations.column("record_id"), pa.array(record_ids, type=pa.string()))
-        )
+    everything = read_annotations(root)
+    this_round = everything.filter(pc.is_in(everything.column("record_id"), pa.array(record_ids, type=pa.string())))
     gold = read_gold(root, gold_path)
-    aggregated = aggregate_dawid_skene(annotations, gold=gold)
-    review = find_review_items(aggregated, threshold=review_threshold, gold=gold)
+    aggregated = aggregate_dawid_skene(everything, gold=gold)
+    doubtful = set(find_review_items(aggregated, threshold=review_threshold, gold=gold).column("record_id").to_pylist())
+    model_version = latest_model(root, dataset)
+    if model_version and root.exists(f"models/{model_version}/label_issues.parquet"):
+        issues = root.read_table(f"models/{model_version}/label_issues.parquet", schema=None)
+        doubtful |= set(issues.column("record_id").to_pylist())
     client = open_label_studio()
     task_ids = client.task_ids_by_record(project_id)
-    review_ids = [task_ids[rid] for rid in review.column("record_id").to_pylist() if rid in task_ids]
+    review_ids = sorted(task_ids[rid] for rid in doubtful if rid in task_ids)
     client.ensure_view(project_id, REVIEW_VIEW, review_ids)
-    scorecards = build_scorecards(annotations, aggregated, gold).to_pylist()
+    scorecards = build_scorecards(this_round, aggregate_dawid_skene(this_round, gold=gold), gold).to_pylist()
     if scorecards:
         create_table_artifact(
             key="annotator-scorecards", table=scorecards, description="accuracy on gold, agreement with consensus"
         )
     return {
-        "annotations": annotations.num_rows,
-        "labeled_records": aggregated.num_rows,
-        "agreement": compute_agreement(annotations),
-        "pairwise": compute_pairwise_agreement(annotations).to_pylist(),
+        "annotations": this_round.num_rows,
+        "labeled_records": aggregate_majority(this_round).num_rows,
+        "agreement": compute_agreement(this_round),
+        "pairwise": compute_pairwise_agreement(this_round).to_pylist(),
         "review": len(review_ids),
         "scorecards": scorecards,
     }
