@@ -1,4 +1,4 @@
-"""The curate stage: decode and size-check images, drop exact and near duplicates, drop empty and duplicate pages."""
+"""The curate stage: check images and pages, drop exact and near duplicates, identify language, check quality."""
 
 from __future__ import annotations
 
@@ -7,23 +7,41 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from PIL import Image
 from pydantic import BaseModel, Field
 
 from corpus.schema import RECORD_SCHEMA, conform
-from corpus.stages import Stage, StageOutput, split_by_reason
+from corpus.stages import Stage, StageOutput, run_stage, split_by_reason
+from corpus.store import DataRoot
 from curation.dedup import find_near_duplicates, find_nearest, hash_bytes, hash_text
-from curation.images import PILLOW_MAX_PIXELS, ImageDecodeError, compute_phash, decode_image, mime_of, orient
+from curation.images import (
+    PILLOW_MAX_PIXELS,
+    ImageDecodeError,
+    compute_phash,
+    decode_image,
+    get_information_score,
+    mime_of,
+    orient,
+)
+from curation.index import INDEX_PATH, DedupIndex, compute_fetch_keys, load_index, save_index, update_index
+from curation.minhash import cluster_bands, compute_text_bands, match_bands
+from curation.quality import QUALITY_REASONS, QualityConfig, find_text_issues
 
 # Every reason this stage can give, in the order a row is checked.
 DROP_REASONS = (
     "unknown_kind",
     "undecodable",
+    "truncated",
     "too_large",
     "too_small",
+    "extreme_aspect_ratio",
+    "low_information",
     "exact_duplicate",
     "near_duplicate",
     "empty_text",
+    *QUALITY_REASONS,
     "duplicate_page",
+    "near_duplicate_page",
 )
 
 
@@ -51,6 +69,26 @@ class CurateConfig(BaseModel):
         "images and 150 resized + JPEG re-encoded copies: copies differ by 0-4 bits, distinct images by "
         ">= 14 (1st percentile 20, median 32).",
     )
+    max_aspect_ratio: float = Field(
+        3.0,
+        ge=1.0,
+        description="Drop images whose longer side exceeds this multiple of the shorter (banners, spacers, "
+        "strips). 3 is DataComp's basic-filtering bound (Gadre et al. 2023).",
+    )
+    min_information: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="Drop near-uniform images: greyscale histogram entropy / 8 bits below this (0 = one flat "
+        "colour, 0.125 = a clean two-tone image, photos 0.8-0.95; measured in tests/curation). Below 0.1 "
+        "an image holds fewer than ~2 distinct grey levels' worth of information.",
+    )
+    text_near_duplicates: bool = Field(
+        True,
+        description="Drop pages that are MinHash near-duplicates (5-gram shingles, 14 bands x 8 rows: "
+        "datatrove's FineWeb defaults; pairs above Jaccard ~0.75 are caught) as near_duplicate_page.",
+    )
+    quality: QualityConfig = Field(default_factory=QualityConfig, description="Page language and quality rules.")
 
 
 def _stable_order(table: pa.Table) -> np.ndarray:
@@ -66,10 +104,10 @@ def _pick_representative(
     return min(members, key=lambda i: (-areas[i], urls[i] or "", rank[i]))
 
 
-def _reference_images(reference: pa.Table | None) -> tuple[dict[str, str], np.ndarray, list[str]]:
-    """From earlier kept images: content_hash -> cluster id, and the pHashes (M,) with their cluster ids."""
+def _reference_images(reference: pa.Table | None) -> tuple[dict[str, str], np.ndarray, list[str], set[str]]:
+    """From earlier kept images: content_hash -> cluster id, their pHashes (M,) with cluster ids, their fetch keys."""
     if reference is None or reference.num_rows == 0:
-        return {}, np.zeros(0, dtype=np.uint64), []
+        return {}, np.zeros(0, dtype=np.uint64), [], set()
     missing = {"record_id", "content_hash", "phash"} - set(reference.column_names)
     if missing:
         raise ValueError(f"reference table lacks columns {sorted(missing)}")
@@ -79,32 +117,120 @@ def _reference_images(reference: pa.Table | None) -> tuple[dict[str, str], np.nd
     exact = {h: c for h, c in zip(reference.column("content_hash").to_pylist(), clusters, strict=True) if h}
     phashes = reference.column("phash").to_pylist()
     valid = [k for k, h in enumerate(phashes) if h is not None]
-    return exact, np.array([phashes[k] for k in valid], dtype=np.uint64), [clusters[k] for k in valid]
+    fetches = reference.column("fetch_key").to_pylist() if "fetch_key" in reference.column_names else []
+    return exact, np.array([phashes[k] for k in valid], dtype=np.uint64), [clusters[k] for k in valid], set(fetches)
 
 
-def curate(table: pa.Table, cfg: CurateConfig | None = None, reference: pa.Table | None = None) -> StageOutput:
-    """Decode, size-check and deduplicate a raw crawl table; every input row ends in kept or dropped.
+def _merge_references(reference: pa.Table | None, index: DedupIndex | None) -> pa.Table | None:
+    """One table of earlier kept images from the `reference` argument and the index's image rows."""
+    columns = ["record_id", "content_hash", "phash", "near_dup_cluster"]
+    parts = []
+    if reference is not None:
+        _reference_images(reference)  # validates its columns
+        earlier = conform(reference.select([c for c in reference.column_names if c in RECORD_SCHEMA.names]))
+        keys = pa.array(compute_fetch_keys(earlier), pa.string())
+        parts.append(earlier.select(columns).append_column("fetch_key", keys))
+    if index is not None and index.num_rows:
+        images = index.of_kind("image").select([*columns, "fetch_key"])
+        parts = [p.cast(images.schema) for p in parts] + [images]
+    return pa.concat_tables(parts) if parts else None
+
+
+def _check_image(image: Image.Image, cfg: CurateConfig) -> str | None:
+    """The drop reason of a decoded, oriented image (size, shape, information), or None if it is usable."""
+    if min(image.size) < cfg.min_side:
+        return "too_small"
+    if max(image.size) > cfg.max_aspect_ratio * min(image.size):
+        return "extreme_aspect_ratio"
+    if get_information_score(image) < cfg.min_information:
+        return "low_information"
+    return None
+
+
+def _dedup_pages(
+    candidates: list[int],
+    texts: list[str | None],
+    record_ids: list[str],
+    fetch_keys: list[str],
+    index: DedupIndex | None,
+    reasons: list[str | None],
+    cluster: list[str | None],
+) -> int:
+    """Near-duplicate pages among `candidates` (in keep-first order) and against the index; returns known hits.
+
+    Sets reasons[i] = "near_duplicate_page" and cluster[i] for every page it drops, and cluster[i] for kept
+    pages (their own record_id, or the index cluster they already belong to).
+    """
+    keys = compute_text_bands([texts[i] for i in candidates])
+    roots = cluster_bands(keys)
+    matched = np.full(len(candidates), -1, dtype=np.int64)
+    known_cluster: list[str] = []
+    known_ids: dict[str, str] = {}
+    if index is not None and index.num_rows:
+        pages = index.of_kind("text")
+        known_cluster = pages.column("near_dup_cluster").to_pylist()
+        known_ids = dict(zip(pages.column("fetch_key").to_pylist(), known_cluster, strict=True))
+        matched = match_bands(keys, index.band_matrix(pages))
+    # Per cluster (root = its first member in keep-first order): the earlier cluster it joins, if any.
+    joins: dict[int, str] = {}
+    for k, i in enumerate(candidates):
+        earlier = known_ids.get(fetch_keys[i]) or (known_cluster[matched[k]] if matched[k] >= 0 else None)
+        if earlier is not None:
+            joins.setdefault(int(roots[k]), earlier)
+    known = 0
+    for k, i in enumerate(candidates):
+        root = int(roots[k])
+        if fetch_keys[i] in known_ids:
+            cluster[i] = known_ids[fetch_keys[i]]  # kept before: kept again, so a rerun changes nothing
+        elif root in joins:
+            reasons[i], cluster[i] = "near_duplicate_page", joins[root]
+            known += 1
+        else:
+            cluster[i] = record_ids[candidates[root]]
+            if root != k:
+                reasons[i] = "near_duplicate_page"
+    return known
+
+
+def curate(
+    table: pa.Table,
+    cfg: CurateConfig | None = None,
+    reference: pa.Table | None = None,
+    *,
+    index: DedupIndex | None = None,
+) -> StageOutput:
+    """Check and deduplicate a raw crawl table; every input row ends in kept or dropped, with its reason.
+
+    Images: undecodable, truncated, too_large (pixel limit, before decoding), too_small,
+    extreme_aspect_ratio, low_information; then exact_duplicate (same bytes) and near_duplicate (pHash).
+    Pages: empty_text, the language/quality reasons of `cfg.quality` (when enabled), duplicate_page (same
+    normalised text) and near_duplicate_page (MinHash LSH). The first copy in fetch order is kept, except
+    that a near-duplicate image cluster keeps its largest image.
 
     `reference` (optional) holds images kept by earlier runs (record_id, content_hash, phash, and
-    near_dup_cluster if present): new images equal or near to one are dropped as exact_duplicate or
-    near_duplicate with that earlier cluster's id, so a new crawl never re-adds what is already kept.
+    near_dup_cluster if present); `index` (optional) is the dedup index of everything kept so far
+    (`curation.index.load_index`). New records equal or near to one of those are dropped with that earlier
+    cluster's id, so a new crawl never re-adds what is already kept; a row already in them (same record_id,
+    url and fetched_at: the same fetch) is kept as before, so rerunning on the same input changes nothing.
 
     Fills width, height, mime, content_hash and phash for decodable images (width/height after EXIF
-    orientation), content_hash for pages, and near_dup_cluster (the representative's record_id) on every
-    decodable image row; undecodable images keep a null cluster, too-small images are their own cluster.
-    Raises ValueError if `table` has columns outside the record schema.
+    orientation), content_hash and lang for pages, and near_dup_cluster (the representative's record_id) on
+    every decodable image and every deduplicated page. Raises ValueError if `table` has columns outside the
+    record schema.
     """
     cfg = cfg or CurateConfig()
     table = conform(table, RECORD_SCHEMA)
     n = table.num_rows
     kinds = table.column("kind").to_pylist()
     record_ids = table.column("record_id").to_pylist()
+    fetch_keys = compute_fetch_keys(table)
     urls = table.column("url").to_pylist()
     images = table.column("image").to_pylist()
     texts = table.column("text").to_pylist()
     width = table.column("width").to_pylist()
     height = table.column("height").to_pylist()
     mime = table.column("mime").to_pylist()
+    lang = table.column("lang").to_pylist()
     content_hash = table.column("content_hash").to_pylist()
     phash = table.column("phash").to_pylist()
     cluster: list[str | None] = table.column("near_dup_cluster").to_pylist()
@@ -114,7 +240,7 @@ def curate(table: pa.Table, cfg: CurateConfig | None = None, reference: pa.Table
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
 
-    # Images: decode and measure.
+    # Images: decode, measure and check.
     for i in range(n):
         if kinds[i] not in ("image", "text"):
             reasons[i] = "unknown_kind"
@@ -132,18 +258,20 @@ def curate(table: pa.Table, cfg: CurateConfig | None = None, reference: pa.Table
         content_hash[i] = hash_bytes(images[i])
         phash[i] = int(compute_phash(oriented))
         cluster[i] = record_ids[i]
-        if min(oriented.size) < cfg.min_side:
-            reasons[i] = "too_small"
+        reasons[i] = _check_image(oriented, cfg)
 
     # Duplicates of images kept by earlier runs.
-    known_exact, known_phash, known_cluster = _reference_images(reference)
+    known_exact, known_phash, known_cluster, known_ids = _reference_images(_merge_references(reference, index))
     known = 0
     for i in order:
-        if kinds[i] == "image" and reasons[i] is None and content_hash[i] in known_exact:
+        fresh_image = kinds[i] == "image" and reasons[i] is None and fetch_keys[i] not in known_ids
+        if fresh_image and content_hash[i] in known_exact:
             reasons[i], cluster[i] = "exact_duplicate", known_exact[content_hash[i]]
             known += 1
-    fresh = [i for i in order if kinds[i] == "image" and reasons[i] is None]
-    nearest, distance = find_nearest(np.array([phash[i] for i in fresh], dtype=np.uint64), known_phash)
+    fresh = [i for i in order if kinds[i] == "image" and reasons[i] is None and fetch_keys[i] not in known_ids]
+    nearest, distance = find_nearest(
+        np.array([phash[i] for i in fresh], dtype=np.uint64), known_phash, cfg.phash_max_distance
+    )
     for k in np.flatnonzero(distance <= cfg.phash_max_distance):
         reasons[fresh[k]], cluster[fresh[k]] = "near_duplicate", known_cluster[nearest[k]]
         known += 1
@@ -166,7 +294,8 @@ def curate(table: pa.Table, cfg: CurateConfig | None = None, reference: pa.Table
     for k, label in enumerate(labels.tolist()):
         groups.setdefault(label, []).append(candidates[k])
     for members in groups.values():
-        representative = _pick_representative(members, areas, urls, rank)
+        in_index = [i for i in members if fetch_keys[i] in known_ids]
+        representative = in_index[0] if in_index else _pick_representative(members, areas, urls, rank)
         for i in members:
             cluster[i] = record_ids[representative]
             if i != representative:
@@ -174,23 +303,47 @@ def curate(table: pa.Table, cfg: CurateConfig | None = None, reference: pa.Table
     for duplicate, original in copy_of.items():
         cluster[duplicate] = cluster[original]
 
-    # Pages: empty text, then exact duplicates of the normalised text.
-    first_page: dict[str, int] = {}
-    for i in order:
-        if kinds[i] != "text":
-            continue
+    # Pages: empty text, language and quality, then exact and near duplicates.
+    pages = [i for i in order if kinds[i] == "text"]
+    for i in pages:
         if texts[i] is None or not texts[i].strip():
             reasons[i] = "empty_text"
-            continue
+    readable = [i for i in pages if reasons[i] is None]
+    quality_reasons, languages = find_text_issues([texts[i] for i in readable], cfg.quality)
+    for i, reason, code in zip(readable, quality_reasons, languages, strict=True):
+        reasons[i] = reason
+        lang[i] = lang[i] or code
+    page_index = index.of_kind("text") if index is not None and index.num_rows else None
+    known_pages: dict[str, str] = {}
+    page_ids: set[str] = set()
+    if page_index is not None:
+        page_clusters = page_index.column("near_dup_cluster").to_pylist()
+        known_pages = dict(zip(page_index.column("content_hash").to_pylist(), page_clusters, strict=True))
+        page_ids = set(page_index.column("fetch_key").to_pylist())
+    first_page: dict[str, int] = {}
+    page_copy_of: dict[int, int] = {}
+    for i in readable:
         content_hash[i] = hash_text(texts[i])
-        if first_page.setdefault(content_hash[i], i) != i:
+        if reasons[i] is not None:
+            continue
+        if fetch_keys[i] not in page_ids and content_hash[i] in known_pages:
+            reasons[i], cluster[i] = "duplicate_page", known_pages[content_hash[i]]
+            known += 1
+        elif first_page.setdefault(content_hash[i], i) != i:
             reasons[i] = "duplicate_page"
+            page_copy_of[i] = first_page[content_hash[i]]
+    unique_pages = [i for i in readable if reasons[i] is None]
+    if cfg.text_near_duplicates and unique_pages:
+        known += _dedup_pages(unique_pages, texts, record_ids, fetch_keys, index, reasons, cluster)
+    for duplicate, original in page_copy_of.items():
+        cluster[duplicate] = cluster[original]
 
     updated = table
     for name, values in (
         ("width", width),
         ("height", height),
         ("mime", mime),
+        ("lang", lang),
         ("content_hash", content_hash),
         ("phash", phash),
         ("near_dup_cluster", cluster),
@@ -204,10 +357,15 @@ def curate(table: pa.Table, cfg: CurateConfig | None = None, reference: pa.Table
         "exact_duplicates": reasons.count("exact_duplicate"),
         "near_duplicates": reasons.count("near_duplicate"),
         "duplicate_pages": reasons.count("duplicate_page"),
+        "near_duplicate_pages": reasons.count("near_duplicate_page"),
         "empty_text": reasons.count("empty_text"),
         "undecodable": reasons.count("undecodable"),
+        "truncated": reasons.count("truncated"),
         "too_large": reasons.count("too_large"),
         "too_small": reasons.count("too_small"),
+        "extreme_aspect_ratio": reasons.count("extreme_aspect_ratio"),
+        "low_information": reasons.count("low_information"),
+        "low_quality_pages": sum(reasons.count(r) for r in QUALITY_REASONS),
         "unknown_kind": reasons.count("unknown_kind"),
         "known_duplicates": known,
         "images_kept": kept_kinds.count("image"),
@@ -216,4 +374,31 @@ def curate(table: pa.Table, cfg: CurateConfig | None = None, reference: pa.Table
     return StageOutput(kept=kept, dropped=dropped, counters=counters)
 
 
-CURATE = Stage(name="curate", version="1", apply=curate)
+CURATE = Stage(name="curate", version="2", apply=curate)
+
+
+def run_incremental_curate(
+    root: DataRoot, cfg: CurateConfig | None, inputs: list[str], index_path: str = INDEX_PATH
+) -> dict:
+    """Curate `inputs` against the dedup index under `root`, write the outputs, then add the kept rows to it.
+
+    What a pipeline calls instead of `run_stage(root, CURATE, cfg, inputs)` so that each crawl is
+    deduplicated against everything kept before, without rereading earlier crawls: the index (a few hundred
+    bytes per kept record) is the only history read. The run key covers the index's content, so a changed
+    index means a new run; rerunning the same inputs keeps the same records and leaves the index unchanged.
+    Returns the run_stage report, with `index_rows` added. Not safe for two writers at once (last write wins).
+    """
+    cfg = cfg or CurateConfig()
+    index = load_index(root, index_path)
+    digest = hash_bytes("".join(index.table.column("fetch_key").to_pylist()).encode())[:12]
+    stage = Stage(
+        name=CURATE.name,
+        version=f"{CURATE.version}+index-{digest}",
+        apply=lambda table, config: curate(table, config, index=index),
+    )
+    report = run_stage(root, stage, cfg, inputs)
+    updated = update_index(index, root.read_table(f"{report['output']}/kept"))
+    if updated.num_rows != index.num_rows:
+        save_index(root, updated, index_path)
+    report["index_rows"] = updated.num_rows
+    return report

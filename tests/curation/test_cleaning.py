@@ -23,7 +23,7 @@ def test_curate_drops_each_planted_defect_with_its_reason(raw_table):
     assert by_url(out.dropped, "drop_reason") == {
         U + "near_a.jpg": "near_duplicate",
         U + "b_copy.png": "exact_duplicate",
-        U + "truncated.jpg": "undecodable",
+        U + "truncated.jpg": "truncated",
         U + "junk.png": "undecodable",
         U + "tiny.png": "too_small",
         P + "p1-copy": "duplicate_page",
@@ -36,10 +36,15 @@ def test_curate_drops_each_planted_defect_with_its_reason(raw_table):
         "exact_duplicates": 1,
         "near_duplicates": 1,
         "duplicate_pages": 1,
+        "near_duplicate_pages": 0,
         "empty_text": 2,
-        "undecodable": 2,
+        "undecodable": 1,
+        "truncated": 1,
         "too_large": 0,
         "too_small": 1,
+        "extreme_aspect_ratio": 0,
+        "low_information": 0,
+        "low_quality_pages": 0,
         "unknown_kind": 0,
         "known_duplicates": 0,
         "images_kept": 3,
@@ -106,7 +111,7 @@ def test_unknown_columns_are_refused_not_dropped(raw_table):
 
 
 def test_stage_is_named_and_versioned():
-    assert (CURATE.name, CURATE.version, CURATE.apply) == ("curate", "1", curate)
+    assert (CURATE.name, CURATE.version, CURATE.apply) == ("curate", "2", curate)
 
 
 def test_empty_input_gives_empty_outputs():

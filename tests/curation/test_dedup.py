@@ -7,7 +7,13 @@ import pytest
 from conftest import encode, smooth_image
 from PIL import Image
 
-from curation.dedup import find_near_duplicates, find_nearest, hamming_distance_matrix, normalize_text
+from curation.dedup import (
+    find_near_duplicates,
+    find_nearest,
+    find_pairs_within,
+    hamming_distance_matrix,
+    normalize_text,
+)
 from curation.images import compute_phash, decode_image
 
 
@@ -59,3 +65,20 @@ def test_find_nearest_returns_index_and_distance_to_the_reference():
     assert index.tolist() == [1, 1] and distance.tolist() == [1, 2]
     index, distance = find_nearest(np.array([5], dtype=np.uint64), np.zeros(0, dtype=np.uint64))
     assert index.tolist() == [-1] and distance.tolist() == [65]
+
+
+def test_multi_index_search_finds_exactly_the_pairs_brute_force_finds():
+    rng = np.random.default_rng(0)
+    hashes = rng.integers(0, 2**63, 3000, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, 3000, dtype=np.uint64)
+    flips = np.zeros(300, dtype=np.uint64)
+    for _ in range(10):
+        flips |= np.uint64(1) << rng.integers(0, 64, 300).astype(np.uint64)
+    hashes = np.concatenate([hashes, hashes[:300] ^ flips])  # planted: <= 10 bits from an original
+    for radius in (0, 4, 10, 20):
+        i, j = np.nonzero(hamming_distance_matrix(hashes) <= radius)
+        truth = {(a, b) for a, b in zip(i.tolist(), j.tolist(), strict=True) if a < b}
+        assert {tuple(p) for p in find_pairs_within(hashes, radius).tolist()} == truth
+    assert len({tuple(p) for p in find_pairs_within(hashes, 10).tolist()}) >= 300
+    reference = hashes[:50]
+    pairs = find_pairs_within(hashes[3000:3010], 10, reference)
+    assert sorted(pairs[:, 0].tolist()) == list(range(10)) and (pairs[:, 1] == pairs[:, 0]).all()

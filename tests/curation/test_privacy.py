@@ -99,7 +99,7 @@ def test_scrub_removes_all_planted_pii_and_counts_it(scrub_table):
     assert dict(counts["http://127.0.0.1/contact"]) == {"email": 2, "phone": 3, "credit_card": 2}
     assert dict(counts[U + "gps.jpg"]) == {"email": 1, "phone": 1}
     assert counts["http://127.0.0.1/about"] == []
-    assert set(by_url(out.kept, "scrub_version").values()) == {"1"}
+    assert set(by_url(out.kept, "scrub_version").values()) == {"2"}
     assert out.counters["pii_email"] == 3
     assert out.counters["pii_phone"] == 4
     assert out.counters["pii_credit_card"] == 2
@@ -154,7 +154,7 @@ def test_nothing_is_dropped_from_clean_input():
 
 
 def test_stage_is_named_and_versioned():
-    assert (SCRUB.name, SCRUB.version, SCRUB.apply) == ("scrub", "1", scrub)
+    assert (SCRUB.name, SCRUB.version, SCRUB.apply) == ("scrub", "2", scrub)
 
 
 def test_empty_input_gives_empty_outputs():
@@ -181,3 +181,13 @@ def test_png_text_chunks_are_dropped_and_cmyk_jpeg_becomes_rgb():
     cleaned = Image.open(io.BytesIO(by_url(out.kept, "image")[U + "text.png"]))
     assert "Author" not in cleaned.info and b"Planted" not in by_url(out.kept, "image")[U + "text.png"]
     assert Image.open(io.BytesIO(by_url(out.kept, "image")[U + "cmyk.jpg"])).mode == "RGB"
+
+
+def test_text_around_an_image_is_scrubbed_like_its_caption():
+    row = image_row(encode(smooth_image(1)), "http://127.0.0.1/img/ctx.jpg", 0, caption="plain")
+    row["context_text"] = "Write to lena.berg@example.net or call +1 415-555-0132 about this picture."
+    out = scrub(build_table([row]), ScrubConfig())
+    (context,) = out.kept.column("context_text").to_pylist()
+    assert "lena.berg@example.net" not in context and "415-555-0132" not in context
+    assert "[EMAIL]" in context and "[PHONE]" in context
+    assert out.counters["pii_email"] == 1 and out.counters["pii_phone"] == 1

@@ -1,0 +1,117 @@
+"""MinHash LSH finds planted near-duplicate pages (also in CJK), keeps distinct pages apart, and says why."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import build_table, by_url, text_row
+
+from curation.cleaning import CurateConfig, curate
+from curation.minhash import (
+    BANDS,
+    ROWS,
+    cluster_bands,
+    compute_bands,
+    compute_signatures,
+    compute_text_bands,
+    hash_shingles,
+    match_bands,
+    tokenize,
+    union,
+)
+
+P = "http://127.0.0.1/"
+
+
+def article(seed: int, words: int = 120) -> str:
+    """A distinct page: random words from a 2,000-word vocabulary, in sentences."""
+    rng = np.random.default_rng(seed)
+    tokens = [f"w{int(k)}" for k in rng.integers(0, 2000, words)]
+    return " ".join(" ".join(tokens[i : i + 12]).capitalize() + "." for i in range(0, words, 12))
+
+
+def edit(text: str, seed: int, changes: int) -> str:
+    """`text` with `changes` words replaced: each changes up to 5 of the 5-gram shingles."""
+    rng = np.random.default_rng(seed)
+    words = text.split()
+    for k in rng.choice(len(words), changes, replace=False):
+        words[k] = "edited"
+    return " ".join(words)
+
+
+def test_tokens_are_words_or_characters_where_a_script_has_no_spaces():
+    assert tokenize("Ｈｅｌｌｏ,  WORLD! it's") == ["hello", "world", "it", "s"]
+    assert tokenize("猫が好きです cats") == ["猫", "が", "好", "き", "で", "す", "cats"]
+
+
+def test_shingle_hashes_ignore_case_punctuation_and_spacing_and_count_shingles():
+    texts = ["One two three four five six", "ONE, two -- three four five   six!", "", None, "a b"]
+    hashes, offsets = hash_shingles(texts)
+    assert offsets.tolist() == [0, 2, 4, 4, 4, 5]  # 6 tokens -> 2 five-grams; short text -> 1 shingle; empty -> 0
+    assert hashes[0:2].tolist() == hashes[2:4].tolist()
+    assert hashes[0] != hashes[1]
+
+
+def test_signatures_estimate_jaccard():
+    base = article(1, 400)
+    near, far = edit(base, 2, 8), article(3, 400)
+    hashes, offsets = hash_shingles([base, near, far])
+    sig = compute_signatures(hashes, offsets)
+    assert sig.shape == (3, BANDS * ROWS)
+    sets = [set(hashes[offsets[k] : offsets[k + 1]].tolist()) for k in range(3)]
+    true_near = len(sets[0] & sets[1]) / len(sets[0] | sets[1])
+    assert abs((sig[0] == sig[1]).mean() - true_near) < 0.12
+    assert (sig[0] == sig[2]).mean() < 0.05
+
+
+def test_lsh_clusters_planted_near_duplicates_and_nothing_else():
+    originals = [article(seed) for seed in range(200)]
+    copies = [edit(originals[k], 1000 + k, 2) for k in range(0, 200, 4)]
+    roots = cluster_bands(compute_text_bands(originals + copies))
+    assert roots[:200].tolist() == list(range(200))  # no two distinct pages merged
+    found = sum(roots[200 + j] == k for j, k in enumerate(range(0, 200, 4)))
+    # 2 edits in 120 words leave Jaccard >= 106/126 = 0.84; LSH catches such a pair with p = 1 - (1 - 0.84^8)^14 = 0.98.
+    assert found >= 46
+
+
+def test_empty_signatures_never_match_and_band_width_is_checked():
+    keys = compute_text_bands(["", None, article(5)])
+    assert (keys[:2] == 0).all()
+    assert cluster_bands(keys).tolist() == [0, 1, 2]
+    assert match_bands(keys[:2], keys).tolist() == [-1, -1]
+    with pytest.raises(ValueError, match="bands x rows"):
+        compute_bands(np.zeros((1, 10), dtype=np.uint64))
+
+
+def test_union_is_transitive_with_smallest_root():
+    parent = np.arange(6, dtype=np.int64)
+    union(parent, np.array([5, 3, 4]), np.array([3, 4, 1]))
+    union(parent, np.array([2]), np.array([0]))
+    assert parent.tolist() == [0, 1, 0, 1, 1, 1]
+
+
+def test_curate_drops_near_duplicate_pages_with_their_reason_and_cluster():
+    a, b = article(11), article(12)
+    cjk = "".join(np.random.default_rng(3).choice(list("猫犬鳥魚花草木山川空海雲雨雪風火水金土日月星"), 300))
+    rows = [
+        text_row(a, P + "a", 0),
+        text_row(edit(a, 1, 3), P + "a-edited", 1),
+        text_row(a.upper(), P + "a-shouting", 2),  # same normalised text: exact duplicate
+        text_row(b, P + "b", 3),
+        text_row(cjk, P + "cjk", 4),
+        text_row(cjk[:150] + "鳥" + cjk[151:], P + "cjk-edited", 5),
+    ]
+    out = curate(build_table(rows), CurateConfig())
+    assert by_url(out.dropped, "drop_reason") == {
+        P + "a-edited": "near_duplicate_page",
+        P + "a-shouting": "duplicate_page",
+        P + "cjk-edited": "near_duplicate_page",
+    }
+    ids = by_url(out.kept, "record_id")
+    clusters = {**by_url(out.kept, "near_dup_cluster"), **by_url(out.dropped, "near_dup_cluster")}
+    assert clusters[P + "a-edited"] == clusters[P + "a-shouting"] == clusters[P + "a"] == ids[P + "a"]
+    assert clusters[P + "cjk-edited"] == ids[P + "cjk"] and clusters[P + "b"] == ids[P + "b"]
+    assert out.counters["near_duplicate_pages"] == 2 and out.counters["duplicate_pages"] == 1
+
+    off = curate(build_table(rows), CurateConfig(text_near_duplicates=False))
+    assert "near_duplicate_page" not in by_url(off.dropped, "drop_reason").values()
