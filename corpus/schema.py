@@ -31,6 +31,7 @@ _FIELDS: list[pa.Field] = [
     pa.field("lang", pa.string()),
     pa.field("alt_text", pa.string()),
     pa.field("caption", pa.string()),
+    pa.field("context_text", pa.string()),  # page text around an image (paragraphs beside its figure)
     # curation
     pa.field("content_hash", pa.string()),
     pa.field("phash", pa.uint64()),

@@ -36,3 +36,4 @@ class ImageItem:
     fetched_at: datetime
     etag: str | None = None
     last_modified: str | None = None
+    context_text: str | None = None

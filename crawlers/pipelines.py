@@ -42,6 +42,7 @@ def item_to_record(item: PageItem | ImageItem, *, source: str, crawl_run: str) -
             "mime": sniff_mime(item.body),
             "alt_text": item.alt_text,
             "caption": item.caption,
+            "context_text": item.context_text,
             **common,
         }
     raise TypeError(f"not a crawler item: {type(item).__name__}")

@@ -20,6 +20,7 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import CloseSpider
 from scrapy.http import HtmlResponse, Response, TextResponse
+from scrapy.selector import Selector
 from scrapy.utils.gz import gunzip
 from scrapy.utils.sitemap import Sitemap
 from twisted.python.failure import Failure
@@ -38,6 +39,20 @@ RESPONSES_PER_PAGE = 50
 # Log the first few occurrences of each skip reason at INFO, the rest at DEBUG: a trap yields thousands.
 _LOUD_NOTES = 5
 _FEED_TYPES = ("application/rss+xml", "application/atom+xml")
+
+
+# Enough words to say what an image is about (a paragraph or two) without copying the page per image.
+CONTEXT_CHARS = 400
+
+
+def surrounding_text(node: Selector) -> str | None:
+    """The page text beside an image: the paragraph before and after its figure (or the image itself)."""
+    anchor = node.xpath("ancestor::figure[1]") or node.xpath("ancestor::picture[1]") or [node]
+    anchor = anchor[0]
+    before = " ".join(anchor.xpath("preceding-sibling::p[1]//text()").getall())
+    after = " ".join(anchor.xpath("following-sibling::p[1]//text()").getall())
+    text = _clean(f"{before} {after}")
+    return text[:CONTEXT_CHARS] if text else None
 
 
 def parse_srcset(srcset: str) -> list[str]:
@@ -229,7 +244,9 @@ class SiteSpider(scrapy.Spider):
             meta={"download_maxsize": self.page_maxsize, "handle_httpstatus_list": [304]},
         )
 
-    def image_request(self, url: str, page_url: str, alt: str | None, caption: str | None) -> scrapy.Request | None:
+    def image_request(
+        self, url: str, page_url: str, alt: str | None, caption: str | None, context: str | None = None
+    ) -> scrapy.Request | None:
         canonical = self._canonical(url)
         if canonical is None:
             return None
@@ -239,7 +256,7 @@ class SiteSpider(scrapy.Spider):
             callback=self.parse_image,
             errback=self.on_error,
             headers=prior.conditional_headers() if prior else None,
-            cb_kwargs={"page_url": page_url, "alt_text": alt, "caption": caption},
+            cb_kwargs={"page_url": page_url, "alt_text": alt, "caption": caption, "context_text": context},
             meta={"download_maxsize": self.image_maxsize, "handle_httpstatus_list": [304]},
         )
 
@@ -314,7 +331,10 @@ class SiteSpider(scrapy.Spider):
                 fetched_at,
                 *self._validators(response),
                 links=[r.url for r in links],
-                images=[[r.url, r.cb_kwargs["alt_text"], r.cb_kwargs["caption"]] for r in images],
+                images=[
+                    [r.url, r.cb_kwargs["alt_text"], r.cb_kwargs["caption"], r.cb_kwargs["context_text"]]
+                    for r in images
+                ],
             )
         for request in images:
             yield request
@@ -330,8 +350,8 @@ class SiteSpider(scrapy.Spider):
         if prior is None:
             self.note("skipped/304_without_state", response.url)
             return
-        for url, alt, caption in prior.images if self.fetch_images else []:
-            request = self.image_request(str(url), response.url, alt, caption)
+        for url, alt, caption, *context in prior.images if self.fetch_images else []:
+            request = self.image_request(str(url), response.url, alt, caption, context[0] if context else None)
             if request is not None:
                 yield request
         if self.pages_parsed < self.max_pages:
@@ -373,30 +393,31 @@ class SiteSpider(scrapy.Spider):
         return requests
 
     def _images(self, response: TextResponse) -> list[scrapy.Request]:
-        found: list[tuple[str, str | None, str | None]] = []
+        found: list[tuple[str, str | None, str | None, str | None]] = []
         for node in response.css("img, picture source"):
             if node.root.tag == "img":
                 alt = _clean(node.attrib.get("alt"))
             else:
                 alt = _clean(node.xpath("ancestor::picture[1]//img/@alt").get())
             caption = _clean(" ".join(node.xpath("ancestor::figure[1]/figcaption//text()").getall()))
+            context = surrounding_text(node)
             urls = [node.attrib["src"]] if node.attrib.get("src") else []
             urls += parse_srcset(node.attrib.get("srcset", ""))
-            found += [(url, alt, caption) for url in urls]
+            found += [(url, alt, caption, context) for url in urls]
         # Open Graph / Twitter card images: the picture a page chose to represent itself
         og_alt = _clean(response.css('meta[property="og:image:alt"]::attr(content)').get())
         for prop in ("og:image", "og:image:url", "og:image:secure_url", "twitter:image"):
             for url in response.css(f'meta[property="{prop}"]::attr(content), meta[name="{prop}"]::attr(content)'):
-                found.append((url.get(), og_alt, None))
+                found.append((url.get(), og_alt, None, None))
         requests = []
-        for url, alt, caption in found:
+        for url, alt, caption, context in found:
             url = url.strip()
             if not url or url.startswith("data:"):
                 continue
             absolute = response.urljoin(url)
             if urlsplit(absolute).scheme not in ("http", "https"):
                 continue
-            request = self.image_request(absolute, response.url, alt, caption)
+            request = self.image_request(absolute, response.url, alt, caption, context)
             if request is not None:
                 requests.append(request)
         return requests
@@ -446,7 +467,12 @@ class SiteSpider(scrapy.Spider):
                 yield request
 
     def parse_image(
-        self, response: Response, page_url: str, alt_text: str | None, caption: str | None
+        self,
+        response: Response,
+        page_url: str,
+        alt_text: str | None,
+        caption: str | None,
+        context_text: str | None = None,
     ) -> Iterator[ImageItem]:
         self._account(response)
         if response.status == 304:
@@ -458,6 +484,15 @@ class SiteSpider(scrapy.Spider):
             self.note("skipped/not_an_image", response.url, f"Content-Type {content_type}, bytes are no known image")
             return
         if self._changed(response, "image"):
+            etag, last_modified = self._validators(response)
             yield ImageItem(
-                response.url, page_url, response.body, alt_text, caption, datetime.now(UTC), *self._validators(response)
+                response.url,
+                page_url,
+                response.body,
+                alt_text,
+                caption,
+                datetime.now(UTC),
+                etag,
+                last_modified,
+                context_text=context_text,
             )

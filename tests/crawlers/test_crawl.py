@@ -100,6 +100,19 @@ def test_raw_crawl_keeps_pii_and_captions(site, crawled):
     assert all(captions[p][0] and captions[p][1] for p in near)
 
 
+def test_images_carry_the_text_around_them(crawled):
+    _, table, _ = crawled
+    rows = table.to_pylist()
+    page_text = {r["url"]: r["text"] for r in rows if r["kind"] == "text"}
+    images = [r for r in rows if r["kind"] == "image" and r["page_url"] in page_text]
+    with_context = [r for r in images if r["context_text"]]
+    assert len(with_context) >= 0.9 * len(images)
+    for row in with_context:
+        # the words come from the page the image was found on, bounded in length
+        assert row["context_text"].split()[0] in page_text[row["page_url"]]
+        assert len(row["context_text"]) <= 400
+
+
 def test_broken_images_are_kept_for_curation(site, crawled):
     site_dir, truth, _ = site
     _, table, _ = crawled
