@@ -112,16 +112,30 @@ def find_pairs_within(hashes: np.ndarray, max_distance: int, reference: np.ndarr
     return np.unique(pairs, axis=0)
 
 
-def find_near_duplicates(hashes: np.ndarray, max_distance: int) -> np.ndarray:
+def find_near_duplicates(
+    hashes: np.ndarray,
+    max_distance: int,
+    *,
+    signatures: np.ndarray | None = None,
+    max_signature_distance: float | None = None,
+) -> np.ndarray:
     """Cluster labels (N,) int64 for uint64 perceptual hashes (N,): equal label = near-duplicates.
 
     Two hashes are linked when their Hamming distance is <= `max_distance` (found by multi-index hashing,
     `find_pairs_within`); clusters are the connected components of that graph (single linkage, as
     union-find gives), so a chain A~B~C joins A and C even when A and C are further apart.
+    With `signatures` (N, D) (images.compute_signature), a pHash candidate pair is linked only when the
+    mean absolute difference of its signatures is also <= `max_signature_distance`: the check that keeps
+    distinct fine textures, which pHash cannot tell apart, from being merged.
     Labels are 0..K-1 in order of first appearance.
     """
     hashes = _as_hashes(hashes)
     pairs = find_pairs_within(hashes, max_distance)
+    if signatures is not None and len(pairs):
+        if max_signature_distance is None:
+            raise ValueError("signatures need max_signature_distance")
+        gaps = np.abs(signatures[pairs[:, 0]] - signatures[pairs[:, 1]]).mean(axis=1)
+        pairs = pairs[gaps <= max_signature_distance]
     parent = np.arange(hashes.shape[0], dtype=np.int64)
     union(parent, pairs[:, 0], pairs[:, 1])
     # Roots are the smallest member index, so renumbering roots by value numbers clusters by first appearance.

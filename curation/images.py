@@ -107,6 +107,21 @@ def compute_phash(image: Image.Image) -> np.uint64:
     return _pack_phash(_phash_thumbnail(image)[None])[0]
 
 
+SIGNATURE_SIZE = 32
+
+
+def compute_signature(image: Image.Image) -> np.ndarray:
+    """A (3072,) float32 layout signature: the 32x32 RGB box thumbnail in [0, 1], each channel's mean removed.
+
+    pHash keeps only the lowest 8x8 DCT frequencies, so fine textures (checks, stripes, foliage) of one
+    colour scheme collapse onto nearly the same hash; at 32x32 their layouts still differ, while resized
+    and re-encoded copies do not. Removing the channel means makes it blind to a uniform brightness shift.
+    """
+    rgb = image.convert("RGB").resize((SIGNATURE_SIZE, SIGNATURE_SIZE), Image.Resampling.BOX)
+    pixels = np.asarray(rgb, dtype=np.float32) / 255.0
+    return (pixels - pixels.mean(axis=(0, 1))).ravel()
+
+
 def compute_phashes(images: Sequence[bytes | None], workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """pHashes (N,) uint64 of encoded images, and a mask (N,) bool of those that decoded.
 

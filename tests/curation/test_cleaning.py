@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
 from conftest import build_table, by_url, encode, image_row, smooth_image
+from PIL import Image
 
 from corpus.schema import empty
 from curation.cleaning import CURATE, DROP_REASONS, CurateConfig, curate
-from curation.images import ImageDecodeError, decode_image
+from curation.images import ImageDecodeError, compute_phash, decode_image
 
 U = "http://127.0.0.1/img/"
 P = "http://127.0.0.1/"
@@ -111,7 +113,7 @@ def test_unknown_columns_are_refused_not_dropped(raw_table):
 
 
 def test_stage_is_named_and_versioned():
-    assert (CURATE.name, CURATE.version, CURATE.apply) == ("curate", "2", curate)
+    assert (CURATE.name, CURATE.version, CURATE.apply) == ("curate", "3", curate)
 
 
 def test_empty_input_gives_empty_outputs():
@@ -140,3 +142,25 @@ def test_images_already_kept_by_an_earlier_run_are_dropped_with_the_earlier_clus
     assert out.counters["known_duplicates"] == 2
     with pytest.raises(ValueError, match="reference table lacks"):
         curate(build_table(rows), CurateConfig(), reference=first.kept.select(["record_id"]))
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_distinct_fine_textures_are_not_merged_but_their_copies_are():
+    # Three distinct "checks" pictures from the sample site whose pHashes lie 2-6 bits apart (pHash keeps only
+    # the lowest frequencies), and a "stripes" picture with its planted resized, re-encoded copy (6 bits).
+    names = ["checks_a", "checks_b", "checks_c", "stripes", "stripes_near"]
+    rows = [
+        image_row((DATA / f"{name}.jpg").read_bytes(), f"http://127.0.0.1/img/{name}.jpg", k)
+        for k, name in enumerate(names)
+    ]
+    hashes = [int(compute_phash(Image.open(DATA / f"{name}.jpg"))) for name in names[:3]]
+    assert max(bin(a ^ b).count("1") for a in hashes for b in hashes) <= 10  # they do fool pHash
+    out = curate(build_table(rows), CurateConfig())
+    assert out.counters["near_duplicates"] == 1
+    assert out.dropped.column("drop_reason").to_pylist() == ["near_duplicate"]
+    kept = set(out.kept.column("url").to_pylist())
+    assert {f"http://127.0.0.1/img/{name}.jpg" for name in names[:3]} <= kept
+    clusters = by_url(build_table(out.kept.to_pylist() + out.dropped.to_pylist()), "near_dup_cluster")
+    assert clusters["http://127.0.0.1/img/stripes.jpg"] == clusters["http://127.0.0.1/img/stripes_near.jpg"]
