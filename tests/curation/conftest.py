@@ -2,64 +2,9 @@
 
 from __future__ import annotations
 
-import io
-from datetime import UTC, datetime, timedelta
-
-import numpy as np
 import pyarrow as pa
 import pytest
-from PIL import Image
-
-from corpus.schema import RECORD_SCHEMA, conform, make_record_id
-
-T0 = datetime(2026, 11, 1, tzinfo=UTC)
-
-
-def smooth_image(seed: int, size: tuple[int, int] = (256, 192)) -> Image.Image:
-    """A distinct photo-like image: low-frequency random colour field plus mild noise."""
-    rng = np.random.default_rng(seed)
-    coarse = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize(size, Image.BICUBIC)
-    noisy = np.asarray(coarse).astype(np.int16) + rng.integers(-20, 20, (size[1], size[0], 3))
-    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
-
-
-def encode(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **kwargs)
-    return buffer.getvalue()
-
-
-def image_row(data: bytes, url: str, minute: int, alt_text: str | None = None, caption: str | None = None) -> dict:
-    return {
-        "record_id": make_record_id(data),
-        "kind": "image",
-        "url": url,
-        "page_url": "http://127.0.0.1/page",
-        "fetched_at": T0 + timedelta(minutes=minute),
-        "image": data,
-        "alt_text": alt_text,
-        "caption": caption,
-    }
-
-
-def text_row(text: str | None, url: str, minute: int, title: str | None = None) -> dict:
-    return {
-        "record_id": make_record_id((url + (text or "")).encode()),
-        "kind": "text",
-        "url": url,
-        "fetched_at": T0 + timedelta(minutes=minute),
-        "text": text,
-        "title": title,
-    }
-
-
-def build_table(rows: list[dict]) -> pa.Table:
-    columns = {name: [row.get(name) for row in rows] for name in {k for row in rows for k in row}}
-    return conform(pa.table({k: pa.array(v, type=RECORD_SCHEMA.field(k).type) for k, v in columns.items()}))
-
-
-def by_url(table: pa.Table, column: str) -> dict:
-    return dict(zip(table.column("url").to_pylist(), table.column(column).to_pylist(), strict=True))
+from curation_records import build_table, encode, image_row, smooth_image, text_row
 
 
 @pytest.fixture

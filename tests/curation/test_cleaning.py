@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
-from conftest import build_table, by_url, encode, image_row, smooth_image
+from curation_records import build_table, by_url, encode, image_row, smooth_image
 from PIL import Image
 
 from corpus.schema import empty

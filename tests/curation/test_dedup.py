@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import encode, smooth_image
+from curation_records import encode, smooth_image
 from PIL import Image
 
 from curation.dedup import (

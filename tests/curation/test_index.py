@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pyarrow as pa
 import pytest
-from conftest import T0, build_table, by_url, image_row, text_row
+from curation_records import T0, build_table, by_url, image_row, text_row
 from test_text_dedup import article, edit
 
 from corpus.store import DataRoot

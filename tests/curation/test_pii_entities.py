@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import build_table, by_url, image_row, text_row
+from curation_records import build_table, by_url, image_row, text_row
 from pii_values import FOUND, NOT_PII
 from pydantic import ValidationError
 from skimage import data as skdata
@@ -76,7 +76,7 @@ def test_report_config_never_shows_the_hash_key():
 
 
 def test_close_up_faces_can_be_dropped():
-    from conftest import encode
+    from curation_records import encode
     from PIL import Image
 
     face = Image.fromarray(skdata.astronaut()).crop((150, 40, 300, 190))  # the face fills most of the frame

@@ -6,7 +6,7 @@ import io
 import json
 
 import pyarrow as pa
-from conftest import build_table, encode, image_row, smooth_image, text_row
+from curation_records import build_table, encode, image_row, smooth_image, text_row
 from pii_values import FOUND
 from PIL import ExifTags, Image
 from test_privacy import gps_jpeg

@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import build_table, by_url, encode, image_row, smooth_image, text_row
+from curation_records import build_table, by_url, encode, image_row, smooth_image, text_row
 from PIL import ExifTags, Image, PngImagePlugin
 from skimage import data as skdata
 

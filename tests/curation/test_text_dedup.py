@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import build_table, by_url, text_row
+from curation_records import build_table, by_url, text_row
 
 from curation.cleaning import CurateConfig, curate
 from curation.minhash import (

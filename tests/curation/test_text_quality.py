@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import build_table, by_url, encode, image_row, smooth_image, text_row
+from curation_records import build_table, by_url, encode, image_row, smooth_image, text_row
 from PIL import Image
 
 from curation.cleaning import CurateConfig, curate
