@@ -144,7 +144,7 @@ def test_images_already_kept_by_an_earlier_run_are_dropped_with_the_earlier_clus
         curate(build_table(rows), CurateConfig(), reference=first.kept.select(["record_id"]))
 
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent / "fixture_images"
 
 
 def test_distinct_fine_textures_are_not_merged_but_their_copies_are():
