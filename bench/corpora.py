@@ -8,8 +8,10 @@ import json
 import os
 import resource
 import string
+import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageEnhance
@@ -337,3 +339,21 @@ def span_scores(
             "predicted": n_pred,
         }
     return out
+
+
+def spawn_side(script: str, side: str, work: Path) -> dict | None:
+    """Run one side of a benchmark in its own process (so peak memory is its own) and return its RESULT line.
+
+    None, with the side's stderr printed, when it failed: the other side's figures still get reported.
+    """
+    proc = subprocess.run(
+        [sys.executable, script, "--side", side, "--work", str(work)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        print(f"{side} failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}", file=sys.stderr)
+        return None
+    return json.loads(line[len("RESULT ") :])

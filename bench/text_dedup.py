@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpora import emit, is_quick, make_text_corpus, pair_scores, peak_rss_mb
+from corpora import emit, is_quick, make_text_corpus, pair_scores, peak_rss_mb, spawn_side
 
 # Same parameters on every side: 5-gram word shingles, 14 bands x 8 rows (datatrove's MinhashConfig defaults).
 NGRAM, BANDS, ROWS = 5, 14, 8
@@ -158,17 +156,9 @@ def main() -> None:
         truth = prepare(work, n_docs)
         rows = {}
         for side in SIDES:
-            proc = subprocess.run(
-                [sys.executable, __file__, "--side", side, "--work", str(work)],
-                capture_output=True,
-                text=True,
-                env={**os.environ, "PYTHONWARNINGS": "ignore"},
-            )
-            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if proc.returncode != 0 or line is None:
-                print(f"{side} failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}", file=sys.stderr)
+            result = spawn_side(__file__, side, work)
+            if result is None:
                 continue
-            result = json.loads(line[len("RESULT ") :])
             result.update(pair_scores(np.load(work / f"labels-{side}.npy"), truth))
             result["docs_per_s"] = result["docs"] / result["seconds"]
             rows[side] = result
