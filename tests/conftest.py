@@ -7,6 +7,7 @@ import os
 # albumentations checks for updates over the network on import; tests have no network.
 os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +34,10 @@ class LabelStudioSession:
     server: object
 
 
-@pytest.fixture(scope="session")
-def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioSession]:
-    """One real Label Studio server per test session (a copy of a pre-migrated template: ~6-10 s)."""
+@contextlib.contextmanager
+def running_label_studio(base: Path) -> Iterator[LabelStudioSession]:
+    """A real Label Studio server (a copy of a pre-migrated template: ~6-10 s) with its own data and
+    document root under `base`, stopped on exit."""
     from labeling.server import LabelStudioError, LabelStudioServer, ensure_template, find_free_port
 
     if not (LS_VENV / "bin" / "label-studio").exists():
@@ -44,7 +46,6 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
             "into .venv-ls) before running the Label Studio tests."
         )
     template = ensure_template(LS_TEMPLATE, venv=LS_VENV, username=LS_USERNAME, password=LS_PASSWORD, token=LS_TOKEN)
-    base = tmp_path_factory.mktemp("label-studio")
     document_root = base / "root"
     document_root.mkdir()
     last_error: Exception | None = None
@@ -75,3 +76,18 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
         )
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioSession]:
+    """One real Label Studio server shared by the session's tests."""
+    with running_label_studio(tmp_path_factory.mktemp("label-studio")) as session:
+        yield session
+
+
+@pytest.fixture()
+def own_label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioSession]:
+    """A Label Studio server and data root of this test's own, when shared projects, annotations or models
+    left by other tests would change what it measures."""
+    with running_label_studio(tmp_path_factory.mktemp("own-label-studio")) as session:
+        yield session

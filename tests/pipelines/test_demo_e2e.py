@@ -22,15 +22,15 @@ GPS_IFD = 0x8825
 
 
 @pytest.fixture()
-def demo_settings(prefect_api, label_studio, monkeypatch):
+def demo_settings(prefect_api, own_label_studio, monkeypatch):
     from prefect.blocks.system import Secret
 
     # The token reaches the tasks through a Prefect Secret block; the plain setting is wrong on purpose.
-    Secret(value=label_studio.token).save("flywheel-e2e-label-studio-token", overwrite=True)
-    monkeypatch.setenv("FLYWHEEL_LABEL_STUDIO_URL", label_studio.url)
+    Secret(value=own_label_studio.token).save("flywheel-e2e-label-studio-token", overwrite=True)
+    monkeypatch.setenv("FLYWHEEL_LABEL_STUDIO_URL", own_label_studio.url)
     monkeypatch.setenv("FLYWHEEL_LABEL_STUDIO_TOKEN", "not-the-token")
     monkeypatch.setenv("FLYWHEEL_LABEL_STUDIO_TOKEN_SECRET", "flywheel-e2e-label-studio-token")
-    monkeypatch.setenv("FLYWHEEL_DATA_ROOT", str(label_studio.document_root))
+    monkeypatch.setenv("FLYWHEEL_DATA_ROOT", str(own_label_studio.document_root))
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
@@ -53,12 +53,12 @@ async def _runs_and_artifacts() -> tuple[list, list]:
         return await client.read_flow_runs(limit=200), await client.read_artifacts(limit=200)
 
 
-def test_demo_runs_the_whole_loop(prefect_api, label_studio, demo_settings, tmp_path, caplog):
+def test_demo_runs_the_whole_loop(prefect_api, own_label_studio, demo_settings, tmp_path, caplog):
     import asyncio
 
     truth = generate_site(tmp_path / "site", seed=3, images_per_class=14)
     planted = [value for values in truth["pii"].values() for value in values]
-    root = DataRoot(str(label_studio.document_root))
+    root = DataRoot(str(own_label_studio.document_root))
     with SiteServer(tmp_path / "site" / "site") as site:
         summary = demo_flow(
             DemoParams(
@@ -123,7 +123,7 @@ def test_demo_runs_the_whole_loop(prefect_api, label_studio, demo_settings, tmp_
     assert sum(t == p for t, p in scored) / len(scored) > 1.5 / len(CLASSES)  # 0.5 measured; chance is 0.25
 
     # Label Studio holds exactly what was pushed, with round 2's predictions and both rounds' annotations
-    client = LabelStudioClient(label_studio.url, label_studio.token)
+    client = LabelStudioClient(own_label_studio.url, own_label_studio.token)
     project_id = summary["label_studio"]["project_id"]
     tasks = client.list_tasks(project_id)
     pushed = round1["tasks_pushed"] + round2["tasks_pushed"]
@@ -148,8 +148,8 @@ def test_demo_runs_the_whole_loop(prefect_api, label_studio, demo_settings, tmp_
             table = root.read_table(f"releases/e2e/{version}/{split}.parquet")
             text = json.dumps([r for r in table.drop_columns(["image"]).to_pylist()], default=str)
             assert not [value for value in planted if value in text]
-    image_url = label_studio.url + tasks[0]["data"]["image"]
-    response = httpx.get(image_url, headers={"Authorization": f"Token {label_studio.token}"})
+    image_url = own_label_studio.url + tasks[0]["data"]["image"]
+    response = httpx.get(image_url, headers={"Authorization": f"Token {own_label_studio.token}"})
     assert response.status_code == 200
     assert GPS_IFD not in Image.open(io.BytesIO(response.content)).getexif()
     # the token stayed out of logs, flow run parameters and artifacts
@@ -158,7 +158,7 @@ def test_demo_runs_the_whole_loop(prefect_api, label_studio, demo_settings, tmp_
     exposed = caplog.text + json.dumps([r.parameters for r in runs], default=str)
     exposed += json.dumps([a.data for a in artifacts], default=str)
     assert any(a.key == "label-round" for a in artifacts)
-    assert label_studio.token not in exposed
+    assert own_label_studio.token not in exposed
     for table_path in root.list("media"):
         assert GPS_IFD not in Image.open(io.BytesIO(root.read_bytes(table_path))).getexif()
 
