@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import httpx
 
 from corpus.settings import Settings
 from crawlers.sample_site import generate_site
-from labeling.server import LabelStudioServer, ensure_template
+from labeling.server import LabelStudioError, LabelStudioServer, ensure_template, stop_pid_file
 
 SITE_DIR = "demo/sample-site"
 
@@ -162,19 +161,11 @@ def start_prefect_server(settings: Settings) -> str:
 
 def stop_service(state: ServiceState, timeout_s: float = 20) -> bool:
     """SIGTERM the service's process group (a graceful stop), SIGKILL if it lingers; False if it was not running."""
-    pid = state.pid()
-    if pid is None:
+    try:
+        return stop_pid_file(state.pid_file, timeout_s)
+    except LabelStudioError:  # a pid file without a process id: nothing to stop
         state.pid_file.unlink(missing_ok=True)
         return False
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and state.pid() is not None:
-        time.sleep(0.2)
-    if state.pid() is not None:
-        os.killpg(pid, signal.SIGKILL)
-    state.pid_file.unlink(missing_ok=True)
-    return True
 
 
 WORK_POOL = "flywheel-local"
