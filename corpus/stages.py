@@ -123,3 +123,19 @@ def run_stage(
     root.write_json(f"{out}/_report.json", report)
     root.write_bytes(f"{out}/_SUCCESS", run_key.encode())
     return report
+
+
+def trace_reports(root: DataRoot, output: str) -> list[dict[str, Any]]:
+    """The reports of the stage runs that made `output` (a stage folder or its kept/), newest first,
+    followed back through each run's single input; a summary of each (no configs, no paths)."""
+    reports, folder = [], output.removesuffix("/kept")
+    while root.exists(f"{folder}/_report.json"):
+        report = root.read_json(f"{folder}/_report.json")
+        reports.append(
+            {k: report.get(k) for k in ("stage", "run_key", "rows_in", "kept", "dropped_by_reason", "counters")}
+        )
+        inputs = report.get("inputs") or []
+        if len(inputs) != 1:
+            break
+        folder = inputs[0].removesuffix("/kept")
+    return reports

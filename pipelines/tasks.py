@@ -17,7 +17,7 @@ from prefect.events import emit_event
 
 from corpus.releases import ReleaseConfig, build_release
 from corpus.settings import get_settings
-from corpus.stages import Stage, run_stage
+from corpus.stages import Stage, run_stage, trace_reports
 from corpus.store import DataRoot
 from crawlers.report import report_table
 from crawlers.run import crawl
@@ -314,7 +314,7 @@ def publish_release(
     root = open_root(data_root)
     annotations = read_annotations(root)
     labeled = attach_labels(root.read_table(pool), aggregate_dawid_skene(annotations, gold=read_gold(root, gold_path)))
-    extra = {"agreement": compute_agreement(annotations), "pool": pool, "curation": stage_reports(root, pool)}
+    extra = {"agreement": compute_agreement(annotations), "pool": pool, "curation": trace_reports(root, pool)}
     manifest = build_release(root, dataset, labeled, cfg, extra=extra)
     manifest = {**manifest, "path": root.path("releases", dataset, manifest["version"])}
     if not manifest.get("unchanged"):
@@ -329,21 +329,6 @@ def publish_release(
         description=f"release {dataset} {manifest['version']}",
     )
     return manifest
-
-
-def stage_reports(root: DataRoot, pool: str) -> list[dict[str, Any]]:
-    """The reports of the stages that made `pool`, newest first, followed through each stage's inputs."""
-    reports, folder = [], pool.removesuffix("/kept")
-    while root.exists(f"{folder}/_report.json"):
-        report = root.read_json(f"{folder}/_report.json")
-        reports.append(
-            {k: report.get(k) for k in ("stage", "run_key", "rows_in", "kept", "dropped_by_reason", "counters")}
-        )
-        inputs = report.get("inputs") or []
-        if len(inputs) != 1:
-            break
-        folder = inputs[0].removesuffix("/kept")
-    return reports
 
 
 def _release_markdown(manifest: dict[str, Any]) -> str:

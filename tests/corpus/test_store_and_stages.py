@@ -7,7 +7,7 @@ import pytest
 from pydantic import BaseModel
 
 from corpus.schema import RECORD_SCHEMA, conform, make_record_id
-from corpus.stages import Stage, StageOutput, run_stage, split_by_reason
+from corpus.stages import Stage, StageOutput, run_stage, split_by_reason, trace_reports
 from corpus.store import DataRoot
 
 
@@ -99,3 +99,17 @@ def test_run_stage_refuses_a_stage_that_loses_rows(tmp_path):
     assert not root.exists("curated") or not any(
         root.exists(f"curated/{d}/_SUCCESS") for d in root.list_dirs("curated")
     )
+
+
+def test_trace_reports_follows_a_pool_back_through_its_stages(tmp_path):
+    root = DataRoot(str(tmp_path))
+    texts = ["short", "long enough", "x"]
+    root.write_table(
+        "raw/r/part-0000.parquet",
+        conform(pa.table({"record_id": ["1", "2", "3"], "kind": ["text"] * 3, "text": texts})),
+    )
+    first = run_stage(root, DROP_SHORT, _MinLength(), ["raw/r"])
+    second = run_stage(root, DROP_SHORT, _MinLength(min_chars=20), [f"{first['output']}/kept"])
+    chain = trace_reports(root, f"{second['output']}/kept")
+    assert [r["run_key"] for r in chain] == [second["run_key"], first["run_key"]]
+    assert [r["kept"] for r in chain] == [0, 1]
