@@ -30,6 +30,29 @@ class Settings(BaseSettings):
     label_studio_venv: Path = Field(Path(".venv-ls"), description="Virtualenv holding the Label Studio server.")
     site_port: int = Field(8765, description="Port of the demo's sample website on 127.0.0.1.")
     prefect_port: int = Field(4200, description="Port of the local Prefect server started by `services up`.")
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="Endpoint of an S3-compatible store for an s3:// data root (SeaweedFS, Ceph, moto); "
+        "unset means AWS itself, or whatever AWS_ENDPOINT_URL says.",
+    )
+    s3_access_key_id: str | None = Field(None, description="Access key for the s3:// data root; unset: AWS's chain.")
+    s3_secret_access_key: SecretStr | None = Field(
+        None, description="Secret key for the s3:// data root; unset: AWS's credential chain."
+    )
+    s3_region: str | None = Field(None, description="Region of the s3:// data root's bucket.")
+    dask_address: str | None = Field(
+        None,
+        description="Scheduler of an existing Dask cluster (tcp://host:8786) that sharded curation runs on; "
+        "unset: a LocalCluster of `dask_workers` processes when a flow asks for Dask.",
+    )
+    dask_workers: int = Field(
+        2, ge=1, description="Worker processes of the LocalCluster started when no address is set."
+    )
+    work_dir: Path = Field(
+        Path(".cache/work"),
+        description="Local scratch for what must sit on a disk (crawl job folders, crawler state) when the "
+        "data root is object storage.",
+    )
 
     @property
     def label_studio_base_url(self) -> str:
