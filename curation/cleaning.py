@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -13,9 +14,10 @@ from pydantic import BaseModel, Field
 from corpus.schema import RECORD_SCHEMA, conform
 from corpus.stages import Stage, StageOutput, run_stage, split_by_reason
 from corpus.store import DataRoot
-from curation.dedup import find_near_duplicates, find_nearest, hash_bytes, hash_text
+from curation.dedup import find_nearest, hash_bytes, hash_text
 from curation.images import (
     PILLOW_MAX_PIXELS,
+    SIGNATURE_SIZE,
     ImageDecodeError,
     compute_phash,
     compute_signature,
@@ -25,7 +27,20 @@ from curation.images import (
     orient,
 )
 from curation.index import INDEX_PATH, DedupIndex, compute_fetch_keys, load_index, save_index, update_index
-from curation.minhash import cluster_bands, compute_text_bands, match_bands
+from curation.minhash import BANDS, compute_text_bands, match_bands
+from curation.partitions import (
+    Settlement,
+    close_signatures,
+    digest_of,
+    find_band_links,
+    find_exact_groups,
+    find_image_links,
+    image_buckets,
+    partition_of_band,
+    partition_of_bucket,
+    partition_of_hash,
+    settle_duplicates,
+)
 from curation.quality import QUALITY_REASONS, QualityConfig, find_text_issues
 
 # Every reason this stage can give, in the order a row is checked.
@@ -100,17 +115,22 @@ class CurateConfig(BaseModel):
     quality: QualityConfig = Field(default_factory=QualityConfig, description="Page language and quality rules.")
 
 
-def _stable_order(table: pa.Table) -> np.ndarray:
-    """Row indices by fetched_at then url (nulls last), ties in input order: who counts as 'first'."""
-    keys = [("fetched_at", "ascending", "at_end"), ("url", "ascending", "at_end")]
-    return pc.sort_indices(table.select(["fetched_at", "url"]), sort_keys=keys).to_numpy()
+@dataclass(frozen=True)
+class KnownRecords:
+    """What earlier runs kept, in the form the curate stage compares against; built once, sent to every shard.
 
+    Images: byte hash -> cluster, pHashes with their clusters, fetch keys. Pages: text hash -> cluster,
+    fetch key -> cluster, LSH band keys (K, BANDS) with their clusters. A few dozen bytes per record.
+    """
 
-def _pick_representative(
-    members: Sequence[int], areas: Sequence[int], urls: Sequence[str | None], rank: np.ndarray
-) -> int:
-    """The member that stands for a cluster: the largest image, ties by url, then by stable order."""
-    return min(members, key=lambda i: (-areas[i], urls[i] or "", rank[i]))
+    image_exact: dict[str, str] = field(default_factory=dict)
+    image_phash: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
+    image_cluster: list[str] = field(default_factory=list)
+    image_fetches: frozenset[str] = frozenset()
+    page_exact: dict[str, str] = field(default_factory=dict)
+    page_fetches: dict[str, str] = field(default_factory=dict)
+    page_bands: np.ndarray = field(default_factory=lambda: np.zeros((0, BANDS), dtype=np.uint64))
+    page_cluster: list[str] = field(default_factory=list)
 
 
 def _reference_images(reference: pa.Table | None) -> tuple[dict[str, str], np.ndarray, list[str], set[str]]:
@@ -145,6 +165,24 @@ def _merge_references(reference: pa.Table | None, index: DedupIndex | None) -> p
     return pa.concat_tables(parts) if parts else None
 
 
+def load_known(reference: pa.Table | None = None, index: DedupIndex | None = None) -> KnownRecords:
+    """KnownRecords from earlier kept images (`reference`: record_id, content_hash, phash, optional
+    near_dup_cluster) and the dedup index; raises ValueError if `reference` lacks those columns."""
+    exact, phashes, clusters, fetches = _reference_images(_merge_references(reference, index))
+    known = KnownRecords(exact, phashes, clusters, frozenset(fetches))
+    if index is None or index.num_rows == 0:
+        return known
+    pages = index.of_kind("text")
+    page_clusters = pages.column("near_dup_cluster").to_pylist()
+    return KnownRecords(
+        *(exact, phashes, clusters, frozenset(fetches)),
+        page_exact=dict(zip(pages.column("content_hash").to_pylist(), page_clusters, strict=True)),
+        page_fetches=dict(zip(pages.column("fetch_key").to_pylist(), page_clusters, strict=True)),
+        page_bands=index.band_matrix(pages),
+        page_cluster=page_clusters,
+    )
+
+
 def _check_image(image: Image.Image, cfg: CurateConfig) -> str | None:
     """The drop reason of a decoded, oriented image (size, shape, information), or None if it is usable."""
     if min(image.size) < cfg.min_side:
@@ -156,84 +194,47 @@ def _check_image(image: Image.Image, cfg: CurateConfig) -> str | None:
     return None
 
 
-def _dedup_pages(
-    candidates: list[int],
-    texts: list[str | None],
-    record_ids: list[str],
-    fetch_keys: list[str],
-    index: DedupIndex | None,
-    reasons: list[str | None],
-    cluster: list[str | None],
-) -> int:
-    """Near-duplicate pages among `candidates` (in keep-first order) and against the index; returns known hits.
+# The per-row result of measuring: all the duplicate search needs, and the columns curate fills in.
+FEATURE_SCHEMA = pa.schema(
+    [
+        pa.field("g", pa.int64(), nullable=False),  # the row's position in the whole run's input
+        pa.field("record_id", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        RECORD_SCHEMA.field("url"),
+        RECORD_SCHEMA.field("fetched_at"),
+        pa.field("reason", pa.string()),
+        pa.field("cluster", pa.string()),
+        RECORD_SCHEMA.field("width"),
+        RECORD_SCHEMA.field("height"),
+        RECORD_SCHEMA.field("mime"),
+        RECORD_SCHEMA.field("lang"),
+        RECORD_SCHEMA.field("content_hash"),
+        RECORD_SCHEMA.field("phash"),
+        pa.field("area", pa.int64()),
+        pa.field("in_index", pa.bool_()),
+        pa.field("earlier", pa.string()),  # pages: the cluster kept by an earlier run that this page matches
+        pa.field("bands", pa.list_(pa.uint64(), BANDS)),
+        pa.field("signature", pa.list_(pa.float32(), 3 * SIGNATURE_SIZE * SIGNATURE_SIZE)),
+    ]
+)
+MEMBER_COLUMNS = ["g", "record_id", "kind", "fetched_at", "url", "area", "in_index", "cluster", "earlier"]
 
-    Sets reasons[i] = "near_duplicate_page" and cluster[i] for every page it drops, and cluster[i] for kept
-    pages (their own record_id, or the index cluster they already belong to).
+
+def measure_records(
+    table: pa.Table, cfg: CurateConfig, known: KnownRecords, first_row: int = 0
+) -> tuple[pa.Table, int]:
+    """Everything about each row that needs no other row of the run: (FEATURE_SCHEMA table, known duplicates).
+
+    Decodes, measures and checks images; identifies language and checks pages; hashes both; drops rows
+    equal or near to records kept by earlier runs (`known`); computes the LSH bands and layout signatures
+    the run-wide duplicate search compares. `first_row` is the position of this table's first row in the
+    run's input, so shards measured apart still number their rows as one table would.
     """
-    keys = compute_text_bands([texts[i] for i in candidates])
-    roots = cluster_bands(keys)
-    matched = np.full(len(candidates), -1, dtype=np.int64)
-    known_cluster: list[str] = []
-    known_ids: dict[str, str] = {}
-    if index is not None and index.num_rows:
-        pages = index.of_kind("text")
-        known_cluster = pages.column("near_dup_cluster").to_pylist()
-        known_ids = dict(zip(pages.column("fetch_key").to_pylist(), known_cluster, strict=True))
-        matched = match_bands(keys, index.band_matrix(pages))
-    # Per cluster (root = its first member in keep-first order): the earlier cluster it joins, if any.
-    joins: dict[int, str] = {}
-    for k, i in enumerate(candidates):
-        earlier = known_ids.get(fetch_keys[i]) or (known_cluster[matched[k]] if matched[k] >= 0 else None)
-        if earlier is not None:
-            joins.setdefault(int(roots[k]), earlier)
-    known = 0
-    for k, i in enumerate(candidates):
-        root = int(roots[k])
-        if fetch_keys[i] in known_ids:
-            cluster[i] = known_ids[fetch_keys[i]]  # kept before: kept again, so a rerun changes nothing
-        elif root in joins:
-            reasons[i], cluster[i] = "near_duplicate_page", joins[root]
-            known += 1
-        else:
-            cluster[i] = record_ids[candidates[root]]
-            if root != k:
-                reasons[i] = "near_duplicate_page"
-    return known
-
-
-def curate(
-    table: pa.Table,
-    cfg: CurateConfig | None = None,
-    reference: pa.Table | None = None,
-    *,
-    index: DedupIndex | None = None,
-) -> StageOutput:
-    """Check and deduplicate a raw crawl table; every input row ends in kept or dropped, with its reason.
-
-    Images: undecodable, truncated, too_large (pixel limit, before decoding), too_small,
-    extreme_aspect_ratio, low_information; then exact_duplicate (same bytes) and near_duplicate (pHash).
-    Pages: empty_text, the language/quality reasons of `cfg.quality` (when enabled), duplicate_page (same
-    normalised text) and near_duplicate_page (MinHash LSH). The first copy in fetch order is kept, except
-    that a near-duplicate image cluster keeps its largest image.
-
-    `reference` (optional) holds images kept by earlier runs (record_id, content_hash, phash, and
-    near_dup_cluster if present); `index` (optional) is the dedup index of everything kept so far
-    (`curation.index.load_index`). New records equal or near to one of those are dropped with that earlier
-    cluster's id, so a new crawl never re-adds what is already kept; a row already in them (same record_id,
-    url and fetched_at: the same fetch) is kept as before, so rerunning on the same input changes nothing.
-
-    Fills width, height, mime, content_hash and phash for decodable images (width/height after EXIF
-    orientation), content_hash and lang for pages, and near_dup_cluster (the representative's record_id) on
-    every decodable image and every deduplicated page. Raises ValueError if `table` has columns outside the
-    record schema.
-    """
-    cfg = cfg or CurateConfig()
     table = conform(table, RECORD_SCHEMA)
     n = table.num_rows
     kinds = table.column("kind").to_pylist()
     record_ids = table.column("record_id").to_pylist()
     fetch_keys = compute_fetch_keys(table)
-    urls = table.column("url").to_pylist()
     images = table.column("image").to_pylist()
     texts = table.column("text").to_pylist()
     width = table.column("width").to_pylist()
@@ -244,13 +245,12 @@ def curate(
     phash = table.column("phash").to_pylist()
     cluster: list[str | None] = table.column("near_dup_cluster").to_pylist()
     reasons: list[str | None] = [None] * n
-    signatures: dict[int, np.ndarray] = {}
+    signatures: list[list[float] | None] = [None] * n
+    bands: list[list[int] | None] = [None] * n
+    in_index = [False] * n
+    earlier: list[str | None] = [None] * n
+    known_count = 0
 
-    order = _stable_order(table)
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n)
-
-    # Images: decode, measure and check.
     for i in range(n):
         if kinds[i] not in ("image", "text"):
             reasons[i] = "unknown_kind"
@@ -267,60 +267,28 @@ def curate(
         mime[i] = mime_of(decoded)
         content_hash[i] = hash_bytes(images[i])
         phash[i] = int(compute_phash(oriented))
-        signatures[i] = compute_signature(oriented)
         cluster[i] = record_ids[i]
+        in_index[i] = fetch_keys[i] in known.image_fetches
         reasons[i] = _check_image(oriented, cfg)
+        if reasons[i] is None:
+            signatures[i] = compute_signature(oriented).tolist()
 
     # Duplicates of images kept by earlier runs.
-    known_exact, known_phash, known_cluster, known_ids = _reference_images(_merge_references(reference, index))
-    known = 0
-    for i in order:
-        fresh_image = kinds[i] == "image" and reasons[i] is None and fetch_keys[i] not in known_ids
-        if fresh_image and content_hash[i] in known_exact:
-            reasons[i], cluster[i] = "exact_duplicate", known_exact[content_hash[i]]
-            known += 1
-    fresh = [i for i in order if kinds[i] == "image" and reasons[i] is None and fetch_keys[i] not in known_ids]
+    fresh = [i for i in range(n) if kinds[i] == "image" and reasons[i] is None and not in_index[i]]
+    for i in fresh:
+        if content_hash[i] in known.image_exact:
+            reasons[i], cluster[i] = "exact_duplicate", known.image_exact[content_hash[i]]
+            known_count += 1
+    fresh = [i for i in fresh if reasons[i] is None]
     nearest, distance = find_nearest(
-        np.array([phash[i] for i in fresh], dtype=np.uint64), known_phash, cfg.phash_max_distance
+        np.array([phash[i] for i in fresh], dtype=np.uint64), known.image_phash, cfg.phash_max_distance
     )
     for k in np.flatnonzero(distance <= cfg.phash_max_distance):
-        reasons[fresh[k]], cluster[fresh[k]] = "near_duplicate", known_cluster[nearest[k]]
-        known += 1
+        reasons[fresh[k]], cluster[fresh[k]] = "near_duplicate", known.image_cluster[nearest[k]]
+        known_count += 1
 
-    # Exact duplicates: the first copy in stable order is kept.
-    first_copy: dict[str, int] = {}
-    copy_of: dict[int, int] = {}
-    for i in order:
-        if kinds[i] == "image" and reasons[i] is None:
-            original = first_copy.setdefault(content_hash[i], i)
-            if original != i:
-                reasons[i] = "exact_duplicate"
-                copy_of[i] = original
-
-    # Near duplicates among the remaining images: one representative per pHash cluster.
-    candidates = [i for i in order if kinds[i] == "image" and reasons[i] is None]
-    labels = find_near_duplicates(
-        np.array([phash[i] for i in candidates], dtype=np.uint64),
-        cfg.phash_max_distance,
-        signatures=np.stack([signatures[i] for i in candidates]) if candidates else None,
-        max_signature_distance=cfg.near_dup_max_signature_distance,
-    )
-    areas = [(width[i] or 0) * (height[i] or 0) for i in range(n)]
-    groups: dict[int, list[int]] = {}
-    for k, label in enumerate(labels.tolist()):
-        groups.setdefault(label, []).append(candidates[k])
-    for members in groups.values():
-        in_index = [i for i in members if fetch_keys[i] in known_ids]
-        representative = in_index[0] if in_index else _pick_representative(members, areas, urls, rank)
-        for i in members:
-            cluster[i] = record_ids[representative]
-            if i != representative:
-                reasons[i] = "near_duplicate"
-    for duplicate, original in copy_of.items():
-        cluster[duplicate] = cluster[original]
-
-    # Pages: empty text, language and quality, then exact and near duplicates.
-    pages = [i for i in order if kinds[i] == "text"]
+    # Pages: empty text, language and quality, copies of pages kept before, then what the LSH search needs.
+    pages = [i for i in range(n) if kinds[i] == "text"]
     for i in pages:
         if texts[i] is None or not texts[i].strip():
             reasons[i] = "empty_text"
@@ -329,47 +297,179 @@ def curate(
     for i, reason, code in zip(readable, quality_reasons, languages, strict=True):
         reasons[i] = reason
         lang[i] = lang[i] or code
-    page_index = index.of_kind("text") if index is not None and index.num_rows else None
-    known_pages: dict[str, str] = {}
-    page_ids: set[str] = set()
-    if page_index is not None:
-        page_clusters = page_index.column("near_dup_cluster").to_pylist()
-        known_pages = dict(zip(page_index.column("content_hash").to_pylist(), page_clusters, strict=True))
-        page_ids = set(page_index.column("fetch_key").to_pylist())
-    first_page: dict[str, int] = {}
-    page_copy_of: dict[int, int] = {}
-    for i in readable:
         content_hash[i] = hash_text(texts[i])
-        if reasons[i] is not None:
-            continue
-        if fetch_keys[i] not in page_ids and content_hash[i] in known_pages:
-            reasons[i], cluster[i] = "duplicate_page", known_pages[content_hash[i]]
-            known += 1
-        elif first_page.setdefault(content_hash[i], i) != i:
-            reasons[i] = "duplicate_page"
-            page_copy_of[i] = first_page[content_hash[i]]
-    unique_pages = [i for i in readable if reasons[i] is None]
-    if cfg.text_near_duplicates and unique_pages:
-        known += _dedup_pages(unique_pages, texts, record_ids, fetch_keys, index, reasons, cluster)
-    for duplicate, original in page_copy_of.items():
-        cluster[duplicate] = cluster[original]
+        in_index[i] = fetch_keys[i] in known.page_fetches
+        if reason is None and not in_index[i] and content_hash[i] in known.page_exact:
+            reasons[i], cluster[i] = "duplicate_page", known.page_exact[content_hash[i]]
+            known_count += 1
+    unique = [i for i in readable if reasons[i] is None]
+    if cfg.text_near_duplicates and unique:
+        keys = compute_text_bands([texts[i] for i in unique])
+        matched = match_bands(keys, known.page_bands)
+        for k, i in enumerate(unique):
+            bands[i] = keys[k].tolist()
+            before = known.page_fetches.get(fetch_keys[i])
+            earlier[i] = before or (known.page_cluster[matched[k]] if matched[k] >= 0 else None)
+            cluster[i] = before or record_ids[i]
 
+    features = pa.table(
+        {
+            "g": pa.array(np.arange(first_row, first_row + n, dtype=np.int64)),
+            "record_id": table.column("record_id"),
+            "kind": table.column("kind"),
+            "url": table.column("url"),
+            "fetched_at": table.column("fetched_at"),
+            "reason": pa.array(reasons, pa.string()),
+            "cluster": pa.array(cluster, pa.string()),
+            "width": pa.array(width, pa.int32()),
+            "height": pa.array(height, pa.int32()),
+            "mime": pa.array(mime, pa.string()),
+            "lang": pa.array(lang, pa.string()),
+            "content_hash": pa.array(content_hash, pa.string()),
+            "phash": pa.array(phash, pa.uint64()),
+            "area": pa.array([(w or 0) * (h or 0) for w, h in zip(width, height, strict=True)], pa.int64()),
+            "in_index": pa.array(in_index, pa.bool_()),
+            "earlier": pa.array(earlier, pa.string()),
+            "bands": pa.array(bands, FEATURE_SCHEMA.field("bands").type),
+            "signature": pa.array(signatures, FEATURE_SCHEMA.field("signature").type),
+        },
+        schema=FEATURE_SCHEMA,
+    )
+    return features, known_count
+
+
+def split_partitions(features: pa.Table, cfg: CurateConfig, partitions: int) -> list[dict[str, pa.Table]]:
+    """What each of `partitions` partitions needs from some measured rows, as small tables by role.
+
+    "exact": rows still kept (g, kind, content_hash, fetched_at, url), by content-hash prefix;
+    "bands": (g, band, key) of pages for the LSH search, by key; "images": (g, phash, role) of images
+    still kept, resident or querying in the partition's pHash prefix buckets.
+    """
+    live = features.filter(pc.is_null(features.column("reason")))
+    exact = live.filter(pc.is_valid(live.column("content_hash"))).select(
+        ["g", "kind", "content_hash", "fetched_at", "url"]
+    )
+    exact_part = partition_of_hash(exact.column("content_hash").to_pylist(), partitions)
+
+    pages = live.filter(pc.is_valid(live.column("bands")))
+    page_g = pages.column("g").to_numpy()
+    keys = pc.list_flatten(pages.column("bands")).to_numpy(zero_copy_only=False).astype(np.uint64)
+    band_g, band = np.repeat(page_g, BANDS), np.tile(np.arange(BANDS, dtype=np.int64), page_g.size)
+    band_part = partition_of_band(keys, partitions)
+
+    images = live.filter(pc.equal(live.column("kind"), "image"))
+    image_g = images.column("g").to_numpy()
+    hashes = images.column("phash").to_numpy(zero_copy_only=False).astype(np.uint64)
+    resident, query = image_buckets(hashes, cfg.phash_max_distance)
+    resident_part = partition_of_bucket(resident, partitions)
+    query_part = partition_of_bucket(query, partitions)
+
+    out = []
+    for p in range(partitions):
+        res_rows = np.flatnonzero((resident_part == p).any(axis=1))
+        query_rows = np.flatnonzero((query_part == p).any(axis=1))
+        rows = np.concatenate([res_rows, query_rows])
+        role = np.r_[np.zeros(res_rows.size, np.int8), np.ones(query_rows.size, np.int8)]
+        out.append(
+            {
+                "exact": exact.filter(pa.array(exact_part == p)),
+                "bands": pa.table(
+                    {"g": band_g[band_part == p], "band": band[band_part == p], "key": keys[band_part == p]}
+                ),
+                "images": pa.table({"g": image_g[rows], "phash": hashes[rows], "role": role}),
+            }
+        )
+    return out
+
+
+def search_partition(part: dict[str, pa.Table], cfg: CurateConfig) -> dict[str, np.ndarray | pa.Table]:
+    """One partition's duplicate search: exact copies (g, original), image candidate links and page links."""
+    images = part["images"]
+    role = images.column("role").to_numpy()
+    g = images.column("g").to_numpy()
+    hashes = images.column("phash").to_numpy().astype(np.uint64)
+    bands = part["bands"]
+    page_links = np.zeros((0, 2), dtype=np.int64)
+    if cfg.text_near_duplicates:
+        page_links = find_band_links(
+            bands.column("g").to_numpy(), bands.column("band").to_numpy(), bands.column("key").to_numpy()
+        )
+    return {
+        "exact": find_exact_groups(part["exact"]),
+        "image_links": find_image_links(
+            g[role == 1], hashes[role == 1], g[role == 0], hashes[role == 0], cfg.phash_max_distance
+        ),
+        "page_links": page_links,
+    }
+
+
+def confirm_image_links(links: np.ndarray, features: pa.Table, cfg: CurateConfig) -> np.ndarray:
+    """The pHash candidate links (L, 2) whose layout signatures also agree; `features` holds both ends."""
+    if len(links) == 0:
+        return links
+    position = {g: k for k, g in enumerate(features.column("g").to_pylist())}
+    flat = pc.list_flatten(features.column("signature")).to_numpy(zero_copy_only=False)
+    dim = FEATURE_SCHEMA.field("signature").type.list_size
+    valid = pc.is_valid(features.column("signature")).to_numpy(zero_copy_only=False)
+    rows = np.full(features.num_rows, -1, dtype=np.int64)
+    rows[valid] = np.arange(int(valid.sum()))
+    matrix = flat.reshape(-1, dim)
+    a = matrix[rows[[position[g] for g in links[:, 0]]]]
+    b = matrix[rows[[position[g] for g in links[:, 1]]]]
+    return links[close_signatures(a, b, cfg.near_dup_max_signature_distance)]
+
+
+def select_members(features: pa.Table, wanted: set[int]) -> pa.Table:
+    """The MEMBER_COLUMNS of the rows `settle_duplicates` needs: those named in `wanted`, and every page
+    that matched a record kept by an earlier run."""
+    named = pc.is_in(features.column("g"), pa.array(sorted(wanted), pa.int64()))
+    matched = pc.and_(pc.equal(features.column("kind"), "text"), pc.is_valid(features.column("earlier")))
+    return features.filter(pc.or_(named, matched)).select(MEMBER_COLUMNS)
+
+
+def involved_rows(found: dict[str, np.ndarray | pa.Table]) -> set[int]:
+    """Every g a search result names (the rows settle_duplicates must see)."""
+    exact = found["exact"]
+    return (
+        set(exact.column("g").to_pylist())
+        | set(exact.column("original").to_pylist())
+        | set(np.asarray(found["image_links"]).ravel().tolist())
+        | set(np.asarray(found["page_links"]).ravel().tolist())
+    )
+
+
+def merge_found(parts: list[dict[str, np.ndarray | pa.Table]]) -> dict[str, np.ndarray | pa.Table]:
+    """The search results of all partitions as one."""
+
+    def links(name: str) -> np.ndarray:
+        stacked = np.concatenate([np.asarray(p[name]).reshape(-1, 2) for p in parts]) if parts else np.zeros((0, 2))
+        return np.unique(stacked.astype(np.int64), axis=0) if len(stacked) else stacked.astype(np.int64)
+
+    exact = pa.concat_tables([p["exact"] for p in parts]) if parts else find_exact_groups(pa.table({}))
+    return {"exact": exact, "image_links": links("image_links"), "page_links": links("page_links")}
+
+
+def apply_settlement(table: pa.Table, features: pa.Table, settlement: Settlement, known: int = 0) -> StageOutput:
+    """Kept and dropped rows of `table` (the rows `features` measured), with what measuring filled in and
+    what the run-wide search decided; counters for the report (`known`: duplicates of earlier runs)."""
+    table = conform(table, RECORD_SCHEMA)
+    g = features.column("g").to_pylist()
+    reasons = [settlement.reason.get(k, r) for k, r in zip(g, features.column("reason").to_pylist(), strict=True)]
+    clusters = [settlement.cluster.get(k, c) for k, c in zip(g, features.column("cluster").to_pylist(), strict=True)]
     updated = table
-    for name, values in (
-        ("width", width),
-        ("height", height),
-        ("mime", mime),
-        ("lang", lang),
-        ("content_hash", content_hash),
-        ("phash", phash),
-        ("near_dup_cluster", cluster),
-    ):
-        field = RECORD_SCHEMA.field(name)
-        updated = updated.set_column(updated.schema.get_field_index(name), field, pa.array(values, type=field.type))
+    for name in ("width", "height", "mime", "lang", "content_hash", "phash"):
+        updated = updated.set_column(updated.schema.get_field_index(name), name, features.column(name))
+    field_ = RECORD_SCHEMA.field("near_dup_cluster")
+    updated = updated.set_column(
+        updated.schema.get_field_index("near_dup_cluster"), field_, pa.array(clusters, field_.type)
+    )
     kept, dropped = split_by_reason(updated, reasons)
+    return StageOutput(kept=kept, dropped=dropped, counters=count_curation(reasons, kept, known))
 
+
+def count_curation(reasons: Sequence[str | None], kept: pa.Table, known: int) -> dict[str, int]:
     kept_kinds = kept.column("kind").to_pylist()
-    counters = {
+    return {
         "exact_duplicates": reasons.count("exact_duplicate"),
         "near_duplicates": reasons.count("near_duplicate"),
         "duplicate_pages": reasons.count("duplicate_page"),
@@ -387,10 +487,62 @@ def curate(
         "images_kept": kept_kinds.count("image"),
         "pages_kept": kept_kinds.count("text"),
     }
-    return StageOutput(kept=kept, dropped=dropped, counters=counters)
+
+
+def curate(
+    table: pa.Table,
+    cfg: CurateConfig | None = None,
+    reference: pa.Table | None = None,
+    *,
+    index: DedupIndex | None = None,
+    partitions: int = 1,
+) -> StageOutput:
+    """Check and deduplicate a raw crawl table; every input row ends in kept or dropped, with its reason.
+
+    Images: undecodable, truncated, too_large (pixel limit, before decoding), too_small,
+    extreme_aspect_ratio, low_information; then exact_duplicate (same bytes) and near_duplicate (pHash
+    and layout signature). Pages: empty_text, the language/quality reasons of `cfg.quality` (when enabled),
+    duplicate_page (same normalised text) and near_duplicate_page (MinHash LSH). The first copy in fetch
+    order is kept, except that a near-duplicate image cluster keeps its largest image.
+
+    `reference` (optional) holds images kept by earlier runs (record_id, content_hash, phash, and
+    near_dup_cluster if present); `index` (optional) is the dedup index of everything kept so far
+    (`curation.index.load_index`). New records equal or near to one of those are dropped with that earlier
+    cluster's id, so a new crawl never re-adds what is already kept; a row already in them (same record_id,
+    url and fetched_at: the same fetch) is kept as before, so rerunning on the same input changes nothing.
+
+    Fills width, height, mime, content_hash and phash for decodable images (width/height after EXIF
+    orientation), content_hash and lang for pages, and near_dup_cluster (the representative's record_id) on
+    every decodable image and every deduplicated page. Raises ValueError if `table` has columns outside the
+    record schema. This is the one-process form of the sharded run (curation.shards), with the same steps;
+    `partitions` splits its duplicate search as a cluster would (the answer does not depend on it).
+    """
+    cfg = cfg or CurateConfig()
+    table = conform(table, RECORD_SCHEMA)
+    features, known = measure_records(table, cfg, load_known(reference, index))
+    found = merge_found([search_partition(part, cfg) for part in split_partitions(features, cfg, partitions)])
+    found["image_links"] = confirm_image_links(found["image_links"], features, cfg)
+    members = select_members(features, involved_rows(found))
+    settlement = settle_duplicates(
+        found["exact"],
+        found["image_links"],
+        found["page_links"],
+        members,
+        text_near_duplicates=cfg.text_near_duplicates,
+    )
+    return apply_settlement(table, features, settlement, known + settlement.known)
 
 
 CURATE = Stage(name="curate", version="3", apply=curate)
+
+
+def incremental_stage(index: DedupIndex) -> Stage:
+    """The curate stage against a dedup index, keyed on the index's content (it is part of the input)."""
+    return Stage(
+        name=CURATE.name,
+        version=f"{CURATE.version}+index-{digest_of(index.table.column('fetch_key').to_pylist())}",
+        apply=lambda table, config: curate(table, config, index=index),
+    )
 
 
 def run_incremental_curate(
@@ -406,13 +558,7 @@ def run_incremental_curate(
     """
     cfg = cfg or CurateConfig()
     index = load_index(root, index_path)
-    digest = hash_bytes("".join(index.table.column("fetch_key").to_pylist()).encode())[:12]
-    stage = Stage(
-        name=CURATE.name,
-        version=f"{CURATE.version}+index-{digest}",
-        apply=lambda table, config: curate(table, config, index=index),
-    )
-    report = run_stage(root, stage, cfg, inputs)
+    report = run_stage(root, incremental_stage(index), cfg, inputs)
     updated = update_index(index, root.read_table(f"{report['output']}/kept"))
     if updated.num_rows != index.num_rows:
         save_index(root, updated, index_path)

@@ -124,6 +124,20 @@ def update_index(index: DedupIndex, kept: pa.Table) -> DedupIndex:
     return DedupIndex(pa.concat_tables([index.table, added]))
 
 
+def merge_index_rows(index: DedupIndex, rows: pa.Table) -> DedupIndex:
+    """`index` plus the INDEX_SCHEMA `rows` whose fetch key it lacks (the first of any repeated key); pure.
+
+    How a sharded run adds what its shards kept: each shard builds its rows (`update_index(empty_index(),
+    kept)`), and the rows, in shard order, are merged once, as `update_index` would over the whole table.
+    """
+    if rows.num_rows == 0:
+        return index
+    rows = rows.cast(INDEX_SCHEMA)
+    rows = rows.filter(pc.invert(pc.is_in(rows.column("fetch_key"), value_set=index.table.column("fetch_key"))))
+    first = sorted({k: i for i, k in reversed(list(enumerate(rows.column("fetch_key").to_pylist())))}.values())
+    return DedupIndex(pa.concat_tables([index.table, rows.take(first)])) if first else index
+
+
 def load_index(root: DataRoot, path: str = INDEX_PATH) -> DedupIndex:
     """The index under `root` (empty if none yet). Raises ValueError if it was built with other MinHash values."""
     if not root.exists(path):

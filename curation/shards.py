@@ -1,0 +1,303 @@
+"""Sharded curation: the curate stage run over input shards on any executor, its partial results kept in files.
+
+A run has four rounds, each a map over independent pieces (shards or partitions) that any executor can
+spread over machines (a Dask cluster through Prefect in `pipelines`, or a plain loop):
+
+1. measure, per shard: decode, check and hash the shard's rows (`cleaning.measure_records`), write its
+   features, and write each partition's keys (`cleaning.split_partitions`) beside them;
+2. search, per partition: read that partition's keys from every shard and find exact copies and
+   near-duplicate candidate links (`cleaning.search_partition`);
+3. gather, per shard: confirm the image links that start in the shard by their layout signatures, and
+   read the few rows the settling needs;
+4. write, per shard: apply the settled reasons and clusters and write kept/dropped parts.
+
+Between rounds 3 and 4 one process settles the clusters (`partitions.settle_duplicates`) from links and
+member rows only. The run is keyed, written and reported like `cleaning.run_incremental_curate` (the same
+run key, since it gives the same rows), and its scratch files under `<output>/_work/` are removed once
+`_SUCCESS` is written.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from corpus.schema import RECORD_SCHEMA, conform
+from corpus.stages import compute_run_key, count_reasons
+from corpus.store import DataRoot
+from curation.cleaning import (
+    CURATE,
+    CurateConfig,
+    KnownRecords,
+    apply_settlement,
+    confirm_image_links,
+    count_curation,
+    incremental_stage,
+    load_known,
+    measure_records,
+    merge_found,
+    search_partition,
+    select_members,
+    split_partitions,
+)
+from curation.index import INDEX_PATH, empty_index, load_index, merge_index_rows, save_index, update_index
+from curation.partitions import Settlement, settle_duplicates
+
+# A map over pieces: fn applied to each argument tuple, results in order. The default runs them here.
+MapSteps = Callable[[Callable[..., Any], list[tuple]], list[Any]]
+ROLES = ("exact", "bands", "images")
+
+
+def map_in_process(fn: Callable[..., Any], args: list[tuple]) -> list[Any]:
+    return [fn(*a) for a in args]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A run of consecutive input rows: `pieces` are (file, first row, end row) slices of input files."""
+
+    number: int
+    first_row: int
+    pieces: tuple[tuple[str, int, int], ...]
+
+    @property
+    def rows(self) -> int:
+        return sum(stop - start for _, start, stop in self.pieces)
+
+
+def list_input_files(root: DataRoot, inputs: Sequence[str]) -> list[str]:
+    """The Parquet files of `inputs` in the order `DataRoot.read_tables` concatenates them."""
+    files: list[str] = []
+    for relpath in inputs:
+        files += [relpath] if relpath.endswith(".parquet") else root.list(relpath, ".parquet")
+    return files
+
+
+def plan_shards(root: DataRoot, inputs: Sequence[str], shards: int) -> list[Shard]:
+    """Cut the rows of `inputs` into at most `shards` runs of nearly equal length (from Parquet footers only)."""
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    files = list_input_files(root, inputs)
+    counts = [pq.ParquetFile(root.path(f), filesystem=root.fs).metadata.num_rows for f in files]
+    total = sum(counts)
+    bounds = np.linspace(0, total, min(shards, max(total, 1)) + 1).round().astype(int).tolist()
+    starts = np.cumsum([0, *counts]).tolist()[:-1]
+    planned = []
+    for number, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        pieces = tuple(
+            (f, max(lo - start, 0), min(hi - start, n))
+            for f, start, n in zip(files, starts, counts, strict=True)
+            if start < hi and start + n > lo
+        )
+        planned.append(Shard(number, lo, pieces))
+    return planned
+
+
+def read_shard(root: DataRoot, shard: Shard) -> pa.Table:
+    parts = [
+        conform(pq.read_table(root.path(f), filesystem=root.fs).slice(start, stop - start), RECORD_SCHEMA)
+        for f, start, stop in shard.pieces
+    ]
+    return pa.concat_tables(parts) if parts else RECORD_SCHEMA.empty_table()
+
+
+def _features_path(work: str, shard: int) -> str:
+    return f"{work}/features/shard-{shard:05d}.parquet"
+
+
+def _partition_path(work: str, partition: int, role: str, shard: int) -> str:
+    return f"{work}/partition-{partition:05d}/{role}-{shard:05d}.parquet"
+
+
+def measure_shard(
+    root: DataRoot, work: str, shard: Shard, cfg: CurateConfig, known: KnownRecords, partitions: int
+) -> dict[str, int]:
+    """Round 1: measure one shard, write its features and its keys for every partition."""
+    features, known_count = measure_records(read_shard(root, shard), cfg, known, shard.first_row)
+    root.write_table(_features_path(work, shard.number), features, row_group_size=256)
+    for p, part in enumerate(split_partitions(features, cfg, partitions)):
+        for role in ROLES:
+            root.write_table(_partition_path(work, p, role, shard.number), part[role])
+    return {"shard": shard.number, "rows": features.num_rows, "known": known_count}
+
+
+def search_partition_files(root: DataRoot, work: str, partition: int, cfg: CurateConfig) -> dict[str, Any]:
+    """Round 2: one partition's exact copies and candidate links, from its keys written by every shard."""
+    folder = f"{work}/partition-{partition:05d}"
+    part = {
+        role: pa.concat_tables(
+            [pq.read_table(root.path(f), filesystem=root.fs) for f in root.list(folder, ".parquet") if f"/{role}-" in f]
+        )
+        for role in ROLES
+    }
+    return search_partition(part, cfg)
+
+
+def gather_shard(
+    root: DataRoot, work: str, shards: Sequence[Shard], shard: Shard, links: np.ndarray, wanted: set[int], cfg
+) -> tuple[np.ndarray, pa.Table]:
+    """Round 3: the image links starting in `shard` that the layout signatures confirm, and the shard's rows
+    that settling needs (`wanted`, and its pages matching earlier runs)."""
+    features = pq.read_table(root.path(_features_path(work, shard.number)), filesystem=root.fs)
+    members = select_members(features, wanted)
+    if len(links) == 0:
+        return links.reshape(0, 2), members
+    others = sorted(set(links[:, 1].tolist()) - set(features.column("g").to_pylist()))
+    tables = [features.select(["g", "signature"])]
+    for other in _shards_holding(shards, others):
+        theirs = pq.read_table(
+            root.path(_features_path(work, other.number)),
+            filesystem=root.fs,
+            columns=["g", "signature"],
+            filters=[("g", "in", [g for g in others if other.first_row <= g < other.first_row + other.rows])],
+        )
+        tables.append(theirs)
+    return confirm_image_links(links, pa.concat_tables(tables), cfg), members
+
+
+def _shards_holding(shards: Sequence[Shard], rows: Iterable[int]) -> list[Shard]:
+    firsts = np.array([s.first_row for s in shards])
+    numbers = sorted({int(np.searchsorted(firsts, g, side="right")) - 1 for g in rows})
+    return [shards[n] for n in numbers]
+
+
+def write_shard(
+    root: DataRoot, work: str, out: str, shard: Shard, settlement: Settlement, build_index: bool
+) -> dict[str, Any]:
+    """Round 4: the shard's kept and dropped rows, written as its parts of the run's output."""
+    features = pq.read_table(root.path(_features_path(work, shard.number)), filesystem=root.fs)
+    result = apply_settlement(read_shard(root, shard), features, settlement)
+    root.write_table(f"{out}/kept/part-{shard.number:04d}.parquet", result.kept)
+    root.write_table(f"{out}/dropped/part-{shard.number:04d}.parquet", result.dropped)
+    return {
+        "rows": shard.rows,
+        "reasons": result.dropped.column("drop_reason").to_pylist(),
+        "kinds_kept": result.kept.column("kind").to_pylist(),
+        "index_rows": update_index(empty_index(), result.kept).table if build_index else None,
+    }
+
+
+def _settlement_of(settlement: Settlement, shard: Shard) -> Settlement:
+    inside = range(shard.first_row, shard.first_row + shard.rows)
+    return Settlement(
+        reason={g: r for g, r in settlement.reason.items() if g in inside},
+        cluster={g: c for g, c in settlement.cluster.items() if g in inside},
+    )
+
+
+def run_sharded_curate(
+    root: DataRoot,
+    cfg: CurateConfig | None,
+    inputs: Sequence[str],
+    *,
+    shards: int,
+    partitions: int | None = None,
+    index_path: str | None = INDEX_PATH,
+    map_steps: MapSteps = map_in_process,
+) -> dict[str, Any]:
+    """Curate `inputs` in `shards` shards and `partitions` partitions (default: as many as shards).
+
+    With `index_path`, deduplicates against the dedup index there and adds the kept rows to it, as
+    `cleaning.run_incremental_curate` does, and under the same run key: both give the same rows, so
+    either one's finished output serves the other. `map_steps` runs each round's pieces (default: here,
+    one after another). Returns the stage report with shards, partitions and per-round seconds added.
+    """
+    cfg = cfg or CurateConfig()
+    partitions = partitions or shards
+    index = load_index(root, index_path) if index_path else empty_index()
+    stage = incremental_stage(index) if index_path else CURATE
+    run_key = compute_run_key(stage, cfg, root.fingerprint(inputs))
+    out = f"curated/{stage.name}-{run_key}"
+    if root.exists(f"{out}/_SUCCESS") and root.read_bytes(f"{out}/_SUCCESS").decode() == run_key:
+        return {**root.read_json(f"{out}/_report.json"), "skipped": True}
+    started, seconds = time.perf_counter(), {}
+    work = f"{out}/_work"
+    if root.exists(work):  # what a crashed attempt left behind
+        root.fs.rm(root.path(work), recursive=True)
+    if root.exists(out):
+        root.fs.rm(root.path(out), recursive=True)
+    planned = plan_shards(root, inputs, shards)
+    known = load_known(index=index)
+
+    tick = time.perf_counter()
+    measured = map_steps(measure_shard, [(root, work, s, cfg, known, partitions) for s in planned])
+    seconds["measure"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    found = merge_found(map_steps(search_partition_files, [(root, work, p, cfg) for p in range(partitions)]))
+    seconds["search"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    links = found["image_links"]
+    wanted = (
+        set(found["exact"].column("g").to_pylist())
+        | set(found["exact"].column("original").to_pylist())
+        | set(links.ravel().tolist())
+        | set(np.asarray(found["page_links"]).ravel().tolist())
+    )
+    starts = np.searchsorted([s.first_row for s in planned], links[:, 0], side="right") - 1
+    gathered = map_steps(
+        gather_shard,
+        [(root, work, planned, s, links[starts == s.number], wanted, cfg) for s in planned],
+    )
+    confirmed = np.concatenate([g[0] for g in gathered]) if gathered else links
+    members = pa.concat_tables([g[1] for g in gathered]) if gathered else None
+    settlement = settle_duplicates(
+        found["exact"],
+        confirmed,
+        found["page_links"],
+        members,
+        text_near_duplicates=cfg.text_near_duplicates,
+    )
+    seconds["settle"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    written = map_steps(
+        write_shard, [(root, work, out, s, _settlement_of(settlement, s), bool(index_path)) for s in planned]
+    )
+    seconds["write"] = time.perf_counter() - tick
+
+    rows_in = sum(s.rows for s in planned)
+    reasons = [r for w in written for r in w["reasons"]]
+    kinds_kept = pa.table({"kind": pa.array([k for w in written for k in w["kinds_kept"]], pa.string())})
+    kept = kinds_kept.num_rows
+    if kept + len(reasons) != rows_in:
+        raise RuntimeError(f"sharded curate lost rows: {rows_in} in, {kept} kept + {len(reasons)} dropped")
+    known_count = sum(m["known"] for m in measured) + settlement.known
+    report = {
+        "stage": stage.name,
+        "version": stage.version,
+        "run_key": run_key,
+        "output": out,
+        "inputs": list(inputs),
+        "config": cfg.model_dump(mode="json"),
+        "rows_in": rows_in,
+        "kept": kept,
+        "dropped": len(reasons),
+        "dropped_by_reason": count_reasons(pa.table({"drop_reason": pa.array(reasons, pa.string())})),
+        "counters": count_curation(reasons, kinds_kept, known_count),
+        "seconds": round(time.perf_counter() - started, 3),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "skipped": False,
+        "shards": len(planned),
+        "partitions": partitions,
+        "round_seconds": {k: round(v, 3) for k, v in seconds.items()},
+    }
+    root.write_json(f"{out}/_report.json", report)
+    root.write_bytes(f"{out}/_SUCCESS", run_key.encode())
+    root.fs.rm(root.path(work), recursive=True)
+    if index_path:
+        rows = [w["index_rows"] for w in written if w["index_rows"] is not None]
+        updated = merge_index_rows(index, pa.concat_tables(rows)) if rows else index
+        if updated.num_rows != index.num_rows:
+            save_index(root, updated, index_path)
+        report["index_rows"] = updated.num_rows
+    return report

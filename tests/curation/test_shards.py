@@ -1,0 +1,148 @@
+"""Sharded curation gives the rows one process gives: same kept ids, clusters and reasons, any cut."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from corpus.store import DataRoot
+from curation.cleaning import CurateConfig, curate, run_incremental_curate
+from curation.dedup import find_pairs_within
+from curation.index import INDEX_PATH, load_index
+from curation.partitions import find_image_links, image_buckets
+from curation.planted import generate_corpus
+from curation.shards import plan_shards, run_sharded_curate
+
+
+def outcome(table: pa.Table) -> list[tuple]:
+    """Every row's identity and decision, in output order."""
+    columns = ["record_id", "url", "near_dup_cluster", "content_hash", "phash", "width", "lang"]
+    if "drop_reason" in table.column_names:
+        columns.append("drop_reason")
+    return list(zip(*(table.column(c).to_pylist() for c in columns), strict=True))
+
+
+def write_inputs(root: DataRoot, table: pa.Table, run: str, files: int) -> str:
+    bounds = np.linspace(0, table.num_rows, files + 1).astype(int)
+    for k in range(files):
+        root.write_table(f"raw/{run}/part-{k:04d}.parquet", table.slice(bounds[k], bounds[k + 1] - bounds[k]))
+    return f"raw/{run}"
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return generate_corpus(images=120, pages=120, seed=3, duplicate_rate=0.2)
+
+
+def test_pairs_always_meet_in_a_prefix_bucket():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2**63, 300, dtype=np.uint64)
+    flips = rng.integers(0, 64, (300, 8))
+    near = base ^ np.bitwise_or.reduce(np.uint64(1) << flips.astype(np.uint64), axis=1)
+    hashes = np.concatenate([base, near])
+    g = np.arange(hashes.size)
+    resident, query = image_buckets(hashes, 10)
+    found = set()
+    for bucket in range(256):
+        res, qry = (resident == bucket).any(axis=1), (query == bucket).any(axis=1)
+        found |= set(map(tuple, find_image_links(g[qry], hashes[qry], g[res], hashes[res], 10).tolist()))
+    assert found == set(map(tuple, find_pairs_within(hashes, 10).tolist()))
+    assert len(found) >= 300  # every planted pair (8 flipped bits or fewer) is among them
+
+
+def test_partitions_do_not_change_curate(corpus):
+    one = curate(corpus.table)
+    for partitions in (2, 7):
+        many = curate(corpus.table, partitions=partitions)
+        assert outcome(many.kept) == outcome(one.kept)
+        assert outcome(many.dropped) == outcome(one.dropped)
+        assert many.counters == one.counters
+
+
+def test_sharded_run_matches_one_process_and_finds_the_planted_copies(tmp_path, corpus):
+    single, sharded = DataRoot(str(tmp_path / "single")), DataRoot(str(tmp_path / "sharded"))
+    inputs = [write_inputs(single, corpus.table, "crawl-1", 3)]
+    write_inputs(sharded, corpus.table, "crawl-1", 3)
+
+    expected = run_incremental_curate(single, CurateConfig(), inputs)
+    report = run_sharded_curate(sharded, CurateConfig(), inputs, shards=4, partitions=3)
+
+    assert report["output"] == expected["output"]  # same run key: same inputs, config and index
+    assert (report["shards"], report["partitions"]) == (4, 3)
+    for part in ("kept", "dropped"):
+        assert outcome(sharded.read_table(f"{report['output']}/{part}")) == outcome(
+            single.read_table(f"{expected['output']}/{part}")
+        )
+    assert report["counters"] == expected["counters"]
+    assert report["dropped_by_reason"] == expected["dropped_by_reason"]
+    assert load_index(sharded).table.equals(load_index(single).table)
+    assert not sharded.exists(f"{report['output']}/_work")
+
+    dropped = sharded.read_table(f"{report['output']}/dropped")
+    kept = sharded.read_table(f"{report['output']}/kept")
+    reason = dict(zip(dropped.column("url").to_pylist(), dropped.column("drop_reason").to_pylist(), strict=True))
+    cluster = dict(
+        zip(
+            kept.column("url").to_pylist() + dropped.column("url").to_pylist(),
+            kept.column("near_dup_cluster").to_pylist() + dropped.column("near_dup_cluster").to_pylist(),
+            strict=True,
+        )
+    )
+    record = dict(zip(kept.column("url").to_pylist(), kept.column("record_id").to_pylist(), strict=True))
+    for url, (defect, original) in corpus.planted.items():
+        assert reason.get(url) == defect, url
+        if original is not None and defect != "near_duplicate_page":
+            assert cluster[url] == cluster[original] and cluster[original] in record.values()
+    missed_pages = [u for u, (d, _) in corpus.planted.items() if d == "near_duplicate_page" and u not in reason]
+    assert not missed_pages
+
+
+def test_second_crawl_against_the_index_matches_too(tmp_path, corpus):
+    later = generate_corpus(images=60, pages=60, seed=4, duplicate_rate=0.0).table
+    again = corpus.table.slice(0, 40)  # refetched a day later: same content at the same urls
+    later_at = pc.add(again.column("fetched_at"), pa.scalar(timedelta(days=1)))
+    again = again.set_column(again.schema.get_field_index("fetched_at"), again.schema.field("fetched_at"), later_at)
+    second = pa.concat_tables([later, again])
+    roots = [DataRoot(str(tmp_path / name)) for name in ("single", "sharded")]
+    for root in roots:
+        write_inputs(root, corpus.table, "crawl-1", 2)
+        write_inputs(root, second, "crawl-2", 2)
+    run_incremental_curate(roots[0], None, ["raw/crawl-1"])
+    run_sharded_curate(roots[1], None, ["raw/crawl-1"], shards=3)
+    expected = run_incremental_curate(roots[0], None, ["raw/crawl-2"])
+    report = run_sharded_curate(roots[1], None, ["raw/crawl-2"], shards=3, partitions=2)
+    assert report["output"] == expected["output"]
+    assert report["counters"]["known_duplicates"] == expected["counters"]["known_duplicates"] > 0
+    for part in ("kept", "dropped"):
+        assert outcome(roots[1].read_table(f"{report['output']}/{part}")) == outcome(
+            roots[0].read_table(f"{expected['output']}/{part}")
+        )
+    assert load_index(roots[1], INDEX_PATH).table.equals(load_index(roots[0], INDEX_PATH).table)
+
+
+def test_a_finished_run_is_skipped_and_a_crashed_one_starts_clean(tmp_path, corpus):
+    root = DataRoot(str(tmp_path / "data"))
+    inputs = [write_inputs(root, corpus.table, "crawl-1", 2)]
+    first = run_sharded_curate(root, None, inputs, shards=2, index_path=None)
+    assert run_sharded_curate(root, None, inputs, shards=3, index_path=None)["skipped"] is True
+    root.fs.rm(root.path(f"{first['output']}/_SUCCESS"))
+    root.write_bytes(f"{first['output']}/_work/features/shard-00009.parquet", b"left by a crash")
+    rerun = run_sharded_curate(root, None, inputs, shards=3, index_path=None)
+    assert rerun["skipped"] is False and rerun["kept"] == first["kept"]
+    assert len(root.list(f"{rerun['output']}/kept", ".parquet")) == 3
+
+
+def test_shards_cover_every_row_once(tmp_path, corpus):
+    root = DataRoot(str(tmp_path / "data"))
+    inputs = [write_inputs(root, corpus.table, "crawl-1", 3)]
+    for shards in (1, 2, 5, 1000):
+        planned = plan_shards(root, inputs, shards)
+        assert [s.first_row for s in planned] == list(np.cumsum([0] + [s.rows for s in planned[:-1]]))
+        assert sum(s.rows for s in planned) == corpus.table.num_rows
+        assert len(planned) == min(shards, corpus.table.num_rows)
+    with pytest.raises(ValueError, match="shards"):
+        plan_shards(root, inputs, 0)
