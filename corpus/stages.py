@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from corpus.schema import RECORD_SCHEMA, conform
@@ -74,6 +77,56 @@ def compute_run_key(stage: Stage, cfg: BaseModel | None, input_fingerprint: Any)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def find_finished(root: DataRoot, stage: Stage, cfg: BaseModel | None, inputs: Sequence[str], area: str = "curated"):
+    """(run key, output folder, report of a finished identical run or None) for running `stage` on `inputs`."""
+    run_key = compute_run_key(stage, cfg, root.fingerprint(inputs))
+    out = f"{area}/{stage.name}-{run_key}"
+    if root.exists(f"{out}/_SUCCESS") and root.read_bytes(f"{out}/_SUCCESS").decode() == run_key:
+        return run_key, out, {**root.read_json(f"{out}/_report.json"), "skipped": True}
+    return run_key, out, None
+
+
+def finish_run(
+    root: DataRoot,
+    stage: Stage,
+    cfg: BaseModel | None,
+    inputs: Sequence[str],
+    run_key: str,
+    out: str,
+    *,
+    rows_in: int,
+    kept: int,
+    dropped_by_reason: dict[str, int],
+    counters: dict[str, Any],
+    started: float,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Check that no row was lost, then write `_report.json` and, last, `_SUCCESS`; returns the report."""
+    dropped = sum(dropped_by_reason.values())
+    if kept + dropped != rows_in:
+        raise RuntimeError(f"stage {stage.name} lost rows: {rows_in} in, {kept} kept + {dropped} dropped")
+    report = {
+        "stage": stage.name,
+        "version": stage.version,
+        "run_key": run_key,
+        "output": out,
+        "inputs": list(inputs),
+        "config": cfg.model_dump(mode="json") if cfg is not None else None,
+        "rows_in": rows_in,
+        "kept": kept,
+        "dropped": dropped,
+        "dropped_by_reason": dict(sorted(dropped_by_reason.items())),
+        "counters": counters,
+        "seconds": round(time.perf_counter() - started, 3),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "skipped": False,
+        **(extra or {}),
+    }
+    root.write_json(f"{out}/_report.json", report)
+    root.write_bytes(f"{out}/_SUCCESS", run_key.encode())
+    return report
+
+
 def run_stage(
     root: DataRoot,
     stage: Stage,
@@ -87,42 +140,142 @@ def run_stage(
     `_SUCCESS` holding the run key. A run whose `_SUCCESS` already exists is skipped and its
     report returned with `skipped: True`. Returns the report, which names the output folder.
     """
-    run_key = compute_run_key(stage, cfg, root.fingerprint(inputs))
-    out = f"{area}/{stage.name}-{run_key}"
-    if root.exists(f"{out}/_SUCCESS") and root.read_bytes(f"{out}/_SUCCESS").decode() == run_key:
-        report = root.read_json(f"{out}/_report.json")
-        report["skipped"] = True
-        return report
+    run_key, out, finished = find_finished(root, stage, cfg, inputs, area)
+    if finished:
+        return finished
     started = time.perf_counter()
     table = root.read_tables(inputs)
     result = stage.apply(table, cfg)
     kept = conform(result.kept, RECORD_SCHEMA)
     dropped = conform(result.dropped, RECORD_SCHEMA)
-    if kept.num_rows + dropped.num_rows != table.num_rows:
-        raise RuntimeError(
-            f"stage {stage.name} lost rows: {table.num_rows} in, {kept.num_rows} kept + {dropped.num_rows} dropped"
-        )
     root.write_table(f"{out}/kept/part-0000.parquet", kept)
     root.write_table(f"{out}/dropped/part-0000.parquet", dropped)
-    report = {
-        "stage": stage.name,
-        "version": stage.version,
-        "run_key": run_key,
-        "output": out,
-        "inputs": list(inputs),
-        "config": cfg.model_dump(mode="json") if cfg is not None else None,
-        "rows_in": table.num_rows,
-        "kept": kept.num_rows,
-        "dropped": dropped.num_rows,
-        "dropped_by_reason": count_reasons(dropped),
-        "counters": result.counters,
-        "seconds": round(time.perf_counter() - started, 3),
-        "finished_at": datetime.now(UTC).isoformat(),
-        "skipped": False,
-    }
-    root.write_json(f"{out}/_report.json", report)
-    root.write_bytes(f"{out}/_SUCCESS", run_key.encode())
-    return report
+    return finish_run(
+        root,
+        stage,
+        cfg,
+        inputs,
+        run_key,
+        out,
+        rows_in=table.num_rows,
+        kept=kept.num_rows,
+        dropped_by_reason=count_reasons(dropped),
+        counters=result.counters,
+        started=started,
+    )
+
+
+# A map over pieces: fn applied to each argument tuple, results in order (a loop here, tasks on a cluster).
+MapSteps = Callable[[Callable[..., Any], list[tuple]], list[Any]]
+
+
+def map_in_process(fn: Callable[..., Any], args: list[tuple]) -> list[Any]:
+    return [fn(*a) for a in args]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A run of consecutive input rows: `pieces` are (file, first row, end row) slices of input files."""
+
+    number: int
+    first_row: int
+    pieces: tuple[tuple[str, int, int], ...]
+
+    @property
+    def rows(self) -> int:
+        return sum(stop - start for _, start, stop in self.pieces)
+
+
+def list_input_files(root: DataRoot, inputs: Sequence[str]) -> list[str]:
+    """The Parquet files of `inputs` in the order `DataRoot.read_tables` concatenates them."""
+    files: list[str] = []
+    for relpath in inputs:
+        files += [relpath] if relpath.endswith(".parquet") else root.list(relpath, ".parquet")
+    return files
+
+
+def plan_shards(root: DataRoot, inputs: Sequence[str], shards: int) -> list[Shard]:
+    """Cut the rows of `inputs` into at most `shards` runs of nearly equal length (from Parquet footers only)."""
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    files = list_input_files(root, inputs)
+    counts = [pq.ParquetFile(root.path(f), filesystem=root.fs).metadata.num_rows for f in files]
+    total = sum(counts)
+    bounds = np.linspace(0, total, min(shards, max(total, 1)) + 1).round().astype(int).tolist()
+    starts = np.cumsum([0, *counts]).tolist()[:-1]
+    planned = []
+    for number, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        pieces = tuple(
+            (f, max(lo - start, 0), min(hi - start, n))
+            for f, start, n in zip(files, starts, counts, strict=True)
+            if start < hi and start + n > lo
+        )
+        planned.append(Shard(number, lo, pieces))
+    return planned
+
+
+def read_shard(root: DataRoot, shard: Shard) -> pa.Table:
+    """The shard's rows, conformed to the record schema."""
+    parts = [
+        conform(pq.read_table(root.path(f), filesystem=root.fs).slice(start, stop - start), RECORD_SCHEMA)
+        for f, start, stop in shard.pieces
+    ]
+    return pa.concat_tables(parts) if parts else RECORD_SCHEMA.empty_table()
+
+
+def add_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    """Per-key sums of some counters (zeros kept)."""
+    total: dict[str, int] = {}
+    for one in counts:
+        for key, value in one.items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+def run_shard(root: DataRoot, stage: Stage, cfg: BaseModel | None, shard: Shard, out: str) -> dict[str, Any]:
+    """Apply a row-wise stage to one shard and write its kept and dropped parts; its counts for the report."""
+    result = stage.apply(read_shard(root, shard), cfg)
+    kept, dropped = conform(result.kept, RECORD_SCHEMA), conform(result.dropped, RECORD_SCHEMA)
+    root.write_table(f"{out}/kept/part-{shard.number:04d}.parquet", kept)
+    root.write_table(f"{out}/dropped/part-{shard.number:04d}.parquet", dropped)
+    return {"kept": kept.num_rows, "dropped_by_reason": count_reasons(dropped), "counters": result.counters}
+
+
+def run_stage_sharded(
+    root: DataRoot,
+    stage: Stage,
+    cfg: BaseModel | None,
+    inputs: Sequence[str],
+    shards: int,
+    map_steps: MapSteps = map_in_process,
+    area: str = "curated",
+) -> dict[str, Any]:
+    """`run_stage` for a stage whose rows do not depend on each other (scrub): one piece per shard.
+
+    Same run key and rows as `run_stage` (one part file per shard instead of one); numeric counters add up.
+    """
+    run_key, out, finished = find_finished(root, stage, cfg, inputs, area)
+    if finished:
+        return finished
+    started = time.perf_counter()
+    if root.exists(out):  # parts of an attempt that crashed
+        root.fs.rm(root.path(out), recursive=True)
+    planned = plan_shards(root, inputs, shards)
+    results = map_steps(run_shard, [(root, stage, cfg, s, out) for s in planned])
+    return finish_run(
+        root,
+        stage,
+        cfg,
+        inputs,
+        run_key,
+        out,
+        rows_in=sum(s.rows for s in planned),
+        kept=sum(r["kept"] for r in results),
+        dropped_by_reason=add_counts(r["dropped_by_reason"] for r in results),
+        counters=add_counts(r["counters"] for r in results),
+        started=started,
+        extra={"shards": len(planned)},
+    )
 
 
 def trace_reports(root: DataRoot, output: str) -> list[dict[str, Any]]:

@@ -19,19 +19,25 @@ run key, since it gives the same rows), and its scratch files under `<output>/_w
 
 from __future__ import annotations
 
-import itertools
+import os
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from corpus.schema import RECORD_SCHEMA, conform
-from corpus.stages import compute_run_key, count_reasons
+from corpus.stages import (
+    MapSteps,
+    Shard,
+    count_reasons,
+    find_finished,
+    finish_run,
+    map_in_process,
+    plan_shards,
+    read_shard,
+)
 from corpus.store import DataRoot
 from curation.cleaning import (
     CURATE,
@@ -51,62 +57,7 @@ from curation.cleaning import (
 from curation.index import INDEX_PATH, empty_index, load_index, merge_index_rows, save_index, update_index
 from curation.partitions import Settlement, settle_duplicates
 
-# A map over pieces: fn applied to each argument tuple, results in order. The default runs them here.
-MapSteps = Callable[[Callable[..., Any], list[tuple]], list[Any]]
 ROLES = ("exact", "bands", "images")
-
-
-def map_in_process(fn: Callable[..., Any], args: list[tuple]) -> list[Any]:
-    return [fn(*a) for a in args]
-
-
-@dataclass(frozen=True)
-class Shard:
-    """A run of consecutive input rows: `pieces` are (file, first row, end row) slices of input files."""
-
-    number: int
-    first_row: int
-    pieces: tuple[tuple[str, int, int], ...]
-
-    @property
-    def rows(self) -> int:
-        return sum(stop - start for _, start, stop in self.pieces)
-
-
-def list_input_files(root: DataRoot, inputs: Sequence[str]) -> list[str]:
-    """The Parquet files of `inputs` in the order `DataRoot.read_tables` concatenates them."""
-    files: list[str] = []
-    for relpath in inputs:
-        files += [relpath] if relpath.endswith(".parquet") else root.list(relpath, ".parquet")
-    return files
-
-
-def plan_shards(root: DataRoot, inputs: Sequence[str], shards: int) -> list[Shard]:
-    """Cut the rows of `inputs` into at most `shards` runs of nearly equal length (from Parquet footers only)."""
-    if shards < 1:
-        raise ValueError(f"shards must be >= 1, got {shards}")
-    files = list_input_files(root, inputs)
-    counts = [pq.ParquetFile(root.path(f), filesystem=root.fs).metadata.num_rows for f in files]
-    total = sum(counts)
-    bounds = np.linspace(0, total, min(shards, max(total, 1)) + 1).round().astype(int).tolist()
-    starts = np.cumsum([0, *counts]).tolist()[:-1]
-    planned = []
-    for number, (lo, hi) in enumerate(itertools.pairwise(bounds)):
-        pieces = tuple(
-            (f, max(lo - start, 0), min(hi - start, n))
-            for f, start, n in zip(files, starts, counts, strict=True)
-            if start < hi and start + n > lo
-        )
-        planned.append(Shard(number, lo, pieces))
-    return planned
-
-
-def read_shard(root: DataRoot, shard: Shard) -> pa.Table:
-    parts = [
-        conform(pq.read_table(root.path(f), filesystem=root.fs).slice(start, stop - start), RECORD_SCHEMA)
-        for f, start, stop in shard.pieces
-    ]
-    return pa.concat_tables(parts) if parts else RECORD_SCHEMA.empty_table()
 
 
 def _features_path(work: str, shard: int) -> str:
@@ -126,7 +77,7 @@ def measure_shard(
     for p, part in enumerate(split_partitions(features, cfg, partitions)):
         for role in ROLES:
             root.write_table(_partition_path(work, p, role, shard.number), part[role])
-    return {"shard": shard.number, "rows": features.num_rows, "known": known_count}
+    return {"shard": shard.number, "rows": features.num_rows, "known": known_count, "pid": os.getpid()}
 
 
 def search_partition_files(root: DataRoot, work: str, partition: int, cfg: CurateConfig) -> dict[str, Any]:
@@ -214,16 +165,13 @@ def run_sharded_curate(
     partitions = partitions or shards
     index = load_index(root, index_path) if index_path else empty_index()
     stage = incremental_stage(index) if index_path else CURATE
-    run_key = compute_run_key(stage, cfg, root.fingerprint(inputs))
-    out = f"curated/{stage.name}-{run_key}"
-    if root.exists(f"{out}/_SUCCESS") and root.read_bytes(f"{out}/_SUCCESS").decode() == run_key:
-        return {**root.read_json(f"{out}/_report.json"), "skipped": True}
+    run_key, out, finished = find_finished(root, stage, cfg, inputs)
+    if finished:
+        return finished
     started, seconds = time.perf_counter(), {}
-    work = f"{out}/_work"
-    if root.exists(work):  # what a crashed attempt left behind
-        root.fs.rm(root.path(work), recursive=True)
-    if root.exists(out):
+    if root.exists(out):  # what an attempt that crashed left behind
         root.fs.rm(root.path(out), recursive=True)
+    work = f"{out}/_work"
     planned = plan_shards(root, inputs, shards)
     known = load_known(index=index)
 
@@ -265,35 +213,29 @@ def run_sharded_curate(
     )
     seconds["write"] = time.perf_counter() - tick
 
-    rows_in = sum(s.rows for s in planned)
     reasons = [r for w in written for r in w["reasons"]]
     kinds_kept = pa.table({"kind": pa.array([k for w in written for k in w["kinds_kept"]], pa.string())})
-    kept = kinds_kept.num_rows
-    if kept + len(reasons) != rows_in:
-        raise RuntimeError(f"sharded curate lost rows: {rows_in} in, {kept} kept + {len(reasons)} dropped")
     known_count = sum(m["known"] for m in measured) + settlement.known
-    report = {
-        "stage": stage.name,
-        "version": stage.version,
-        "run_key": run_key,
-        "output": out,
-        "inputs": list(inputs),
-        "config": cfg.model_dump(mode="json"),
-        "rows_in": rows_in,
-        "kept": kept,
-        "dropped": len(reasons),
-        "dropped_by_reason": count_reasons(pa.table({"drop_reason": pa.array(reasons, pa.string())})),
-        "counters": count_curation(reasons, kinds_kept, known_count),
-        "seconds": round(time.perf_counter() - started, 3),
-        "finished_at": datetime.now(UTC).isoformat(),
-        "skipped": False,
-        "shards": len(planned),
-        "partitions": partitions,
-        "round_seconds": {k: round(v, 3) for k, v in seconds.items()},
-    }
-    root.write_json(f"{out}/_report.json", report)
-    root.write_bytes(f"{out}/_SUCCESS", run_key.encode())
     root.fs.rm(root.path(work), recursive=True)
+    report = finish_run(
+        root,
+        stage,
+        cfg,
+        inputs,
+        run_key,
+        out,
+        rows_in=sum(s.rows for s in planned),
+        kept=kinds_kept.num_rows,
+        dropped_by_reason=count_reasons(pa.table({"drop_reason": pa.array(reasons, pa.string())})),
+        counters=count_curation(reasons, kinds_kept, known_count),
+        started=started,
+        extra={
+            "shards": len(planned),
+            "partitions": partitions,
+            "processes": len({m["pid"] for m in measured}),  # how many processes measured shards
+            "round_seconds": {k: round(v, 3) for k, v in seconds.items()},
+        },
+    )
     if index_path:
         rows = [w["index_rows"] for w in written if w["index_rows"] is not None]
         updated = merge_index_rows(index, pa.concat_tables(rows)) if rows else index

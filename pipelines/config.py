@@ -32,6 +32,25 @@ class CrawlParams(BaseModel):
     timeout_s: float = Field(1800, gt=0, description="Wall-clock limit of one crawl.")
 
 
+class ScaleParams(BaseModel):
+    """How curation spreads out: shards of the input, hash partitions of the duplicate search, and where they run."""
+
+    shards: int = Field(
+        1,
+        ge=1,
+        description="Input shards curated as separate tasks; 1 runs the stage as one task. Each task costs "
+        "~0.3 s of overhead on a Dask worker (notes/prefect-stack.md), so give each shard thousands of rows.",
+    )
+    partitions: int | None = Field(
+        None, ge=1, description="Hash partitions of the duplicate search; default: as many as shards."
+    )
+    dask: bool = Field(
+        False,
+        description="Run the shards on Dask: the cluster at FLYWHEEL_DASK_ADDRESS, else a LocalCluster of "
+        "FLYWHEEL_DASK_WORKERS processes started for the run. Off: shards run on threads in the flow's process.",
+    )
+
+
 class CurateParams(BaseModel):
     """curate -> scrub over raw crawl folders."""
 
@@ -40,6 +59,7 @@ class CurateParams(BaseModel):
     )
     curate: CurateConfig = Field(default_factory=CurateConfig)
     scrub: ScrubConfig = Field(default_factory=ScrubConfig)
+    scale: ScaleParams = Field(default_factory=ScaleParams, description="Sharding and Dask.")
     data_root: str | None = Field(None, description="Data root URL; defaults to FLYWHEEL_DATA_ROOT.")
 
 
@@ -49,6 +69,7 @@ class IngestParams(BaseModel):
     crawl: CrawlParams
     curate: CurateConfig = Field(default_factory=CurateConfig)
     scrub: ScrubConfig = Field(default_factory=ScrubConfig)
+    scale: ScaleParams = Field(default_factory=ScaleParams, description="Sharding and Dask.")
     data_root: str | None = Field(None, description="Data root URL; defaults to FLYWHEEL_DATA_ROOT.")
 
 

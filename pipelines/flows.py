@@ -15,6 +15,7 @@ from pipelines.tasks import (
     crawl_source,
     find_project,
     latest_pool,
+    make_task_runner,
     new_run_name,
     open_project,
     project_link,
@@ -24,6 +25,8 @@ from pipelines.tasks import (
     remember_pool,
     review_round,
     run_curation_stage,
+    run_sharded_curation,
+    run_sharded_stage,
     score_pool,
     simulate_annotators,
     summarize_labels,
@@ -41,6 +44,16 @@ def crawl_flow(params: CrawlParams, data_root: str | None = None) -> dict[str, A
     return crawl_source(_data_root(data_root), params, new_run_name("crawl"))
 
 
+@flow(name="curate-shards", log_prints=True)
+def curate_shards_flow(data_root: str, params: CurateParams) -> dict[str, Any]:
+    """curate then scrub in shards: every piece of every round is a task on this flow's task runner (Dask or
+    threads); curate's duplicate search runs in hash partitions between its per-shard rounds."""
+    scale = params.scale
+    curated = run_sharded_curation(data_root, params.curate, params.inputs, scale.shards, scale.partitions)
+    scrubbed = run_sharded_stage(data_root, "scrub", params.scrub, [f"{curated['output']}/kept"], scale.shards)
+    return {"curate": curated, "scrub": scrubbed}
+
+
 @flow(name="curate", log_prints=True)
 def curate_flow(params: CurateParams) -> dict[str, Any]:
     """Curate raw records (validation, exact and near-duplicates) and scrub what is kept (PII, EXIF, faces).
@@ -48,8 +61,13 @@ def curate_flow(params: CurateParams) -> dict[str, Any]:
     The scrubbed kept records become the label pool (`pool`), remembered as the latest one.
     """
     data_root = _data_root(params.data_root)
-    curate_report = run_curation_stage(data_root, "curate", params.curate, params.inputs)
-    scrub_report = run_curation_stage(data_root, "scrub", params.scrub, [f"{curate_report['output']}/kept"])
+    if params.scale.shards > 1 or params.scale.dask or get_settings().dask_address:
+        sharded = curate_shards_flow.with_options(task_runner=make_task_runner(params.scale.dask))
+        reports = sharded(data_root, params)
+        curate_report, scrub_report = reports["curate"], reports["scrub"]
+    else:
+        curate_report = run_curation_stage(data_root, "curate", params.curate, params.inputs)
+        scrub_report = run_curation_stage(data_root, "scrub", params.scrub, [f"{curate_report['output']}/kept"])
     pool = remember_pool(data_root, f"{scrub_report['output']}/kept")
     return {"curate": curate_report, "scrub": scrub_report, "pool": pool}
 
@@ -60,7 +78,11 @@ def ingest_flow(params: IngestParams) -> dict[str, Any]:
     crawl_report = crawl_flow(params.crawl, params.data_root)
     curated = curate_flow(
         CurateParams(
-            inputs=[crawl_report["output"]], curate=params.curate, scrub=params.scrub, data_root=params.data_root
+            inputs=[crawl_report["output"]],
+            curate=params.curate,
+            scrub=params.scrub,
+            scale=params.scale,
+            data_root=params.data_root,
         )
     )
     return {"crawl": crawl_report, **curated}

@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from prefect import get_run_logger, task
+from prefect import get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.blocks.system import Secret
+from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect_dask import DaskTaskRunner
 
 from corpus.releases import ReleaseConfig, build_release
 from corpus.settings import get_settings
-from corpus.stages import Stage, run_stage, trace_reports
+from corpus.stages import Stage, run_stage, run_stage_sharded, trace_reports
 from corpus.store import DataRoot
 from crawlers.report import report_table
 from crawlers.run import crawl
 from curation.cleaning import CURATE, run_incremental_curate
 from curation.privacy import SCRUB
+from curation.shards import run_sharded_curate
 from labeling.annotators import SimulatedAnnotator, simulate_labeling
 from labeling.client import LabelStudioClient
 from labeling.label_errors import flag_label_errors
@@ -110,12 +116,73 @@ def run_curation_stage(data_root: str, stage_name: str, cfg: Any, inputs: list[s
         report = run_incremental_curate(root, cfg, inputs)
     else:
         report = run_stage(root, STAGES[stage_name], cfg, inputs)
+    publish_stage_report(report)
+    return report
+
+
+def publish_stage_report(report: dict[str, Any]) -> None:
+    """A stage report as a table artifact: rows dropped per reason."""
     rows = [{"reason": reason, "rows": n} for reason, n in report["dropped_by_reason"].items()]
+    scale = f", {report['shards']} shards" if report.get("shards") else ""
+    scale += f" x {report['partitions']} partitions" if report.get("partitions") else ""
     create_table_artifact(
-        key=_artifact_key("stage", stage_name),
+        key=_artifact_key("stage", report["stage"]),
         table=rows or [{"reason": "-", "rows": 0}],
-        description=f"{stage_name}: {report['kept']} kept, {report['dropped']} dropped (run {report['run_key']})",
+        description=f"{report['stage']}: {report['kept']} kept, {report['dropped']} dropped "
+        f"(run {report['run_key']}{scale})",
     )
+
+
+@task(cache_policy=NO_CACHE)
+def run_curation_step(step: Callable[..., Any], args: tuple) -> Any:
+    """One piece of one round of a sharded curation (a shard or a partition); see curation.shards."""
+    return step(*args)
+
+
+def map_on_task_runner(step: Callable[..., Any], args: list[tuple], stage: str = "curate") -> list[Any]:
+    """The sharded runners' map: every piece a task (named `<stage>-<step>`) on the running flow's task
+    runner, results in order."""
+    named = run_curation_step.with_options(name=f"{stage}-{step.__name__.replace('_', '-')}")
+    return [future.result() for future in named.map(unmapped(step), args)]
+
+
+def make_task_runner(use_dask: bool) -> TaskRunner:
+    """Dask at FLYWHEEL_DASK_ADDRESS if set; else a LocalCluster of FLYWHEEL_DASK_WORKERS processes when
+    asked for (on 127.0.0.1, no dashboard, scratch under the work dir); else threads in this process."""
+    settings = get_settings()
+    if settings.dask_address:
+        return DaskTaskRunner(address=settings.dask_address)
+    if use_dask:
+        return DaskTaskRunner(
+            cluster_class="distributed.LocalCluster",
+            cluster_kwargs={
+                "n_workers": settings.dask_workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "host": "127.0.0.1",
+                "dashboard_address": None,
+                "local_directory": str(settings.work_dir / "dask"),
+            },
+        )
+    return ThreadPoolTaskRunner(max_workers=settings.dask_workers)
+
+
+def run_sharded_curation(
+    data_root: str, cfg: Any, inputs: list[str], shards: int, partitions: int | None
+) -> dict[str, Any]:
+    """Sharded curate against the dedup index, its rounds mapped onto the flow's task runner; a report artifact."""
+    report = run_sharded_curate(
+        open_root(data_root), cfg, inputs, shards=shards, partitions=partitions, map_steps=map_on_task_runner
+    )
+    publish_stage_report(report)
+    return report
+
+
+def run_sharded_stage(data_root: str, stage_name: str, cfg: Any, inputs: list[str], shards: int) -> dict[str, Any]:
+    """A row-wise stage (scrub) one task per shard on the flow's task runner; a report artifact."""
+    map_steps = partial(map_on_task_runner, stage=stage_name)
+    report = run_stage_sharded(open_root(data_root), STAGES[stage_name], cfg, inputs, shards, map_steps)
+    publish_stage_report(report)
     return report
 
 

@@ -9,13 +9,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from corpus.stages import plan_shards, run_stage, run_stage_sharded
 from corpus.store import DataRoot
 from curation.cleaning import CurateConfig, curate, run_incremental_curate
 from curation.dedup import find_pairs_within
 from curation.index import INDEX_PATH, load_index
 from curation.partitions import find_image_links, image_buckets
 from curation.planted import generate_corpus
-from curation.shards import plan_shards, run_sharded_curate
+from curation.privacy import SCRUB, ScrubConfig
+from curation.shards import run_sharded_curate
 
 
 def outcome(table: pa.Table) -> list[tuple]:
@@ -146,3 +148,21 @@ def test_shards_cover_every_row_once(tmp_path, corpus):
         assert len(planned) == min(shards, corpus.table.num_rows)
     with pytest.raises(ValueError, match="shards"):
         plan_shards(root, inputs, 0)
+
+
+def test_row_wise_stage_in_shards_matches_run_stage(tmp_path, raw_table):
+    roots = [DataRoot(str(tmp_path / name)) for name in ("single", "sharded")]
+    for root in roots:
+        root.write_table("raw/run1/part-0000.parquet", raw_table)
+    expected = run_stage(roots[0], SCRUB, ScrubConfig(), ["raw/run1"])
+    report = run_stage_sharded(roots[1], SCRUB, ScrubConfig(), ["raw/run1"], shards=4)
+    assert report["output"] == expected["output"] and report["shards"] == 4
+    assert report["counters"] == expected["counters"]
+    assert report["dropped_by_reason"] == expected["dropped_by_reason"]
+    for part in ("kept", "dropped"):
+        assert (
+            roots[1]
+            .read_table(f"{report['output']}/{part}")
+            .equals(roots[0].read_table(f"{expected['output']}/{part}"))
+        )
+    assert run_stage_sharded(roots[1], SCRUB, ScrubConfig(), ["raw/run1"], shards=2)["skipped"] is True
