@@ -317,7 +317,7 @@ def announce_round(
     }
     logger = get_run_logger()
     if gate["passed"]:
-        logger.info("label round passed its quality gate %s: releasing %s", values, dataset)
+        logger.info("label round passed its quality gate %s: %s announced for %s", values, ROUND_PASSED, dataset)
     else:
         payload["reasons"] = gate["reasons"]
         logger.warning("label round FAILED its quality gate, no release: %s", "; ".join(gate["reasons"]))

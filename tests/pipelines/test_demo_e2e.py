@@ -55,7 +55,8 @@ def _round_events(dataset: str) -> list:
             EventFilter(
                 event=EventNameFilter(prefix=["flywheel.round."]),
                 resource=EventResourceFilter(id=[f"flywheel.dataset.{dataset}"]),
-            )
+            ),
+            limit=50,  # the client's default (100) is above the server's maximum page
         )
     return page.events
 
