@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 from corpus.releases import ReleaseConfig
 from curation.cleaning import CurateConfig
 from curation.privacy import ScrubConfig
+from labeling.gate import QualityGate
 from training.train import TrainConfig
 
 
@@ -107,6 +108,10 @@ class LabelRoundParams(BaseModel):
         0.8, ge=0, le=1, description="Labels with a lower posterior go to the review tab (bench/LABELING.md)."
     )
     simulate: SimulationParams | None = Field(None, description="Answer with simulated annotators (demo only).")
+    gate: QualityGate = Field(
+        default_factory=QualityGate,
+        description="What the round must reach to be released; a passing round emits flywheel.round.passed.",
+    )
     seed: int = 0
     data_root: str | None = None
 

@@ -8,9 +8,11 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from corpus.settings import get_settings
+from labeling.gate import check_quality_gate
 from pipelines.config import CrawlParams, CurateParams, IngestParams, LabelRoundParams, ReleaseParams, TrainParams
 from pipelines.tasks import (
     announce_model,
+    announce_round,
     choose_batch,
     crawl_source,
     find_project,
@@ -147,6 +149,13 @@ def label_round_flow(params: LabelRoundParams) -> dict[str, Any]:
     round_labels = review_round(
         data_root, params.dataset, pushed["project_id"], pushed["record_ids"], params.gold_path, params.review_threshold
     )
+    gate = check_quality_gate(
+        agreement=round_labels["agreement"],
+        scorecards=round_labels["scorecards"],
+        new_labels=round_labels["new_labels"],
+        gate=params.gate,
+    ).to_dict()
+    announce_round(data_root, params.dataset, pool, pushed["project_id"], params.gold_path, gate)
     report = {
         "project_id": pushed["project_id"],
         "project_url": pushed["project_url"],
@@ -163,14 +172,21 @@ def label_round_flow(params: LabelRoundParams) -> dict[str, Any]:
         "gold": pushed["gold"],
         "review": round_labels["review"],
         "scorecards": round_labels["scorecards"],
+        "new_labels": round_labels["new_labels"],
+        "quality_gate": gate,
     }
+    verdict = "passed: flywheel.round.passed emitted" if gate["passed"] else "FAILED: flywheel.round.failed, no release"
     create_markdown_artifact(
         key="label-round",
         markdown="\n".join(
             ["# Label round", "", f"Label Studio project: {pushed['project_url']}", "", "| what | value |", "|---|---|"]
             + [f"| {k} | {v} |" for k, v in report.items() if not isinstance(v, dict | list)]
+            + ["", f"## Quality gate: {verdict}", "", "| criterion | value | threshold | ok |", "|---|---|---|---|"]
+            + [f"| {c['name']} | {c['value']} | {c['threshold']} | {c['ok']} |" for c in gate["criteria"]]
+            + [f"- {reason}" for reason in gate["reasons"]]
         ),
-        description=f"project {pushed['project_id']}: {pushed['tasks_pushed']} tasks by {pushed['strategy']}",
+        description=f"project {pushed['project_id']}: {pushed['tasks_pushed']} tasks by {pushed['strategy']}; "
+        f"quality gate {'passed' if gate['passed'] else 'failed'}",
     )
     return report
 

@@ -52,6 +52,8 @@ STAGES: dict[str, Stage] = {"curate": CURATE, "scrub": SCRUB}
 IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 10, 30]}
 
 DATASET_RELEASED = "flywheel.dataset.released"
+ROUND_PASSED = "flywheel.round.passed"
+ROUND_FAILED = "flywheel.round.failed"
 REVIEW_VIEW = "Flywheel review"
 MODEL_TRAINED = "flywheel.model.trained"
 
@@ -353,14 +355,44 @@ def review_round(
         create_table_artifact(
             key="annotator-scorecards", table=scorecards, description="accuracy on gold, agreement with consensus"
         )
+    labeled = aggregate_majority(this_round).column("record_id").to_pylist()
     return {
         "annotations": this_round.num_rows,
-        "labeled_records": aggregate_majority(this_round).num_rows,
+        "labeled_records": len(labeled),
+        "new_labels": sum(1 for rid in labeled if rid not in gold),
         "agreement": compute_agreement(this_round),
         "pairwise": compute_pairwise_agreement(this_round).to_pylist(),
         "review": len(review_ids),
         "scorecards": scorecards,
     }
+
+
+@task
+def announce_round(
+    data_root: str, dataset: str, pool: str, project_id: int, gold_path: str | None, gate: dict[str, Any]
+) -> None:
+    """Emit flywheel.round.passed when the round passed its quality gate (the release deployment's trigger
+    maps its payload onto the release's parameters), flywheel.round.failed with the reasons when not."""
+    values = {c["name"]: c["value"] for c in gate["criteria"]}
+    payload = {
+        "dataset": dataset,
+        "data_root": open_root(data_root).url,
+        "pool": pool,
+        "project_id": project_id,
+        "gold_path": gold_path,
+        "values": values,
+    }
+    logger = get_run_logger()
+    if gate["passed"]:
+        logger.info("label round passed its quality gate %s: %s announced for %s", values, ROUND_PASSED, dataset)
+    else:
+        payload["reasons"] = gate["reasons"]
+        logger.warning("label round FAILED its quality gate, no release: %s", "; ".join(gate["reasons"]))
+    emit_event(
+        event=ROUND_PASSED if gate["passed"] else ROUND_FAILED,
+        resource={"prefect.resource.id": f"flywheel.dataset.{dataset}", "prefect.resource.name": dataset},
+        payload=payload,
+    )
 
 
 def summarize_labels(data_root: str) -> dict[str, Any]:

@@ -46,6 +46,21 @@ def _strings(value) -> list[str]:
     return []
 
 
+def _round_events(dataset: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    with get_client(sync_client=True) as client:
+        page = client.read_events(
+            EventFilter(
+                event=EventNameFilter(prefix=["flywheel.round."]),
+                resource=EventResourceFilter(id=[f"flywheel.dataset.{dataset}"]),
+            ),
+            limit=50,  # the client's default (100) is above the server's maximum page
+        )
+    return page.events
+
+
 async def _runs_and_artifacts() -> tuple[list, list]:
     from prefect.client.orchestration import get_client
 
@@ -100,6 +115,18 @@ def test_demo_runs_the_whole_loop(prefect_api, own_label_studio, demo_settings, 
     assert round1["review_queue"] is not None
     assert round1["annotations"] > round1["tasks_pushed"] * 0.9  # tasks with no truth get no answer
     assert 0.5 <= round1["agreement"] <= 1.0
+    # each round's quality gate (the demo's own: DemoParams.gate) is in the summary and was announced
+    gates = [r["quality_gate"] for r in (round1, round2)]
+    for gate in gates:
+        assert set(gate) == {"passed", "krippendorff_alpha", "gold_accuracy", "new_labels"}
+        assert gate["krippendorff_alpha"]["threshold"] == 0.5 and gate["new_labels"]["threshold"] == 10
+        assert gate["passed"] == all(gate[name]["ok"] for name in gate if name != "passed")
+    assert gates[0]["gold_accuracy"]["value"] is not None and gates[0]["new_labels"]["value"] >= 20
+    announced = sorted(event.event for event in _round_events("e2e"))
+    expected = sorted(f"flywheel.round.{'passed' if gate['passed'] else 'failed'}" for gate in gates)
+    assert announced == expected
+    passed = [e for e in _round_events("e2e") if e.event == "flywheel.round.passed"]
+    assert all(e.payload["data_root"] == root.url and e.payload["pool"] for e in passed)
     assert [r["version"] for r in summary["releases"]] == ["v0001", "v0002"]
     assert summary["releases"][1]["parent"] == "v0001"
     v2 = summary["releases"][1]
@@ -181,6 +208,11 @@ def test_build_summary_has_the_documented_shape():
             "agreement": {"percent_agreement": 1.0, "items_with_overlap": 1},
             "project_id": 7,
             "project_url": "http://127.0.0.1:1/projects/7",
+            "quality_gate": {
+                "passed": False,
+                "criteria": [{"name": "new_labels", "value": 4.0, "threshold": 20.0, "ok": False, "reason": "r"}],
+                "reasons": ["r"],
+            },
         }
     ]
     releases = [{"version": "v0001", "parent": None, "rows": {"train": 2, "val": 1, "test": 1}}]
@@ -190,3 +222,7 @@ def test_build_summary_has_the_documented_shape():
     assert summary["releases"] == [{"version": "v0001", "parent": None, "train": 2, "val": 1, "test": 1, "path": None}]
     assert summary["label_studio"] == {"url": "http://127.0.0.1:1/projects/7", "project_id": 7}
     assert summary["label_rounds"][0]["agreement"] == 1.0
+    assert summary["label_rounds"][0]["quality_gate"] == {
+        "passed": False,
+        "new_labels": {"value": 4.0, "threshold": 20.0, "ok": False},
+    }

@@ -1,4 +1,5 @@
-"""deploy/prefect.yaml registers the loop; a published release starts training through its event trigger."""
+"""deploy/prefect.yaml registers the loop: a label round that passes its quality gate starts a release through
+its event trigger, and a published release starts training through its own."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from prefect.events import DeploymentEventTrigger
 
 from corpus.settings import Settings
 from corpus.store import DataRoot
+from labeling.gate import QualityGate, check_quality_gate
 from pipelines import flows, services
 from pipelines.config import IngestParams, LabelRoundParams, ReleaseParams, TrainParams
 from pipelines.flows import release_flow, train_on_release_flow
+from pipelines.tasks import announce_round
 
 pytestmark = pytest.mark.prefect
 
@@ -48,6 +51,11 @@ def test_prefect_yaml_declares_every_deployment_with_valid_parameters():
     parsed = DeploymentEventTrigger.model_validate({k: v for k, v in trigger.items() if k != "type"})
     assert parsed.expect == {"flywheel.dataset.released"}
     assert set(trigger["parameters"]) == set(inspect.signature(train_on_release_flow.fn).parameters)
+    (trigger,) = deployments["release"]["triggers"]
+    parsed = DeploymentEventTrigger.model_validate({k: v for k, v in trigger.items() if k != "type"})
+    assert parsed.expect == {"flywheel.round.passed"}
+    assert set(trigger["parameters"]) == {"params"}
+    assert set(trigger["parameters"]["params"]) <= set(ReleaseParams.model_fields)
 
 
 async def _deployment_state(name: str, timeout_s: float):
@@ -76,7 +84,13 @@ async def _registered() -> tuple[dict, list]:
     return deployments, automations
 
 
-def test_ui_setup_registers_deployments_and_a_release_triggers_training(prefect_api, tmp_path):
+def _round_gate(passed: bool) -> dict:
+    agreement = {"krippendorff_alpha": 0.8 if passed else 0.4}
+    cards = [{"annotator": "1", "gold_items": 4, "gold_accuracy": 1.0}]
+    return check_quality_gate(agreement=agreement, scorecards=cards, new_labels=48, gate=QualityGate()).to_dict()
+
+
+def test_ui_setup_registers_deployments_and_a_passed_round_releases_and_trains(prefect_api, tmp_path):
     root = DataRoot(str(tmp_path / "data"))
     pool = make_labeled_pool(root)
     settings = Settings(data_root=str(tmp_path / "services"), project_dir=REPO_ROOT)
@@ -85,6 +99,8 @@ def test_ui_setup_registers_deployments_and_a_release_triggers_training(prefect_
     assert set(deployments) >= set(_deployments())
     assert deployments["ingest-nightly"].schedules[0].schedule.cron == "0 3 * * *"
     assert [a for a in automations if a.trigger.expect == {"flywheel.dataset.released"}]
+    (on_round,) = [a for a in automations if a.trigger.expect == {"flywheel.round.passed"}]
+    assert [action.deployment_id for action in on_round.actions] == [deployments["release"].id]
 
     worker = services.ServiceState("worker", services.run_dir_of(settings))
     services.start_worker(
@@ -97,8 +113,21 @@ def test_ui_setup_registers_deployments_and_a_release_triggers_training(prefect_
         },
     )
     try:
-        manifest = release_flow(ReleaseParams(dataset="colours", pool=pool, data_root=root.url))
-        assert manifest["version"] == "v0001"
+        # The task label_round_flow announces its gate with: a failed round releases nothing, a passed one
+        # starts the release deployment, whose release starts the train-on-release deployment.
+        announce_round(root.url, "rejected", pool, 1, None, _round_gate(passed=False))
+        announce_round(root.url, "colours", pool, 1, None, _round_gate(passed=True))
+        release = asyncio.run(_deployment_state("release", timeout_s=300))
+        log = worker.log_file.read_text()[-3000:] if worker.log_file.exists() else ""
+        assert release is not None, log
+        assert release.state.is_completed(), log
+        assert release.parameters["params"] == {
+            "dataset": "colours",
+            "data_root": root.url,
+            "pool": pool,
+            "gold_path": None,
+        }
+        assert root.read_json("releases/colours/v0001/manifest.json")["version"] == "v0001"
         run = asyncio.run(_deployment_state("train-on-release", timeout_s=420))
         log = worker.log_file.read_text()[-3000:] if worker.log_file.exists() else ""
         assert run is not None, log
@@ -107,8 +136,19 @@ def test_ui_setup_registers_deployments_and_a_release_triggers_training(prefect_
         (model,) = root.list_dirs("models")
         assert root.read_json(f"models/{model}/metrics.json")["release"] == "v0001"
         assert root.exists(f"models/{model}/predictions.parquet")
+        assert not root.exists("releases/rejected")
+        releases = asyncio.run(_deployment_runs("release"))
+        assert [r.parameters["params"]["dataset"] for r in releases] == ["colours"]
     finally:
         services.stop_service(worker)
+
+
+async def _deployment_runs(name: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    async with get_client() as client:
+        return await client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[name])))
 
 
 def test_train_on_release_flow_trains_by_hand(prefect_api, tmp_path):
