@@ -94,8 +94,8 @@ def demo(
     root = open_data_root(settings.data_root)
     root.write_json(SUMMARY_PATH, summary)
     console.print(render_summary(summary))
-    console.print(f"summary: {root.path(SUMMARY_PATH)}")
-    console.print(f"releases: {root.path('releases', params.dataset)}   models: {root.path('models')}")
+    console.print(f"summary: {root.uri(SUMMARY_PATH)}")
+    console.print(f"releases: {root.uri(f'releases/{params.dataset}')}   models: {root.uri('models')}")
     console.print(
         f"Label Studio project: {summary['label_studio']['url']} "
         f"(login {settings.label_studio_user} / {settings.label_studio_password.get_secret_value()})"

@@ -352,7 +352,7 @@ def publish_release(
     labeled = attach_labels(root.read_table(pool), aggregate_dawid_skene(annotations, gold=read_gold(root, gold_path)))
     extra = {"agreement": compute_agreement(annotations), "pool": pool, "curation": trace_reports(root, pool)}
     manifest = build_release(root, dataset, labeled, cfg, extra=extra)
-    manifest = {**manifest, "path": root.path("releases", dataset, manifest["version"])}
+    manifest = {**manifest, "path": root.uri(f"releases/{dataset}/{manifest['version']}")}
     if not manifest.get("unchanged"):
         emit_event(
             event=DATASET_RELEASED,

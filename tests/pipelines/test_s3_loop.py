@@ -114,6 +114,7 @@ def test_the_whole_loop_runs_on_an_s3_data_root(
     # releases v0001..v0002, each verified against its manifest from the raw objects
     s3 = moto_s3.client()
     assert [r["version"] for r in summary["releases"]] == ["v0001", "v0002"]
+    assert summary["releases"][1]["path"] == f"s3://{bucket}/flywheel/releases/s3loop/v0002"
     for version in ("v0001", "v0002"):
         prefix = f"flywheel/releases/s3loop/{version}/"
         manifest = json.loads(s3.get_object(Bucket=bucket, Key=prefix + "manifest.json")["Body"].read())
@@ -143,6 +144,9 @@ def test_the_whole_loop_runs_on_an_s3_data_root(
     tasks = client.list_tasks(summary["label_studio"]["project_id"])
     assert len(tasks) == pushed
     headers = {"Authorization": f"Token {own_label_studio.token}"}
+    project_id = summary["label_studio"]["project_id"]
+    storages = httpx.get(f"{own_label_studio.url}/api/storages/s3", params={"project": project_id}, headers=headers)
+    assert [(s["bucket"], s["prefix"], s["presign"]) for s in storages.json()] == [(bucket, "flywheel/media/", False)]
     for task in tasks[:3]:
         detail = httpx.get(f"{own_label_studio.url}/api/tasks/{task['id']}", headers=headers).json()
         image_url = detail["data"]["image"]  # what the labeling UI loads: Label Studio's own proxy URL
