@@ -858,5 +858,10 @@ def build_release(
         # rename(2) of a directory is atomic and fails if another writer created a non-empty target.
         os.rename(root.path(tmp), root.path(target))
     else:
-        root.fs.mv(root.path(tmp), root.path(target), recursive=True)
+        # No atomic folder rename on object storage (a move is a copy per object): move the files one by
+        # one with the manifest last, so a release whose manifest exists is whole.
+        for fname in [*blobs, MANIFEST_FILE]:
+            root.fs.mv(root.path(tmp, fname), root.path(target, fname))
+        if root.exists(tmp):
+            root.fs.rm(root.path(tmp), recursive=True)
     return manifest

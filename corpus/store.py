@@ -14,6 +14,11 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from corpus.schema import RECORD_SCHEMA, conform
+from corpus.settings import Settings, get_settings
+
+# Object stores publish an object only once its upload completes (a PUT, or a completed multipart upload),
+# so a reader never sees half of one; there a temp name + rename (a server-side copy + delete) buys nothing.
+_OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "memory"}
 
 
 class DataRoot:
@@ -26,6 +31,8 @@ class DataRoot:
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         self.fs, base = fsspec.core.url_to_fs(str(url), **(storage_options or {}))
         self.is_local = isinstance(self.fs, LocalFileSystem)
+        protocols = {self.fs.protocol} if isinstance(self.fs.protocol, str) else set(self.fs.protocol)
+        self._whole_object_writes = bool(protocols & _OBJECT_STORES)
         self.base = base.rstrip("/") if base != "/" else base
         self.url = str(url)
         if self.is_local:
@@ -58,8 +65,15 @@ class DataRoot:
         entries = self.fs.ls(full, detail=True)
         return sorted(posixpath.basename(e["name"].rstrip("/")) for e in entries if e["type"] == "directory")
 
+    def uri(self, relpath: str = "") -> str:
+        """The full URL of `relpath` with its protocol (`s3://bucket/prefix/media/x.jpg`, or a local path)."""
+        return self.path(relpath) if self.is_local else self.fs.unstrip_protocol(self.path(relpath))
+
     def _write_atomic(self, relpath: str, data: bytes) -> None:
         target = self.path(relpath)
+        if self._whole_object_writes:
+            self.fs.pipe_file(target, data)
+            return
         parent = posixpath.dirname(target)
         self.fs.makedirs(parent, exist_ok=True)
         tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(target)}")
@@ -69,6 +83,22 @@ class DataRoot:
 
     def write_bytes(self, relpath: str, data: bytes) -> None:
         self._write_atomic(relpath, data)
+
+    def put_file(self, local: str, relpath: str) -> None:
+        """Upload (or copy) the local file `local` to `relpath`, as atomically as `write_bytes`."""
+        target = self.path(relpath)
+        if self._whole_object_writes:
+            self.fs.put_file(str(local), target)
+            return
+        parent = posixpath.dirname(target)
+        self.fs.makedirs(parent, exist_ok=True)
+        tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(target)}")
+        self.fs.put_file(str(local), tmp)
+        self.fs.mv(tmp, target)
+
+    def get_file(self, relpath: str, local: str) -> None:
+        """Download `relpath` to the local file `local`."""
+        self.fs.get_file(self.path(relpath), str(local))
 
     def read_bytes(self, relpath: str) -> bytes:
         with self.fs.open(self.path(relpath), "rb") as fh:
@@ -109,11 +139,12 @@ class DataRoot:
             if not self.fs.exists(full):
                 out.append([relpath, None])
                 continue
-            files = [full] if self.fs.isfile(full) else sorted(self.fs.find(full))
-            for f in files:
+            # One listing with sizes, not a size request per file (a HEAD each on an object store).
+            files = {full: self.fs.info(full)} if self.fs.isfile(full) else self.fs.find(full, detail=True)
+            for f in sorted(files):
                 if posixpath.basename(f).startswith((".tmp-", "_")):
                     continue
-                out.append([f[len(self.base) :], self.fs.size(f)])
+                out.append([f[len(self.base) :], files[f]["size"]])
         return out
 
     def local_path(self, relpath: str = "") -> str:
@@ -121,3 +152,30 @@ class DataRoot:
         if not self.is_local:
             raise ValueError(f"{self.url} is not a local folder")
         return self.path(relpath)
+
+
+def s3_storage_options(settings: Settings) -> dict[str, Any]:
+    """fsspec (s3fs) options for an s3:// data root from settings: only what is set, so that unset values
+    fall back to boto's own chain (AWS_* variables, ~/.aws, instance roles)."""
+    options: dict[str, Any] = {}
+    if settings.s3_endpoint_url:
+        options["endpoint_url"] = settings.s3_endpoint_url
+    if settings.s3_access_key_id:
+        options["key"] = settings.s3_access_key_id
+    if settings.s3_secret_access_key:
+        options["secret"] = settings.s3_secret_access_key.get_secret_value()
+    if settings.s3_region:
+        options["client_kwargs"] = {"region_name": settings.s3_region}
+    # Several processes (flow runs, workers, the crawler) write one root: a listing cached in this
+    # process would hide their files, e.g. a model version taken by another trainer.
+    options["use_listings_cache"] = False
+    return options
+
+
+def open_data_root(url: str | None = None, settings: Settings | None = None) -> DataRoot:
+    """The data root at `url` (default: settings' data_root), with the s3 endpoint and credentials from
+    settings when it is an s3:// URL. The secret goes to the filesystem object only, never into `url`."""
+    settings = settings or get_settings()
+    url = str(url or settings.data_root)
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    return DataRoot(url, s3_storage_options(settings) if protocol in ("s3", "s3a") else None)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from corpus.store import DataRoot
 
@@ -156,4 +158,66 @@ def crawl(
     report = root.read_json("_report.json")
     report["output"] = str(output_dir)
     report["shards"] = len(root.list("", ".parquet"))
+    return report
+
+
+REPORT_NAME = "_report.json"
+
+
+def crawl_to_root(
+    root: DataRoot,
+    start_url: str,
+    *,
+    crawl_run: str,
+    source: str,
+    work_dir: Path,
+    incremental: bool = False,
+    **options: Any,
+) -> dict:
+    """Crawl into `raw/<crawl_run>/` of `root` (a local folder or object storage); `options` go to `crawl`.
+
+    A local root is written in place, with the job folder and the per-source incremental state under
+    `state/crawl/`. Scrapy needs a disk, so for any other root the crawl runs in a staging folder under
+    `work_dir` (the job folder stays there), and then the shards and the log are uploaded, `_report.json`
+    last: like a local crawl, a raw folder without its report is unfinished. The incremental state
+    (SQLite) is downloaded before the crawl and uploaded after it. A retry after a failed upload uploads
+    the finished staging folder again instead of crawling again; a successful upload removes it.
+    """
+    state_rel = f"state/crawl/{source}.sqlite"
+    if root.is_local:
+        return crawl(
+            start_url,
+            Path(root.local_path(f"raw/{crawl_run}")),
+            crawl_run=crawl_run,
+            source=source,
+            jobdir=Path(root.local_path(f"state/crawl/jobs/{crawl_run}")),
+            state_path=Path(root.local_path(state_rel)) if incremental else None,
+            **options,
+        )
+    staging = Path(work_dir).absolute() / "crawl" / crawl_run
+    raw_dir, state_path = staging / "raw", staging / "state.sqlite"
+    if incremental and not state_path.exists() and root.exists(state_rel):
+        staging.mkdir(parents=True, exist_ok=True)
+        root.get_file(state_rel, str(state_path))
+    if (raw_dir / REPORT_NAME).exists():  # crawled by an earlier try whose upload failed
+        report = json.loads((raw_dir / REPORT_NAME).read_text())
+        report["shards"] = len(list(raw_dir.glob("*.parquet")))
+    else:
+        report = crawl(
+            start_url,
+            raw_dir,
+            crawl_run=crawl_run,
+            source=source,
+            jobdir=staging / "job",
+            state_path=state_path if incremental else None,
+            **options,
+        )
+    files = sorted(p for p in raw_dir.iterdir() if p.is_file() and p.name != REPORT_NAME and p.name[0] != ".")
+    for path in files:
+        root.put_file(str(path), f"raw/{crawl_run}/{path.name}")
+    if incremental:
+        root.put_file(str(state_path), state_rel)
+    root.put_file(str(raw_dir / REPORT_NAME), f"raw/{crawl_run}/{REPORT_NAME}")
+    shutil.rmtree(staging, ignore_errors=True)
+    report["output"] = root.uri(f"raw/{crawl_run}")
     return report

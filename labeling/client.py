@@ -164,6 +164,46 @@ class LabelStudioClient:
         )
         return int(created.id)
 
+    @_with_retries
+    def ensure_s3_storage(
+        self,
+        project_id: int,
+        *,
+        bucket: str,
+        prefix: str,
+        endpoint_url: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        region: str | None = None,
+    ) -> int:
+        """Attach an S3 import storage over `s3://bucket/prefix` (never synced), once per project.
+
+        Label Studio then resolves tasks' `s3://bucket/...` image URIs through it. Presigning is off, so
+        Label Studio reads the object and serves the bytes itself: the annotator's browser needs no route
+        to the object store and the bucket no CORS rules. Label Studio validates the storage by listing
+        at least one object under `prefix`. Unset credentials leave Label Studio to boto's own chain.
+        """
+        for storage in self._sdk.import_storage.s3.list(project=project_id):
+            if storage.bucket == bucket and (storage.prefix or "") == prefix:
+                return int(storage.id)
+        options = {
+            "s3endpoint": endpoint_url,
+            "aws_access_key_id": access_key_id,
+            "aws_secret_access_key": secret_access_key,
+            "region_name": region,
+        }
+        created = self._sdk.import_storage.s3.create(
+            project=project_id,
+            bucket=bucket,
+            prefix=prefix,
+            presign=False,
+            use_blob_urls=True,
+            regex_filter=r".*\.(jpe?g|png)$",  # a sync by hand in the UI would import images only
+            title=f"flywheel media s3://{bucket}/{prefix}"[:200],
+            **{k: v for k, v in options.items() if v},
+        )
+        return int(created.id)
+
     # tasks
 
     def _iter_tasks(self, project_id: int, query: dict | None = None, fields: str = "all"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from xml.sax.saxutils import quoteattr
 
 import pyarrow as pa
@@ -10,6 +11,8 @@ from corpus.schema import PREDICTION_SCHEMA
 from corpus.store import DataRoot
 
 MEDIA_DIR = "media"
+# Label Studio refuses an S3 import storage whose prefix holds no object; this marker is one.
+MEDIA_MARKER = f"{MEDIA_DIR}/.flywheel-media"
 _EXTENSIONS = {"image/jpeg": "jpg", "image/jpg": "jpg", "image/png": "png"}
 
 
@@ -76,6 +79,26 @@ def export_media(root: DataRoot, table: pa.Table) -> dict[str, str]:
     return paths
 
 
+def local_files_url(relpath: str) -> str:
+    """How a task names a media file under a local data root: Label Studio's local-files serving, whose
+    document root is the data root."""
+    return f"/data/local-files/?d={relpath}"
+
+
+def media_uri(root: DataRoot, relpath: str) -> str:
+    """The image field of a task for the media file `relpath`: a local-files URL for a local root, the
+    object's `s3://bucket/key` for an object-store root (resolved by the project's S3 storage)."""
+    return local_files_url(relpath) if root.is_local else root.uri(relpath)
+
+
+def media_location(root: DataRoot) -> tuple[str, str]:
+    """(bucket, key prefix ending in "/") of the media folder of an object-store root."""
+    if root.is_local:
+        raise ValueError(f"{root.url} is a local folder, not object storage")
+    bucket, _, key = root.path(MEDIA_DIR).partition("/")
+    return bucket, key.rstrip("/") + "/"
+
+
 def build_tasks(
     table: pa.Table,
     media_paths: dict[str, str],
@@ -84,8 +107,10 @@ def build_tasks(
     predictions: pa.Table | None = None,
     labels: list[str] | None = None,
     model_version: str | None = None,
+    media_url: Callable[[str], str] = local_files_url,
 ) -> list[dict]:
-    """One Label Studio task per row whose record has a media file, shown via local-files serving.
+    """One Label Studio task per row whose record has a media file; `media_url` turns the file's path
+    under the data root into the task's image field (see `media_uri`).
 
     `priorities` (record_id -> score in [0, 1], 1 = label first) goes into task data so the Data
     Manager can sort by it; a missing priority is null. With `predictions` (PREDICTION_SCHEMA),
@@ -115,7 +140,7 @@ def build_tasks(
         priority = priorities.get(record_id)
         task: dict = {
             "data": {
-                "image": f"/data/local-files/?d={relpath}",
+                "image": media_url(relpath),
                 "record_id": record_id,
                 "caption": caption or "",
                 "page_url": page_url or "",

@@ -68,7 +68,7 @@ def demo(
     epochs: Annotated[int, typer.Option(help="Training epochs per model.")] = 30,
 ) -> None:
     """Run the whole loop on the generated sample site and print the summary (also in data/demo/summary.json)."""
-    from corpus.store import DataRoot
+    from corpus.store import open_data_root
     from crawlers.sample_site import CLASSES
     from pipelines import services
     from pipelines.demo import DemoParams, demo_flow, render_summary
@@ -91,11 +91,11 @@ def demo(
             data_root=settings.data_root,
         )
         summary = demo_flow(params)
-    root = DataRoot(settings.data_root)
+    root = open_data_root(settings.data_root)
     root.write_json(SUMMARY_PATH, summary)
     console.print(render_summary(summary))
-    console.print(f"summary: {root.path(SUMMARY_PATH)}")
-    console.print(f"releases: {root.path('releases', params.dataset)}   models: {root.path('models')}")
+    console.print(f"summary: {root.uri(SUMMARY_PATH)}")
+    console.print(f"releases: {root.uri(f'releases/{params.dataset}')}   models: {root.uri('models')}")
     console.print(
         f"Label Studio project: {summary['label_studio']['url']} "
         f"(login {settings.label_studio_user} / {settings.label_studio_password.get_secret_value()})"

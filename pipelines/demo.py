@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from corpus.settings import get_settings
-from corpus.store import DataRoot
+from corpus.store import open_data_root
 from labeling.gate import QualityGate
 from pipelines.config import CrawlParams, IngestParams, LabelRoundParams, ReleaseParams, SimulationParams, TrainParams
 from pipelines.flows import ingest_flow, label_round_flow, release_flow, train_flow
@@ -119,7 +119,7 @@ def write_demo_gold(data_root: str, pool: str, truth_path: str, count: int) -> s
     them up front. Written under the data root; the pipeline reads only this file, never the truth."""
     if count == 0:
         return None
-    root = DataRoot(data_root)
+    root = open_data_root(data_root)
     truth = json.loads(Path(truth_path).read_text())["images"]
     records = root.read_table(pool).select(["record_id", "kind", "url"]).to_pylist()
     known = sorted(

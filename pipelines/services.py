@@ -47,10 +47,11 @@ class ServiceState:
 
 
 def _local_root(settings: Settings) -> Path:
-    root = Path(settings.data_root)
+    """Where the local services keep their state: the data root, or the work dir when the data root is
+    object storage (Label Studio's SQLite, pid files and logs need a disk)."""
     if "://" in settings.data_root:
-        raise ValueError("local services need a local data root (FLYWHEEL_DATA_ROOT is a URL)")
-    return root.absolute()
+        return (settings.work_dir / "services").absolute()
+    return Path(settings.data_root).absolute()
 
 
 def run_dir_of(settings: Settings) -> Path:

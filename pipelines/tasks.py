@@ -23,9 +23,9 @@ from prefect_dask import DaskTaskRunner
 from corpus.releases import ReleaseConfig, build_release
 from corpus.settings import get_settings
 from corpus.stages import Stage, run_stage, run_stage_sharded, trace_reports
-from corpus.store import DataRoot
+from corpus.store import DataRoot, open_data_root
 from crawlers.report import report_table
-from crawlers.run import crawl
+from crawlers.run import crawl_to_root
 from curation.cleaning import CURATE, run_incremental_curate
 from curation.privacy import SCRUB
 from curation.shards import run_sharded_curate
@@ -42,7 +42,15 @@ from labeling.quality import (
 )
 from labeling.rounds import RoundPlan, add_gold, attach_labels, check_stopping, choose_stop_set, plan_round
 from labeling.sync import pull_annotations, push_tasks, read_annotations
-from labeling.tasks import build_label_config, build_tasks, export_media
+from labeling.tasks import (
+    MEDIA_DIR,
+    MEDIA_MARKER,
+    build_label_config,
+    build_tasks,
+    export_media,
+    media_location,
+    media_uri,
+)
 from pipelines.config import CrawlParams, LabelRoundParams, SimulationParams
 from training.predict import predict_pool
 from training.registry import latest_model
@@ -59,7 +67,8 @@ MODEL_TRAINED = "flywheel.model.trained"
 
 
 def open_root(data_root: str | None) -> DataRoot:
-    return DataRoot(data_root or get_settings().data_root)
+    """The data root, with the s3 endpoint and credentials from settings (never from flow parameters)."""
+    return open_data_root(data_root)
 
 
 def open_label_studio() -> LabelStudioClient:
@@ -79,21 +88,22 @@ def _artifact_key(*parts: str) -> str:
 
 @task(**IO_RETRIES)
 def crawl_source(data_root: str, params: CrawlParams, crawl_run: str) -> dict[str, Any]:
-    """Crawl one source into raw/<crawl_run>/ (a Scrapy subprocess per call).
+    """Crawl one source into raw/<crawl_run>/ (a Scrapy subprocess per call; staged under the work dir and
+    uploaded when the data root is object storage).
 
     A retry of this task resumes the same crawl from its job folder instead of starting over.
     """
     root = open_root(data_root)
-    report = crawl(
+    report = crawl_to_root(
+        root,
         params.start_url,
-        Path(root.local_path(f"raw/{crawl_run}")),
         crawl_run=crawl_run,
         source=params.source,
+        work_dir=get_settings().work_dir,
+        incremental=params.incremental,
         allowed_domains=params.allowed_domains,
         max_pages=params.max_pages,
         timeout_s=params.timeout_s,
-        jobdir=Path(root.local_path(f"state/crawl/jobs/{crawl_run}")),
-        state_path=Path(root.local_path(f"state/crawl/{params.source}.sqlite")) if params.incremental else None,
         include=params.include,
         exclude=params.exclude,
         sitemap_urls=params.sitemap_urls,
@@ -221,15 +231,39 @@ def find_project(title: str) -> int:
 
 @task(**IO_RETRIES)
 def open_project(data_root: str, title: str, labels: list[str], overlap_k: int, overlap_fraction: float) -> int:
-    """Create (once) the image-classification project, set its overlap, attach the media folder."""
+    """Create (once) the image-classification project, set its overlap, attach the media folder: Local
+    Files storage for a local root, an S3 storage over the same bucket for an s3:// root."""
     root = open_root(data_root)
     client = open_label_studio()
     project_id = client.ensure_project(title, build_label_config(labels))
     client.configure_overlap(project_id, overlap_k, overlap_fraction)
-    media = Path(root.local_path("media"))
-    media.mkdir(parents=True, exist_ok=True)
-    client.ensure_local_storage(project_id, str(media))
+    if root.is_local:
+        media = Path(root.local_path("media"))
+        media.mkdir(parents=True, exist_ok=True)
+        client.ensure_local_storage(project_id, str(media))
+    else:
+        _attach_s3_media(client, root, project_id)
     return project_id
+
+
+def _attach_s3_media(client: LabelStudioClient, root: DataRoot, project_id: int) -> None:
+    """Let Label Studio serve the media of an s3:// root through its own S3 storage (same endpoint and
+    credentials as the flows); the credentials go from settings to Label Studio, never into a parameter."""
+    if not root.url.startswith(("s3://", "s3a://")):
+        raise NotImplementedError(f"Label Studio media on {root.url}: only local and s3:// data roots are supported")
+    if not root.list(MEDIA_DIR):
+        root.write_bytes(MEDIA_MARKER, b"Label Studio's S3 storage over this folder needs one object to exist.\n")
+    settings = get_settings()
+    bucket, prefix = media_location(root)
+    client.ensure_s3_storage(
+        project_id,
+        bucket=bucket,
+        prefix=prefix,
+        endpoint_url=settings.s3_endpoint_url,
+        access_key_id=settings.s3_access_key_id,
+        secret_access_key=settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None,
+        region=settings.s3_region,
+    )
 
 
 def read_gold(root: DataRoot, gold_path: str | None) -> dict[str, str]:
@@ -303,6 +337,7 @@ def push_batch(
         predictions=predictions,
         labels=labels,
         model_version=model_version,
+        media_url=partial(media_uri, root),
     )
     pushed = push_tasks(client, root, project_id, tasks)
     if model_version:
@@ -415,7 +450,7 @@ def publish_release(
     labeled = attach_labels(root.read_table(pool), aggregate_dawid_skene(annotations, gold=read_gold(root, gold_path)))
     extra = {"agreement": compute_agreement(annotations), "pool": pool, "curation": trace_reports(root, pool)}
     manifest = build_release(root, dataset, labeled, cfg, extra=extra)
-    manifest = {**manifest, "path": root.path("releases", dataset, manifest["version"])}
+    manifest = {**manifest, "path": root.uri(f"releases/{dataset}/{manifest['version']}")}
     if not manifest.get("unchanged"):
         emit_event(
             event=DATASET_RELEASED,

@@ -91,3 +91,75 @@ def own_label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Label
     left by other tests would change what it measures."""
     with running_label_studio(tmp_path_factory.mktemp("own-label-studio")) as session:
         yield session
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A real S3-compatible server (moto's server mode) on loopback, with the credentials tests use."""
+
+    endpoint_url: str
+    access_key_id: str
+    secret_access_key: str
+    region: str
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+            region_name=self.region,
+        )
+
+    def create_bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """`moto_server` in a subprocess on a free 127.0.0.1 port (moto answers any credentials; these are
+    distinctive so tests can look for leaks of the secret)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from labeling.server import find_free_port
+
+    executable = Path(sys.executable).with_name("moto_server")
+    if not executable.exists():
+        pytest.fail(f"{executable} is missing: moto[server] is a test dependency of the project venv")
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    port = find_free_port()
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [str(executable), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(endpoint, timeout=2)
+            break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"moto_server did not start: {log_path.read_text()[-2000:]}")
+        time.sleep(0.2)
+    try:
+        yield S3Server(endpoint, "FLYWHEELTESTKEY", "flywheel-test-secret-0f9a27c4", "us-east-1")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)

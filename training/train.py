@@ -285,10 +285,19 @@ def _next_model_version(root: DataRoot, dataset: str, version: str) -> str:
 
 
 def _publish(root: DataRoot, dataset: str, version: str, weights: bytes, metrics: dict[str, Any]) -> dict[str, Any]:
-    """Write weights + metrics + report under a temp folder and move it to the next free model version."""
+    """Write weights + metrics + report under a temp folder and move it to the next free model version
+    (on object storage: straight into that version's folder, metrics.json last)."""
     for _ in range(20):
         model_version = _next_model_version(root, dataset, version)
         metrics = {**metrics, "model_version": model_version}
+        if not root.is_local:
+            # Object storage has no atomic rename (a folder move is a copy per object, in any order), so
+            # write in place with metrics.json last: the registry counts a model complete once it exists.
+            target = posixpath.join(MODELS_DIR, model_version)
+            root.write_bytes(posixpath.join(target, WEIGHTS_FILE), weights)
+            root.write_bytes(posixpath.join(target, REPORT_FILE), render_report(metrics).encode())
+            root.write_json(posixpath.join(target, METRICS_FILE), metrics)
+            return metrics
         tmp = posixpath.join(MODELS_DIR, f".tmp-{uuid.uuid4().hex}")
         root.write_bytes(posixpath.join(tmp, WEIGHTS_FILE), weights)
         root.write_json(posixpath.join(tmp, METRICS_FILE), metrics)
@@ -297,10 +306,7 @@ def _publish(root: DataRoot, dataset: str, version: str, weights: bytes, metrics
         try:
             if root.exists(target):
                 raise FileExistsError(target)
-            if root.is_local:
-                os.rename(root.path(tmp), root.path(target))
-            else:
-                root.fs.mv(root.path(tmp), root.path(target), recursive=True)
+            os.rename(root.path(tmp), root.path(target))
             return metrics
         except (FileExistsError, OSError):
             # Another trainer took this version first; try the next number.
