@@ -140,29 +140,7 @@ def run_stage(
     `_SUCCESS` holding the run key. A run whose `_SUCCESS` already exists is skipped and its
     report returned with `skipped: True`. Returns the report, which names the output folder.
     """
-    run_key, out, finished = find_finished(root, stage, cfg, inputs, area)
-    if finished:
-        return finished
-    started = time.perf_counter()
-    table = root.read_tables(inputs)
-    result = stage.apply(table, cfg)
-    kept = conform(result.kept, RECORD_SCHEMA)
-    dropped = conform(result.dropped, RECORD_SCHEMA)
-    root.write_table(f"{out}/kept/part-0000.parquet", kept)
-    root.write_table(f"{out}/dropped/part-0000.parquet", dropped)
-    return finish_run(
-        root,
-        stage,
-        cfg,
-        inputs,
-        run_key,
-        out,
-        rows_in=table.num_rows,
-        kept=kept.num_rows,
-        dropped_by_reason=count_reasons(dropped),
-        counters=result.counters,
-        started=started,
-    )
+    return run_stage_sharded(root, stage, cfg, inputs, shards=1, area=area)
 
 
 # A map over pieces: fn applied to each argument tuple, results in order (a loop here, tasks on a cluster).

@@ -133,16 +133,24 @@ def crawl(
 @app.command()
 def curate(
     raw: Annotated[list[str], typer.Argument(help="Raw folders under the data root, e.g. raw/crawl-...")],
+    shards: Annotated[int, typer.Option(help="Input shards, each curated and scrubbed as its own task.")] = 1,
+    partitions: Annotated[
+        int | None, typer.Option(help="Hash partitions of the duplicate search (default: as many as shards).")
+    ] = None,
+    dask: Annotated[
+        bool, typer.Option(help="Run the shards on Dask: FLYWHEEL_DASK_ADDRESS, else a LocalCluster.")
+    ] = False,
 ) -> None:
     """Curate (validate, deduplicate) and scrub (PII, EXIF, faces) raw records into the label pool."""
-    from pipelines.config import CurateParams
+    from pipelines.config import CurateParams, ScaleParams
     from pipelines.flows import curate_flow
 
+    scale = ScaleParams(shards=shards, partitions=partitions, dask=dask)
     with _prefect_api():
-        report = curate_flow(CurateParams(inputs=raw))
+        report = curate_flow(CurateParams(inputs=raw, scale=scale))
     _print_json(
         {
-            k: {kk: v[kk] for kk in ("output", "kept", "dropped", "dropped_by_reason", "counters")}
+            k: {kk: v.get(kk) for kk in ("output", "kept", "dropped", "dropped_by_reason", "counters", "shards")}
             if isinstance(v, dict)
             else v
             for k, v in report.items()

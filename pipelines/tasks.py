@@ -135,7 +135,7 @@ def run_curation_stage(data_root: str, stage_name: str, cfg: Any, inputs: list[s
 def publish_stage_report(report: dict[str, Any]) -> None:
     """A stage report as a table artifact: rows dropped per reason."""
     rows = [{"reason": reason, "rows": n} for reason, n in report["dropped_by_reason"].items()]
-    scale = f", {report['shards']} shards" if report.get("shards") else ""
+    scale = f", {report['shards']} shards" if report.get("shards", 1) > 1 else ""
     scale += f" x {report['partitions']} partitions" if report.get("partitions") else ""
     create_table_artifact(
         key=_artifact_key("stage", report["stage"]),

@@ -10,16 +10,14 @@ import pyarrow as pa
 from PIL import Image
 
 from corpus.schema import RECORD_SCHEMA, conform, make_record_id
+from curation.planted import make_image
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def smooth_image(seed: int, size: tuple[int, int] = (256, 192)) -> Image.Image:
     """A distinct photo-like image: low-frequency random colour field plus mild noise."""
-    rng = np.random.default_rng(seed)
-    coarse = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize(size, Image.BICUBIC)
-    noisy = np.asarray(coarse).astype(np.int16) + rng.integers(-20, 20, (size[1], size[0], 3))
-    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+    return make_image(np.random.default_rng(seed), size)
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:

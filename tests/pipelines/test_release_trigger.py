@@ -35,6 +35,7 @@ def test_prefect_yaml_declares_every_deployment_with_valid_parameters():
     deployments = _deployments()
     assert set(deployments) == {"ingest-nightly", "label-round", "release", "train", "train-on-release"}
     assert deployments["ingest-nightly"]["schedules"] == [{"cron": "0 3 * * *", "timezone": "UTC"}]
+    assert deployments["label-round"]["schedules"] == [{"cron": "0 7 * * 1-5", "timezone": "UTC"}]
     models = {
         "ingest-nightly": IngestParams,
         "label-round": LabelRoundParams,
@@ -98,6 +99,7 @@ def test_ui_setup_registers_deployments_and_a_passed_round_releases_and_trains(p
     deployments, automations = asyncio.run(_registered())
     assert set(deployments) >= set(_deployments())
     assert deployments["ingest-nightly"].schedules[0].schedule.cron == "0 3 * * *"
+    assert deployments["label-round"].schedules[0].schedule.cron == "0 7 * * 1-5"
     assert [a for a in automations if a.trigger.expect == {"flywheel.dataset.released"}]
     (on_round,) = [a for a in automations if a.trigger.expect == {"flywheel.round.passed"}]
     assert [action.deployment_id for action in on_round.actions] == [deployments["release"].id]

@@ -72,3 +72,23 @@ def test_two_dask_workers_give_what_one_process_gives(prefect_api, tmp_path):
         "curate-write-shard": 4,
         "scrub-run-shard": 4,
     }
+
+
+def test_flywheel_curate_shards_from_the_command_line(prefect_api, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from corpus.settings import get_settings
+    from pipelines.cli import app
+
+    root = DataRoot(str(tmp_path / "data"))
+    root.write_table("raw/crawl-1/part-0000.parquet", generate_corpus(images=30, pages=30, seed=2).table)
+    monkeypatch.setenv("FLYWHEEL_DATA_ROOT", root.url)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["curate", "raw/crawl-1", "--shards", "3", "--partitions", "2"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    report = root.read_json(f"{root.read_json('curated/LATEST_POOL.json')['pool'].removesuffix('/kept')}/_report.json")
+    assert (report["stage"], report["shards"]) == ("scrub", 3)
+    assert len(root.list(f"{report['inputs'][0]}", ".parquet")) == 3  # curate wrote one part per shard
