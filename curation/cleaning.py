@@ -214,10 +214,24 @@ FEATURE_SCHEMA = pa.schema(
         pa.field("in_index", pa.bool_()),
         pa.field("earlier", pa.string()),  # pages: the cluster kept by an earlier run that this page matches
         pa.field("bands", pa.list_(pa.uint64(), BANDS)),
-        pa.field("signature", pa.list_(pa.float32(), 3 * SIGNATURE_SIZE * SIGNATURE_SIZE)),
+        pa.field("signature", pa.large_list(pa.float32())),  # SIGNATURE_DIM values, for images still kept
     ]
 )
+SIGNATURE_DIM = 3 * SIGNATURE_SIZE * SIGNATURE_SIZE
 MEMBER_COLUMNS = ["g", "record_id", "kind", "fetched_at", "url", "area", "in_index", "cluster", "earlier"]
+
+
+def _signature_column(signatures: dict[int, np.ndarray], n: int) -> pa.Array:
+    """The signature column from numpy arrays directly (a Python list per image costs ~0.5 ms each)."""
+    rows = sorted(signatures)
+    lengths = np.zeros(n, dtype=np.int64)
+    lengths[rows] = SIGNATURE_DIM
+    values = np.concatenate([signatures[i] for i in rows]) if rows else np.zeros(0, dtype=np.float32)
+    missing = np.ones(n, dtype=bool)
+    missing[rows] = False
+    return pa.LargeListArray.from_arrays(
+        pa.array(np.r_[0, np.cumsum(lengths)]), pa.array(values, pa.float32()), mask=pa.array(missing)
+    )
 
 
 def measure_records(
@@ -245,7 +259,7 @@ def measure_records(
     phash = table.column("phash").to_pylist()
     cluster: list[str | None] = table.column("near_dup_cluster").to_pylist()
     reasons: list[str | None] = [None] * n
-    signatures: list[list[float] | None] = [None] * n
+    signatures: dict[int, np.ndarray] = {}
     bands: list[list[int] | None] = [None] * n
     in_index = [False] * n
     earlier: list[str | None] = [None] * n
@@ -271,7 +285,7 @@ def measure_records(
         in_index[i] = fetch_keys[i] in known.image_fetches
         reasons[i] = _check_image(oriented, cfg)
         if reasons[i] is None:
-            signatures[i] = compute_signature(oriented).tolist()
+            signatures[i] = compute_signature(oriented)
 
     # Duplicates of images kept by earlier runs.
     fresh = [i for i in range(n) if kinds[i] == "image" and reasons[i] is None and not in_index[i]]
@@ -331,7 +345,7 @@ def measure_records(
             "in_index": pa.array(in_index, pa.bool_()),
             "earlier": pa.array(earlier, pa.string()),
             "bands": pa.array(bands, FEATURE_SCHEMA.field("bands").type),
-            "signature": pa.array(signatures, FEATURE_SCHEMA.field("signature").type),
+            "signature": _signature_column(signatures, n),
         },
         schema=FEATURE_SCHEMA,
     )
@@ -409,7 +423,7 @@ def confirm_image_links(links: np.ndarray, features: pa.Table, cfg: CurateConfig
         return links
     position = {g: k for k, g in enumerate(features.column("g").to_pylist())}
     flat = pc.list_flatten(features.column("signature")).to_numpy(zero_copy_only=False)
-    dim = FEATURE_SCHEMA.field("signature").type.list_size
+    dim = SIGNATURE_DIM
     valid = pc.is_valid(features.column("signature")).to_numpy(zero_copy_only=False)
     rows = np.full(features.num_rows, -1, dtype=np.int64)
     rows[valid] = np.arange(int(valid.sum()))
