@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from corpus.stages import (
@@ -64,8 +65,29 @@ def _features_path(work: str, shard: int) -> str:
     return f"{work}/features/shard-{shard:05d}.parquet"
 
 
-def _partition_path(work: str, partition: int, role: str, shard: int) -> str:
-    return f"{work}/partition-{partition:05d}/{role}-{shard:05d}.parquet"
+def _partition_path(work: str, partition: int, shard: int) -> str:
+    return f"{work}/partition-{partition:05d}/shard-{shard:05d}.parquet"
+
+
+def pack_keys(part: dict[str, pa.Table]) -> pa.Table:
+    """A partition's key tables from one shard as one table (one file, one object-store request, not three):
+    the rows of each role one after another, its columns named `<role>.<column>`, the others null."""
+    tables = []
+    for role in ROLES:
+        table = part[role].cast(pa.schema([f.with_nullable(True) for f in part[role].schema]))
+        table = table.rename_columns([f"{role}.{c}" for c in table.column_names])
+        tables.append(table.append_column("role", pa.array([role] * table.num_rows, pa.string())))
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def unpack_keys(packed: pa.Table) -> dict[str, pa.Table]:
+    """The role tables of `pack_keys` output (of one shard or several concatenated)."""
+    out = {}
+    for role in ROLES:
+        rows = packed.filter(pc.equal(packed.column("role"), role))
+        columns = [c for c in packed.column_names if c.startswith(f"{role}.")]
+        out[role] = rows.select(columns).rename_columns([c.removeprefix(f"{role}.") for c in columns])
+    return out
 
 
 def measure_shard(
@@ -75,21 +97,15 @@ def measure_shard(
     features, known_count = measure_records(read_shard(root, shard), cfg, known, shard.first_row)
     root.write_table(_features_path(work, shard.number), features, row_group_size=256)
     for p, part in enumerate(split_partitions(features, cfg, partitions)):
-        for role in ROLES:
-            root.write_table(_partition_path(work, p, role, shard.number), part[role])
+        root.write_table(_partition_path(work, p, shard.number), pack_keys(part))
     return {"shard": shard.number, "rows": features.num_rows, "known": known_count, "pid": os.getpid()}
 
 
 def search_partition_files(root: DataRoot, work: str, partition: int, cfg: CurateConfig) -> dict[str, Any]:
     """Round 2: one partition's exact copies and candidate links, from its keys written by every shard."""
     folder = f"{work}/partition-{partition:05d}"
-    part = {
-        role: pa.concat_tables(
-            [pq.read_table(root.path(f), filesystem=root.fs) for f in root.list(folder, ".parquet") if f"/{role}-" in f]
-        )
-        for role in ROLES
-    }
-    return search_partition(part, cfg)
+    packed = [pq.read_table(root.path(f), filesystem=root.fs) for f in root.list(folder, ".parquet")]
+    return search_partition(unpack_keys(pa.concat_tables(packed)), cfg)
 
 
 def gather_shard(
