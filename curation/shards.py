@@ -109,7 +109,13 @@ def search_partition_files(root: DataRoot, work: str, partition: int, cfg: Curat
 
 
 def gather_shard(
-    root: DataRoot, work: str, shards: Sequence[Shard], shard: Shard, links: np.ndarray, wanted: set[int], cfg
+    root: DataRoot,
+    work: str,
+    shards: Sequence[Shard],
+    shard: Shard,
+    links: np.ndarray,
+    wanted: set[int],
+    cfg: CurateConfig,
 ) -> tuple[np.ndarray, pa.Table]:
     """Round 3: the image links starting in `shard` that the layout signatures confirm, and the shard's rows
     that settling needs (`wanted`, and its pages matching earlier runs)."""
