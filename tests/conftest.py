@@ -8,11 +8,14 @@ import os
 os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
 
 import contextlib
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from corpus.store import DataRoot
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LS_VENV = REPO_ROOT / ".venv-ls"
@@ -116,6 +119,23 @@ class S3Server:
     def create_bucket(self, name: str) -> str:
         self.client().create_bucket(Bucket=name)
         return name
+
+    def open_root(self, bucket_prefix: str, folder: str = "flywheel") -> tuple[DataRoot, str]:
+        """(a data root at s3://<new bucket>/<folder>, reached with this server's endpoint and keys; the
+        bucket's name, `<bucket_prefix>-<random>`)."""
+        from corpus.settings import Settings
+        from corpus.store import open_data_root
+
+        bucket = self.create_bucket(f"{bucket_prefix}-{uuid.uuid4().hex[:12]}")
+        settings = Settings(
+            data_root=f"s3://{bucket}/{folder}",
+            s3_endpoint_url=self.endpoint_url,
+            s3_access_key_id=self.access_key_id,
+            s3_secret_access_key=self.secret_access_key,
+            s3_region=self.region,
+            _env_file=None,
+        )
+        return open_data_root(settings=settings), bucket
 
 
 @pytest.fixture(scope="session")

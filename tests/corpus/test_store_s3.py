@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pyarrow as pa
 import pytest
 
 from corpus.schema import conform, make_record_id
-from corpus.settings import Settings
 from corpus.stages import Stage, StageOutput, run_stage
-from corpus.store import DataRoot, open_data_root
+from corpus.store import DataRoot
 
 pytestmark = pytest.mark.s3
 
@@ -24,16 +21,7 @@ def _records(n: int, start: int = 0) -> pa.Table:
 
 @pytest.fixture()
 def s3_root(moto_s3) -> tuple[DataRoot, str]:
-    bucket = moto_s3.create_bucket(f"store-{uuid.uuid4().hex[:12]}")
-    settings = Settings(
-        data_root=f"s3://{bucket}/flywheel",
-        s3_endpoint_url=moto_s3.endpoint_url,
-        s3_access_key_id=moto_s3.access_key_id,
-        s3_secret_access_key=moto_s3.secret_access_key,
-        s3_region=moto_s3.region,
-        _env_file=None,
-    )
-    return open_data_root(settings=settings), bucket
+    return moto_s3.open_root("store")
 
 
 def _keys(moto_s3, bucket: str) -> list[str]:

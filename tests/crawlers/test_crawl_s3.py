@@ -3,13 +3,10 @@ state carried through the bucket (a real moto server on loopback)."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 
-from corpus.settings import Settings
-from corpus.store import open_data_root
 from crawlers.run import crawl_to_root
 from crawlers.sample_site import SiteServer, generate_site
 
@@ -23,16 +20,7 @@ def _keys(moto_s3, bucket: str, prefix: str) -> list[str]:
 
 def test_crawl_to_an_s3_root_uploads_parts_then_report_and_carries_incremental_state(moto_s3, tmp_path: Path):
     generate_site(tmp_path / "gen", seed=3, images_per_class=4)
-    bucket = moto_s3.create_bucket(f"crawl-{uuid.uuid4().hex[:12]}")
-    settings = Settings(
-        data_root=f"s3://{bucket}/fw",
-        s3_endpoint_url=moto_s3.endpoint_url,
-        s3_access_key_id=moto_s3.access_key_id,
-        s3_secret_access_key=moto_s3.secret_access_key,
-        s3_region=moto_s3.region,
-        _env_file=None,
-    )
-    root = open_data_root(settings=settings)
+    root, bucket = moto_s3.open_root("crawl", "fw")
     work = tmp_path / "work"
     with SiteServer(tmp_path / "gen" / "site") as site:
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import numpy as np
@@ -10,9 +9,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from corpus.settings import Settings
 from corpus.stages import plan_shards, run_stage, run_stage_sharded
-from corpus.store import DataRoot, open_data_root
+from corpus.store import DataRoot
 from curation.cleaning import CurateConfig, curate, run_incremental_curate
 from curation.dedup import find_pairs_within
 from curation.index import INDEX_PATH, load_index
@@ -172,16 +170,7 @@ def test_row_wise_stage_in_shards_matches_run_stage(tmp_path, raw_table):
 
 @pytest.mark.s3
 def test_sharded_run_on_an_s3_root_matches_local_disk(tmp_path, corpus, moto_s3):
-    bucket = moto_s3.create_bucket(f"shards-{uuid.uuid4().hex[:12]}")
-    settings = Settings(
-        data_root=f"s3://{bucket}/flywheel",
-        s3_endpoint_url=moto_s3.endpoint_url,
-        s3_access_key_id=moto_s3.access_key_id,
-        s3_secret_access_key=moto_s3.secret_access_key,
-        s3_region=moto_s3.region,
-        _env_file=None,
-    )
-    roots = [DataRoot(str(tmp_path / "local")), open_data_root(settings=settings)]
+    roots = [DataRoot(str(tmp_path / "local")), moto_s3.open_root("shards")[0]]
     for root in roots:
         write_inputs(root, corpus.table, "crawl-1", 2)
     local, remote = (run_sharded_curate(root, None, ["raw/crawl-1"], shards=3) for root in roots)
