@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import posixpath
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import fsspec
@@ -69,32 +69,25 @@ class DataRoot:
         """The full URL of `relpath` with its protocol (`s3://bucket/prefix/media/x.jpg`, or a local path)."""
         return self.path(relpath) if self.is_local else self.fs.unstrip_protocol(self.path(relpath))
 
-    def _write_atomic(self, relpath: str, data: bytes) -> None:
+    def _place(self, relpath: str, write: Callable[[str], None]) -> None:
+        """Have `write(path)` create the file at `relpath` so that no reader sees it half written: on a
+        folder, under a temporary name beside it, then renamed into place; on an object store, directly."""
         target = self.path(relpath)
         if self._whole_object_writes:
-            self.fs.pipe_file(target, data)
+            write(target)
             return
         parent = posixpath.dirname(target)
         self.fs.makedirs(parent, exist_ok=True)
         tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(target)}")
-        with self.fs.open(tmp, "wb") as fh:
-            fh.write(data)
+        write(tmp)
         self.fs.mv(tmp, target)
 
     def write_bytes(self, relpath: str, data: bytes) -> None:
-        self._write_atomic(relpath, data)
+        self._place(relpath, lambda path: self.fs.pipe_file(path, data))
 
     def put_file(self, local: str, relpath: str) -> None:
         """Upload (or copy) the local file `local` to `relpath`, as atomically as `write_bytes`."""
-        target = self.path(relpath)
-        if self._whole_object_writes:
-            self.fs.put_file(str(local), target)
-            return
-        parent = posixpath.dirname(target)
-        self.fs.makedirs(parent, exist_ok=True)
-        tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(target)}")
-        self.fs.put_file(str(local), tmp)
-        self.fs.mv(tmp, target)
+        self._place(relpath, lambda path: self.fs.put_file(str(local), path))
 
     def get_file(self, relpath: str, local: str) -> None:
         """Download `relpath` to the local file `local`."""
@@ -105,7 +98,7 @@ class DataRoot:
             return fh.read()
 
     def write_json(self, relpath: str, obj: Any) -> None:
-        self._write_atomic(relpath, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+        self.write_bytes(relpath, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
     def read_json(self, relpath: str) -> Any:
         return json.loads(self.read_bytes(relpath))
@@ -114,7 +107,7 @@ class DataRoot:
         """Write one Parquet file (zstd) atomically."""
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd", row_group_size=row_group_size)
-        self._write_atomic(relpath, sink.getvalue().to_pybytes())
+        self.write_bytes(relpath, sink.getvalue().to_pybytes())
 
     def read_table(self, relpath: str, schema: pa.Schema | None = RECORD_SCHEMA) -> pa.Table:
         """Read one Parquet file or every `*.parquet` under a folder, conformed to `schema`."""
