@@ -48,6 +48,7 @@ from curation.cleaning import (
     confirm_image_links,
     count_curation,
     incremental_stage,
+    involved_rows,
     load_known,
     measure_records,
     merge_found,
@@ -98,7 +99,7 @@ def measure_shard(
     root.write_table(_features_path(work, shard.number), features, row_group_size=256)
     for p, part in enumerate(split_partitions(features, cfg, partitions)):
         root.write_table(_partition_path(work, p, shard.number), pack_keys(part))
-    return {"shard": shard.number, "rows": features.num_rows, "known": known_count, "pid": os.getpid()}
+    return {"known": known_count, "pid": os.getpid()}
 
 
 def search_partition_files(root: DataRoot, work: str, partition: int, cfg: CurateConfig) -> dict[str, Any]:
@@ -151,7 +152,6 @@ def write_shard(
     root.write_table(f"{out}/kept/part-{shard.number:04d}.parquet", result.kept)
     root.write_table(f"{out}/dropped/part-{shard.number:04d}.parquet", result.dropped)
     return {
-        "rows": shard.rows,
         "reasons": result.dropped.column("drop_reason").to_pylist(),
         "kinds_kept": result.kept.column("kind").to_pylist(),
         "index_rows": update_index(empty_index(), result.kept).table if build_index else None,
@@ -207,12 +207,7 @@ def run_sharded_curate(
 
     tick = time.perf_counter()
     links = found["image_links"]
-    wanted = (
-        set(found["exact"].column("g").to_pylist())
-        | set(found["exact"].column("original").to_pylist())
-        | set(links.ravel().tolist())
-        | set(np.asarray(found["page_links"]).ravel().tolist())
-    )
+    wanted = involved_rows(found)
     starts = np.searchsorted([s.first_row for s in planned], links[:, 0], side="right") - 1
     gathered = map_steps(
         gather_shard,
