@@ -33,6 +33,9 @@ def _tail(path: Path) -> str:
     return text[-_LOG_TAIL_CHARS:]
 
 
+REPORT_NAME = "_report.json"
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     """One SIGTERM (a clean Scrapy shutdown that a JOBDIR rerun resumes from), SIGKILL after TERM_GRACE_S."""
     proc.send_signal(signal.SIGTERM)
@@ -83,65 +86,35 @@ def build_command(
     return cmd
 
 
-def crawl(
-    start_url: str,
-    output_dir: Path,
-    *,
-    crawl_run: str,
-    source: str,
-    allowed_domains: list[str] | None = None,
-    max_pages: int = 2000,
-    timeout_s: float = 900,
-    jobdir: Path | None = None,
-    settings: dict[str, str] | None = None,
-    state_path: Path | None = None,
-    include: list[str] | None = None,
-    exclude: list[str] | None = None,
-    sitemap_urls: list[str] | None = None,
-    allowed_private_hosts: list[str] | None = None,
-    max_bytes: int | None = None,
-) -> dict:
+def crawl(start_url: str, output_dir: Path, *, timeout_s: float = 900, **options: Any) -> dict:
     """Crawl `start_url` into Parquet shards under `output_dir`; return `_report.json` plus output and shard count.
 
     Runs `scrapy crawl site` as a child process, so it can be called any number of times per process.
     Its log goes to `output_dir/_crawl.log`. Raises CrawlError (with the log's tail) on a non-zero exit,
     a timeout, or a missing report.
 
-    `state_path`: a local SQLite file of per-URL validators and fingerprints (one per source, kept between
-    runs): revisits send conditional requests and only changed content is written. `include`/`exclude`:
-    regexes over canonical page URLs. `sitemap_urls`: extra sitemap or feed seeds. `allowed_private_hosts`:
-    hosts that may resolve to private/loopback addresses (the SSRF guard refuses them otherwise), e.g.
-    ["127.0.0.1"] for the loopback demo site. `max_bytes`: byte budget over all response bodies.
+    `options` are `build_command`'s: `crawl_run` and `source` (required), `allowed_domains`, `max_pages`,
+    `jobdir`, `settings` (extra Scrapy settings), and these. `state_path`: a local SQLite file of per-URL
+    validators and fingerprints (one per source, kept between runs): revisits send conditional requests
+    and only changed content is written. `include`/`exclude`: regexes over canonical page URLs.
+    `sitemap_urls`: extra sitemap or feed seeds. `allowed_private_hosts`: hosts that may resolve to
+    private/loopback addresses (the SSRF guard refuses them otherwise), e.g. ["127.0.0.1"] for the loopback
+    demo site. `max_bytes`: byte budget over all response bodies.
     """
     if not start_url.startswith(("http://", "https://")):
         raise ValueError(f"start_url must be an http(s) URL, got {start_url!r}")
-    if max_pages < 1:
-        raise ValueError(f"max_pages must be >= 1, got {max_pages}")
+    if options.get("max_pages", 2000) < 1:
+        raise ValueError(f"max_pages must be >= 1, got {options['max_pages']}")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    if jobdir is not None:
-        Path(jobdir).mkdir(parents=True, exist_ok=True)
-    cmd = build_command(
-        start_url,
-        output_dir,
-        crawl_run=crawl_run,
-        source=source,
-        allowed_domains=allowed_domains,
-        max_pages=max_pages,
-        jobdir=jobdir,
-        settings=settings,
-        state_path=state_path,
-        include=include,
-        exclude=exclude,
-        sitemap_urls=sitemap_urls,
-        allowed_private_hosts=allowed_private_hosts,
-        max_bytes=max_bytes,
-    )
+    if options.get("jobdir") is not None:
+        Path(options["jobdir"]).mkdir(parents=True, exist_ok=True)
+    cmd = build_command(start_url, output_dir, **options)
     env = dict(os.environ)
     env["SCRAPY_SETTINGS_MODULE"] = "crawlers.settings"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
     log_path = output_dir / LOG_NAME
-    (output_dir / "_report.json").unlink(missing_ok=True)
+    (output_dir / REPORT_NAME).unlink(missing_ok=True)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -153,15 +126,12 @@ def crawl(
     if proc.returncode != 0:
         raise CrawlError(f"crawl of {start_url} exited with {proc.returncode}; log tail:\n{_tail(log_path)}")
     root = DataRoot(str(output_dir))
-    if not root.exists("_report.json"):
-        raise CrawlError(f"crawl of {start_url} wrote no _report.json; log tail:\n{_tail(log_path)}")
-    report = root.read_json("_report.json")
+    if not root.exists(REPORT_NAME):
+        raise CrawlError(f"crawl of {start_url} wrote no {REPORT_NAME}; log tail:\n{_tail(log_path)}")
+    report = root.read_json(REPORT_NAME)
     report["output"] = str(output_dir)
     report["shards"] = len(root.list("", ".parquet"))
     return report
-
-
-REPORT_NAME = "_report.json"
 
 
 def crawl_to_root(
