@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import quoteattr
 
 import pyarrow as pa
 
 from corpus.schema import PREDICTION_SCHEMA
+from corpus.settings import Settings
 from corpus.store import DataRoot
+
+if TYPE_CHECKING:  # the client is passed in; this module stays free of the Label Studio SDK
+    from labeling.client import LabelStudioClient
 
 MEDIA_DIR = "media"
 # Label Studio refuses an S3 import storage whose prefix holds no object; this marker is one.
@@ -97,6 +103,34 @@ def media_location(root: DataRoot) -> tuple[str, str]:
         raise ValueError(f"{root.url} is a local folder, not object storage")
     bucket, _, key = root.path(MEDIA_DIR).partition("/")
     return bucket, key.rstrip("/") + "/"
+
+
+def attach_media(client: LabelStudioClient, root: DataRoot, project_id: int, settings: Settings) -> int:
+    """Let Label Studio serve `root`'s media to annotators, once per project; returns the storage id.
+
+    A local root gets Local Files storage over its media folder. An s3:// root gets Label Studio's own S3
+    storage over the same bucket, with the endpoint and credentials the flows use (from settings, never
+    from a parameter); it is never synced: tasks hold `s3://` URIs that it resolves and proxies.
+    """
+    if root.is_local:
+        media = Path(root.local_path(MEDIA_DIR))
+        media.mkdir(parents=True, exist_ok=True)
+        return client.ensure_local_storage(project_id, str(media))
+    if not root.url.startswith(("s3://", "s3a://")):
+        raise NotImplementedError(f"Label Studio media on {root.url}: only local and s3:// data roots are supported")
+    if not root.list(MEDIA_DIR):
+        root.write_bytes(MEDIA_MARKER, b"Label Studio's S3 storage over this folder needs one object to exist.\n")
+    bucket, prefix = media_location(root)
+    secret = settings.s3_secret_access_key
+    return client.ensure_s3_storage(
+        project_id,
+        bucket=bucket,
+        prefix=prefix,
+        endpoint_url=settings.s3_endpoint_url,
+        access_key_id=settings.s3_access_key_id,
+        secret_access_key=secret.get_secret_value() if secret else None,
+        region=settings.s3_region,
+    )
 
 
 def build_tasks(

@@ -43,12 +43,10 @@ from labeling.quality import (
 from labeling.rounds import RoundPlan, add_gold, attach_labels, check_stopping, choose_stop_set, plan_round
 from labeling.sync import pull_annotations, push_tasks, read_annotations
 from labeling.tasks import (
-    MEDIA_DIR,
-    MEDIA_MARKER,
+    attach_media,
     build_label_config,
     build_tasks,
     export_media,
-    media_location,
     media_uri,
 )
 from pipelines.config import CrawlParams, LabelRoundParams, SimulationParams
@@ -237,33 +235,8 @@ def open_project(data_root: str, title: str, labels: list[str], overlap_k: int, 
     client = open_label_studio()
     project_id = client.ensure_project(title, build_label_config(labels))
     client.configure_overlap(project_id, overlap_k, overlap_fraction)
-    if root.is_local:
-        media = Path(root.local_path("media"))
-        media.mkdir(parents=True, exist_ok=True)
-        client.ensure_local_storage(project_id, str(media))
-    else:
-        _attach_s3_media(client, root, project_id)
+    attach_media(client, root, project_id, get_settings())
     return project_id
-
-
-def _attach_s3_media(client: LabelStudioClient, root: DataRoot, project_id: int) -> None:
-    """Let Label Studio serve the media of an s3:// root through its own S3 storage (same endpoint and
-    credentials as the flows); the credentials go from settings to Label Studio, never into a parameter."""
-    if not root.url.startswith(("s3://", "s3a://")):
-        raise NotImplementedError(f"Label Studio media on {root.url}: only local and s3:// data roots are supported")
-    if not root.list(MEDIA_DIR):
-        root.write_bytes(MEDIA_MARKER, b"Label Studio's S3 storage over this folder needs one object to exist.\n")
-    settings = get_settings()
-    bucket, prefix = media_location(root)
-    client.ensure_s3_storage(
-        project_id,
-        bucket=bucket,
-        prefix=prefix,
-        endpoint_url=settings.s3_endpoint_url,
-        access_key_id=settings.s3_access_key_id,
-        secret_access_key=settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None,
-        region=settings.s3_region,
-    )
 
 
 def read_gold(root: DataRoot, gold_path: str | None) -> dict[str, str]:
