@@ -57,8 +57,8 @@ def load_faces_data() -> Dataset:
 
 
 def load_sample_site_data(per_class: int) -> Dataset:
-    from crawlers.sample_site import generate_site
     from labeling.selection import compute_cheap_embeddings
+    from pipelines.demo.sample_site import generate_site
 
     with tempfile.TemporaryDirectory() as tmp:
         truth = generate_site(Path(tmp), seed=7, images_per_class=per_class)

@@ -79,7 +79,7 @@ def write_raw(root: DataRoot, table, files: int) -> None:
 
 
 def _warm_up() -> None:
-    import pipelines.tasks  # noqa: F401 - what every curation task unpickles
+    import pipelines.ingest  # noqa: F401 - what every curation task unpickles
 
 
 def run_case(name: str, url: str, table, shards: int, workers: int | None) -> dict:
@@ -88,7 +88,7 @@ def run_case(name: str, url: str, table, shards: int, workers: int | None) -> di
 
     from corpus.settings import get_settings
     from pipelines.config import CurateParams, ScaleParams
-    from pipelines.flows import curate_flow
+    from pipelines.ingest import curate_flow
 
     root = DataRoot(url)
     write_raw(root, table, files=8)

@@ -1,7 +1,8 @@
 """Sync benchmark against a real Label Studio server: push tasks with predictions, then pull new annotations
 incrementally vs the SDK's full JSON export, at two project sizes (pull cost should follow new annotations).
 
-Starts its own server (labeling.server, from the pre-migrated template via ensure_template, on a free port).
+Starts its own server (pipelines.demo.label_studio_server, from the pre-migrated template via ensure_template,
+on a free port).
 Run: `.venv/bin/python bench/sync.py` (QUICK=1 for a small run).
 """
 
@@ -16,9 +17,9 @@ from pathlib import Path
 
 from corpus.store import DataRoot
 from labeling.client import WATERMARK_MARGIN_S, LabelStudioClient
-from labeling.server import LabelStudioServer, ensure_template, find_free_port
 from labeling.sync import pull_annotations, push_tasks
 from labeling.tasks import build_label_config
+from pipelines.demo.label_studio_server import LabelStudioServer, ensure_template, find_free_port
 
 REPO = Path(__file__).resolve().parent.parent
 LS_VENV = REPO / ".venv-ls"

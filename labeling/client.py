@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import logging
@@ -57,7 +58,8 @@ def is_retryable(exc: BaseException) -> bool:
 def _retrying(func: F, tries: int | None) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        max_tries = MAX_TRIES if tries is None else tries
+        own = getattr(args[0], "max_tries", None) if args else None
+        max_tries = tries if tries is not None else own if own is not None else MAX_TRIES
         for attempt in range(1, max_tries + 1):
             try:
                 return func(*args, **kwargs)
@@ -104,8 +106,10 @@ def _annotation_dict(raw: dict) -> dict:
 class LabelStudioClient:
     """Label Studio over its REST API (SDK 2.x); every call retries and returns dicts, lists and ints."""
 
-    def __init__(self, url: str, token: str, timeout: float = 120) -> None:
+    def __init__(self, url: str, token: str, timeout: float = 120, *, max_tries: int | None = None) -> None:
         self.url = url.rstrip("/")
+        # Tries per call; None = MAX_TRIES, read at call time (tests lower it).
+        self.max_tries = max_tries
         # The SDK's own retries are off: _with_retries is the one retry policy, so tries do not multiply.
         self._sdk = LabelStudio(base_url=self.url, api_key=token, timeout=timeout, max_retries=0)
         # Tasks per listing page: 1000 was the fastest measured (notes/label-studio.md §7).
@@ -113,6 +117,15 @@ class LabelStudioClient:
 
     def __repr__(self) -> str:
         return f"LabelStudioClient({self.url!r})"
+
+    def with_tries(self, tries: int) -> LabelStudioClient:
+        """This client making `tries` tries per call, for a caller that runs a retry loop of its own: one
+        layer of retries, never two multiplying each other."""
+        if tries < 1:
+            raise ValueError(f"tries must be >= 1, got {tries}")
+        clone = copy.copy(self)
+        clone.max_tries = tries
+        return clone
 
     # projects
 

@@ -167,3 +167,22 @@ def flag_label_errors(
     ]
     rows.sort(key=lambda r: (r["self_confidence"], r["record_id"]))
     return pa.Table.from_pylist(rows, schema=LABEL_ERROR_SCHEMA)
+
+
+def find_pool_label_issues(
+    records: pa.Table, annotations: pa.Table, predictions: pa.Table, classes: list[str]
+) -> tuple[pa.Table | None, str | None]:
+    """Likely mislabeled pool records: their Dawid-Skene labels from `annotations` checked by
+    flag_label_errors against the model's `predictions` (label order `classes`).
+
+    Returns (LABEL_ERROR_SCHEMA table, None), or (None, why) when there are too few labels per class yet
+    for out-of-sample probabilities (an early round), which is no error.
+    """
+    from labeling.quality import aggregate_dawid_skene
+    from labeling.rounds import attach_labels
+
+    labeled = attach_labels(records, aggregate_dawid_skene(annotations))
+    try:
+        return flag_label_errors(labeled, predictions, classes), None
+    except ValueError as reason:
+        return None, str(reason)

@@ -8,13 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from labeling.selection import (
-    MODEL_STRATEGIES,
-    compute_cheap_embeddings,
-    compute_prediction_agreement,
-    select_batch,
-    should_stop,
-)
+from labeling.selection import MODEL_STRATEGIES, compute_cheap_embeddings, select_batch
 
 STRATEGIES = (
     "auto",
@@ -43,6 +37,7 @@ class RoundPlan:
     candidates: int
     uses_model: bool = False
     gold: list[str] = field(default_factory=list)
+    model_version: str | None = None
 
 
 def _prediction_arrays(predictions: pa.Table, ids: list[str]) -> tuple[list[str], np.ndarray, np.ndarray | None]:
@@ -159,36 +154,41 @@ def add_gold(plan: RoundPlan, gold: dict[str, str], n: int, *, already_pushed: s
         neighbour = order[at - 1] if at > 0 else (order[0] if order else None)
         priorities[rid] = priorities.get(neighbour, 1.0) if neighbour else 1.0
         order.insert(at, rid)
-    return RoundPlan(order, priorities, plan.strategy, plan.candidates, plan.uses_model, plan.gold + picked)
+    return RoundPlan(
+        order, priorities, plan.strategy, plan.candidates, plan.uses_model, plan.gold + picked, plan.model_version
+    )
 
 
-def _predicted_labels(predictions: pa.Table) -> dict[str, str | None]:
-    ids = predictions.column("record_id").to_pylist()
-    return dict(zip(ids, predictions.column("predicted_label").to_pylist(), strict=True))
-
-
-def choose_stop_set(pool: pa.Table, n: int, *, seed: int = 0) -> list[str]:
-    """A fixed, seeded sample of `n` image record ids to watch for the stopping signal (kept across rounds)."""
-    ids = sorted(set(pool.filter(pc.equal(pool.column("kind"), "image")).column("record_id").to_pylist()))
-    order = np.random.default_rng(seed).permutation(len(ids))[: min(n, len(ids))]
-    return [ids[i] for i in order]
-
-
-def check_stopping(previous: pa.Table, current: pa.Table, stop_ids: list[str], history: list[float]) -> dict:
-    """The stopping signal after a new model: kappa between the last two models' predicted labels on `stop_ids`.
-
-    `previous` and `current` follow PREDICTION_SCHEMA; `history` is the kappas of earlier rounds.
-    Returns {"agreement" (this round's kappa; 1 = predictions unchanged), "history" (with it appended),
-    "stop" (True once the last rounds' mean passes selection.STOP_KAPPA), "stop_set" (ids compared)}.
+def plan_next_batch(
+    pool: pa.Table,
+    already_pushed: set[str],
+    gold: dict[str, str],
+    *,
+    budget: int,
+    gold_per_round: int = 0,
+    strategy: str = "auto",
+    predictions: pa.Table | None = None,
+    model_version: str | None = None,
+    seed: int = 0,
+    min_per_class: int = 0,
+) -> RoundPlan:
+    """The next batch: plan_round over the pool minus what Label Studio has and minus gold, then
+    `gold_per_round` gold records mixed in (add_gold). `model_version` names the model behind
+    `predictions`; the plan keeps it only when the model chose the batch.
     """
-    prev = _predicted_labels(previous)
-    cur = _predicted_labels(current)
-    common = [rid for rid in stop_ids if prev.get(rid) is not None and cur.get(rid) is not None]
-    if not common:
-        raise ValueError("no stop-set record has a prediction from both models")
-    kappa = compute_prediction_agreement(np.array([prev[r] for r in common]), np.array([cur[r] for r in common]))
-    history = [*history, kappa]
-    return {"agreement": kappa, "history": history, "stop": should_stop(history), "stop_set": len(common)}
+    plan = plan_round(
+        pool,
+        already_pushed | set(gold),
+        budget,
+        strategy=strategy,
+        predictions=predictions,
+        seed=seed,
+        min_per_class=min_per_class,
+    )
+    if gold and gold_per_round:
+        plan = add_gold(plan, gold, gold_per_round, already_pushed=already_pushed, seed=seed)
+    plan.model_version = model_version if plan.uses_model else None
+    return plan
 
 
 def attach_labels(records: pa.Table, aggregated: pa.Table) -> pa.Table:

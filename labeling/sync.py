@@ -77,22 +77,8 @@ def _same(stored: dict, fresh: dict) -> bool:
     return all(stored[k] == fresh[k] for k in keys)
 
 
-def _list_with_backoff(client: LabelStudioClient, project_id: int, since: datetime | None, tries: int) -> list[dict]:
-    # Reading is idempotent, so a failed listing is simply asked again (the client already retried ~7.5 s).
-    for attempt in range(1, tries + 1):
-        try:
-            return client.list_annotated_tasks(project_id, since=since)
-        except LabelStudioApiError as exc:
-            if attempt == tries or not is_retryable(exc):
-                raise
-            delay = min(PUSH_BACKOFF_S * 2 ** (attempt - 1), PUSH_BACKOFF_MAX_S)
-            log.warning("pull from project %s failed (%s); retrying in %.1f s", project_id, exc, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
-
-
 def pull_annotations(
-    client: LabelStudioClient, root: DataRoot, project_id: int, *, full: bool = False, tries: int = 3
+    client: LabelStudioClient, root: DataRoot, project_id: int, *, full: bool = False, tries: int | None = None
 ) -> dict:
     """Append the project's new and changed annotations to `annotations/part-<utc>-<project>.parquet`.
 
@@ -101,8 +87,9 @@ def pull_annotations(
     annotations that vanished from Label Studio as deleted. A row is written only when its
     (annotation_id, updated_at, label, ...) differs from what is stored, so a rerun with nothing new
     writes nothing. Tasks without `record_id` in their data are not Flywheel's and are counted as skipped.
-    A listing that fails (server down or restarted) is retried `tries` times with backoff; nothing is
-    written and the watermark does not move until a listing succeeds, so a crashed pull loses nothing.
+    A listing that fails (server down or restarted) is retried by the client (`tries` tries, default the
+    client's own); nothing is written and the watermark does not move until a listing succeeds, so a
+    crashed pull loses nothing.
     Returns {"new", "updated", "deleted", "skipped", "total"} (total = live annotations of the project).
     """
     state_path = _state_path(project_id)
@@ -110,7 +97,8 @@ def pull_annotations(
     since = None if full or not state.get("watermark") else _parse_time(state["watermark"])
     # The watermark is the moment just before asking, so anything saved during the pull is seen next time.
     pulled_at = datetime.now(UTC)
-    tasks = _list_with_backoff(client, project_id, since, tries)
+    lister = client if tries is None else client.with_tries(tries)
+    tasks = lister.list_annotated_tasks(project_id, since=since)
 
     stored_table = read_annotations(root)
     stored_table = stored_table.filter(pc.equal(stored_table.column("project_id"), project_id))
@@ -246,7 +234,8 @@ def _push_batch(client: LabelStudioClient, project_id: int, batch: list[dict], j
             time.sleep(delay)
             try:
                 before = len(known)
-                _reconcile(client, project_id, journal)
+                # One try: this loop is the retry layer, the client must not multiply it.
+                _reconcile(client.with_tries(1), project_id, journal)
                 created += len(known) - before
             except LabelStudioApiError as again:
                 if not is_retryable(again):

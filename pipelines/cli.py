@@ -39,7 +39,7 @@ def _prefect_api(start: bool = False) -> Iterator[str | None]:
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from pipelines import services
+    from pipelines.demo import services
 
     if os.environ.get("PREFECT_API_URL"):
         yield os.environ["PREFECT_API_URL"]
@@ -69,9 +69,10 @@ def demo(
 ) -> None:
     """Run the whole loop on the generated sample site and print the summary (also in data/demo/summary.json)."""
     from corpus.store import open_data_root
-    from crawlers.sample_site import CLASSES
-    from pipelines import services
-    from pipelines.demo import DemoParams, demo_flow, render_summary
+    from pipelines.demo import services
+    from pipelines.demo.flow import DemoParams, demo_flow
+    from pipelines.demo.sample_site import CLASSES
+    from pipelines.demo.summary import render_summary
 
     settings = get_settings()
     with console.status("starting Label Studio (first start migrates its database: about a minute)"):
@@ -116,7 +117,7 @@ def crawl(
 ) -> None:
     """Crawl a site into raw/<crawl run>/ (Scrapy, robots.txt obeyed, same host only, no private addresses)."""
     from pipelines.config import CrawlParams
-    from pipelines.flows import crawl_flow
+    from pipelines.ingest import crawl_flow
 
     params = CrawlParams(
         start_url=start_url,
@@ -143,7 +144,7 @@ def curate(
 ) -> None:
     """Curate (validate, deduplicate) and scrub (PII, EXIF, faces) raw records into the label pool."""
     from pipelines.config import CurateParams, ScaleParams
-    from pipelines.flows import curate_flow
+    from pipelines.ingest import curate_flow
 
     scale = ScaleParams(shards=shards, partitions=partitions, dask=dask)
     with _prefect_api():
@@ -169,7 +170,7 @@ def ingest(
 ) -> None:
     """crawl -> curate -> scrub in one flow."""
     from pipelines.config import CrawlParams, IngestParams
-    from pipelines.flows import ingest_flow
+    from pipelines.ingest import ingest_flow
 
     crawl_params = CrawlParams(
         start_url=start_url, source=source, max_pages=max_pages, allowed_private_hosts=allow_private_host
@@ -190,7 +191,7 @@ def label_push(
 ) -> None:
     """Push the next batch of the pool to Label Studio, chosen by the newest model when there is one."""
     from pipelines.config import LabelRoundParams
-    from pipelines.flows import label_push_flow
+    from pipelines.rounds import label_push_flow
 
     params = LabelRoundParams(
         dataset=dataset,
@@ -210,7 +211,7 @@ def label_push(
 @label_app.command("pull")
 def label_pull(project: Annotated[str, typer.Option(help="Label Studio project title.")] = "Flywheel demo") -> None:
     """Pull new and changed annotations into annotations/ and print labels and agreement."""
-    from pipelines.flows import label_pull_flow
+    from pipelines.rounds import label_pull_flow
 
     with _prefect_api():
         _print_json(label_pull_flow(project_title=project))
@@ -223,7 +224,7 @@ def release(
 ) -> None:
     """Publish the next immutable release of DATASET from the labeled pool (emits flywheel.dataset.released)."""
     from pipelines.config import ReleaseParams
-    from pipelines.flows import release_flow
+    from pipelines.release import release_flow
 
     with _prefect_api():
         manifest = release_flow(ReleaseParams(dataset=dataset, pool=pool))
@@ -237,14 +238,15 @@ def train(
     score_pool: Annotated[bool, typer.Option(help="Score the latest pool for the next round.")] = True,
 ) -> None:
     """Train a model on a release (CUDA when present) and score the pool for the next label round."""
+    from corpus.pool import latest_pool
     from corpus.releases import parse_release_ref
+    from corpus.store import open_data_root
     from pipelines.config import TrainParams
-    from pipelines.flows import train_flow
-    from pipelines.tasks import latest_pool
+    from pipelines.train import train_flow
     from training.train import TrainConfig
 
     dataset, version = parse_release_ref(release)
-    pool = latest_pool(get_settings().data_root) if score_pool else None
+    pool = latest_pool(open_data_root()) if score_pool else None
     with _prefect_api():
         metrics = train_flow(TrainParams(dataset=dataset, version=version, pool=pool, train=TrainConfig(epochs=epochs)))
     _print_json({k: metrics.get(k) for k in ("model_version", "release", "test_accuracy", "device", "scored")})
@@ -256,7 +258,7 @@ def services_up(
     seed: Annotated[int, typer.Option(help="Seed of the sample site.")] = 7,
 ) -> None:
     """Start Label Studio, the sample site and a Prefect server on 127.0.0.1 (reused when already up)."""
-    from pipelines import services
+    from pipelines.demo import services
 
     settings = get_settings()
     console.print(f"Label Studio: {services.start_label_studio(settings)}")
@@ -269,7 +271,7 @@ def services_up(
 @services_app.command("down")
 def services_down() -> None:
     """Stop every service the demo, `services up` or `ui` started."""
-    from pipelines import services
+    from pipelines.demo import services
 
     for name, was_running in services.stop_all(get_settings()).items():
         console.print(f"{name}: {'stopped' if was_running else 'not running'}")
@@ -278,7 +280,7 @@ def services_down() -> None:
 @services_app.command("status")
 def services_status() -> None:
     """Which services run, and where."""
-    from pipelines import services
+    from pipelines.demo import services
 
     _print_json(services.describe(get_settings()))
 
@@ -286,7 +288,7 @@ def services_status() -> None:
 @app.command()
 def ui() -> None:
     """Start the local Prefect server, register deploy/prefect.yaml's deployments, start a worker, print the URL."""
-    from pipelines import services
+    from pipelines.demo import services
 
     settings = get_settings()
     with console.status("starting the Prefect server"):

@@ -74,17 +74,8 @@ class IngestParams(BaseModel):
     data_root: str | None = Field(None, description="Data root URL; defaults to FLYWHEEL_DATA_ROOT.")
 
 
-class SimulationParams(BaseModel):
-    """Simulated annotators for demos and benchmarks: they answer from a ground-truth file."""
-
-    truth_path: str = Field(..., description="truth.json of the sample site (never read by the pipeline itself).")
-    error_rates: list[float] = Field([0.05, 0.1, 0.2], description="One simulated annotator per error rate.")
-    gold_count: int = Field(12, ge=0, description="Pool records whose true label is written as the gold file.")
-    seed: int = 0
-
-
 class LabelRoundParams(BaseModel):
-    """One label round: select from the pool, push to Label Studio, (simulate), pull, aggregate."""
+    """One label round: select from the pool, push to Label Studio, pull, aggregate, check the quality gate."""
 
     dataset: str = Field("demo", description="Dataset name; the round's model is this dataset's newest.")
     pool: str | None = Field(None, description="Folder of scrubbed kept records; default: the latest ingest's.")
@@ -107,7 +98,6 @@ class LabelRoundParams(BaseModel):
     review_threshold: float = Field(
         0.8, ge=0, le=1, description="Labels with a lower posterior go to the review tab (bench/LABELING.md)."
     )
-    simulate: SimulationParams | None = Field(None, description="Answer with simulated annotators (demo only).")
     gate: QualityGate = Field(
         default_factory=QualityGate,
         description="What the round must reach to be released; a passing round emits flywheel.round.passed.",

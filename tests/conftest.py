@@ -41,7 +41,7 @@ class LabelStudioSession:
 def running_label_studio(base: Path) -> Iterator[LabelStudioSession]:
     """A real Label Studio server (a copy of a pre-migrated template: ~6-10 s) with its own data and
     document root under `base`, stopped on exit."""
-    from labeling.server import LabelStudioError, LabelStudioServer, ensure_template, find_free_port
+    from pipelines.demo.label_studio_server import LabelStudioError, LabelStudioServer, ensure_template, find_free_port
 
     if not (LS_VENV / "bin" / "label-studio").exists():
         pytest.fail(
@@ -149,7 +149,7 @@ def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 
     import httpx
 
-    from labeling.server import find_free_port
+    from pipelines.demo.label_studio_server import find_free_port
 
     executable = Path(sys.executable).with_name("moto_server")
     if not executable.exists():

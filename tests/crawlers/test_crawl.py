@@ -14,8 +14,8 @@ from corpus.schema import RECORD_SCHEMA, make_record_id
 from corpus.store import DataRoot
 from crawlers.content import sniff_mime
 from crawlers.run import CrawlError, crawl
-from crawlers.sample_site import SiteServer, generate_site
 from crawlers.spiders.site import extract_text, parse_srcset
+from pipelines.demo.sample_site import SiteServer, generate_site
 
 SHARD_ROWS = 20
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from crawlers.run import crawl_to_root
-from crawlers.sample_site import SiteServer, generate_site
+from pipelines.demo.sample_site import SiteServer, generate_site
 
 pytestmark = [pytest.mark.s3, pytest.mark.timeout(120)]
 

@@ -12,7 +12,7 @@ import pytest
 
 from corpus.store import DataRoot
 from crawlers.run import crawl
-from crawlers.sample_site import SiteServer, generate_site
+from pipelines.demo.sample_site import SiteServer, generate_site
 
 pytestmark = pytest.mark.timeout(60)
 

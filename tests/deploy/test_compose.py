@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from corpus.settings import Settings
-from pipelines import services
+from pipelines.demo import services
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"

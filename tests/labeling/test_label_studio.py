@@ -16,12 +16,12 @@ from PIL import Image
 import labeling.client as client_module
 from corpus.schema import ANNOTATION_SCHEMA, PREDICTION_SCHEMA, conform, make_record_id
 from corpus.store import DataRoot
-from labeling.annotators import SimulatedAnnotator, simulate_labeling
 from labeling.client import LabelStudioApiError, LabelStudioClient
 from labeling.quality import aggregate_majority, compute_agreement
-from labeling.server import LabelStudioError, LabelStudioServer, stop_pid_file
 from labeling.sync import pull_annotations, read_annotations
 from labeling.tasks import build_label_config, build_predictions, build_tasks, export_media
+from pipelines.demo.annotators import SimulatedAnnotator, simulate_labeling
+from pipelines.demo.label_studio_server import LabelStudioError, LabelStudioServer, stop_pid_file
 
 LABELS = ["cat", "dog", "bird"]
 COLORS = {"cat": (220, 40, 40), "dog": (40, 220, 40), "bird": (40, 40, 220)}
@@ -241,7 +241,7 @@ def test_stop_pid_file_stops_a_detached_process(tmp_path) -> None:
 
 @pytest.mark.labelstudio
 def test_template_is_reused_and_guards_its_credentials(tmp_path, label_studio) -> None:
-    from labeling.server import ensure_template, find_free_port
+    from pipelines.demo.label_studio_server import ensure_template, find_free_port
 
     server = label_studio.server
     template = server.template

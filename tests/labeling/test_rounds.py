@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from corpus.schema import PREDICTION_SCHEMA, conform
-from labeling.rounds import STRATEGIES, add_gold, check_stopping, choose_stop_set, plan_round
+from labeling.rounds import STRATEGIES, add_gold, plan_next_batch, plan_round
+from labeling.stopping import check_stopping, choose_stop_set
 
 CLASSES = ["cat", "dog", "bird"]
 
@@ -114,3 +115,19 @@ def test_stopping_signal_on_prediction_tables() -> None:
     for _ in range(3):
         state = check_stopping(first, first, stop_ids, state["history"])
     assert state["agreement"] == 1.0 and state["stop"] and state["stop_set"] == 30
+
+
+def test_next_batch_keeps_gold_out_of_selection_and_the_model_only_when_it_chose() -> None:
+    pool = _pool(30)
+    ids = pool.column("record_id").to_pylist()
+    gold = {ids[1]: "cat", ids[2]: "dog", ids[3]: "bird"}
+    preds = _predictions(ids)
+    cold = plan_next_batch(pool, {ids[0]}, gold, budget=6, gold_per_round=2, model_version="m1", seed=3)
+    assert cold.strategy == "diversity" and cold.model_version is None  # no predictions given: the model chose nothing
+    assert len(cold.gold) == 2 and set(cold.gold) <= set(gold) and ids[0] not in cold.record_ids
+    ordinary = [r for r in cold.record_ids if r not in cold.gold]
+    assert len(ordinary) == 6 and not set(ordinary) & set(gold)
+    warm = plan_next_batch(pool, set(), gold, budget=5, predictions=preds, model_version="m1")
+    assert warm.strategy == "hybrid" and warm.model_version == "m1" and warm.gold == []
+    random = plan_next_batch(pool, set(), gold, budget=5, strategy="random", predictions=preds, model_version="m1")
+    assert random.model_version is None  # random ignores the model: its predictions are not pre-annotations

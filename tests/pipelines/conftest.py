@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from labeling.server import find_free_port
+from pipelines.demo.label_studio_server import find_free_port
 
 
 @pytest.fixture(scope="session")

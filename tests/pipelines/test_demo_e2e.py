@@ -12,9 +12,10 @@ from PIL import Image
 
 from corpus.settings import get_settings
 from corpus.store import DataRoot
-from crawlers.sample_site import CLASSES, SiteServer, generate_site
 from labeling.client import LabelStudioClient
-from pipelines.demo import DemoParams, build_summary, demo_flow
+from pipelines.demo.flow import DemoParams, demo_flow
+from pipelines.demo.sample_site import CLASSES, SiteServer, generate_site
+from pipelines.demo.summary import build_summary
 
 pytestmark = [pytest.mark.e2e, pytest.mark.labelstudio, pytest.mark.prefect]
 

@@ -16,10 +16,12 @@ from prefect.events import DeploymentEventTrigger
 from corpus.settings import Settings
 from corpus.store import DataRoot
 from labeling.gate import QualityGate, check_quality_gate
-from pipelines import flows, services
+from pipelines import ingest, release, rounds, train
 from pipelines.config import IngestParams, LabelRoundParams, ReleaseParams, TrainParams
-from pipelines.flows import release_flow, train_on_release_flow
-from pipelines.tasks import announce_round
+from pipelines.demo import services
+from pipelines.release import release_flow
+from pipelines.rounds import announce_round
+from pipelines.train import train_on_release_flow
 
 pytestmark = pytest.mark.prefect
 
@@ -46,7 +48,9 @@ def test_prefect_yaml_declares_every_deployment_with_valid_parameters():
         model.model_validate(deployments[name]["parameters"]["params"])  # the UI form's defaults are valid
     for deployment in deployments.values():
         module, _, function = deployment["entrypoint"].partition(":")
-        assert module == "pipelines/flows.py" and hasattr(getattr(flows, function), "deploy")
+        flows = {"pipelines/ingest.py": ingest, "pipelines/rounds.py": rounds, "pipelines/release.py": release}
+        flows["pipelines/train.py"] = train
+        assert hasattr(getattr(flows[module], function), "deploy")
         assert deployment["work_pool"]["name"] == services.WORK_POOL
     (trigger,) = deployments["train-on-release"]["triggers"]
     parsed = DeploymentEventTrigger.model_validate({k: v for k, v in trigger.items() if k != "type"})
@@ -117,8 +121,10 @@ def test_ui_setup_registers_deployments_and_a_passed_round_releases_and_trains(p
     try:
         # The task label_round_flow announces its gate with: a failed round releases nothing, a passed one
         # starts the release deployment, whose release starts the train-on-release deployment.
-        announce_round(root.url, "rejected", pool, 1, None, _round_gate(passed=False))
-        announce_round(root.url, "colours", pool, 1, None, _round_gate(passed=True))
+        labels = ["red", "green"]
+        rejected = LabelRoundParams(dataset="rejected", labels=labels, data_root=root.url)
+        announce_round(rejected, pool, 1, _round_gate(passed=False))
+        announce_round(rejected.model_copy(update={"dataset": "colours"}), pool, 1, _round_gate(passed=True))
         release = asyncio.run(_deployment_state("release", timeout_s=300))
         log = worker.log_file.read_text()[-3000:] if worker.log_file.exists() else ""
         assert release is not None, log

@@ -19,9 +19,9 @@ from PIL import Image
 from corpus.releases import load_release
 from corpus.settings import get_settings
 from corpus.store import open_data_root
-from crawlers.sample_site import CLASSES, SiteServer, generate_site
 from labeling.client import LabelStudioClient
-from pipelines.demo import DemoParams, demo_flow
+from pipelines.demo.flow import DemoParams, demo_flow
+from pipelines.demo.sample_site import CLASSES, SiteServer, generate_site
 
 pytestmark = [pytest.mark.e2e, pytest.mark.labelstudio, pytest.mark.prefect, pytest.mark.s3]
 

@@ -10,7 +10,7 @@ import pytest
 from corpus.store import DataRoot
 from curation.planted import generate_corpus
 from pipelines.config import CurateParams, ScaleParams
-from pipelines.flows import curate_flow
+from pipelines.ingest import curate_flow
 
 pytestmark = pytest.mark.prefect
 

@@ -499,7 +499,7 @@ class SiteServer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m crawlers.sample_site", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m pipelines.demo.sample_site", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="write the site and truth.json")
     gen.add_argument("--out", type=Path, required=True)

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 
 from corpus.settings import Settings
-from crawlers.sample_site import generate_site
-from labeling.server import LabelStudioError, LabelStudioServer, ensure_template, stop_pid_file
+from pipelines.demo.label_studio_server import LabelStudioError, LabelStudioServer, ensure_template, stop_pid_file
+from pipelines.demo.sample_site import generate_site
 
 SITE_DIR = "demo/sample-site"
 
@@ -136,7 +136,7 @@ def start_sample_site(settings: Settings, *, seed: int = 7, images_per_class: in
     if is_answering(url) and served.exists() and served.read_text() == str(site_root):
         return url, truth
     stop_service(state)
-    argv = [sys.executable, "-m", "crawlers.sample_site", "serve", "--dir", str(site_root / "site")]
+    argv = [sys.executable, "-m", "pipelines.demo.sample_site", "serve", "--dir", str(site_root / "site")]
     spawn(state, [*argv, "--port", str(settings.site_port)])
     _wait_for(url, state, timeout_s=30)
     served.write_text(str(site_root))

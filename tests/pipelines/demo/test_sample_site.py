@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from crawlers.run import PROJECT_ROOT
-from crawlers.sample_site import SiteServer, generate_site
+from pipelines.demo.sample_site import SiteServer, generate_site
 
 DEFECTS = {"exact_duplicate", "near_duplicate", "corrupt", "tiny", "exif_gps", "face"}
 
@@ -165,7 +165,7 @@ def test_server_rejects_missing_folder(tmp_path):
 def test_cli_serve_stops_cleanly_on_sigterm(site):
     out, _ = site
     proc = subprocess.Popen(
-        [sys.executable, "-m", "crawlers.sample_site", "serve", "--dir", str(out / "site"), "--port", "0"],
+        [sys.executable, "-m", "pipelines.demo.sample_site", "serve", "--dir", str(out / "site"), "--port", "0"],
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -184,7 +184,16 @@ def test_cli_serve_stops_cleanly_on_sigterm(site):
 
 def test_cli_generate(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "crawlers.sample_site", "generate", "--out", str(tmp_path), "--images-per-class", "4"],
+        [
+            sys.executable,
+            "-m",
+            "pipelines.demo.sample_site",
+            "generate",
+            "--out",
+            str(tmp_path),
+            "--images-per-class",
+            "4",
+        ],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

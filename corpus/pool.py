@@ -1,0 +1,51 @@
+"""The label pool: which curated folder is the latest pool, its records by id, and the gold answers file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from corpus.store import DataRoot
+
+POOL_POINTER = "curated/LATEST_POOL.json"
+
+
+class NoPoolError(FileNotFoundError):
+    """Nothing was ingested into this data root yet, so there is no pool to label."""
+
+
+def remember_pool(root: DataRoot, pool: str) -> str:
+    """Record `pool` (a folder under the root) as the latest label pool, so later commands need not name it."""
+    root.write_json(POOL_POINTER, {"pool": pool, "at": datetime.now(UTC).isoformat()})
+    return pool
+
+
+def latest_pool(root: DataRoot) -> str:
+    """The folder of the latest pool; NoPoolError (one line, naming the root) if nothing was ingested yet."""
+    if not root.exists(POOL_POINTER):
+        raise NoPoolError(f"no label pool under {root.url}: run `flywheel ingest` (or `flywheel curate`) first")
+    return str(root.read_json(POOL_POINTER)["pool"])
+
+
+def read_gold(root: DataRoot, gold_path: str | None) -> dict[str, str]:
+    """Gold answers (record_id -> known label) from a JSON object file under the root; {} without a path.
+
+    A file that is not a JSON object of strings raises ValueError naming the file.
+    """
+    if not gold_path:
+        return {}
+    if not root.exists(gold_path):
+        raise FileNotFoundError(f"gold file {gold_path} not found under {root.url}")
+    gold = root.read_json(gold_path)
+    if not isinstance(gold, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in gold.items()):
+        raise ValueError(f"gold file {gold_path}: expected a JSON object of record_id -> label strings")
+    return dict(gold)
+
+
+def select_records(table: pa.Table, record_ids: Iterable[str], column: str = "record_id") -> pa.Table:
+    """The rows of `table` whose `column` is one of `record_ids` (in the table's order)."""
+    wanted = pa.array(list(record_ids), type=pa.string())
+    return table.filter(pc.is_in(table.column(column), wanted))

@@ -1,0 +1,127 @@
+"""The demo's summary: what each stage of the loop did, as JSON a script can read and as a terminal table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+
+def build_summary(
+    ingest: dict[str, Any], rounds: list[dict[str, Any]], releases: list[dict[str, Any]], models: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The demo summary (its shape is a contract: scripts read data/demo/summary.json)."""
+    crawl, curate, scrub = ingest["crawl"], ingest["curate"], ingest["scrub"]
+    counters = curate["counters"]
+    scrub_counters = scrub["counters"]
+    project_id = rounds[-1]["project_id"] if rounds else None
+    return {
+        "crawl": {
+            "pages": crawl.get("pages"),
+            "images": crawl.get("images"),
+            "bytes": crawl.get("bytes"),
+            "robots_denied": crawl.get("robots_forbidden", crawl.get("robots_denied")),
+            "output": crawl.get("output"),
+        },
+        "curate": {
+            "kept": curate["kept"],
+            "exact_duplicates": counters.get("exact_duplicates", 0),
+            "near_duplicates": counters.get("near_duplicates", 0),
+            "duplicate_pages": counters.get("duplicate_pages", 0),
+            "dropped_by_reason": curate["dropped_by_reason"],
+            "output": curate["output"],
+        },
+        "scrub": {
+            "pii_by_type": {key.removeprefix("pii_"): n for key, n in scrub_counters.items() if key.startswith("pii_")},
+            "faces_blurred": scrub_counters.get("faces_blurred", 0),
+            "exif_stripped": scrub_counters.get("exif_stripped", 0),
+            "records_with_pii": scrub_counters.get("records_with_pii", 0),
+            "output": scrub["output"],
+        },
+        "label_rounds": [
+            {
+                "round": r["round"],
+                "strategy": r["strategy"],
+                "model_version": r["model_version"],
+                "tasks_pushed": r["tasks_pushed"],
+                "predictions_pushed": r["predictions_pushed"],
+                "annotations": r["annotations"],
+                "labeled_records": r["labeled_records"],
+                "agreement": r["agreement"].get("percent_agreement"),
+                "krippendorff_alpha": r["agreement"].get("krippendorff_alpha"),
+                "items_with_overlap": r["agreement"].get("items_with_overlap"),
+                "gold_tasks": len(r.get("gold") or []),
+                "review_queue": r.get("review"),
+                "quality_gate": _gate_summary(r.get("quality_gate")),
+                "annotators": [
+                    {k: card.get(k) for k in ("annotator", "gold_accuracy", "consensus_agreement", "annotations")}
+                    for card in r.get("scorecards") or []
+                ],
+            }
+            for r in rounds
+        ],
+        "releases": [
+            {
+                "version": m["version"],
+                "parent": m.get("parent"),
+                **{split: m["rows"].get(split, 0) for split in ("train", "val", "test")},
+                "path": m.get("path"),
+            }
+            for m in releases
+        ],
+        "models": [
+            {
+                "version": m["model_version"],
+                "release": m.get("release"),
+                "test_accuracy": m["test_accuracy"],
+                "device": m.get("device"),
+                "scored": m.get("scored"),
+                "label_issues": m.get("label_issues"),
+                "stop_labeling": bool((m.get("stopping") or {}).get("stop")),
+            }
+            for m in models
+        ],
+        "label_studio": {"url": rounds[-1]["project_url"] if rounds else None, "project_id": project_id},
+    }
+
+
+def _gate_summary(gate: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A round's gate as the summary shows it: passed, and each criterion's value, threshold and verdict."""
+    if gate is None:
+        return None
+    return {
+        "passed": gate["passed"],
+        **{c["name"]: {"value": c["value"], "threshold": c["threshold"], "ok": c["ok"]} for c in gate["criteria"]},
+    }
+
+
+def render_summary(summary: dict[str, Any]) -> Table:
+    """The summary as one table for the terminal."""
+    table = Table(title="Flywheel demo", show_lines=False)
+    table.add_column("stage", style="bold")
+    table.add_column("result")
+    c, k, s = summary["crawl"], summary["curate"], summary["scrub"]
+    table.add_row("crawl", f"{c['pages']} pages, {c['images']} images")
+    table.add_row(
+        "curate",
+        f"{k['kept']} kept; {k['exact_duplicates']} exact + {k['near_duplicates']} near duplicates dropped; "
+        f"{k['dropped_by_reason']}",
+    )
+    table.add_row(
+        "scrub", f"PII {s['pii_by_type']}; {s['faces_blurred']} faces blurred; {s['exif_stripped']} EXIF stripped"
+    )
+    for r in summary["label_rounds"]:
+        agreement = "n/a" if r["agreement"] is None else f"{r['agreement']:.2f}"
+        gate = r.get("quality_gate")
+        verdict = "" if gate is None else f"; quality gate {'passed' if gate['passed'] else 'failed'}"
+        table.add_row(
+            f"label round {r['round']}",
+            f"{r['strategy']}: {r['tasks_pushed']} tasks, {r['annotations']} annotations, agreement {agreement}"
+            + verdict,
+        )
+    for rel in summary["releases"]:
+        table.add_row(f"release {rel['version']}", f"train {rel['train']} / val {rel['val']} / test {rel['test']}")
+    for m in summary["models"]:
+        table.add_row(f"model {m['version']}", f"test accuracy {m['test_accuracy']:.3f} ({m['device']})")
+    table.add_row("Label Studio", str(summary["label_studio"]["url"]))
+    return table

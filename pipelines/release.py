@@ -1,0 +1,61 @@
+"""The release flow: the next immutable dataset version from the pool and its aggregated labels, announced."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from corpus.pool import latest_pool, read_gold
+from corpus.releases import build_release
+from corpus.stages import trace_reports
+from labeling.quality import aggregate_dawid_skene, compute_agreement
+from labeling.rounds import attach_labels
+from labeling.sync import read_annotations
+from pipelines.config import ReleaseParams
+from pipelines.runtime import DATASET_RELEASED, IO_RETRIES, announce, artifact_key, data_root_url, open_root, task
+
+
+def release_markdown(manifest: dict[str, Any]) -> str:
+    """The release's artifact: rows per split, what changed since its parent, where its card is."""
+    counts = manifest.get("rows", {})
+    diff = manifest.get("diff") or {}
+    lines = [f"# {manifest['dataset']} {manifest['version']}", "", "| split | rows |", "|---|---|"]
+    lines += [f"| {split} | {n} |" for split, n in counts.items()]
+    lines += [
+        "",
+        f"parent: {manifest.get('parent')}; added {diff.get('added')}, removed {diff.get('removed')}, "
+        f"relabelled {diff.get('relabelled')}",
+        f"release id: `{manifest.get('release_id')}`",
+        f"card: `{manifest['path']}/card.html`",
+    ]
+    return "\n".join(lines)
+
+
+@task(**IO_RETRIES)
+def publish_release(params: ReleaseParams, data_root: str) -> dict[str, Any]:
+    """Build the next immutable release from labeled pool records (Dawid-Skene labels) and announce it."""
+    root = open_root(data_root)
+    pool = params.pool or latest_pool(root)
+    annotations = read_annotations(root)
+    aggregated = aggregate_dawid_skene(annotations, gold=read_gold(root, params.gold_path))
+    labeled = attach_labels(root.read_table(pool), aggregated)
+    extra = {"agreement": compute_agreement(annotations), "pool": pool, "curation": trace_reports(root, pool)}
+    manifest = build_release(root, params.dataset, labeled, params.release, extra=extra)
+    manifest = {**manifest, "path": root.uri(f"releases/{params.dataset}/{manifest['version']}")}
+    if not manifest.get("unchanged"):
+        payload = {"dataset": params.dataset, "version": manifest["version"], "data_root": root.url, "pool": pool}
+        announce(DATASET_RELEASED, params.dataset, payload)
+    create_markdown_artifact(
+        key=artifact_key("release", params.dataset),
+        markdown=release_markdown(manifest),
+        description=f"release {params.dataset} {manifest['version']}",
+    )
+    return manifest
+
+
+@flow(name="release", log_prints=True)
+def release_flow(params: ReleaseParams) -> dict[str, Any]:
+    """Publish the next immutable release of the dataset; emits flywheel.dataset.released."""
+    return publish_release(params, data_root_url(params.data_root))

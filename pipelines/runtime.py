@@ -1,0 +1,167 @@
+"""What every flow shares: the data root and Label Studio doors, retries on I/O, events, task runners, run names."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from prefect import Task, unmapped
+from prefect import task as prefect_task
+from prefect.blocks.system import Secret
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
+from prefect.events import emit_event
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect_dask import DaskTaskRunner
+
+from corpus.settings import get_settings
+from corpus.store import DataRoot, open_data_root
+from labeling.client import LabelStudioApiError, LabelStudioClient, is_retryable
+
+DATASET_RELEASED = "flywheel.dataset.released"
+ROUND_PASSED = "flywheel.round.passed"
+ROUND_FAILED = "flywheel.round.failed"
+MODEL_TRAINED = "flywheel.model.trained"
+
+# Errors that no retry heals: a missing file or project, a bad value, a refused login or request.
+_PERMANENT = (LookupError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, ValueError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when the failed I/O may succeed if tried again: a lost connection, a timeout, a 5xx or 429.
+
+    Label Studio errors follow the client's own judgement (labeling.client.is_retryable): a 4xx such as a
+    wrong token (401) or an unknown project fails at once. Other OSErrors (a storage hiccup) are transient.
+    """
+    if isinstance(exc, LabelStudioApiError):
+        return is_retryable(exc)
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code >= 500 or exc.response.status_code == 429
+    if isinstance(exc, _PERMANENT):
+        return False
+    return isinstance(exc, OSError | TimeoutError | ConnectionError | httpx.TransportError)
+
+
+def retry_if_transient(task: Task, task_run: TaskRun, state: State) -> bool:
+    """Prefect's retry condition for I/O tasks: retry only an exception that `is_transient`."""
+    try:
+        state.result()
+    except Exception as exc:  # the task's own exception, re-raised by its failed state
+        return is_transient(exc)
+    return False
+
+
+# Storage and crawl tasks: 3 more tries over ~42 s, only on transient errors. Label Studio tasks take none:
+# the client is the one retry layer there (labeling.client), so tries never multiply.
+IO_RETRIES: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay_seconds": [2, 10, 30],
+    "retry_condition_fn": retry_if_transient,
+}
+
+
+def task(fn: Callable | None = None, **options: Any) -> Any:
+    """Prefect's @task with no input caching: tasks take tables and models whose hashing would cost more
+    than the work, and every flow run should do its work (the stage runner skips finished stages itself)."""
+    options.setdefault("cache_policy", NO_CACHE)
+    return prefect_task(fn, **options) if fn is not None else prefect_task(**options)
+
+
+_opened: dict[tuple, Any] = {}
+
+
+def _once(key: tuple, make: Callable[[], Any]) -> Any:
+    """`make()` once per process and key (the key holds every setting the object depends on)."""
+    if key not in _opened:
+        _opened[key] = make()
+    return _opened[key]
+
+
+def open_root(data_root: str | None = None) -> DataRoot:
+    """The data root (default: settings'), opened once per process and settings, with the s3 endpoint and
+    credentials from settings (never from flow parameters)."""
+    settings = get_settings()
+    url = data_root or settings.data_root
+    secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
+    key = ("root", url, settings.s3_endpoint_url, settings.s3_access_key_id, secret, settings.s3_region)
+    return _once(key, lambda: open_data_root(url, settings))
+
+
+def data_root_url(explicit: str | None) -> str:
+    """The data root a flow works on: its parameter, else FLYWHEEL_DATA_ROOT."""
+    return explicit or get_settings().data_root
+
+
+def open_label_studio() -> LabelStudioClient:
+    """The Label Studio client, made once per process and settings. The token comes from a Prefect Secret
+    block when settings name one, else from FLYWHEEL_LABEL_STUDIO_TOKEN; it never passes through flow
+    parameters, logs or artifacts."""
+    settings = get_settings()
+    secret_name = settings.label_studio_token_secret
+
+    def make() -> LabelStudioClient:
+        if secret_name:
+            token = Secret.load(secret_name, _sync=True).get()
+        else:
+            token = settings.label_studio_token.get_secret_value()
+        return LabelStudioClient(settings.label_studio_base_url, token)
+
+    plain = None if secret_name else settings.label_studio_token.get_secret_value()
+    return _once(("label-studio", settings.label_studio_base_url, secret_name, plain), make)
+
+
+def announce(event: str, dataset: str, payload: dict[str, Any], *, resource: dict[str, str] | None = None) -> None:
+    """Emit a Flywheel event on the dataset's resource (or `resource`, with the dataset related)."""
+    dataset_resource = {"prefect.resource.id": f"flywheel.dataset.{dataset}", "prefect.resource.name": dataset}
+    payload = json.loads(json.dumps(payload, default=str))  # events carry JSON: dates and paths as strings
+    if resource is None:
+        emit_event(event=event, resource=dataset_resource, payload=payload)
+        return
+    related = [{"prefect.resource.id": dataset_resource["prefect.resource.id"], "prefect.resource.role": "dataset"}]
+    emit_event(event=event, resource=resource, related=related, payload=payload)
+
+
+def artifact_key(*parts: str) -> str:
+    """An artifact key from names: Prefect allows lowercase letters, digits and dashes only."""
+    return "-".join(parts).lower().replace("_", "-").replace(".", "-")
+
+
+def new_run_name(prefix: str) -> str:
+    return f"{prefix}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
+
+
+@task
+def run_piece(step: Callable[..., Any], args: tuple) -> Any:
+    """One piece of one round of a sharded stage (a shard or a partition); see curation.shards."""
+    return step(*args)
+
+
+def map_on_task_runner(step: Callable[..., Any], args: list[tuple], stage: str = "curate") -> list[Any]:
+    """The sharded runners' map: every piece a task (named `<stage>-<step>`) on the running flow's task
+    runner, results in order."""
+    named = run_piece.with_options(name=f"{stage}-{step.__name__.replace('_', '-')}")
+    return [future.result() for future in named.map(unmapped(step), args)]
+
+
+def make_task_runner(use_dask: bool) -> TaskRunner:
+    """Dask at FLYWHEEL_DASK_ADDRESS if set; else a LocalCluster of FLYWHEEL_DASK_WORKERS processes when
+    asked for (on 127.0.0.1, no dashboard, scratch under the work dir); else threads in this process."""
+    settings = get_settings()
+    if settings.dask_address:
+        return DaskTaskRunner(address=settings.dask_address)
+    if use_dask:
+        return DaskTaskRunner(
+            cluster_class="distributed.LocalCluster",
+            cluster_kwargs={
+                "n_workers": settings.dask_workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "host": "127.0.0.1",
+                "dashboard_address": None,
+                "local_directory": str(settings.work_dir / "dask"),
+            },
+        )
+    return ThreadPoolTaskRunner(max_workers=settings.dask_workers)

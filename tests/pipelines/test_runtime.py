@@ -1,0 +1,58 @@
+"""Retries only on I/O that can heal: the retry condition judged by the Label Studio client's own rules."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from label_studio_sdk.core.api_error import ApiError
+
+from labeling.client import LabelStudioApiError
+from pipelines.runtime import artifact_key, is_transient
+
+
+def _api_error(status: int | None) -> LabelStudioApiError:
+    try:
+        raise ApiError(status_code=status, body={"detail": "x"})
+    except ApiError as cause:
+        error = LabelStudioApiError(f"status {status}")
+        error.__cause__ = cause
+        return error
+
+
+def _status_error(status: int) -> httpx.HTTPStatusError:
+    request = httpx.Request("GET", "http://127.0.0.1/x")
+    return httpx.HTTPStatusError("x", request=request, response=httpx.Response(status, request=request))
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (_api_error(401), False),  # a wrong token never heals
+        (_api_error(403), False),
+        (_api_error(404), False),
+        (_api_error(400), False),
+        (_api_error(500), True),
+        (_api_error(503), True),
+        (_api_error(429), True),
+        (_api_error(None), True),  # no status: the connection itself failed
+        (LookupError("no such project"), False),
+        (FileNotFoundError("raw/nope"), False),
+        (PermissionError("read-only"), False),
+        (ValueError("bad release reference"), False),
+        (KeyError("record_id"), False),
+        (RuntimeError("stage lost rows"), False),
+        (ConnectionResetError(), True),
+        (TimeoutError(), True),
+        (OSError("storage hiccup"), True),
+        (httpx.ConnectError("refused"), True),
+        (httpx.ReadTimeout("slow"), True),
+        (_status_error(502), True),
+        (_status_error(404), False),
+    ],
+)
+def test_only_transient_errors_are_retried(exc: BaseException, transient: bool) -> None:
+    assert is_transient(exc) is transient
+
+
+def test_artifact_keys_are_what_prefect_accepts() -> None:
+    assert artifact_key("stage", "Curate_v2.1") == "stage-curate-v2-1"
