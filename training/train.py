@@ -22,7 +22,8 @@ from pydantic import BaseModel, Field
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from corpus.releases import AugmentationRecipe, Release, load_release
+from corpus.releases.recipes import AugmentationRecipe
+from corpus.releases.versions import Release, load_release
 from corpus.store import DataRoot
 from training.augment import build_recipe, serialize
 from training.data import EpochSampler, ReleaseImageDataset, image_rows

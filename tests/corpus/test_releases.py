@@ -16,18 +16,10 @@ import pyarrow.compute as pc
 import pytest
 from PIL import Image
 
-from corpus.releases import (
-    AugmentationRecipe,
-    ReleaseConfig,
-    ReleaseIntegrityError,
-    assign_splits,
-    build_release,
-    find_split_leaks,
-    group_records,
-    list_releases,
-    load_release,
-    parse_release_ref,
-)
+from corpus.releases.build import ReleaseConfig, build_release
+from corpus.releases.recipes import AugmentationRecipe
+from corpus.releases.splits import assign_splits, find_split_leaks, group_records
+from corpus.releases.versions import ReleaseIntegrityError, list_releases, load_release, parse_release_ref
 from corpus.schema import RECORD_SCHEMA, conform, make_record_id
 from corpus.store import DataRoot
 
@@ -415,9 +407,9 @@ def test_existing_version_is_never_overwritten(tmp_path, monkeypatch):
     before = (tmp_path / "releases" / "animals" / "v0001" / "manifest.json").read_bytes()
     # A concurrent writer that finished v0001 after this build listed the versions (a race we cannot
     # time for real): the build then aims at v0001 and must refuse rather than overwrite it.
-    import corpus.releases as releases
+    import corpus.releases.build as build
 
-    monkeypatch.setattr(releases, "list_releases", lambda root, dataset: [])
+    monkeypatch.setattr(build, "list_releases", lambda root, dataset: [])
     with pytest.raises(FileExistsError, match="already exists"):
         build_release(root, "animals", make_records(30, seed=7), ReleaseConfig())
     monkeypatch.undo()

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import training.train as train_module
-from corpus.releases import AugmentationRecipe, ReleaseConfig, build_release
+from corpus.releases.build import ReleaseConfig, build_release
+from corpus.releases.recipes import AugmentationRecipe
 from corpus.schema import PREDICTION_SCHEMA, conform
 from corpus.store import DataRoot
 from training.augment import build_transforms, get_recipe, materialize_augmented
