@@ -40,7 +40,7 @@ from corpus.schema import conform, make_record_id
 from corpus.store import DataRoot
 from training.augment import build_recipe, serialize
 from training.data import EpochSampler, ReleaseImageDataset
-from training.train import make_loader
+from training.devices import make_loader
 
 CLASSES = ("circle", "square", "triangle", "cross")
 

@@ -14,8 +14,8 @@ from corpus.schema import PREDICTION_SCHEMA
 from corpus.store import DataRoot
 from training.augment import build_transforms, get_recipe
 from training.data import PoolImageDataset
+from training.devices import pick_device, pick_precision
 from training.registry import MODELS_DIR, load_model
-from training.train import pick_device, pick_precision
 
 PREDICTIONS_FILE = "predictions.parquet"
 
