@@ -27,7 +27,7 @@ from training.data import EpochSampler, ReleaseImageDataset, image_rows
 from training.devices import loader_workers, make_loader, pick_device
 from training.evaluation import ECE_BINS, compute_calibration, compute_confusion, compute_per_class
 from training.loop import FitState, Run, accuracy, cpu_state, fit, to_bytes
-from training.registry import METRICS_FILE, MODELS_DIR, REPORT_FILE, WEIGHTS_FILE, list_models
+from training.registry import METRICS_FILE, MODELS_DIR, REPORT_FILE, WEIGHTS_FILE, list_models, model_path
 from training.report import render_report
 
 RUNS_DIR = posixpath.join(MODELS_DIR, ".runs")
@@ -119,7 +119,7 @@ def _publish(root: DataRoot, dataset: str, version: str, weights: bytes, metrics
             METRICS_FILE: json.dumps(metrics, indent=2, sort_keys=True, default=str).encode(),
         }
         try:
-            root.publish_folder(posixpath.join(MODELS_DIR, model_version), files, METRICS_FILE, read_only=False)
+            root.publish_folder(model_path(model_version), files, METRICS_FILE, read_only=False)
             return metrics
         except FileExistsError:
             continue  # another trainer took this version first; try the next number
