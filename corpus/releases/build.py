@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, Field, model_validator
 
 from corpus.releases.card import render_card
+from corpus.releases.integrity import resolve_signing_key, seal_manifest
 from corpus.releases.recipes import AugmentationRecipe
 from corpus.releases.splits import assign_splits, find_split_leaks
 from corpus.releases.summaries import compute_diff, summarize_curation, summarize_labels
@@ -187,9 +188,12 @@ def _describe(
     }
 
 
-def _release_files(manifest: dict[str, Any], parts: dict[str, pa.Table], cfg: ReleaseConfig) -> dict[str, bytes]:
-    """The bytes of every file of a release (splits, card, checksums, manifest last); fills in the
-    manifest's "release_id" and "files"."""
+def _release_files(
+    manifest: dict[str, Any], parts: dict[str, pa.Table], cfg: ReleaseConfig, key: str | None
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """(the sealed manifest, the bytes of every file of the release: splits, card, checksums, manifest).
+
+    The manifest gains "release_id", "files" and, over all of that, its digest (and signature with `key`)."""
     blobs = {SPLIT_FILES[s]: _parquet_bytes(t) for s, t in parts.items()}
     files = {name: _file_entry(blobs[name], parts[s].num_rows) for s, name in SPLIT_FILES.items()}
     manifest["release_id"] = compute_release_id(files)
@@ -199,12 +203,19 @@ def _release_files(manifest: dict[str, Any], parts: dict[str, pa.Table], cfg: Re
     blobs[CHECKSUMS_FILE] = _checksums(files)
     files[CHECKSUMS_FILE] = _file_entry(blobs[CHECKSUMS_FILE], None)
     manifest["files"] = files
-    blobs[MANIFEST_FILE] = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
-    return blobs
+    sealed = seal_manifest(manifest, key)
+    blobs[MANIFEST_FILE] = json.dumps(sealed, indent=2, sort_keys=True).encode()
+    return sealed, blobs
 
 
 def build_release(
-    root: DataRoot, dataset: str, records: pa.Table, cfg: ReleaseConfig, *, extra: dict | None = None
+    root: DataRoot,
+    dataset: str,
+    records: pa.Table,
+    cfg: ReleaseConfig,
+    *,
+    extra: dict | None = None,
+    signing_key: str | None = None,
 ) -> dict:
     """Write the next release of `dataset` from labeled kept records and return its manifest.
 
@@ -214,11 +225,14 @@ def build_release(
     (DataRoot.publish_folder, manifest.json last); an existing version is never overwritten; files are
     made read-only on local roots. `extra["agreement"]` (labeling.quality.compute_agreement's dict) is also
     shown as the annotators' agreement; `extra["curation"]` (e.g. stage reports) is kept and shown on the card.
+    The manifest carries a digest over its whole content and, with a signing key (`signing_key`, else the
+    FLYWHEEL_RELEASE_SIGNING_KEY setting), an HMAC signature; the returned manifest is the one written.
     """
+    key = resolve_signing_key(signing_key)
     table = _validate_records(records)
     extra = dict(extra or {})
     versions = list_releases(root, dataset)
-    parent = load_release(root, dataset, versions[-1]) if versions else None
+    parent = load_release(root, dataset, versions[-1], signing_key=key) if versions else None
     parent_all = pa.concat_tables([parent.train, parent.val, parent.test]) if parent else None
     splits_col = assign_splits(table, cfg, _previous_splits(parent_all))
     table = table.set_column(table.schema.get_field_index("split"), "split", splits_col)
@@ -236,7 +250,7 @@ def build_release(
     manifest = _describe(dataset, version, parent, parent_all, table, parts, cfg)
     manifest["agreement"]["annotators"] = extra.get("agreement")
     manifest["extra"] = extra
-    blobs = _release_files(manifest, parts, cfg)
+    manifest, blobs = _release_files(manifest, parts, cfg, key)
     try:
         root.publish_folder(posixpath.join(dataset_folder(dataset), version), blobs, MANIFEST_FILE)
     except FileExistsError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import posixpath
 import re
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from corpus.releases.integrity import ManifestError, resolve_signing_key, verify_manifest
 from corpus.releases.recipes import AugmentationRecipe
 from corpus.schema import SCHEMA_VERSION, SPLITS, conform
 from corpus.store import DataRoot
@@ -22,12 +24,13 @@ MANIFEST_FILE = "manifest.json"
 CARD_FILE = "card.html"
 # `sha256sum -c SHA256SUMS` inside a release folder verifies it without Flywheel.
 CHECKSUMS_FILE = "SHA256SUMS"
-# Bumped when the manifest gains or changes keys; load_release accepts this version and older ones.
-MANIFEST_FORMAT = 2
+# Bumped when the manifest gains or changes keys. 3: manifest_digest (and signature); load_release refuses
+# manifests without a digest, so older formats no longer load.
+MANIFEST_FORMAT = 3
 
 
 class ReleaseIntegrityError(Exception):
-    """A release file is missing or its bytes no longer match the SHA-256 in the manifest."""
+    """A release's manifest is unreadable, unverified or edited, or a file is missing, added or changed."""
 
 
 @dataclass
@@ -113,6 +116,27 @@ def compute_release_id(files: dict[str, dict[str, Any]]) -> str:
     return "sha256:" + sha256_hex(lines.encode())
 
 
+def _read_manifest(root: DataRoot, rel: str, key: str | None) -> dict[str, Any]:
+    """The manifest of release folder `rel`, parsed and verified (digest, and signature with a key)."""
+    path = posixpath.join(rel, MANIFEST_FILE)
+    try:
+        manifest = json.loads(root.read_bytes(path))
+    except FileNotFoundError as exc:
+        raise ReleaseIntegrityError(f"{path} is missing") from exc
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+        raise ReleaseIntegrityError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise ReleaseIntegrityError(f"{path} is not a JSON object")
+    fmt = manifest.get("manifest_format", 1)
+    if isinstance(fmt, int) and fmt > MANIFEST_FORMAT:
+        raise ReleaseIntegrityError(f"{path} has format {fmt}, newer than this code's {MANIFEST_FORMAT}")
+    try:
+        verify_manifest(manifest, key)
+    except ManifestError as exc:
+        raise ReleaseIntegrityError(f"{path} {exc}") from exc
+    return manifest
+
+
 def _check_manifest(manifest: dict, dataset: str, name: str, rel: str) -> None:
     if manifest.get("dataset") != dataset or manifest.get("version") != name:
         raise ReleaseIntegrityError(
@@ -122,12 +146,12 @@ def _check_manifest(manifest: dict, dataset: str, name: str, rel: str) -> None:
         raise ReleaseIntegrityError(
             f"{rel} uses record schema v{manifest.get('schema_version')}, this code reads v{SCHEMA_VERSION}"
         )
-    if int(manifest.get("manifest_format", 1)) > MANIFEST_FORMAT:
-        raise ReleaseIntegrityError(
-            f"{rel}/{MANIFEST_FILE} has format {manifest['manifest_format']}, newer than this code's {MANIFEST_FORMAT}"
-        )
-    files = manifest.get("files", {})
-    if "release_id" in manifest and manifest["release_id"] != compute_release_id(files):
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(
+        isinstance(e, dict) and isinstance(e.get("sha256"), str) for e in files.values()
+    ):
+        raise ReleaseIntegrityError(f"{rel}/{MANIFEST_FILE} has no valid file list")
+    if manifest.get("release_id") != compute_release_id(files):
         raise ReleaseIntegrityError(f"{rel}/{MANIFEST_FILE} was edited: its file list no longer matches its release_id")
 
 
@@ -155,21 +179,23 @@ def _read_verified_files(root: DataRoot, rel: str, listed: dict[str, dict[str, A
     return tables
 
 
-def load_release(root: DataRoot, dataset: str, version: str | int = "latest") -> Release:
-    """Load one release, verifying every file's SHA-256 against its manifest.
+def load_release(
+    root: DataRoot, dataset: str, version: str | int = "latest", *, signing_key: str | None = None
+) -> Release:
+    """Load one release, verifying its manifest (digest; signature when a signing key is set) and every
+    file's SHA-256 against it.
 
-    Raises FileNotFoundError (listing the versions that exist) for an unknown version and
-    ReleaseIntegrityError naming the file when a file is missing, added, or its bytes changed, when the
-    manifest was edited or names another release, or when a split file's rows disagree with it.
+    The key is `signing_key`, else the FLYWHEEL_RELEASE_SIGNING_KEY setting; with one, unsigned
+    or wrongly signed releases are refused. Raises FileNotFoundError (listing the versions that exist) for
+    an unknown version and ReleaseIntegrityError (one line, naming the file) when the manifest is not
+    JSON, has no digest, was edited, is unsigned or badly signed, or names another release, when a file is
+    missing, added, or its bytes changed, or when a split file's rows disagree with the manifest.
     """
     name = resolve_version(root, dataset, version)
     rel = posixpath.join(dataset_folder(dataset), name)
-    try:
-        manifest = root.read_json(posixpath.join(rel, MANIFEST_FILE))
-    except FileNotFoundError as exc:
-        raise ReleaseIntegrityError(f"{rel}/{MANIFEST_FILE} is missing") from exc
+    manifest = _read_manifest(root, rel, resolve_signing_key(signing_key))
     _check_manifest(manifest, dataset, name, rel)
-    tables = _read_verified_files(root, rel, manifest.get("files", {}))
+    tables = _read_verified_files(root, rel, manifest["files"])
     for split, fname in SPLIT_FILES.items():
         if fname not in tables:
             raise ReleaseIntegrityError(f"{rel}/{fname} is not in the manifest")
