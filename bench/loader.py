@@ -34,12 +34,13 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from corpus.releases import ReleaseConfig, build_release, load_release
+from corpus.releases.build import ReleaseConfig, build_release
+from corpus.releases.versions import load_release
 from corpus.schema import conform, make_record_id
 from corpus.store import DataRoot
 from training.augment import build_recipe, serialize
 from training.data import EpochSampler, ReleaseImageDataset
-from training.train import make_loader
+from training.devices import make_loader
 
 CLASSES = ("circle", "square", "triangle", "cross")
 

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr | None = Field(
         None, description="Secret key for the s3:// data root; unset: AWS's credential chain."
     )
+    release_signing_key: SecretStr | None = Field(
+        None,
+        description="HMAC key signing release manifests: when set, releases are signed when built and "
+        "unsigned or wrongly signed ones are refused when loaded.",
+    )
     s3_region: str | None = Field(None, description="Region of the s3:// data root's bucket.")
     dask_address: str | None = Field(
         None,

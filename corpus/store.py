@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import posixpath
 import uuid
 from collections.abc import Callable, Iterable
@@ -96,6 +98,53 @@ class DataRoot:
     def read_bytes(self, relpath: str) -> bytes:
         with self.fs.open(self.path(relpath), "rb") as fh:
             return fh.read()
+
+    def publish_folder(self, relpath: str, files: dict[str, bytes], marker: str, *, read_only: bool = True) -> None:
+        """Create the folder `relpath` holding `files` (name -> bytes), the completion marker `marker` (one of
+        them) written last, so that a reader who sees the marker sees every file. FileExistsError when the
+        folder is already there: a published folder is never overwritten.
+
+        Local root: the files go under a temporary sibling folder, made read-only with `read_only`, which
+        rename(2) moves into place atomically (it fails onto a non-empty folder, so of two concurrent
+        publishers exactly one wins). Object storage has no atomic rename (a folder move is a copy per
+        object), so the files are written straight into the target, the marker last, and publishing is
+        refused when the marker already exists; `read_only` does not apply there.
+        """
+        if marker not in files:
+            raise ValueError(f"the marker {marker!r} must be one of the files {sorted(files)}")
+        bad = sorted(n for n in files if not n or "/" in n or n.startswith("."))
+        if bad:
+            raise ValueError(f"file names must be plain names, got {bad}")
+        order = [n for n in files if n != marker] + [marker]
+        if not self.is_local:
+            if self.exists(posixpath.join(relpath, marker)):
+                raise FileExistsError(f"{self.uri(relpath)} already exists")
+            for name in order:
+                self.fs.pipe_file(self.path(relpath, name), files[name])
+            return
+        target = self.path(relpath)
+        if os.path.exists(target):
+            raise FileExistsError(f"{target} already exists")
+        parent, base = posixpath.split(target)
+        tmp = posixpath.join(parent, f".tmp-{base}-{uuid.uuid4().hex}")
+        os.makedirs(tmp)
+        try:
+            for name in order:
+                path = posixpath.join(tmp, name)
+                with open(path, "wb") as fh:
+                    fh.write(files[name])
+                if read_only:
+                    os.chmod(path, 0o444)
+            try:
+                os.rename(tmp, target)
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise FileExistsError(f"{target} already exists") from exc
+                raise
+        except BaseException:
+            if os.path.exists(tmp):
+                self.fs.rm(tmp, recursive=True)
+            raise
 
     def write_json(self, relpath: str, obj: Any) -> None:
         self.write_bytes(relpath, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())

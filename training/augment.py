@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
-from corpus.releases import AUGMENTATION_RECIPES, AugmentationRecipe, load_release
+from corpus.releases.recipes import AUGMENTATION_RECIPES, AugmentationRecipe
+from corpus.releases.versions import load_release
 from corpus.store import DataRoot
 
 
@@ -48,7 +49,7 @@ def build_transforms(entries: list[dict[str, Any]], size: int, seed: int | None 
 
 
 def get_recipe(name: str, size: int, seed: int | None = None) -> A.Compose:
-    """The named recipe `name` (corpus.releases.AUGMENTATION_RECIPES) producing `size`x`size` float images (HWC)."""
+    """The named recipe `name` (recipes.AUGMENTATION_RECIPES) producing `size`x`size` float images (HWC)."""
     if name not in AUGMENTATION_RECIPES:
         raise ValueError(f"unknown augmentation recipe {name!r}; recipes: {sorted(AUGMENTATION_RECIPES)}")
     return build_transforms(AUGMENTATION_RECIPES[name], size, seed)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Callable
 
 import numpy as np
@@ -14,10 +13,8 @@ from corpus.schema import PREDICTION_SCHEMA
 from corpus.store import DataRoot
 from training.augment import build_transforms, get_recipe
 from training.data import PoolImageDataset
-from training.registry import MODELS_DIR, load_model
-from training.train import pick_device, pick_precision
-
-PREDICTIONS_FILE = "predictions.parquet"
+from training.devices import pick_device, pick_precision
+from training.registry import load_model, write_predictions
 
 
 def eval_transform(meta: dict) -> Callable:
@@ -73,5 +70,5 @@ def predict_pool(
         ],
         schema=PREDICTION_SCHEMA,
     )
-    root.write_table(posixpath.join(MODELS_DIR, model_version, PREDICTIONS_FILE), table)
+    write_predictions(root, model_version, table)
     return table

@@ -1,4 +1,4 @@
-"""The model registry: trained models under models/<model_version>/ (state_dict, metrics.json, report.md)."""
+"""The model registry: the layout of models/<model_version>/ (weights, metrics, report, predictions, label issues)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import io
 import posixpath
 from typing import Any
 
+import pyarrow as pa
 import torch
 
 from corpus.store import DataRoot
@@ -15,17 +16,27 @@ MODELS_DIR = "models"
 WEIGHTS_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
+# Written after training, by prediction over the pool and by the label-error check.
+PREDICTIONS_FILE = "predictions.parquet"
+LABEL_ISSUES_FILE = "label_issues.parquet"
+
+
+def model_path(model_version: str, name: str = "") -> str:
+    """The path (relative to the data root) of model `model_version`'s folder, or of file `name` in it."""
+    if not model_version or "/" in model_version or model_version.startswith("."):
+        raise ValueError(f"bad model version {model_version!r}: use a plain folder name")
+    return posixpath.join(MODELS_DIR, model_version, name) if name else posixpath.join(MODELS_DIR, model_version)
 
 
 def list_models(root: DataRoot) -> list[str]:
     """Versions of every complete model (one with metrics.json), sorted by name."""
     names = [n for n in root.list_dirs(MODELS_DIR) if not n.startswith(".")]
-    return [n for n in names if root.exists(posixpath.join(MODELS_DIR, n, METRICS_FILE))]
+    return [n for n in names if root.exists(model_path(n, METRICS_FILE))]
 
 
 def read_metadata(root: DataRoot, model_version: str) -> dict[str, Any]:
     """metrics.json of a model; FileNotFoundError lists the models that exist."""
-    path = posixpath.join(MODELS_DIR, model_version, METRICS_FILE)
+    path = model_path(model_version, METRICS_FILE)
     if not root.exists(path):
         known = list_models(root)
         raise FileNotFoundError(f"model {model_version!r} not found; models: {', '.join(known) or 'none'}")
@@ -36,7 +47,7 @@ def latest_model(root: DataRoot, dataset: str | None = None) -> str | None:
     """The most recently trained model (of `dataset`, when given), or None when there is none."""
     found = []
     for name in list_models(root):
-        meta = root.read_json(posixpath.join(MODELS_DIR, name, METRICS_FILE))
+        meta = root.read_json(model_path(name, METRICS_FILE))
         if dataset is None or meta.get("dataset") == dataset:
             found.append((meta.get("created_at", ""), name))
     return max(found)[1] if found else None
@@ -54,8 +65,48 @@ def load_model(root: DataRoot, model_version: str) -> tuple[SmallCNN, dict[str, 
     """The trained model (eval mode, on CPU) and its metadata; weights are loaded with weights_only=True."""
     meta = read_metadata(root, model_version)
     model = build_model(meta)
-    data = root.read_bytes(posixpath.join(MODELS_DIR, model_version, WEIGHTS_FILE))
+    data = root.read_bytes(model_path(model_version, WEIGHTS_FILE))
     state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.eval()
     return model, meta
+
+
+def _write_beside(root: DataRoot, model_version: str, name: str, table: pa.Table) -> None:
+    """Write `table` as file `name` of a complete model; FileNotFoundError (listing the models) otherwise,
+    so a typo never starts a stray folder that the registry would not list."""
+    read_metadata(root, model_version)
+    root.write_table(model_path(model_version, name), table)
+
+
+def _read_beside(root: DataRoot, model_version: str, name: str) -> pa.Table | None:
+    path = model_path(model_version, name)
+    return root.read_table(path, schema=None) if root.exists(path) else None
+
+
+def write_predictions(root: DataRoot, model_version: str, table: pa.Table) -> None:
+    """Store a model's predictions over the pool (PREDICTION_SCHEMA), replacing earlier ones."""
+    _write_beside(root, model_version, PREDICTIONS_FILE, table)
+
+
+def read_predictions(root: DataRoot, model_version: str) -> pa.Table | None:
+    """A model's stored predictions, or None when it has made none."""
+    return _read_beside(root, model_version, PREDICTIONS_FILE)
+
+
+def write_label_issues(root: DataRoot, model_version: str, table: pa.Table) -> None:
+    """Store the records a model flags as likely mislabeled (one row each, with a record_id)."""
+    _write_beside(root, model_version, LABEL_ISSUES_FILE, table)
+
+
+def read_label_issues(root: DataRoot, model_version: str) -> pa.Table | None:
+    """The records a model flagged as likely mislabeled, or None when it has no label-error check."""
+    return _read_beside(root, model_version, LABEL_ISSUES_FILE)
+
+
+def newest_predictions(root: DataRoot, dataset: str) -> tuple[str | None, pa.Table | None]:
+    """(the newest model of `dataset`, its predictions); (None, None) when there is no model or the newest
+    one has no predictions yet (an older model's would rank the pool with stale knowledge)."""
+    model_version = latest_model(root, dataset)
+    predictions = read_predictions(root, model_version) if model_version else None
+    return (model_version, predictions) if predictions is not None else (None, None)

@@ -16,16 +16,16 @@ import pyarrow.compute as pc
 import pytest
 from PIL import Image
 
-from corpus.releases import (
-    AugmentationRecipe,
-    ReleaseConfig,
+from corpus.releases.build import ReleaseConfig, build_release
+from corpus.releases.recipes import AugmentationRecipe
+from corpus.releases.splits import assign_splits, find_split_leaks, group_records
+from corpus.releases.summaries import compute_diff
+from corpus.releases.versions import (
     ReleaseIntegrityError,
-    assign_splits,
-    build_release,
-    find_split_leaks,
-    group_records,
     list_releases,
     load_release,
+    next_version,
+    normalise_version,
     parse_release_ref,
 )
 from corpus.schema import RECORD_SCHEMA, conform, make_record_id
@@ -415,9 +415,9 @@ def test_existing_version_is_never_overwritten(tmp_path, monkeypatch):
     before = (tmp_path / "releases" / "animals" / "v0001" / "manifest.json").read_bytes()
     # A concurrent writer that finished v0001 after this build listed the versions (a race we cannot
     # time for real): the build then aims at v0001 and must refuse rather than overwrite it.
-    import corpus.releases as releases
+    import corpus.releases.build as build
 
-    monkeypatch.setattr(releases, "list_releases", lambda root, dataset: [])
+    monkeypatch.setattr(build, "list_releases", lambda root, dataset: [])
     with pytest.raises(FileExistsError, match="already exists"):
         build_release(root, "animals", make_records(30, seed=7), ReleaseConfig())
     monkeypatch.undo()
@@ -436,3 +436,29 @@ def test_corrupt_parent_stops_the_next_build(tmp_path):
     with pytest.raises(ReleaseIntegrityError, match=r"train\.parquet was modified"):
         build_release(root, "animals", make_records(30, seed=9), ReleaseConfig())
     assert list_releases(root, "animals") == ["v0001"]
+
+
+def test_compute_diff_counts_added_removed_relabelled_and_moved():
+    parent = pa.table({"record_id": ["a", "b", "c"], "label": ["cat", "dog", "cat"], "split": ["train", "val", "test"]})
+    new = pa.table({"record_id": ["a", "b", "d"], "label": ["dog", "dog", "bird"], "split": ["train", "test", "val"]})
+    diff = compute_diff(new, parent)
+    assert {k: diff[k] for k in ("added", "removed", "relabelled", "moved")} == {
+        "added": 1,
+        "removed": 1,
+        "relabelled": 1,
+        "moved": 1,
+    }
+    assert diff["relabel_pairs"] == {"cat -> dog": 1}
+    assert diff["by_label"] == {
+        "bird": {"added": 1},
+        "cat": {"relabelled_out": 1, "removed": 1},
+        "dog": {"relabelled_in": 1},
+    }
+    first = compute_diff(new, None)
+    assert first["added"] == 3 and first["by_label"] == {"bird": {"added": 1}, "dog": {"added": 2}}
+
+
+def test_version_names():
+    assert next_version([]) == "v0001" and next_version(["v0001", "v0009"]) == "v0010"
+    assert next_version(["v9999"]) == "v10000"
+    assert normalise_version(3) == "v0003" and normalise_version("v0002") == "v0002"

@@ -113,3 +113,78 @@ def test_trace_reports_follows_a_pool_back_through_its_stages(tmp_path):
     chain = trace_reports(root, f"{second['output']}/kept")
     assert [r["run_key"] for r in chain] == [second["run_key"], first["run_key"]]
     assert [r["kept"] for r in chain] == [0, 1]
+
+
+FILES = {"a.parquet": b"AAA", "b.txt": b"bee", "manifest.json": b"{}"}
+
+
+def _names(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_publish_folder_on_a_local_root_is_whole_read_only_and_never_overwritten(tmp_path):
+    root = DataRoot(str(tmp_path))
+    root.publish_folder("releases/d/v0001", FILES, "manifest.json")
+    folder = tmp_path / "releases" / "d" / "v0001"
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == FILES
+    assert all((p.stat().st_mode & 0o222) == 0 for p in folder.iterdir())
+    assert _names(folder.parent) == ["v0001"]
+    with pytest.raises(FileExistsError, match="v0001 already exists"):
+        root.publish_folder("releases/d/v0001", {"manifest.json": b"other"}, "manifest.json")
+    assert (folder / "manifest.json").read_bytes() == b"{}" and _names(folder.parent) == ["v0001"]
+    root.publish_folder("releases/d/v0002", {"m.json": b"1"}, "m.json", read_only=False)
+    assert (tmp_path / "releases/d/v0002/m.json").stat().st_mode & 0o200
+
+
+def test_publish_folder_loses_a_race_for_the_rename_with_file_exists_and_cleans_up(tmp_path, monkeypatch):
+    import os
+
+    root = DataRoot(str(tmp_path))
+    real_rename = os.rename
+
+    def rival_first(src, dst):
+        # Planted race: another publisher renames its folder into place after our existence check.
+        os.makedirs(dst)
+        (tmp_path / "models" / "m1" / "metrics.json").write_bytes(b"rival")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rival_first)
+    with pytest.raises(FileExistsError, match="already exists"):
+        root.publish_folder("models/m1", {"metrics.json": b"mine"}, "metrics.json")
+    monkeypatch.undo()
+    assert _names(tmp_path / "models") == ["m1"]
+    assert (tmp_path / "models" / "m1" / "metrics.json").read_bytes() == b"rival"
+
+
+def test_publish_folder_refuses_bad_input_and_leaves_nothing_on_a_failed_write(tmp_path):
+    root = DataRoot(str(tmp_path))
+    with pytest.raises(ValueError, match="marker 'done' must be one of the files"):
+        root.publish_folder("out/x", {"a": b"1"}, "done")
+    with pytest.raises(ValueError, match="plain names"):
+        root.publish_folder("out/x", {"sub/a": b"1", "done": b""}, "done")
+    with pytest.raises(TypeError):
+        root.publish_folder("out/x", {"a": "not bytes", "done": b""}, "done")
+    assert not (tmp_path / "out").exists() or _names(tmp_path / "out") == []
+
+
+def test_publish_folder_on_object_storage_writes_in_place_with_the_marker_last(monkeypatch):
+    import uuid
+
+    root = DataRoot(f"memory://publish-{uuid.uuid4().hex}")
+    assert not root.is_local
+    written: list[str] = []
+    real_pipe = root.fs.pipe_file
+
+    def spy(path, data, **kwargs):
+        written.append(path.rsplit("/", 1)[-1])
+        return real_pipe(path, data, **kwargs)
+
+    monkeypatch.setattr(root.fs, "pipe_file", spy)
+    files = {"manifest.json": b"{}", "a.parquet": b"AAA", "b.txt": b"bee"}
+    root.publish_folder("releases/d/v0001", files, "manifest.json")
+    assert written == ["a.parquet", "b.txt", "manifest.json"]
+    assert {n: root.read_bytes(f"releases/d/v0001/{n}") for n in files} == files
+    assert root.list_dirs("releases/d") == ["v0001"]
+    with pytest.raises(FileExistsError, match="v0001 already exists"):
+        root.publish_folder("releases/d/v0001", {"manifest.json": b"other"}, "manifest.json")
+    assert root.read_bytes("releases/d/v0001/manifest.json") == b"{}"

@@ -11,17 +11,21 @@ import pyarrow.compute as pc
 import pytest
 import torch
 
+import training.devices as devices_module
+import training.loop as loop_module
 import training.train as train_module
-from corpus.releases import AugmentationRecipe, ReleaseConfig, build_release
+from corpus.releases.build import ReleaseConfig, build_release
+from corpus.releases.recipes import AugmentationRecipe
 from corpus.schema import PREDICTION_SCHEMA, conform
 from corpus.store import DataRoot
 from training.augment import build_transforms, get_recipe, materialize_augmented
 from training.data import EpochSampler, ImageDecodeError, ReleaseImageDataset
+from training.devices import loader_workers, pick_device, pick_precision
 from training.model import SmallCNN
 from training.predict import predict_pool
 from training.registry import latest_model, list_models, load_model
 from training.report import render_report
-from training.train import TrainConfig, loader_workers, pick_device, pick_precision, train_model
+from training.train import TrainConfig, train_model
 
 SHAPES = ("circle", "square", "triangle", "cross")
 # num_workers=0: tests decode in the main process (worker start-up would dominate these tiny runs).
@@ -66,7 +70,7 @@ def test_precision_and_workers_choices():
         pick_precision(cpu, "fp16")
     assert loader_workers(0) == 0 and loader_workers(3) == 3
     assert loader_workers(None, cpu) == 0  # CPU training: the model's threads already use every core
-    assert 0 <= loader_workers(None, torch.device("cuda")) <= train_module.MAX_AUTO_WORKERS
+    assert 0 <= loader_workers(None, torch.device("cuda")) <= devices_module.MAX_AUTO_WORKERS
 
 
 def test_epoch_sampler_is_a_seeded_permutation_per_epoch():
@@ -207,7 +211,7 @@ def test_resume_after_a_crash_gives_the_same_model(tmp_path, make_shape_records,
     root = DataRoot(str(tmp_path))
     build_release(root, "shapes", make_shape_records(6, seed=21), ReleaseConfig())
     cfg = FAST.model_copy(update={"epochs": 4, "patience": 10})
-    real = train_module._Run.train_epoch
+    real = loop_module.Run.train_epoch
     calls = {"n": 0}
 
     def crash_on_third_epoch(self, loader):
@@ -216,7 +220,7 @@ def test_resume_after_a_crash_gives_the_same_model(tmp_path, make_shape_records,
             raise RuntimeError("planted crash: node preempted")
         return real(self, loader)
 
-    monkeypatch.setattr(train_module._Run, "train_epoch", crash_on_third_epoch)
+    monkeypatch.setattr(loop_module.Run, "train_epoch", crash_on_third_epoch)
     with pytest.raises(RuntimeError, match="planted crash"):
         train_model(root, "shapes", cfg=cfg)
     monkeypatch.undo()
@@ -232,7 +236,7 @@ def test_resume_after_a_crash_gives_the_same_model(tmp_path, make_shape_records,
 
 
 def test_gradient_accumulation_steps_the_optimizer_every_n_batches():
-    run = train_module._Run(FAST.model_copy(update={"accumulate": 3}), 4, torch.device("cpu"))
+    run = loop_module.Run(FAST.model_copy(update={"accumulate": 3}), 4, torch.device("cpu"))
     batches = [(torch.randn(2, 3, 32, 32), torch.randint(0, 4, (2,))) for _ in range(7)]
     stats = run.train_epoch(batches)
     steps = {int(s["step"]) for s in run.optimizer.state.values()}
@@ -243,14 +247,14 @@ def test_gradient_accumulation_steps_the_optimizer_every_n_batches():
 def test_early_stopping_when_val_never_improves(tmp_path, make_shape_records, monkeypatch):
     root = DataRoot(str(tmp_path))
     build_release(root, "shapes", make_shape_records(6, seed=22), ReleaseConfig())
-    real = train_module._Run.predict
+    real = loop_module.Run.predict
 
     def stuck(self, loader):
         probs, targets, _ = real(self, loader)
         # Planted: a val signal that never moves (constant predictions and loss).
         return np.full_like(probs, 1 / probs.shape[1]), targets, 1.0
 
-    monkeypatch.setattr(train_module._Run, "predict", stuck)
+    monkeypatch.setattr(loop_module.Run, "predict", stuck)
     metrics = train_model(root, "shapes", cfg=FAST.model_copy(update={"epochs": 10, "patience": 2}))
     assert metrics["early_stopped"] is True
     assert metrics["best_epoch"] == 1 and metrics["epochs_run"] == 3
@@ -284,3 +288,49 @@ def test_offline_augmented_copies(tmp_path, make_shape_records):
     # The copies differ from one another (the recipe is random), and each decodes as an image.
     first = table.filter(pc.equal(table.column("record_id"), table.column("record_id")[0]))
     assert len(set(first.column("image").to_pylist())) > 1
+
+
+def test_fit_state_keeps_the_best_val_and_stops_after_patience():
+    run = loop_module.Run(FAST, 4, torch.device("cpu"))
+    state = loop_module.FitState(best_state=loop_module.cpu_state(run.model))
+    # Planted val signal: epoch 2 beats 1; epoch 3 ties on accuracy with a lower loss (wins); then no gain.
+    planted = [(0.5, 1.0), (0.6, 0.9), (0.6, 0.8), (0.6, 0.85), (0.55, 0.7)]
+    for epoch, val in enumerate(planted, start=1):
+        state.observe(run, epoch, val, patience=2)
+        state.history.append({"epoch": epoch})
+    assert state.best_epoch == 3 and state.best_val == 0.6 and state.best_score == [0.6, -0.8]
+    assert state.stopped is True and state.epochs_run == 5
+    no_val = loop_module.FitState(best_state={})
+    for epoch in (1, 2, 3):
+        no_val.observe(run, epoch, None, patience=1)
+    assert no_val.best_epoch == 3 and no_val.stopped is False and no_val.best_val is None
+
+
+def test_compute_test_metrics_on_planted_predictions():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    targets = np.array([0, 1, 1, 1])
+    m = train_module.compute_test_metrics(probs, targets, 0.5, ["a", "b"])
+    assert m["test_accuracy"] == 0.75 and m["test_loss"] == 0.5
+    assert m["confusion_matrix"] == [[1, 0], [1, 2]]
+    assert m["per_class"] == {"a": 1.0, "b": pytest.approx(2 / 3)}
+    assert m["test_macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+    empty = train_module.compute_test_metrics(np.zeros((0, 2)), np.zeros(0, np.int64), None, ["a", "b"])
+    assert empty["test_accuracy"] is None and empty["confusion_matrix"] == [[0, 0], [0, 0]]
+
+
+def test_publish_takes_the_next_free_version_and_writes_metrics_last(monkeypatch):
+    import uuid
+
+    root = DataRoot(f"memory://models-{uuid.uuid4().hex}")
+    root.publish_folder("models/d-v0001-m001", {"metrics.json": b"{}"}, "metrics.json")
+    taken = iter(["d-v0001-m001", "d-v0001-m002"])
+    # Planted race: the first number this trainer picks was published by another one meanwhile.
+    monkeypatch.setattr(train_module, "_next_model_version", lambda root, dataset, version: next(taken))
+    metrics = {"dataset": "d", "release": "v0001", "labels": ["a"], "history": []}
+    monkeypatch.setattr(train_module, "render_report", lambda m: f"report of {m['model_version']}")
+    published = train_module._publish(root, "d", "v0001", b"weights", metrics)
+    assert published["model_version"] == "d-v0001-m002"
+    assert root.read_json("models/d-v0001-m002/metrics.json") == published
+    assert root.read_bytes("models/d-v0001-m002/model.pt") == b"weights"
+    assert root.read_bytes("models/d-v0001-m002/report.md") == b"report of d-v0001-m002"
+    assert root.read_bytes("models/d-v0001-m001/metrics.json") == b"{}"

@@ -1,0 +1,1 @@
+"""Dataset releases: import from the submodules (splits, recipes, versions, integrity, summaries, build, card)."""

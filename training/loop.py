@@ -1,0 +1,226 @@
+"""The fit loop: a model and its optimizer on a device, epochs with checkpoint/resume, best-val selection."""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from corpus.store import DataRoot
+from training.data import EpochSampler
+from training.devices import pick_precision
+from training.evaluation import compute_confusion
+from training.model import SmallCNN
+
+if TYPE_CHECKING:
+    from training.train import TrainConfig
+
+
+class Run:
+    """Everything the loop needs on a device: model, optimizer, schedule, loss scaling, autocast."""
+
+    def __init__(self, cfg: TrainConfig, num_classes: int, device: torch.device) -> None:
+        self.cfg, self.device = cfg, device
+        self.amp_dtype = pick_precision(device, cfg.precision)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model = SmallCNN(num_classes, width=cfg.width, dropout=cfg.dropout).to(
+            device, memory_format=self.memory_format
+        )
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs)
+        # Loss scaling is only needed for fp16; bf16 has fp32's exponent range.
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+
+    def autocast(self) -> torch.autocast:
+        dtype = self.amp_dtype or torch.float32
+        return torch.autocast(device_type=self.device.type, dtype=dtype, enabled=self.amp_dtype is not None)
+
+    def to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (
+            x.to(self.device, non_blocking=True, memory_format=self.memory_format),
+            y.to(self.device, non_blocking=True),
+        )
+
+    def train_epoch(self, loader: DataLoader) -> dict[str, float]:
+        """One pass over `loader`; the optimizer steps every `accumulate` batches (and on the last one)."""
+        model, acc = self.model, self.cfg.accumulate
+        model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        n_batches = len(loader)
+        total_loss, seen, wait = 0.0, 0, 0.0
+        started = tick = time.perf_counter()
+        for step, (x, y) in enumerate(loader):
+            wait += time.perf_counter() - tick
+            x, y = self.to_device(x, y)
+            with self.autocast():
+                logits = model(x)
+            loss = nn.functional.cross_entropy(logits.float(), y)
+            # Average over the batches of this step's group (the last group may be shorter).
+            group = min(acc, n_batches - (step // acc) * acc)
+            self.scaler.scale(loss / group).backward()
+            if (step + 1) % acc == 0 or step + 1 == n_batches:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+            total_loss += loss.item() * len(y)
+            seen += len(y)
+            tick = time.perf_counter()
+        self.scheduler.step()
+        elapsed = time.perf_counter() - started
+        return {"train_loss": total_loss / max(seen, 1), "seconds": elapsed, "data_wait_seconds": wait, "images": seen}
+
+    @torch.no_grad()
+    def predict(self, loader: DataLoader) -> tuple[np.ndarray, np.ndarray, float]:
+        """Softmax probabilities (N, K), targets (N,) and mean cross-entropy of the model over `loader`."""
+        self.model.eval()
+        probs, targets = [], []
+        loss_sum, n = 0.0, 0
+        for x, y in loader:
+            x, y = self.to_device(x, y)
+            with self.autocast():
+                logits = self.model(x)
+            logits = logits.float()
+            loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+            n += len(y)
+            probs.append(torch.softmax(logits, 1).cpu().numpy())
+            targets.append(y.cpu().numpy())
+        k = self.model.num_classes
+        return (
+            np.concatenate(probs) if probs else np.zeros((0, k)),
+            np.concatenate(targets) if targets else np.zeros(0, np.int64),
+            loss_sum / max(n, 1),
+        )
+
+
+def accuracy(cm: np.ndarray) -> float | None:
+    """Share of the confusion matrix on its diagonal; None for an empty one."""
+    total = int(cm.sum())
+    return float(np.trace(cm) / total) if total else None
+
+
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's state_dict on the CPU (a snapshot that later steps do not change)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def to_bytes(obj: Any) -> bytes:
+    """`torch.save` of `obj`, as bytes."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def load_checkpoint(root: DataRoot, path: str) -> dict[str, Any] | None:
+    """The checkpoint at `path` (weights_only), or None when there is none."""
+    if not root.exists(path):
+        return None
+    return torch.load(io.BytesIO(root.read_bytes(path)), map_location="cpu", weights_only=True)
+
+
+@dataclass
+class FitState:
+    """Where a fit stands: the best checkpoint so far, early stopping and the per-epoch history."""
+
+    best_state: dict[str, torch.Tensor]
+    best_score: list[float] | None = None
+    best_val: float | None = None
+    best_epoch: int = 0
+    stopped: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: int | None = None
+
+    @property
+    def epochs_run(self) -> int:
+        return max([h["epoch"] for h in self.history], default=0)
+
+    def checkpoint(self, run: Run, epoch: int) -> dict[str, Any]:
+        """Everything a rerun needs to continue after `epoch` exactly as this one would."""
+        device = run.device
+        return {
+            "epoch": epoch,
+            "model": cpu_state(run.model),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "best_state": self.best_state,
+            "best_score": self.best_score,
+            "best_val": self.best_val,
+            "best_epoch": self.best_epoch,
+            "stopped": self.stopped,
+            "history": self.history,
+        }
+
+    @classmethod
+    def resume(cls, run: Run, state: dict[str, Any]) -> FitState:
+        """Restore `run` (model, optimizer, schedule, scaler, RNG) from a checkpoint; the state it held."""
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        run.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        if run.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], run.device)
+        return cls(
+            best_state=state["best_state"],
+            best_score=state["best_score"],
+            best_val=state["best_val"],
+            best_epoch=state["best_epoch"],
+            stopped=state["stopped"],
+            history=state["history"],
+            resumed_from=state["epoch"],
+        )
+
+    def observe(self, run: Run, epoch: int, val: tuple[float, float] | None, patience: int) -> None:
+        """Keep the model when its val (accuracy, loss) beats the best (accuracy first; on a tie, common on
+        small val sets, the lower loss); stop after `patience` epochs without one. Without val (None), the
+        last epoch is kept and there is no early stopping."""
+        if val is None:
+            self.best_state, self.best_epoch = cpu_state(run.model), epoch
+            return
+        val_acc, val_loss = val
+        if self.best_score is None or (val_acc, -val_loss) > tuple(self.best_score):
+            self.best_score, self.best_val, self.best_epoch = [val_acc, -val_loss], val_acc, epoch
+            self.best_state = cpu_state(run.model)
+        elif epoch - self.best_epoch >= patience:
+            self.stopped = True
+
+
+def fit(
+    run: Run,
+    train_loader: DataLoader,
+    sampler: EpochSampler,
+    val_loader: DataLoader | None,
+    *,
+    root: DataRoot,
+    checkpoint_path: str,
+    resume: bool,
+) -> FitState:
+    """Train `run` for up to cfg.epochs, checkpointing to `checkpoint_path` after every epoch (and, with
+    `resume`, continuing from a checkpoint found there); `val_loader` None means no val split. The
+    returned state holds the best model's weights; `run.model` is left at the last epoch's."""
+    cfg = run.cfg
+    state = load_checkpoint(root, checkpoint_path) if resume else None
+    fit_state = FitState.resume(run, state) if state is not None else FitState(best_state=cpu_state(run.model))
+    for epoch in range((fit_state.resumed_from or 0) + 1, cfg.epochs + 1):
+        if fit_state.stopped:
+            break
+        sampler.set_epoch(epoch)
+        stats = run.train_epoch(train_loader)
+        record: dict[str, Any] = {"epoch": epoch, **stats, "lr": run.scheduler.get_last_lr()[0]}
+        val = None
+        if val_loader is not None:
+            probs, targets, val_loss = run.predict(val_loader)
+            val = (accuracy(compute_confusion(targets, probs.argmax(1), run.model.num_classes)), val_loss)
+            record.update(val_accuracy=val[0], val_loss=val_loss)
+        fit_state.observe(run, epoch, val, cfg.patience)
+        fit_state.history.append(record)
+        root.write_bytes(checkpoint_path, to_bytes(fit_state.checkpoint(run, epoch)))
+    return fit_state
