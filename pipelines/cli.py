@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import sys
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -13,7 +15,11 @@ from rich.console import Console
 
 from corpus.settings import get_settings
 
-app = typer.Typer(help="Flywheel: crawl -> curate -> scrub -> label -> release -> train.", no_args_is_help=True)
+app = typer.Typer(
+    help="Flywheel: crawl -> curate -> scrub -> label -> release -> train.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 label_app = typer.Typer(help="Label Studio rounds.", no_args_is_help=True)
 services_app = typer.Typer(
     help="Local services: Label Studio, the sample site, a Prefect server.", no_args_is_help=True
@@ -25,17 +31,50 @@ console = Console()
 SUMMARY_PATH = "demo/summary.json"
 
 
+_DEBUG = {"on": False}
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    # SIGTERM's default kills the process on the spot; as an exit, atexit hooks still run, and Prefect's
+    # hook stops the temporary server it started for this command.
+    sys.exit(128 + signum)
+
+
 @app.callback()
-def _setup() -> None:
+def _setup(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
+) -> None:
     # albumentations checks PyPI for updates at import unless told not to; nothing may leave loopback.
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    _DEBUG["on"] = debug
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_on_signal)
+
+
+def main() -> None:
+    """The `flywheel` entry point: one clear line and a non-zero exit for any error, tracebacks with --debug."""
+    try:
+        app()
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]")
+        sys.exit(130)
+    except Exception as exc:
+        if _DEBUG["on"]:
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        console.print(f"[red]error:[/] {type(exc).__name__}: {message}", highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 @contextlib.contextmanager
 def _prefect_api(start: bool = False) -> Iterator[str | None]:
-    """Run flows against the local Prefect server (started when `start`), so they show in the UI.
+    """Run flows against Flywheel's own local Prefect server (started when `start`), so they show in the UI.
 
-    An explicit PREFECT_API_URL wins; without either, Prefect uses a temporary server of its own.
+    An explicit PREFECT_API_URL wins. Otherwise a server is used only if Flywheel started it (its pid file);
+    one that some other program runs on the port is never taken: Prefect then runs a temporary server for
+    this command, stopped when the command ends, also on SIGTERM.
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -45,10 +84,8 @@ def _prefect_api(start: bool = False) -> Iterator[str | None]:
         yield os.environ["PREFECT_API_URL"]
         return
     settings = get_settings()
-    api = services.prefect_api_url(settings)
-    if start:
-        services.start_prefect_server(settings)
-    elif not services.is_answering(f"{api}/health"):
+    api = services.start_prefect_server(settings) if start else services.own_prefect_api(settings)
+    if api is None:
         yield None
         return
     with temporary_settings(updates={PREFECT_API_URL: api}):
@@ -239,7 +276,7 @@ def train(
 ) -> None:
     """Train a model on a release (CUDA when present) and score the pool for the next label round."""
     from corpus.pool import latest_pool
-    from corpus.releases import parse_release_ref
+    from corpus.releases.versions import parse_release_ref
     from corpus.store import open_data_root
     from pipelines.config import TrainParams
     from pipelines.train import train_flow
@@ -302,4 +339,4 @@ def ui() -> None:
 
 
 if __name__ == "__main__":
-    app()
+    main()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from corpus.releases import ReleaseConfig
+from corpus.releases.build import ReleaseConfig
 from curation.cleaning import CurateConfig
 from curation.privacy import ScrubConfig
 from labeling.gate import QualityGate

@@ -8,7 +8,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from corpus.pool import latest_pool, read_gold
-from corpus.releases import build_release
+from corpus.releases.build import build_release
 from corpus.stages import trace_reports
 from labeling.quality import aggregate_dawid_skene, compute_agreement
 from labeling.rounds import attach_labels

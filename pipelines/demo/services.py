@@ -143,16 +143,31 @@ def start_sample_site(settings: Settings, *, seed: int = 7, images_per_class: in
     return url, truth
 
 
+def own_prefect_api(settings: Settings) -> str | None:
+    """The API of the Prefect server that `services up`, `demo` or `ui` started (its pid file names a live
+    process and it answers), else None: a server some other program runs on the port is never taken."""
+    api = prefect_api_url(settings)
+    if ServiceState("prefect-server", run_dir_of(settings)).pid() is None:
+        return None
+    return api if is_answering(f"{api}/health") else None
+
+
 def prefect_api_url(settings: Settings) -> str:
     return f"http://127.0.0.1:{settings.prefect_port}/api"
 
 
 def start_prefect_server(settings: Settings) -> str:
-    """A Prefect server (SQLite under PREFECT_HOME) on 127.0.0.1, so runs show in the UI; reused when up."""
+    """A Prefect server (SQLite under PREFECT_HOME) on 127.0.0.1, so runs show in the UI; reused when Flywheel
+    started it before. A server of some other program on the port is refused, never written to."""
     api = prefect_api_url(settings)
-    if is_answering(f"{api}/health"):
-        return api
     state = ServiceState("prefect-server", run_dir_of(settings))
+    if is_answering(f"{api}/health"):
+        if state.pid() is None:
+            raise RuntimeError(
+                f"a Prefect server that Flywheel did not start answers on port {settings.prefect_port}; "
+                "set FLYWHEEL_PREFECT_PORT to a free port, or PREFECT_API_URL to use that server on purpose"
+            )
+        return api
     prefect = Path(sys.executable).with_name("prefect")
     argv = [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(settings.prefect_port)]
     spawn(state, argv, env={"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "true"})

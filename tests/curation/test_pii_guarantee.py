@@ -11,7 +11,7 @@ from pii_values import FOUND
 from PIL import ExifTags, Image
 from test_privacy import gps_jpeg
 
-from corpus.releases import ReleaseConfig, build_release
+from corpus.releases.build import ReleaseConfig, build_release
 from corpus.stages import run_stage
 from corpus.store import DataRoot
 from curation.cleaning import CURATE, CurateConfig

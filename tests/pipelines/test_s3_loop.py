@@ -16,7 +16,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from corpus.releases import load_release
+from corpus.releases.versions import load_release
 from corpus.settings import get_settings
 from corpus.store import open_data_root
 from labeling.client import LabelStudioClient
