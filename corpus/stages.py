@@ -59,11 +59,30 @@ def count_reasons(dropped: pa.Table) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Stage:
-    """A named, versioned pure function over record tables; bump `version` when its output changes."""
+    """A named, versioned pure function over record tables; bump `version` when its output changes.
+
+    `drop_reasons` are the only reasons it may give a dropped row: the runner refuses any other, so a
+    typo or a new reason cannot slip into reports and releases undeclared.
+    """
 
     name: str
     version: str
     apply: Callable[[pa.Table, Any], StageOutput]
+    drop_reasons: frozenset[str] = frozenset()
+
+
+class UndeclaredDropReason(ValueError):
+    """A stage dropped rows with a reason it did not declare in `Stage.drop_reasons`."""
+
+
+def check_drop_reasons(stage: Stage, reasons: Iterable[str | None]) -> None:
+    """Raise UndeclaredDropReason naming the stage and the reasons (None = kept) it did not declare."""
+    undeclared = sorted({r for r in reasons if r is not None} - stage.drop_reasons)
+    if undeclared:
+        raise UndeclaredDropReason(
+            f"stage {stage.name} dropped rows with undeclared reason(s) {undeclared}; "
+            f"declared: {sorted(stage.drop_reasons)}"
+        )
 
 
 def compute_run_key(stage: Stage, cfg: BaseModel | None, input_fingerprint: Any) -> str:
@@ -101,7 +120,9 @@ def finish_run(
     started: float,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Check that no row was lost, then write `_report.json` and, last, `_SUCCESS`; returns the report."""
+    """Check that no row was lost and every drop reason is declared, then write `_report.json` and, last,
+    `_SUCCESS`; returns the report."""
+    check_drop_reasons(stage, dropped_by_reason)
     dropped = sum(dropped_by_reason.values())
     if kept + dropped != rows_in:
         raise RuntimeError(f"stage {stage.name} lost rows: {rows_in} in, {kept} kept + {dropped} dropped")
@@ -214,6 +235,7 @@ def run_shard(root: DataRoot, stage: Stage, cfg: BaseModel | None, shard: Shard,
     """Apply a row-wise stage to one shard and write its kept and dropped parts; its counts for the report."""
     result = stage.apply(read_shard(root, shard), cfg)
     kept, dropped = conform(result.kept, RECORD_SCHEMA), conform(result.dropped, RECORD_SCHEMA)
+    check_drop_reasons(stage, dropped.column("drop_reason").to_pylist())  # before anything is written
     root.write_table(f"{out}/kept/part-{shard.number:04d}.parquet", kept)
     root.write_table(f"{out}/dropped/part-{shard.number:04d}.parquet", dropped)
     return {"kept": kept.num_rows, "dropped_by_reason": count_reasons(dropped), "counters": result.counters}

@@ -7,7 +7,15 @@ import pytest
 from pydantic import BaseModel
 
 from corpus.schema import RECORD_SCHEMA, conform, make_record_id
-from corpus.stages import Stage, StageOutput, run_stage, split_by_reason, trace_reports
+from corpus.stages import (
+    Stage,
+    StageOutput,
+    UndeclaredDropReason,
+    run_stage,
+    run_stage_sharded,
+    split_by_reason,
+    trace_reports,
+)
 from corpus.store import DataRoot
 
 
@@ -34,7 +42,7 @@ def _drop_short(table: pa.Table, cfg: _MinLength) -> StageOutput:
     return StageOutput(kept, dropped, {"checked": table.num_rows})
 
 
-DROP_SHORT = Stage("drop-short", "1", _drop_short)
+DROP_SHORT = Stage("drop-short", "1", _drop_short, drop_reasons=frozenset({"too_short"}))
 
 
 def test_conform_fills_missing_columns_and_rejects_unknown_ones():
@@ -99,6 +107,28 @@ def test_run_stage_refuses_a_stage_that_loses_rows(tmp_path):
     assert not root.exists("curated") or not any(
         root.exists(f"curated/{d}/_SUCCESS") for d in root.list_dirs("curated")
     )
+
+
+@pytest.mark.parametrize(
+    ("declared", "shards"),
+    [(frozenset(), 1), (frozenset({"too_long"}), 1), (frozenset({"too-short", "Too_short"}), 3)],
+)
+def test_run_stage_refuses_a_drop_reason_the_stage_did_not_declare(tmp_path, declared, shards):
+    root = DataRoot(str(tmp_path))
+    root.write_table("raw/r/part-0000.parquet", _records(3))
+    undeclared = Stage("drop-short", "1", _drop_short, drop_reasons=declared)
+    with pytest.raises(UndeclaredDropReason, match=r"stage drop-short .*'too_short'"):
+        run_stage_sharded(root, undeclared, _MinLength(), ["raw/r"], shards=shards)
+    assert not root.exists("curated")  # refused before any part was written
+
+
+def test_declared_drop_reasons_pass_and_a_stage_that_drops_nothing_needs_none(tmp_path):
+    root = DataRoot(str(tmp_path))
+    root.write_table("raw/r/part-0000.parquet", _records(3))
+    both = Stage("drop-short", "1", _drop_short, drop_reasons=frozenset({"too_short", "too_long"}))
+    assert run_stage(root, both, _MinLength(), ["raw/r"])["dropped_by_reason"] == {"too_short": 3}
+    keep_all = Stage("keep", "1", lambda t, cfg: StageOutput(t, t.slice(0, 0), {}))
+    assert run_stage(root, keep_all, None, ["raw/r"])["kept"] == 3
 
 
 def test_trace_reports_follows_a_pool_back_through_its_stages(tmp_path):

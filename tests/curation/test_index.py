@@ -10,7 +10,7 @@ from curation_records import T0, build_table, by_url, image_row, text_row
 from test_text_dedup import article, edit
 
 from corpus.store import DataRoot
-from curation.cleaning import CurateConfig, curate, run_incremental_curate
+from curation.curate import CurateConfig, curate, run_curate
 from curation.index import INDEX_PATH, compute_fetch_keys, empty_index, load_index, save_index, update_index
 
 P = "http://127.0.0.1/"
@@ -100,13 +100,13 @@ def test_index_round_trips_through_the_data_root_and_refuses_other_parameters(tm
         update_index(empty_index(), first_crawl)
 
 
-def test_run_incremental_curate_writes_outputs_and_grows_the_index(tmp_path, first_crawl, second_crawl):
+def test_run_curate_writes_outputs_and_grows_the_index(tmp_path, first_crawl, second_crawl):
     root = DataRoot(str(tmp_path / "data"))
     root.write_table("raw/one/part-0000.parquet", first_crawl)
     root.write_table("raw/two/part-0000.parquet", second_crawl)
-    one = run_incremental_curate(root, CurateConfig(), ["raw/one"])
+    one = run_curate(root, CurateConfig(), ["raw/one"])
     assert (one["kept"], one["dropped"], one["index_rows"]) == (4, 0, 4)
-    two = run_incremental_curate(root, CurateConfig(), ["raw/two"])
+    two = run_curate(root, CurateConfig(), ["raw/two"])
     assert (two["kept"], two["dropped"], two["index_rows"]) == (2, 4, 6)
     assert two["dropped_by_reason"] == {
         "duplicate_page": 1,
@@ -115,6 +115,6 @@ def test_run_incremental_curate_writes_outputs_and_grows_the_index(tmp_path, fir
         "near_duplicate_page": 1,
     }
     before = load_index(root).table
-    again = run_incremental_curate(root, CurateConfig(), ["raw/two"])
+    again = run_curate(root, CurateConfig(), ["raw/two"])
     assert (again["kept"], again["dropped"], again["index_rows"]) == (2, 4, 6)
     assert load_index(root).table.equals(before)

@@ -12,7 +12,8 @@ from PIL import ExifTags, Image, PngImagePlugin
 from skimage import data as skdata
 
 from corpus.schema import empty
-from curation.privacy import SCRUB, PiiSpan, ScrubConfig, detect_faces, find_pii, redact, scrub
+from curation.pii import PiiSpan, find_pii, redact
+from curation.scrub import SCRUB, ScrubConfig, detect_faces, scrub
 
 EMAIL = "jane.doe@example.com"
 ALT_EMAIL = "photos+tag@studio.example.org"
