@@ -7,7 +7,8 @@ import itertools
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
-from corpus.schema import RECORD_SCHEMA, conform
+from corpus.schema import RECORD_SCHEMA, RecordSchemaError, check_records, conform
 from corpus.store import DataRoot
 
 
@@ -164,6 +165,17 @@ def run_stage(
     return run_stage_sharded(root, stage, cfg, inputs, shards=1, area=area)
 
 
+@contextmanager
+def removed_on_failure(root: DataRoot, out: str) -> Iterator[None]:
+    """Remove the output folder `out` if the block raises: a failed run leaves no parts behind."""
+    try:
+        yield
+    except BaseException:
+        if root.exists(out):
+            root.fs.rm(root.path(out), recursive=True)
+        raise
+
+
 # A map over pieces: fn applied to each argument tuple, results in order (a loop here, tasks on a cluster).
 MapSteps = Callable[[Callable[..., Any], list[tuple]], list[Any]]
 
@@ -193,12 +205,37 @@ def list_input_files(root: DataRoot, inputs: Sequence[str]) -> list[str]:
     return files
 
 
+# What Arrow raises for bytes that are no Parquet file, or a Parquet file it cannot read.
+_UNREADABLE = (pa.ArrowException, OSError, EOFError)
+
+
+def check_input_file(root: DataRoot, relpath: str) -> int:
+    """The row count of a raw input file, after checking it is a record table: a readable Parquet file whose
+    columns are record-schema columns of the right types, the non-nullable ones present and never null. Reads
+    the footer and the non-nullable columns only. Raises RecordSchemaError naming the file and the column."""
+    try:
+        parquet = pq.ParquetFile(root.path(relpath), filesystem=root.fs)
+        schema = parquet.schema_arrow
+    except _UNREADABLE as exc:
+        raise RecordSchemaError(f"not a readable Parquet file ({type(exc).__name__}: {exc})", relpath) from exc
+    check_records(schema, relpath)
+    required = [f.name for f in RECORD_SCHEMA if not f.nullable]
+    try:
+        check_records(parquet.read(columns=required), relpath)
+    except _UNREADABLE as exc:
+        raise RecordSchemaError(f"unreadable data ({type(exc).__name__}: {exc})", relpath) from exc
+    return parquet.metadata.num_rows
+
+
 def plan_shards(root: DataRoot, inputs: Sequence[str], shards: int) -> list[Shard]:
-    """Cut the rows of `inputs` into at most `shards` runs of nearly equal length (from Parquet footers only)."""
+    """Cut the rows of `inputs` into at most `shards` runs of nearly equal length (from Parquet footers).
+
+    Every input file is checked first (`check_input_file`), so a bad one is refused before a stage writes.
+    """
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
     files = list_input_files(root, inputs)
-    counts = [pq.ParquetFile(root.path(f), filesystem=root.fs).metadata.num_rows for f in files]
+    counts = [check_input_file(root, f) for f in files]
     total = sum(counts)
     bounds = np.linspace(0, total, min(shards, max(total, 1)) + 1).round().astype(int).tolist()
     starts = np.cumsum([0, *counts]).tolist()[:-1]
@@ -213,12 +250,20 @@ def plan_shards(root: DataRoot, inputs: Sequence[str], shards: int) -> list[Shar
     return planned
 
 
+def read_input_rows(root: DataRoot, relpath: str, start: int, stop: int) -> pa.Table:
+    """Rows [start, stop) of a raw input file, checked and conformed to the record schema (RecordSchemaError
+    naming the file and the column otherwise)."""
+    try:
+        table = pq.read_table(root.path(relpath), filesystem=root.fs).slice(start, stop - start)
+    except _UNREADABLE as exc:
+        raise RecordSchemaError(f"unreadable data ({type(exc).__name__}: {exc})", relpath) from exc
+    check_records(table, relpath)
+    return conform(table, RECORD_SCHEMA, relpath)
+
+
 def read_shard(root: DataRoot, shard: Shard) -> pa.Table:
-    """The shard's rows, conformed to the record schema."""
-    parts = [
-        conform(pq.read_table(root.path(f), filesystem=root.fs).slice(start, stop - start), RECORD_SCHEMA)
-        for f, start, stop in shard.pieces
-    ]
+    """The shard's rows, checked and conformed to the record schema."""
+    parts = [read_input_rows(root, f, start, stop) for f, start, stop in shard.pieces]
     return pa.concat_tables(parts) if parts else RECORD_SCHEMA.empty_table()
 
 
@@ -261,21 +306,22 @@ def run_stage_sharded(
     if root.exists(out):  # parts of an attempt that crashed
         root.fs.rm(root.path(out), recursive=True)
     planned = plan_shards(root, inputs, shards)
-    results = map_steps(run_shard, [(root, stage, cfg, s, out) for s in planned])
-    return finish_run(
-        root,
-        stage,
-        cfg,
-        inputs,
-        run_key,
-        out,
-        rows_in=sum(s.rows for s in planned),
-        kept=sum(r["kept"] for r in results),
-        dropped_by_reason=add_counts(r["dropped_by_reason"] for r in results),
-        counters=add_counts(r["counters"] for r in results),
-        started=started,
-        extra={"shards": len(planned)},
-    )
+    with removed_on_failure(root, out):
+        results = map_steps(run_shard, [(root, stage, cfg, s, out) for s in planned])
+        return finish_run(
+            root,
+            stage,
+            cfg,
+            inputs,
+            run_key,
+            out,
+            rows_in=sum(s.rows for s in planned),
+            kept=sum(r["kept"] for r in results),
+            dropped_by_reason=add_counts(r["dropped_by_reason"] for r in results),
+            counters=add_counts(r["counters"] for r in results),
+            started=started,
+            extra={"shards": len(planned)},
+        )
 
 
 def trace_reports(root: DataRoot, output: str) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from corpus.stages import (
     finish_run,
     map_in_process,
     plan_shards,
+    removed_on_failure,
 )
 from corpus.store import DataRoot
 from curation.images import PILLOW_MAX_PIXELS
@@ -211,20 +212,21 @@ def run_curate(
         root.fs.rm(root.path(out), recursive=True)
     space = FileScratch(root, f"{out}/_work", out)
     planned = plan_shards(root, inputs, shards)
-    done = run_rounds(space, planned, cfg, load_known(index=index), partitions, map_steps, bool(index_path))
-    space.clear()
-    reasons = pa.table({"drop_reason": pa.array(done.reasons, pa.string())})
-    extra = {"shards": len(planned), "partitions": partitions, "processes": done.processes}
-    extra["round_seconds"] = {k: round(v, 3) for k, v in done.seconds.items()}
-    report = finish_run(
-        *(root, stage, cfg, inputs, run_key, out),
-        rows_in=sum(s.rows for s in planned),
-        kept=len(done.kinds_kept),
-        dropped_by_reason=count_reasons(reasons),
-        counters=count_curation(done.reasons, done.kinds_kept, done.known),
-        started=started,
-        extra=extra,
-    )
+    with removed_on_failure(root, out):
+        done = run_rounds(space, planned, cfg, load_known(index=index), partitions, map_steps, bool(index_path))
+        space.clear()
+        reasons = pa.table({"drop_reason": pa.array(done.reasons, pa.string())})
+        extra = {"shards": len(planned), "partitions": partitions, "processes": done.processes}
+        extra["round_seconds"] = {k: round(v, 3) for k, v in done.seconds.items()}
+        report = finish_run(
+            *(root, stage, cfg, inputs, run_key, out),
+            rows_in=sum(s.rows for s in planned),
+            kept=len(done.kinds_kept),
+            dropped_by_reason=count_reasons(reasons),
+            counters=count_curation(done.reasons, done.kinds_kept, done.known),
+            started=started,
+            extra=extra,
+        )
     return _with_index(root, report, index, index_path, done.index_rows or empty_index().table)
 
 

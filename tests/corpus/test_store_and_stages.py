@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from pydantic import BaseModel
 
-from corpus.schema import RECORD_SCHEMA, conform, make_record_id
+from corpus.schema import RECORD_SCHEMA, RecordSchemaError, conform, make_record_id
 from corpus.stages import (
     Stage,
     StageOutput,
     UndeclaredDropReason,
+    plan_shards,
     run_stage,
     run_stage_sharded,
     split_by_reason,
@@ -143,3 +145,66 @@ def test_trace_reports_follows_a_pool_back_through_its_stages(tmp_path):
     chain = trace_reports(root, f"{second['output']}/kept")
     assert [r["run_key"] for r in chain] == [second["run_key"], first["run_key"]]
     assert [r["kept"] for r in chain] == [0, 1]
+
+
+def _good_raw() -> pa.Table:
+    return conform(pa.table({"record_id": ["1", "2"], "kind": ["text"] * 2, "text": ["long enough", "also long"]}))
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+_GOOD = {"record_id": ["3", "4"], "kind": ["text", "text"], "text": ["long enough", "also long"]}
+# Planted bad raw files: (name, bytes, column the error must name or None for an unreadable file).
+BAD_INPUTS = [
+    ("truncated", _parquet_bytes(pa.table(_GOOD))[:-40], None),
+    ("not_parquet", b"<html>rate limited</html>", None),
+    ("empty_file", b"", None),
+    ("missing_record_id", _parquet_bytes(pa.table({k: v for k, v in _GOOD.items() if k != "record_id"})), "record_id"),
+    ("missing_kind", _parquet_bytes(pa.table({k: v for k, v in _GOOD.items() if k != "kind"})), "kind"),
+    ("null_record_id", _parquet_bytes(pa.table({**_GOOD, "record_id": ["3", None]})), "record_id"),
+    ("null_kind", _parquet_bytes(pa.table({**_GOOD, "kind": [None, "text"]})), "kind"),
+    ("int_record_id", _parquet_bytes(pa.table({**_GOOD, "record_id": [3, 4]})), "record_id"),
+    ("list_text", _parquet_bytes(pa.table({**_GOOD, "text": [["a"], ["b"]]})), "text"),
+    ("string_fetched_at", _parquet_bytes(pa.table({**_GOOD, "fetched_at": ["2026-01-01", "x"]})), "fetched_at"),
+    ("string_image", _parquet_bytes(pa.table({**_GOOD, "image": ["not", "bytes"]})), "image"),
+    ("float_width", _parquet_bytes(pa.table({**_GOOD, "width": [1.5, 2.0]})), "width"),
+    ("unknown_column", _parquet_bytes(pa.table({**_GOOD, "lable": ["cat", "dog"]})), "lable"),
+]
+
+
+@pytest.mark.parametrize(("name", "data", "column"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+@pytest.mark.parametrize("shards", [1, 2])
+def test_a_bad_raw_file_is_refused_by_name_and_column_before_anything_is_written(tmp_path, name, data, column, shards):
+    root = DataRoot(str(tmp_path))
+    root.write_table("raw/r/part-0000.parquet", _good_raw())
+    root.write_bytes("raw/r/part-0001.parquet", data)
+    with pytest.raises(RecordSchemaError) as caught:
+        run_stage_sharded(root, DROP_SHORT, _MinLength(), ["raw/r"], shards=shards)
+    message = str(caught.value)
+    assert "raw/r/part-0001.parquet" in message and "\n" not in message
+    assert caught.value.source == "raw/r/part-0001.parquet" and caught.value.column == column
+    if column:
+        assert f"column {column!r}" in message
+    assert not root.exists("curated")
+
+
+def test_a_file_that_turns_bad_after_planning_leaves_no_partial_output(tmp_path, monkeypatch):
+    root = DataRoot(str(tmp_path))
+    for k in range(2):
+        root.write_table(f"raw/r/part-000{k}.parquet", _good_raw())
+    planned = plan_shards(root, ["raw/r"], 2)
+    # The second file is overwritten after the footers were checked (a writer still at work, a bad disk).
+    monkeypatch.setattr("corpus.stages.plan_shards", lambda *args: planned)
+    root.write_bytes("raw/r/part-0001.parquet", b"garbage")
+    with pytest.raises(RecordSchemaError, match="part-0001"):
+        run_stage_sharded(root, DROP_SHORT, _MinLength(), ["raw/r"], shards=2)
+    assert not root.exists("curated") or not root.list_dirs("curated")
+
+
+def test_conform_names_the_column_it_cannot_cast():
+    with pytest.raises(RecordSchemaError, match=r"x.parquet: column 'width'"):
+        conform(pa.table({"record_id": ["a"], "kind": ["image"], "width": ["wide"]}), source="x.parquet")

@@ -6,6 +6,7 @@ import pyarrow as pa
 import pytest
 from curation_records import by_url
 
+from corpus.schema import RecordSchemaError
 from corpus.stages import Stage, plan_shards
 from corpus.store import DataRoot
 from curation.curate import CURATE, DROP_REASONS, CurateConfig, curate, run_curate
@@ -127,3 +128,21 @@ def test_run_curate_refuses_a_reason_its_stage_does_not_declare(tmp_path, raw_ta
     with pytest.raises(ValueError, match=r"stage curate .*\['truncated'\]"):
         run_curate(root, CurateConfig(), ["raw/r"], index_path=None)
     assert not [d for d in root.list_dirs("curated") if root.exists(f"curated/{d}/_SUCCESS")]
+
+
+@pytest.mark.parametrize(
+    ("column", "values"), [("record_id", pa.array([1] * 13)), ("text", pa.array([["a"]] * 13)), (None, None)]
+)
+def test_run_curate_refuses_bad_raw_input_before_writing(tmp_path, raw_table, column, values):
+    root = DataRoot(str(tmp_path))
+    root.write_table("raw/r/part-0000.parquet", raw_table)
+    if column is None:
+        root.write_bytes("raw/r/part-0001.parquet", b"PAR1 cut off")
+    else:
+        root.write_table(
+            "raw/r/part-0001.parquet", raw_table.set_column(raw_table.schema.get_field_index(column), column, values)
+        )
+    with pytest.raises(RecordSchemaError, match=r"raw/r/part-0001\.parquet") as caught:
+        run_curate(root, CurateConfig(), ["raw/r"], shards=2)
+    assert caught.value.column == column
+    assert not root.exists("curated") and not root.exists("index")
