@@ -14,6 +14,7 @@ from corpus.stages import (
     MapSteps,
     Stage,
     StageOutput,
+    compute_run_key,
     count_reasons,
     find_finished,
     finish_run,
@@ -196,50 +197,91 @@ def run_curate(
     crawls: the index (a few hundred bytes per kept record) is the only history read, and its content is part
     of the run key; without it, the run key is `run_stage(root, CURATE, ...)`'s. The output does not depend on
     `shards`, `partitions` or `map_steps` (which runs each round's pieces; default: here, one after another),
-    so one run key serves them all. A finished run is returned with `skipped: True`. Returns the stage report
-    with shards, partitions, processes, per-round seconds and `index_rows` added. Not safe for two writers of
-    one index at once (last write wins).
+    so one run key serves them all. Returns the stage report with shards, partitions, processes, per-round
+    seconds and `index_rows` added; a finished run's report with `skipped: True`.
+
+    The index update is the last step of the run's commit (`_index_rows.parquet` is written with the output,
+    before `_SUCCESS`; the index, saved atomically, records the run that added them): a run killed before it
+    saved the index finishes that on its rerun, and a rerun of the run that made the current index reuses its
+    output instead of curating again under the grown index's key. Not safe for two writers of one index at
+    once (last write wins).
     """
     cfg = cfg or CurateConfig()
-    partitions = partitions or shards
-    index = load_index(root, index_path) if index_path else empty_index()
-    stage = curate_stage(index) if index_path else CURATE
+    index = load_index(root, index_path) if index_path else None
+    inputs_key = compute_run_key(CURATE, cfg, root.fingerprint(inputs))
+    if index is not None and (made_it := _committed_run(root, index, inputs_key)):
+        return {**made_it, "skipped": True, "index_rows": index.num_rows}
+    stage = curate_stage(index) if index is not None else CURATE
     run_key, out, finished = find_finished(root, stage, cfg, inputs)
-    if finished:
-        return _with_index(root, finished, index, index_path, None)
+    if not finished:
+        finished = _curate_into(root, cfg, inputs, stage, run_key, out, shards, partitions or shards, map_steps, index)
+    return _commit_index(root, finished, index, index_path, inputs_key)
+
+
+def _curate_into(
+    root: DataRoot,
+    cfg: CurateConfig,
+    inputs: Sequence[str],
+    stage: Stage,
+    run_key: str,
+    out: str,
+    shards: int,
+    partitions: int,
+    map_steps: MapSteps,
+    index: DedupIndex | None,
+) -> dict[str, Any]:
+    """Run the rounds into `out` (anything an earlier attempt left there removed first) against `index`, and
+    write its report, its index rows (with an index) and `_SUCCESS`; on failure `out` is removed."""
     started = time.perf_counter()
     if root.exists(out):  # what an attempt that crashed left behind
         root.fs.rm(root.path(out), recursive=True)
     space = FileScratch(root, f"{out}/_work", out)
     planned = plan_shards(root, inputs, shards)
     with removed_on_failure(root, out):
-        done = run_rounds(space, planned, cfg, load_known(index=index), partitions, map_steps, bool(index_path))
+        done = run_rounds(space, planned, cfg, load_known(index=index), partitions, map_steps, index is not None)
         space.clear()
+        if index is not None:
+            rows = done.index_rows if done.index_rows is not None else empty_index().table
+            root.write_table(f"{out}/{INDEX_ROWS}", rows)
         reasons = pa.table({"drop_reason": pa.array(done.reasons, pa.string())})
         extra = {"shards": len(planned), "partitions": partitions, "processes": done.processes}
-        extra["round_seconds"] = {k: round(v, 3) for k, v in done.seconds.items()}
-        report = finish_run(
+        return finish_run(
             *(root, stage, cfg, inputs, run_key, out),
             rows_in=sum(s.rows for s in planned),
             kept=len(done.kinds_kept),
             dropped_by_reason=count_reasons(reasons),
             counters=count_curation(done.reasons, done.kinds_kept, done.known),
             started=started,
-            extra=extra,
+            extra={**extra, "round_seconds": {k: round(v, 3) for k, v in done.seconds.items()}},
         )
-    return _with_index(root, report, index, index_path, done.index_rows or empty_index().table)
 
 
-def _with_index(
-    root: DataRoot, report: dict[str, Any], index: DedupIndex, index_path: str | None, rows: pa.Table | None
+# Beside a curate output: the dedup index rows of its kept records, what its commit adds to the index.
+INDEX_ROWS = "_index_rows.parquet"
+
+
+def _committed_run(root: DataRoot, index: DedupIndex, inputs_key: str) -> dict[str, Any] | None:
+    """The report of the finished run of these inputs and config whose commit made `index` as it is, if any."""
+    commit = index.commit or {}
+    out = commit.get("output")
+    if commit.get("inputs_key") != inputs_key or not out or not root.exists(f"{out}/_SUCCESS"):
+        return None
+    return root.read_json(f"{out}/_report.json")
+
+
+def _commit_index(
+    root: DataRoot, report: dict[str, Any], index: DedupIndex | None, index_path: str | None, inputs_key: str
 ) -> dict[str, Any]:
-    """Add a run's kept rows (its index `rows`, or read from its output when None) to the dedup index at
-    `index_path`; saved only if it grew. The report with `index_rows` added."""
-    if not index_path:
+    """Add a finished run's index rows to the dedup index at `index_path` (idempotent: rows it has are not
+    added twice), saved with the run's commit if it grew. The report with `index_rows` added."""
+    if index is None or not index_path:
         return report
-    if rows is None:
-        rows = update_index(empty_index(), root.read_table(f"{report['output']}/kept")).table
+    out = report["output"]
+    if root.exists(f"{out}/{INDEX_ROWS}"):
+        rows = root.read_table(f"{out}/{INDEX_ROWS}", schema=None)
+    else:  # an output written before index rows were kept beside it
+        rows = update_index(empty_index(), root.read_table(f"{out}/kept")).table
     updated = merge_index_rows(index, rows)
     if updated.num_rows != index.num_rows:
-        save_index(root, updated, index_path)
+        save_index(root, DedupIndex(updated.table, {"inputs_key": inputs_key, "output": out}), index_path)
     return {**report, "index_rows": updated.num_rows}
