@@ -32,7 +32,7 @@ PRESIDIO_NAMES = {
 
 
 def run_flywheel(texts: list[str]) -> tuple[list[list[tuple[str, int, int]]], float]:
-    from curation.privacy import find_pii
+    from curation.pii import find_pii
 
     started = time.perf_counter()
     found = [[(s.entity, s.start, s.end) for s in find_pii(text, "US", ["GB"])] for text in texts]

@@ -40,8 +40,8 @@ os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 import httpx
 import numpy as np
 
+from bench.planted import generate_corpus
 from corpus.store import DataRoot
-from curation.planted import generate_corpus
 
 BUCKET = "flywheel-bench"
 

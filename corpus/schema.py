@@ -90,21 +90,76 @@ def make_record_id(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()[:32]
 
 
-def conform(table: pa.Table, schema: pa.Schema = RECORD_SCHEMA) -> pa.Table:
+class RecordSchemaError(ValueError):
+    """A table that is not a record table; the one-line message names the file (if known) and the column."""
+
+    def __init__(self, problem: str, source: str | None = None, column: str | None = None) -> None:
+        where = "".join([f"{source}: " if source else "", f"column {column!r}: " if column else ""])
+        super().__init__(f"{where}{problem}".replace("\n", " "))
+        self.source, self.column = source, column
+
+
+def _same_family(given: pa.DataType, wanted: pa.DataType) -> bool:
+    """True if a column stored as `given` holds `wanted` values without reinterpretation (an int is no id)."""
+    families = [
+        (pa.types.is_string, pa.types.is_large_string),
+        (pa.types.is_binary, pa.types.is_large_binary),
+        (pa.types.is_integer,),
+        (pa.types.is_floating,),
+        (pa.types.is_timestamp,),
+    ]
+    if given == wanted or pa.types.is_null(given):
+        return True
+    for family in families:
+        if any(f(given) for f in family) and any(f(wanted) for f in family):
+            return True
+    return given.id == wanted.id
+
+
+def check_records(table_or_schema: pa.Table | pa.Schema, source: str | None = None, schema: pa.Schema = RECORD_SCHEMA):
+    """Raise RecordSchemaError unless the columns are `schema`'s (a subset), each of its type family, and the
+    non-nullable ones present (and, for a table, without nulls). What raw input must pass before a stage reads it.
+    """
+    given = table_or_schema if isinstance(table_or_schema, pa.Schema) else table_or_schema.schema
+    unknown = [name for name in given.names if schema.get_field_index(name) < 0]
+    if unknown:
+        raise RecordSchemaError(f"columns not in the record schema: {unknown}", source, unknown[0])
+    for field in schema:
+        if field.name not in given.names:
+            if not field.nullable:
+                raise RecordSchemaError("missing, and it may not be null", source, field.name)
+            continue
+        stored = given.field(field.name).type
+        if not _same_family(stored, field.type):
+            raise RecordSchemaError(f"stored as {stored}, the record schema wants {field.type}", source, field.name)
+        if isinstance(table_or_schema, pa.Table) and not field.nullable:
+            nulls = table_or_schema.column(field.name).null_count
+            if nulls:
+                raise RecordSchemaError(f"{nulls} null value(s) in a non-nullable column", source, field.name)
+
+
+def conform(table: pa.Table, schema: pa.Schema = RECORD_SCHEMA, source: str | None = None) -> pa.Table:
     """Return `table` with exactly `schema`'s columns, in order: missing ones null, others cast.
 
-    Raises ValueError naming the columns `schema` does not know, so a typo never drops data.
+    Raises RecordSchemaError (a ValueError) naming the columns `schema` does not know, so a typo never drops
+    data, or a column that cannot be cast (and `source`, the file it came from, when given).
     """
     unknown = [name for name in table.column_names if schema.get_field_index(name) < 0]
     if unknown:
-        raise ValueError(f"columns not in the record schema: {unknown}")
+        raise RecordSchemaError(f"columns not in the record schema: {unknown}", source, unknown[0])
     columns = []
     for field in schema:
-        if field.name in table.column_names:
-            columns.append(table.column(field.name).cast(field.type))
-        else:
+        if field.name not in table.column_names:
             columns.append(pa.nulls(table.num_rows, type=field.type))
-    return pa.Table.from_arrays(columns, schema=schema)
+            continue
+        try:
+            columns.append(table.column(field.name).cast(field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            raise RecordSchemaError(f"cannot cast to {field.type}: {exc}", source, field.name) from exc
+    try:
+        return pa.Table.from_arrays(columns, schema=schema)
+    except pa.ArrowInvalid as exc:  # a null in a non-nullable column
+        raise RecordSchemaError(str(exc), source) from exc
 
 
 def empty(schema: pa.Schema = RECORD_SCHEMA) -> pa.Table:

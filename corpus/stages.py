@@ -7,7 +7,8 @@ import itertools
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
-from corpus.schema import RECORD_SCHEMA, conform
+from corpus.schema import RECORD_SCHEMA, RecordSchemaError, check_records, conform
 from corpus.store import DataRoot
 
 
@@ -59,11 +60,30 @@ def count_reasons(dropped: pa.Table) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Stage:
-    """A named, versioned pure function over record tables; bump `version` when its output changes."""
+    """A named, versioned pure function over record tables; bump `version` when its output changes.
+
+    `drop_reasons` are the only reasons it may give a dropped row: the runner refuses any other, so a
+    typo or a new reason cannot slip into reports and releases undeclared.
+    """
 
     name: str
     version: str
     apply: Callable[[pa.Table, Any], StageOutput]
+    drop_reasons: frozenset[str] = frozenset()
+
+
+class UndeclaredDropReason(ValueError):
+    """A stage dropped rows with a reason it did not declare in `Stage.drop_reasons`."""
+
+
+def check_drop_reasons(stage: Stage, reasons: Iterable[str | None]) -> None:
+    """Raise UndeclaredDropReason naming the stage and the reasons (None = kept) it did not declare."""
+    undeclared = sorted({r for r in reasons if r is not None} - stage.drop_reasons)
+    if undeclared:
+        raise UndeclaredDropReason(
+            f"stage {stage.name} dropped rows with undeclared reason(s) {undeclared}; "
+            f"declared: {sorted(stage.drop_reasons)}"
+        )
 
 
 def compute_run_key(stage: Stage, cfg: BaseModel | None, input_fingerprint: Any) -> str:
@@ -101,7 +121,9 @@ def finish_run(
     started: float,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Check that no row was lost, then write `_report.json` and, last, `_SUCCESS`; returns the report."""
+    """Check that no row was lost and every drop reason is declared, then write `_report.json` and, last,
+    `_SUCCESS`; returns the report."""
+    check_drop_reasons(stage, dropped_by_reason)
     dropped = sum(dropped_by_reason.values())
     if kept + dropped != rows_in:
         raise RuntimeError(f"stage {stage.name} lost rows: {rows_in} in, {kept} kept + {dropped} dropped")
@@ -143,6 +165,17 @@ def run_stage(
     return run_stage_sharded(root, stage, cfg, inputs, shards=1, area=area)
 
 
+@contextmanager
+def removed_on_failure(root: DataRoot, out: str) -> Iterator[None]:
+    """Remove the output folder `out` if the block raises: a failed run leaves no parts behind."""
+    try:
+        yield
+    except BaseException:
+        if root.exists(out):
+            root.fs.rm(root.path(out), recursive=True)
+        raise
+
+
 # A map over pieces: fn applied to each argument tuple, results in order (a loop here, tasks on a cluster).
 MapSteps = Callable[[Callable[..., Any], list[tuple]], list[Any]]
 
@@ -172,12 +205,37 @@ def list_input_files(root: DataRoot, inputs: Sequence[str]) -> list[str]:
     return files
 
 
+# What Arrow raises for bytes that are no Parquet file, or a Parquet file it cannot read.
+_UNREADABLE = (pa.ArrowException, OSError, EOFError)
+
+
+def check_input_file(root: DataRoot, relpath: str) -> int:
+    """The row count of a raw input file, after checking it is a record table: a readable Parquet file whose
+    columns are record-schema columns of the right types, the non-nullable ones present and never null. Reads
+    the footer and the non-nullable columns only. Raises RecordSchemaError naming the file and the column."""
+    try:
+        parquet = pq.ParquetFile(root.path(relpath), filesystem=root.fs)
+        schema = parquet.schema_arrow
+    except _UNREADABLE as exc:
+        raise RecordSchemaError(f"not a readable Parquet file ({type(exc).__name__}: {exc})", relpath) from exc
+    check_records(schema, relpath)
+    required = [f.name for f in RECORD_SCHEMA if not f.nullable]
+    try:
+        check_records(parquet.read(columns=required), relpath)
+    except _UNREADABLE as exc:
+        raise RecordSchemaError(f"unreadable data ({type(exc).__name__}: {exc})", relpath) from exc
+    return parquet.metadata.num_rows
+
+
 def plan_shards(root: DataRoot, inputs: Sequence[str], shards: int) -> list[Shard]:
-    """Cut the rows of `inputs` into at most `shards` runs of nearly equal length (from Parquet footers only)."""
+    """Cut the rows of `inputs` into at most `shards` runs of nearly equal length (from Parquet footers).
+
+    Every input file is checked first (`check_input_file`), so a bad one is refused before a stage writes.
+    """
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
     files = list_input_files(root, inputs)
-    counts = [pq.ParquetFile(root.path(f), filesystem=root.fs).metadata.num_rows for f in files]
+    counts = [check_input_file(root, f) for f in files]
     total = sum(counts)
     bounds = np.linspace(0, total, min(shards, max(total, 1)) + 1).round().astype(int).tolist()
     starts = np.cumsum([0, *counts]).tolist()[:-1]
@@ -192,12 +250,20 @@ def plan_shards(root: DataRoot, inputs: Sequence[str], shards: int) -> list[Shar
     return planned
 
 
+def read_input_rows(root: DataRoot, relpath: str, start: int, stop: int) -> pa.Table:
+    """Rows [start, stop) of a raw input file, checked and conformed to the record schema (RecordSchemaError
+    naming the file and the column otherwise)."""
+    try:
+        table = pq.read_table(root.path(relpath), filesystem=root.fs).slice(start, stop - start)
+    except _UNREADABLE as exc:
+        raise RecordSchemaError(f"unreadable data ({type(exc).__name__}: {exc})", relpath) from exc
+    check_records(table, relpath)
+    return conform(table, RECORD_SCHEMA, relpath)
+
+
 def read_shard(root: DataRoot, shard: Shard) -> pa.Table:
-    """The shard's rows, conformed to the record schema."""
-    parts = [
-        conform(pq.read_table(root.path(f), filesystem=root.fs).slice(start, stop - start), RECORD_SCHEMA)
-        for f, start, stop in shard.pieces
-    ]
+    """The shard's rows, checked and conformed to the record schema."""
+    parts = [read_input_rows(root, f, start, stop) for f, start, stop in shard.pieces]
     return pa.concat_tables(parts) if parts else RECORD_SCHEMA.empty_table()
 
 
@@ -214,6 +280,7 @@ def run_shard(root: DataRoot, stage: Stage, cfg: BaseModel | None, shard: Shard,
     """Apply a row-wise stage to one shard and write its kept and dropped parts; its counts for the report."""
     result = stage.apply(read_shard(root, shard), cfg)
     kept, dropped = conform(result.kept, RECORD_SCHEMA), conform(result.dropped, RECORD_SCHEMA)
+    check_drop_reasons(stage, dropped.column("drop_reason").to_pylist())  # before anything is written
     root.write_table(f"{out}/kept/part-{shard.number:04d}.parquet", kept)
     root.write_table(f"{out}/dropped/part-{shard.number:04d}.parquet", dropped)
     return {"kept": kept.num_rows, "dropped_by_reason": count_reasons(dropped), "counters": result.counters}
@@ -239,21 +306,22 @@ def run_stage_sharded(
     if root.exists(out):  # parts of an attempt that crashed
         root.fs.rm(root.path(out), recursive=True)
     planned = plan_shards(root, inputs, shards)
-    results = map_steps(run_shard, [(root, stage, cfg, s, out) for s in planned])
-    return finish_run(
-        root,
-        stage,
-        cfg,
-        inputs,
-        run_key,
-        out,
-        rows_in=sum(s.rows for s in planned),
-        kept=sum(r["kept"] for r in results),
-        dropped_by_reason=add_counts(r["dropped_by_reason"] for r in results),
-        counters=add_counts(r["counters"] for r in results),
-        started=started,
-        extra={"shards": len(planned)},
-    )
+    with removed_on_failure(root, out):
+        results = map_steps(run_shard, [(root, stage, cfg, s, out) for s in planned])
+        return finish_run(
+            root,
+            stage,
+            cfg,
+            inputs,
+            run_key,
+            out,
+            rows_in=sum(s.rows for s in planned),
+            kept=sum(r["kept"] for r in results),
+            dropped_by_reason=add_counts(r["dropped_by_reason"] for r in results),
+            counters=add_counts(r["counters"] for r in results),
+            started=started,
+            extra={"shards": len(planned)},
+        )
 
 
 def trace_reports(root: DataRoot, output: str) -> list[dict[str, Any]]:

@@ -42,6 +42,8 @@ class DedupIndex:
     """
 
     table: pa.Table
+    # The curate run whose commit wrote this state: {"inputs_key": its key without the index, "output": folder}.
+    commit: dict[str, str] | None = None
 
     @property
     def num_rows(self) -> int:
@@ -144,9 +146,17 @@ def load_index(root: DataRoot, path: str = INDEX_PATH) -> DedupIndex:
         return empty_index()
     table = root.read_table(path, schema=None)
     _check_params(table.schema)
-    return DedupIndex(table.cast(INDEX_SCHEMA))
+    commit = (table.schema.metadata or {}).get(_COMMIT_KEY)
+    return DedupIndex(table.cast(INDEX_SCHEMA), json.loads(commit) if commit else None)
+
+
+_COMMIT_KEY = b"flywheel.dedup_commit"
 
 
 def save_index(root: DataRoot, index: DedupIndex, path: str = INDEX_PATH) -> None:
-    """Write the index as one Parquet file, atomically (a temporary name renamed into place)."""
-    root.write_table(path, index.table.replace_schema_metadata(INDEX_SCHEMA.metadata), row_group_size=65536)
+    """Write the index and its commit as one Parquet file, atomically (a temporary name renamed into place),
+    so the rows and the record of which run added them never disagree."""
+    metadata = dict(INDEX_SCHEMA.metadata)
+    if index.commit is not None:
+        metadata[_COMMIT_KEY] = json.dumps(index.commit, sort_keys=True).encode()
+    root.write_table(path, index.table.replace_schema_metadata(metadata), row_group_size=65536)

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from pydantic import BaseModel
 
-from corpus.schema import RECORD_SCHEMA, conform, make_record_id
-from corpus.stages import Stage, StageOutput, run_stage, split_by_reason, trace_reports
+from corpus.schema import RECORD_SCHEMA, RecordSchemaError, conform, make_record_id
+from corpus.stages import (
+    Stage,
+    StageOutput,
+    UndeclaredDropReason,
+    plan_shards,
+    run_stage,
+    run_stage_sharded,
+    split_by_reason,
+    trace_reports,
+)
 from corpus.store import DataRoot
 
 
@@ -34,7 +44,7 @@ def _drop_short(table: pa.Table, cfg: _MinLength) -> StageOutput:
     return StageOutput(kept, dropped, {"checked": table.num_rows})
 
 
-DROP_SHORT = Stage("drop-short", "1", _drop_short)
+DROP_SHORT = Stage("drop-short", "1", _drop_short, drop_reasons=frozenset({"too_short"}))
 
 
 def test_conform_fills_missing_columns_and_rejects_unknown_ones():
@@ -99,6 +109,28 @@ def test_run_stage_refuses_a_stage_that_loses_rows(tmp_path):
     assert not root.exists("curated") or not any(
         root.exists(f"curated/{d}/_SUCCESS") for d in root.list_dirs("curated")
     )
+
+
+@pytest.mark.parametrize(
+    ("declared", "shards"),
+    [(frozenset(), 1), (frozenset({"too_long"}), 1), (frozenset({"too-short", "Too_short"}), 3)],
+)
+def test_run_stage_refuses_a_drop_reason_the_stage_did_not_declare(tmp_path, declared, shards):
+    root = DataRoot(str(tmp_path))
+    root.write_table("raw/r/part-0000.parquet", _records(3))
+    undeclared = Stage("drop-short", "1", _drop_short, drop_reasons=declared)
+    with pytest.raises(UndeclaredDropReason, match=r"stage drop-short .*'too_short'"):
+        run_stage_sharded(root, undeclared, _MinLength(), ["raw/r"], shards=shards)
+    assert not root.exists("curated")  # refused before any part was written
+
+
+def test_declared_drop_reasons_pass_and_a_stage_that_drops_nothing_needs_none(tmp_path):
+    root = DataRoot(str(tmp_path))
+    root.write_table("raw/r/part-0000.parquet", _records(3))
+    both = Stage("drop-short", "1", _drop_short, drop_reasons=frozenset({"too_short", "too_long"}))
+    assert run_stage(root, both, _MinLength(), ["raw/r"])["dropped_by_reason"] == {"too_short": 3}
+    keep_all = Stage("keep", "1", lambda t, cfg: StageOutput(t, t.slice(0, 0), {}))
+    assert run_stage(root, keep_all, None, ["raw/r"])["kept"] == 3
 
 
 def test_trace_reports_follows_a_pool_back_through_its_stages(tmp_path):
@@ -188,3 +220,66 @@ def test_publish_folder_on_object_storage_writes_in_place_with_the_marker_last(m
     with pytest.raises(FileExistsError, match="v0001 already exists"):
         root.publish_folder("releases/d/v0001", {"manifest.json": b"other"}, "manifest.json")
     assert root.read_bytes("releases/d/v0001/manifest.json") == b"{}"
+
+
+def _good_raw() -> pa.Table:
+    return conform(pa.table({"record_id": ["1", "2"], "kind": ["text"] * 2, "text": ["long enough", "also long"]}))
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+_GOOD = {"record_id": ["3", "4"], "kind": ["text", "text"], "text": ["long enough", "also long"]}
+# Planted bad raw files: (name, bytes, column the error must name or None for an unreadable file).
+BAD_INPUTS = [
+    ("truncated", _parquet_bytes(pa.table(_GOOD))[:-40], None),
+    ("not_parquet", b"<html>rate limited</html>", None),
+    ("empty_file", b"", None),
+    ("missing_record_id", _parquet_bytes(pa.table({k: v for k, v in _GOOD.items() if k != "record_id"})), "record_id"),
+    ("missing_kind", _parquet_bytes(pa.table({k: v for k, v in _GOOD.items() if k != "kind"})), "kind"),
+    ("null_record_id", _parquet_bytes(pa.table({**_GOOD, "record_id": ["3", None]})), "record_id"),
+    ("null_kind", _parquet_bytes(pa.table({**_GOOD, "kind": [None, "text"]})), "kind"),
+    ("int_record_id", _parquet_bytes(pa.table({**_GOOD, "record_id": [3, 4]})), "record_id"),
+    ("list_text", _parquet_bytes(pa.table({**_GOOD, "text": [["a"], ["b"]]})), "text"),
+    ("string_fetched_at", _parquet_bytes(pa.table({**_GOOD, "fetched_at": ["2026-01-01", "x"]})), "fetched_at"),
+    ("string_image", _parquet_bytes(pa.table({**_GOOD, "image": ["not", "bytes"]})), "image"),
+    ("float_width", _parquet_bytes(pa.table({**_GOOD, "width": [1.5, 2.0]})), "width"),
+    ("unknown_column", _parquet_bytes(pa.table({**_GOOD, "lable": ["cat", "dog"]})), "lable"),
+]
+
+
+@pytest.mark.parametrize(("name", "data", "column"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+@pytest.mark.parametrize("shards", [1, 2])
+def test_a_bad_raw_file_is_refused_by_name_and_column_before_anything_is_written(tmp_path, name, data, column, shards):
+    root = DataRoot(str(tmp_path))
+    root.write_table("raw/r/part-0000.parquet", _good_raw())
+    root.write_bytes("raw/r/part-0001.parquet", data)
+    with pytest.raises(RecordSchemaError) as caught:
+        run_stage_sharded(root, DROP_SHORT, _MinLength(), ["raw/r"], shards=shards)
+    message = str(caught.value)
+    assert "raw/r/part-0001.parquet" in message and "\n" not in message
+    assert caught.value.source == "raw/r/part-0001.parquet" and caught.value.column == column
+    if column:
+        assert f"column {column!r}" in message
+    assert not root.exists("curated")
+
+
+def test_a_file_that_turns_bad_after_planning_leaves_no_partial_output(tmp_path, monkeypatch):
+    root = DataRoot(str(tmp_path))
+    for k in range(2):
+        root.write_table(f"raw/r/part-000{k}.parquet", _good_raw())
+    planned = plan_shards(root, ["raw/r"], 2)
+    # The second file is overwritten after the footers were checked (a writer still at work, a bad disk).
+    monkeypatch.setattr("corpus.stages.plan_shards", lambda *args: planned)
+    root.write_bytes("raw/r/part-0001.parquet", b"garbage")
+    with pytest.raises(RecordSchemaError, match="part-0001"):
+        run_stage_sharded(root, DROP_SHORT, _MinLength(), ["raw/r"], shards=2)
+    assert not root.exists("curated") or not root.list_dirs("curated")
+
+
+def test_conform_names_the_column_it_cannot_cast():
+    with pytest.raises(RecordSchemaError, match=r"x.parquet: column 'width'"):
+        conform(pa.table({"record_id": ["a"], "kind": ["image"], "width": ["wide"]}), source="x.parquet")

@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from bench.planted import make_image
 from corpus.schema import RECORD_SCHEMA, conform, make_record_id
-from curation.planted import make_image
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ from curation_records import T0, build_table, by_url, image_row, text_row
 from test_text_dedup import article, edit
 
 from corpus.store import DataRoot
-from curation.cleaning import CurateConfig, curate, run_incremental_curate
+from curation.curate import CurateConfig, curate, run_curate
 from curation.index import INDEX_PATH, compute_fetch_keys, empty_index, load_index, save_index, update_index
 
 P = "http://127.0.0.1/"
@@ -100,13 +100,13 @@ def test_index_round_trips_through_the_data_root_and_refuses_other_parameters(tm
         update_index(empty_index(), first_crawl)
 
 
-def test_run_incremental_curate_writes_outputs_and_grows_the_index(tmp_path, first_crawl, second_crawl):
+def test_run_curate_writes_outputs_and_grows_the_index(tmp_path, first_crawl, second_crawl):
     root = DataRoot(str(tmp_path / "data"))
     root.write_table("raw/one/part-0000.parquet", first_crawl)
     root.write_table("raw/two/part-0000.parquet", second_crawl)
-    one = run_incremental_curate(root, CurateConfig(), ["raw/one"])
+    one = run_curate(root, CurateConfig(), ["raw/one"])
     assert (one["kept"], one["dropped"], one["index_rows"]) == (4, 0, 4)
-    two = run_incremental_curate(root, CurateConfig(), ["raw/two"])
+    two = run_curate(root, CurateConfig(), ["raw/two"])
     assert (two["kept"], two["dropped"], two["index_rows"]) == (2, 4, 6)
     assert two["dropped_by_reason"] == {
         "duplicate_page": 1,
@@ -115,6 +115,56 @@ def test_run_incremental_curate_writes_outputs_and_grows_the_index(tmp_path, fir
         "near_duplicate_page": 1,
     }
     before = load_index(root).table
-    again = run_incremental_curate(root, CurateConfig(), ["raw/two"])
+    again = run_curate(root, CurateConfig(), ["raw/two"])
     assert (again["kept"], again["dropped"], again["index_rows"]) == (2, 4, 6)
     assert load_index(root).table.equals(before)
+
+
+def test_a_run_killed_before_its_index_update_finishes_it_on_rerun(tmp_path, first_crawl, monkeypatch):
+    root = DataRoot(str(tmp_path / "data"))
+    root.write_table("raw/one/part-0000.parquet", first_crawl)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed between output and index update")
+
+    monkeypatch.setattr("curation.curate.save_index", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_curate(root, CurateConfig(), ["raw/one"])
+    assert load_index(root).num_rows == 0 and len(root.list_dirs("curated")) == 1
+    monkeypatch.undo()
+
+    rerun = run_curate(root, CurateConfig(), ["raw/one"])
+    assert rerun["skipped"] is True and rerun["index_rows"] == 4 and load_index(root).num_rows == 4
+    assert len(root.list_dirs("curated")) == 1  # the first output finished, no second one
+    clean = DataRoot(str(tmp_path / "clean"))
+    clean.write_table("raw/one/part-0000.parquet", first_crawl)
+    run_curate(clean, CurateConfig(), ["raw/one"])
+    assert load_index(root).table.equals(load_index(clean).table)
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_a_rerun_after_the_index_update_reuses_the_output_instead_of_orphaning_it(
+    tmp_path, first_crawl, second_crawl, shards
+):
+    root = DataRoot(str(tmp_path / "data"))
+    root.write_table("raw/one/part-0000.parquet", first_crawl)
+    root.write_table("raw/two/part-0000.parquet", second_crawl)
+    run_curate(root, CurateConfig(), ["raw/one"])
+    two = run_curate(root, CurateConfig(), ["raw/two"], shards=shards)
+    # Killed after the index was saved, before anyone used the report: the rerun sees a grown index.
+    again = run_curate(root, CurateConfig(), ["raw/two"], shards=shards)
+    assert again["skipped"] is True and again["output"] == two["output"] and again["index_rows"] == 6
+    assert len(root.list_dirs("curated")) == 2
+    assert load_index(root).commit["output"] == two["output"]
+    # Once a later crawl has grown the index, rerunning an older one is a new run under the new index.
+    later = run_curate(root, CurateConfig(), ["raw/one"])
+    assert later["skipped"] is False and later["output"] != two["output"] and later["kept"] == 4
+
+
+def test_a_run_with_nothing_new_keeps_the_index_and_its_commit(tmp_path, first_crawl):
+    root = DataRoot(str(tmp_path / "data"))
+    root.write_table("raw/one/part-0000.parquet", first_crawl)
+    first = run_curate(root, CurateConfig(), ["raw/one"])
+    stamp = root.fs.info(root.path(INDEX_PATH))["mtime"]
+    assert run_curate(root, CurateConfig(), ["raw/one"])["output"] == first["output"]
+    assert root.fs.info(root.path(INDEX_PATH))["mtime"] == stamp

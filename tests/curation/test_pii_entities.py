@@ -8,15 +8,8 @@ from pii_values import FOUND, NOT_PII
 from pydantic import ValidationError
 from skimage import data as skdata
 
-from curation.privacy import (
-    ScrubConfig,
-    find_pii,
-    hash_value,
-    iban_valid,
-    mask_value,
-    redact,
-    scrub,
-)
+from curation.pii import find_pii, hash_value, iban_valid, mask_value, redact
+from curation.scrub import ScrubConfig, scrub
 
 P = "http://127.0.0.1/"
 

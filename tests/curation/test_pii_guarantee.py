@@ -14,8 +14,8 @@ from test_privacy import gps_jpeg
 from corpus.releases.build import ReleaseConfig, build_release
 from corpus.stages import run_stage
 from corpus.store import DataRoot
-from curation.cleaning import CURATE, CurateConfig
-from curation.privacy import SCRUB, ScrubConfig
+from curation.curate import CURATE, CurateConfig
+from curation.scrub import SCRUB, ScrubConfig
 from labeling.tasks import build_tasks, export_media
 
 PERSON = "Jane Doe"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections import Counter
 
 import numpy as np
 import pyarrow as pa
@@ -12,7 +13,8 @@ from PIL import ExifTags, Image, PngImagePlugin
 from skimage import data as skdata
 
 from corpus.schema import empty
-from curation.privacy import SCRUB, PiiSpan, ScrubConfig, detect_faces, find_pii, redact, scrub
+from curation.pii import ENTITIES, PiiSpan, find_pii, redact
+from curation.scrub import DROP_REASONS, SCRUB, ScrubConfig, count_scrub, detect_faces, scrub, scrub_text_fields
 
 EMAIL = "jane.doe@example.com"
 ALT_EMAIL = "photos+tag@studio.example.org"
@@ -191,3 +193,19 @@ def test_text_around_an_image_is_scrubbed_like_its_caption():
     assert "lena.berg@example.net" not in context and "415-555-0132" not in context
     assert "[EMAIL]" in context and "[PHONE]" in context
     assert out.counters["pii_email"] == 1 and out.counters["pii_phone"] == 1
+
+
+def test_scrub_text_fields_rewrites_each_field_and_counts_entities():
+    fields = {"text": "mail jane@example.com or 555-0100", "title": None, "caption": "call +1 212 555 0100"}
+    out, found, drop = scrub_text_fields(fields, ScrubConfig(), b"")
+    assert out["text"].startswith("mail [EMAIL]") and out["caption"] == "call [PHONE]" and out["title"] is None
+    assert found == {"email": 1, "phone": 1} and drop is False
+    _, _, drop = scrub_text_fields(fields, ScrubConfig(policies={"email": "drop"}), b"")
+    assert drop is True
+
+
+def test_count_scrub_counts_every_entity_and_reason_and_no_text():
+    counters = count_scrub(Counter({"email": 2, "faces_blurred": 1}), [None, "scrub_failed", "contains_pii"], 1)
+    assert counters["pii_email"] == 2 and counters["faces_blurred"] == 1 and counters["records_with_pii"] == 1
+    assert {f"pii_{e}" for e in ENTITIES} | set(DROP_REASONS) <= set(counters)
+    assert (counters["scrub_failed"], counters["contains_pii"], counters["face_dominant"]) == (1, 1, 0)

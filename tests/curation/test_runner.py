@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from corpus.stages import run_stage
 from corpus.store import DataRoot
-from curation.cleaning import CURATE, CurateConfig
-from curation.privacy import SCRUB, ScrubConfig
+from curation.curate import CURATE, CurateConfig
+from curation.scrub import SCRUB, ScrubConfig
 
 
 def test_run_stage_writes_outputs_and_skips_a_rerun(tmp_path, raw_table):

@@ -9,15 +9,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from bench.planted import generate_corpus
 from corpus.stages import plan_shards, run_stage, run_stage_sharded
 from corpus.store import DataRoot
-from curation.cleaning import CurateConfig, curate, run_incremental_curate
+from curation.curate import CurateConfig, curate, run_curate
 from curation.dedup import find_pairs_within
 from curation.index import INDEX_PATH, load_index
 from curation.partitions import find_image_links, image_buckets
-from curation.planted import generate_corpus
-from curation.privacy import SCRUB, ScrubConfig
-from curation.shards import run_sharded_curate
+from curation.scrub import SCRUB, ScrubConfig
 
 
 def outcome(table: pa.Table) -> list[tuple]:
@@ -70,11 +69,15 @@ def test_sharded_run_matches_one_process_and_finds_the_planted_copies(tmp_path, 
     inputs = [write_inputs(single, corpus.table, "crawl-1", 3)]
     write_inputs(sharded, corpus.table, "crawl-1", 3)
 
-    expected = run_incremental_curate(single, CurateConfig(), inputs)
-    report = run_sharded_curate(sharded, CurateConfig(), inputs, shards=4, partitions=3)
+    expected = run_curate(single, CurateConfig(), inputs)  # one shard, one partition
+    report = run_curate(sharded, CurateConfig(), inputs, shards=4, partitions=3)
 
     assert report["output"] == expected["output"]  # same run key: same inputs, config and index
-    assert (report["shards"], report["partitions"]) == (4, 3)
+    assert (report["shards"], report["partitions"], expected["shards"]) == (4, 3, 1)
+    in_memory = curate(corpus.table)
+    assert outcome(single.read_table(f"{expected['output']}/kept")) == outcome(in_memory.kept)
+    assert outcome(single.read_table(f"{expected['output']}/dropped")) == outcome(in_memory.dropped)
+    assert expected["counters"] == in_memory.counters
     for part in ("kept", "dropped"):
         assert outcome(sharded.read_table(f"{report['output']}/{part}")) == outcome(
             single.read_table(f"{expected['output']}/{part}")
@@ -113,10 +116,10 @@ def test_second_crawl_against_the_index_matches_too(tmp_path, corpus):
     for root in roots:
         write_inputs(root, corpus.table, "crawl-1", 2)
         write_inputs(root, second, "crawl-2", 2)
-    run_incremental_curate(roots[0], None, ["raw/crawl-1"])
-    run_sharded_curate(roots[1], None, ["raw/crawl-1"], shards=3)
-    expected = run_incremental_curate(roots[0], None, ["raw/crawl-2"])
-    report = run_sharded_curate(roots[1], None, ["raw/crawl-2"], shards=3, partitions=2)
+    run_curate(roots[0], None, ["raw/crawl-1"])
+    run_curate(roots[1], None, ["raw/crawl-1"], shards=3)
+    expected = run_curate(roots[0], None, ["raw/crawl-2"])
+    report = run_curate(roots[1], None, ["raw/crawl-2"], shards=3, partitions=2)
     assert report["output"] == expected["output"]
     assert report["counters"]["known_duplicates"] == expected["counters"]["known_duplicates"] > 0
     for part in ("kept", "dropped"):
@@ -129,11 +132,11 @@ def test_second_crawl_against_the_index_matches_too(tmp_path, corpus):
 def test_a_finished_run_is_skipped_and_a_crashed_one_starts_clean(tmp_path, corpus):
     root = DataRoot(str(tmp_path / "data"))
     inputs = [write_inputs(root, corpus.table, "crawl-1", 2)]
-    first = run_sharded_curate(root, None, inputs, shards=2, index_path=None)
-    assert run_sharded_curate(root, None, inputs, shards=3, index_path=None)["skipped"] is True
+    first = run_curate(root, None, inputs, shards=2, index_path=None)
+    assert run_curate(root, None, inputs, shards=3, index_path=None)["skipped"] is True
     root.fs.rm(root.path(f"{first['output']}/_SUCCESS"))
     root.write_bytes(f"{first['output']}/_work/features/shard-00009.parquet", b"left by a crash")
-    rerun = run_sharded_curate(root, None, inputs, shards=3, index_path=None)
+    rerun = run_curate(root, None, inputs, shards=3, index_path=None)
     assert rerun["skipped"] is False and rerun["kept"] == first["kept"]
     assert len(root.list(f"{rerun['output']}/kept", ".parquet")) == 3
 
@@ -173,7 +176,7 @@ def test_sharded_run_on_an_s3_root_matches_local_disk(tmp_path, corpus, moto_s3)
     roots = [DataRoot(str(tmp_path / "local")), moto_s3.open_root("shards")[0]]
     for root in roots:
         write_inputs(root, corpus.table, "crawl-1", 2)
-    local, remote = (run_sharded_curate(root, None, ["raw/crawl-1"], shards=3) for root in roots)
+    local, remote = (run_curate(root, None, ["raw/crawl-1"], shards=3) for root in roots)
     assert remote["output"] == local["output"] and remote["counters"] == local["counters"]
     for part in ("kept", "dropped"):
         assert outcome(roots[1].read_table(f"{remote['output']}/{part}")) == outcome(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from curation_records import build_table, by_url, text_row
 
-from curation.cleaning import CurateConfig, curate
+from curation.curate import CurateConfig, curate
 from curation.minhash import (
     BANDS,
     ROWS,

@@ -7,8 +7,8 @@ import asyncio
 import numpy as np
 import pytest
 
+from bench.planted import generate_corpus
 from corpus.store import DataRoot
-from curation.planted import generate_corpus
 from pipelines.config import CurateParams, ScaleParams
 from pipelines.ingest import curate_flow
 

@@ -1,0 +1,300 @@
+"""The curate stage's one step sequence: four rounds over shards and partitions, and the scratch spaces between them.
+
+A run has four rounds, each a map over independent pieces (shards or partitions) that any executor can
+spread over machines (a Dask cluster through Prefect in `pipelines`, or a plain loop):
+
+1. measure, per shard: decode, check and hash the shard's rows (`measure.measure_records`), keep its
+   features, and each partition's keys (`search.split_partitions`) beside them;
+2. search, per partition: take that partition's keys from every shard and find exact copies and
+   near-duplicate candidate links (`search.search_partition`);
+3. gather, per shard: confirm the image links that start in the shard by their layout signatures, and
+   take the few rows the settling needs;
+4. write, per shard: apply the settled reasons and clusters and put its kept/dropped parts.
+
+Between rounds 3 and 4 one process settles the clusters (`partitions.settle_duplicates`) from links and
+member rows only. Where the partial results live is a `Scratch`: `MemoryScratch` for one table in one
+process (`curate.curate`), `FileScratch` for files under a run's `<output>/_work/` (`curate.run_curate`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from corpus.stages import MapSteps, Shard, map_in_process, read_shard
+from corpus.store import DataRoot
+from curation.index import empty_index, update_index
+from curation.measure import KnownRecords, measure_records
+from curation.partitions import Settlement, settle_duplicates
+from curation.search import (
+    Found,
+    apply_settlement,
+    confirm_image_links,
+    involved_rows,
+    merge_found,
+    search_partition,
+    select_members,
+    split_partitions,
+)
+
+if TYPE_CHECKING:  # curation.curate imports this module; the config is only read here
+    from curation.curate import CurateConfig
+
+ROLES = ("exact", "bands", "images")
+
+
+class Scratch(Protocol):
+    """Where a curate run reads its input shards and keeps what one round hands the next."""
+
+    def read_input(self, shard: Shard) -> pa.Table: ...
+    def put_features(self, shard: Shard, features: pa.Table) -> None: ...
+    def get_features(self, shard: Shard, columns: list[str] | None = None, rows: list[int] | None = None) -> pa.Table:
+        """The shard's features (only `columns`, only the rows numbered `rows`, when given)."""
+        ...
+
+    def put_keys(self, partition: int, shard: Shard, keys: dict[str, pa.Table]) -> None: ...
+    def get_keys(self, partition: int) -> dict[str, pa.Table]:
+        """A partition's key tables by role, every shard's rows in shard order."""
+        ...
+
+    def put_output(self, shard: Shard, kept: pa.Table, dropped: pa.Table) -> None: ...
+
+
+def _only(features: pa.Table, columns: list[str] | None, rows: list[int] | None) -> pa.Table:
+    if rows is not None:
+        features = features.filter(pc.is_in(features.column("g"), pa.array(rows, pa.int64())))
+    return features.select(columns) if columns is not None else features
+
+
+@dataclass
+class MemoryScratch:
+    """One record table and every partial result in this process's memory (an in-process map only)."""
+
+    table: pa.Table
+    features: dict[int, pa.Table] = field(default_factory=dict)
+    keys: dict[int, dict[int, dict[str, pa.Table]]] = field(default_factory=dict)
+    outputs: dict[int, tuple[pa.Table, pa.Table]] = field(default_factory=dict)
+
+    def shards(self) -> list[Shard]:
+        """The table as one shard."""
+        return [Shard(0, 0, (("<memory>", 0, self.table.num_rows),))]
+
+    def read_input(self, shard: Shard) -> pa.Table:
+        return self.table.slice(shard.first_row, shard.rows)
+
+    def put_features(self, shard: Shard, features: pa.Table) -> None:
+        self.features[shard.number] = features
+
+    def get_features(self, shard: Shard, columns: list[str] | None = None, rows: list[int] | None = None) -> pa.Table:
+        return _only(self.features[shard.number], columns, rows)
+
+    def put_keys(self, partition: int, shard: Shard, keys: dict[str, pa.Table]) -> None:
+        self.keys.setdefault(partition, {})[shard.number] = keys
+
+    def get_keys(self, partition: int) -> dict[str, pa.Table]:
+        by_shard = [self.keys[partition][s] for s in sorted(self.keys.get(partition, {}))]
+        return {role: pa.concat_tables([k[role] for k in by_shard]) for role in ROLES}
+
+    def put_output(self, shard: Shard, kept: pa.Table, dropped: pa.Table) -> None:
+        self.outputs[shard.number] = (kept, dropped)
+
+    def output(self) -> tuple[pa.Table, pa.Table]:
+        """(kept, dropped) of every shard, in shard order."""
+        parts = [self.outputs[s] for s in sorted(self.outputs)]
+        return pa.concat_tables([p[0] for p in parts]), pa.concat_tables([p[1] for p in parts])
+
+
+def pack_keys(part: dict[str, pa.Table]) -> pa.Table:
+    """A partition's key tables from one shard as one table (one file, one object-store request, not three):
+    the rows of each role one after another, its columns named `<role>.<column>`, the others null."""
+    tables = []
+    for role in ROLES:
+        table = part[role].cast(pa.schema([f.with_nullable(True) for f in part[role].schema]))
+        table = table.rename_columns([f"{role}.{c}" for c in table.column_names])
+        tables.append(table.append_column("role", pa.array([role] * table.num_rows, pa.string())))
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def unpack_keys(packed: pa.Table) -> dict[str, pa.Table]:
+    """The role tables of `pack_keys` output (of one shard or several concatenated)."""
+    out = {}
+    for role in ROLES:
+        rows = packed.filter(pc.equal(packed.column("role"), role))
+        columns = [c for c in packed.column_names if c.startswith(f"{role}.")]
+        out[role] = rows.select(columns).rename_columns([c.removeprefix(f"{role}.") for c in columns])
+    return out
+
+
+@dataclass(frozen=True)
+class FileScratch:
+    """Input shards read from a data root; partial results as Parquet under `work`; outputs under `out`.
+
+    Holds only names, so it pickles to any worker that can reach the data root.
+    """
+
+    root: DataRoot
+    work: str
+    out: str
+
+    def _features_path(self, shard: int) -> str:
+        return f"{self.work}/features/shard-{shard:05d}.parquet"
+
+    def read_input(self, shard: Shard) -> pa.Table:
+        return read_shard(self.root, shard)
+
+    def put_features(self, shard: Shard, features: pa.Table) -> None:
+        self.root.write_table(self._features_path(shard.number), features, row_group_size=256)
+
+    def get_features(self, shard: Shard, columns: list[str] | None = None, rows: list[int] | None = None) -> pa.Table:
+        filters = [("g", "in", rows)] if rows is not None else None
+        path = self.root.path(self._features_path(shard.number))
+        return pq.read_table(path, filesystem=self.root.fs, columns=columns, filters=filters)
+
+    def put_keys(self, partition: int, shard: Shard, keys: dict[str, pa.Table]) -> None:
+        self.root.write_table(
+            f"{self.work}/partition-{partition:05d}/shard-{shard.number:05d}.parquet", pack_keys(keys)
+        )
+
+    def get_keys(self, partition: int) -> dict[str, pa.Table]:
+        files = self.root.list(f"{self.work}/partition-{partition:05d}", ".parquet")
+        return unpack_keys(pa.concat_tables([pq.read_table(self.root.path(f), filesystem=self.root.fs) for f in files]))
+
+    def put_output(self, shard: Shard, kept: pa.Table, dropped: pa.Table) -> None:
+        self.root.write_table(f"{self.out}/kept/part-{shard.number:04d}.parquet", kept)
+        self.root.write_table(f"{self.out}/dropped/part-{shard.number:04d}.parquet", dropped)
+
+    def clear(self) -> None:
+        """Remove the partial results (once the output is complete)."""
+        if self.root.exists(self.work):
+            self.root.fs.rm(self.root.path(self.work), recursive=True)
+
+
+def measure_shard(
+    space: Scratch, shard: Shard, cfg: CurateConfig, known: KnownRecords, partitions: int
+) -> dict[str, int]:
+    """Round 1: measure one shard, keep its features and its keys for every partition."""
+    features, known_count = measure_records(space.read_input(shard), cfg, known, shard.first_row)
+    space.put_features(shard, features)
+    for p, part in enumerate(split_partitions(features, cfg, partitions)):
+        space.put_keys(p, shard, part)
+    return {"known": known_count, "pid": os.getpid()}
+
+
+def search_partition_files(space: Scratch, partition: int, cfg: CurateConfig) -> Found:
+    """Round 2: one partition's exact copies and candidate links, from the keys every shard put for it."""
+    return search_partition(space.get_keys(partition), cfg)
+
+
+def gather_shard(
+    space: Scratch, shards: Sequence[Shard], shard: Shard, links: np.ndarray, wanted: set[int], cfg: CurateConfig
+) -> tuple[np.ndarray, pa.Table]:
+    """Round 3: the image links starting in `shard` that the layout signatures confirm, and the shard's rows
+    that settling needs (`wanted`, and its pages matching earlier runs)."""
+    features = space.get_features(shard)
+    members = select_members(features, wanted)
+    if len(links) == 0:
+        return links.reshape(0, 2), members
+    others = sorted(set(links[:, 1].tolist()) - set(features.column("g").to_pylist()))
+    tables = [features.select(["g", "signature"])]
+    for other in _shards_holding(shards, others):
+        inside = [g for g in others if other.first_row <= g < other.first_row + other.rows]
+        tables.append(space.get_features(other, ["g", "signature"], inside))
+    return confirm_image_links(links, pa.concat_tables(tables), cfg), members
+
+
+def _shards_holding(shards: Sequence[Shard], rows: Iterable[int]) -> list[Shard]:
+    firsts = np.array([s.first_row for s in shards])
+    numbers = sorted({int(np.searchsorted(firsts, g, side="right")) - 1 for g in rows})
+    return [shards[n] for n in numbers]
+
+
+def write_shard(space: Scratch, shard: Shard, settlement: Settlement, build_index: bool) -> dict[str, Any]:
+    """Round 4: the shard's kept and dropped rows, put as its parts of the run's output."""
+    result = apply_settlement(space.read_input(shard), space.get_features(shard), settlement)
+    space.put_output(shard, result.kept, result.dropped)
+    return {
+        "reasons": result.dropped.column("drop_reason").to_pylist(),
+        "kinds_kept": result.kept.column("kind").to_pylist(),
+        "index_rows": update_index(empty_index(), result.kept).table if build_index else None,
+    }
+
+
+def _settlement_of(settlement: Settlement, shard: Shard) -> Settlement:
+    inside = range(shard.first_row, shard.first_row + shard.rows)
+    return Settlement(
+        reason={g: r for g, r in settlement.reason.items() if g in inside},
+        cluster={g: c for g, c in settlement.cluster.items() if g in inside},
+    )
+
+
+@dataclass
+class Rounds:
+    """What a run of the four rounds tells its caller: every dropped row's reason and every kept row's kind
+    (in output order), duplicates of earlier runs, the index rows of what was kept, and its timings."""
+
+    reasons: list[str | None]
+    kinds_kept: list[str]
+    known: int
+    index_rows: pa.Table | None
+    processes: int
+    seconds: dict[str, float]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._tick = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name], self._tick = now - self._tick, now
+
+
+def settle(found: Found, gathered: list[tuple[np.ndarray, pa.Table]], cfg: CurateConfig) -> Settlement:
+    """Join the confirmed links into clusters and decide who is kept (one process, links and members only)."""
+    confirmed = np.concatenate([g[0] for g in gathered]) if gathered else found["image_links"]
+    members = pa.concat_tables([g[1] for g in gathered]) if gathered else None
+    return settle_duplicates(
+        found["exact"], confirmed, found["page_links"], members, text_near_duplicates=cfg.text_near_duplicates
+    )
+
+
+def run_rounds(
+    space: Scratch,
+    planned: Sequence[Shard],
+    cfg: CurateConfig,
+    known: KnownRecords,
+    partitions: int,
+    map_steps: MapSteps = map_in_process,
+    build_index: bool = False,
+) -> Rounds:
+    """The curate stage's steps, in order, over `planned` shards and `partitions` partitions of `space`."""
+    clock = _Clock()
+    measured = map_steps(measure_shard, [(space, s, cfg, known, partitions) for s in planned])
+    clock.lap("measure")
+    found = merge_found(map_steps(search_partition_files, [(space, p, cfg) for p in range(partitions)]))
+    clock.lap("search")
+    links, wanted = found["image_links"], involved_rows(found)
+    starts = np.searchsorted([s.first_row for s in planned], links[:, 0], side="right") - 1
+    gathered = map_steps(gather_shard, [(space, planned, s, links[starts == s.number], wanted, cfg) for s in planned])
+    settlement = settle(found, gathered, cfg)
+    clock.lap("settle")
+    written = map_steps(write_shard, [(space, s, _settlement_of(settlement, s), build_index) for s in planned])
+    clock.lap("write")
+    rows = [w["index_rows"] for w in written if w["index_rows"] is not None]
+    return Rounds(
+        reasons=[r for w in written for r in w["reasons"]],
+        kinds_kept=[k for w in written for k in w["kinds_kept"]],
+        known=sum(m["known"] for m in measured) + settlement.known,
+        index_rows=pa.concat_tables(rows) if rows else None,
+        processes=len({m["pid"] for m in measured}),
+        seconds=clock.seconds,
+    )
