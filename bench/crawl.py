@@ -241,7 +241,7 @@ def main() -> None:
     quick = os.environ.get("QUICK", "0") not in ("", "0", "false", "no")
     pages = QUICK_PAGES if quick else FULL_PAGES
     sys.path.insert(0, str(ROOT))
-    from pipelines.demo.sample_site import SiteServer
+    from pipelines.demo.site_server import SiteServer
 
     with tempfile.TemporaryDirectory(prefix="bench-crawl-") as tmp:
         work = Path(tmp)

@@ -108,7 +108,7 @@ def demo(
     from corpus.store import open_data_root
     from pipelines.demo import services
     from pipelines.demo.flow import DemoParams, demo_flow
-    from pipelines.demo.sample_site import CLASSES
+    from pipelines.demo.sample_images import CLASSES
     from pipelines.demo.summary import render_summary
 
     settings = get_settings()

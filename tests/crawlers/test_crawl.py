@@ -15,7 +15,8 @@ from corpus.store import DataRoot
 from crawlers.content import sniff_mime
 from crawlers.run import CrawlError, crawl
 from crawlers.spiders.site import extract_text, parse_srcset
-from pipelines.demo.sample_site import SiteServer, generate_site
+from pipelines.demo.sample_site import generate_site
+from pipelines.demo.site_server import SiteServer
 
 SHARD_ROWS = 20
 

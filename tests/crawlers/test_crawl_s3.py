@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from crawlers.run import crawl_to_root
-from pipelines.demo.sample_site import SiteServer, generate_site
+from pipelines.demo.sample_site import generate_site
+from pipelines.demo.site_server import SiteServer
 
 pytestmark = [pytest.mark.s3, pytest.mark.timeout(120)]
 

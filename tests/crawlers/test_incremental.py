@@ -12,7 +12,8 @@ import pytest
 
 from corpus.store import DataRoot
 from crawlers.run import crawl
-from pipelines.demo.sample_site import SiteServer, generate_site
+from pipelines.demo.sample_site import generate_site
+from pipelines.demo.site_server import SiteServer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -14,7 +14,9 @@ from corpus.settings import get_settings
 from corpus.store import DataRoot
 from labeling.client import LabelStudioClient
 from pipelines.demo.flow import DemoParams, demo_flow
-from pipelines.demo.sample_site import CLASSES, SiteServer, generate_site
+from pipelines.demo.sample_images import CLASSES
+from pipelines.demo.sample_site import generate_site
+from pipelines.demo.site_server import SiteServer
 from pipelines.demo.summary import build_summary
 
 pytestmark = [pytest.mark.e2e, pytest.mark.labelstudio, pytest.mark.prefect]

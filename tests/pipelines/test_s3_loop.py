@@ -21,7 +21,9 @@ from corpus.settings import get_settings
 from corpus.store import open_data_root
 from labeling.client import LabelStudioClient
 from pipelines.demo.flow import DemoParams, demo_flow
-from pipelines.demo.sample_site import CLASSES, SiteServer, generate_site
+from pipelines.demo.sample_images import CLASSES
+from pipelines.demo.sample_site import generate_site
+from pipelines.demo.site_server import SiteServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.labelstudio, pytest.mark.prefect, pytest.mark.s3]
 

@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from crawlers.run import PROJECT_ROOT
-from pipelines.demo.sample_site import SiteServer, generate_site
+from pipelines.demo.sample_site import generate_site
+from pipelines.demo.site_server import SiteServer
 
 DEFECTS = {"exact_duplicate", "near_duplicate", "corrupt", "tiny", "exif_gps", "face"}
 
