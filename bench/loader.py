@@ -34,7 +34,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from corpus.releases.build import ReleaseConfig, build_release
+from corpus.releases.build import build_release
+from corpus.releases.config import ReleaseConfig
 from corpus.releases.versions import load_release
 from corpus.schema import conform, make_record_id
 from corpus.store import DataRoot

@@ -1,6 +1,6 @@
 """Scale-out benchmark: curation (curate + scrub) sharded on 1 vs 2 Dask workers, and an s3:// data root vs local disk.
 
-One generated corpus (curation.planted: photo-like images and prose pages with planted exact and near
+One generated corpus (bench.planted: photo-like images and prose pages with planted exact and near
 copies) is curated four times through the real `curate` flow on a temporary Prefect server:
 
 - one process: the stage as one task, no Dask (what `shards=1` runs);

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 from PIL import Image
 
 from corpus.schema import RECORD_SCHEMA, conform
+from curation.curate_config import CurateConfig
 from curation.dedup import find_nearest, hash_bytes, hash_text
 from curation.images import (
     SIGNATURE_SIZE,
@@ -24,9 +24,6 @@ from curation.images import (
 from curation.index import DedupIndex, compute_fetch_keys
 from curation.minhash import BANDS, compute_text_bands, match_bands
 from curation.quality import find_text_issues
-
-if TYPE_CHECKING:  # curation.curate imports this module; the config is only read here
-    from curation.curate import CurateConfig
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ compact keys of its partition:
 Each partition returns links (pairs of global row numbers); `settle_duplicates` then joins them into
 clusters on one machine (union-find over the linked rows only) and decides who is kept. Everything here
 is a pure function over numpy arrays and Arrow tables, so a single process (curate) and a cluster
-(curation.shards) run the very same code and must give the very same answer.
+(curation.rounds) run the very same code and must give the very same answer.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from corpus.stages import MapSteps, Shard, map_in_process, read_shard
 from corpus.store import DataRoot
+from curation.curate_config import CurateConfig
 from curation.index import empty_index, update_index
 from curation.measure import KnownRecords, measure_records
 from curation.partitions import Settlement, settle_duplicates
@@ -44,9 +45,6 @@ from curation.search import (
     select_members,
     split_partitions,
 )
-
-if TYPE_CHECKING:  # curation.curate imports this module; the config is only read here
-    from curation.curate import CurateConfig
 
 ROLES = ("exact", "bands", "images")
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from corpus.schema import RECORD_SCHEMA, conform
 from corpus.stages import StageOutput, split_by_reason
+from curation.curate_config import CurateConfig
 from curation.measure import SIGNATURE_DIM
 from curation.minhash import BANDS
 from curation.partitions import (
@@ -23,9 +22,6 @@ from curation.partitions import (
     partition_of_bucket,
     partition_of_hash,
 )
-
-if TYPE_CHECKING:  # curation.curate imports this module; the config is only read here
-    from curation.curate import CurateConfig
 
 MEMBER_COLUMNS = ["g", "record_id", "kind", "fetched_at", "url", "area", "in_index", "cluster", "earlier"]
 # What one partition's search finds: "exact" (g, original) table, "image_links" and "page_links" (L, 2) arrays.

@@ -280,7 +280,7 @@ def train(
     from corpus.store import open_data_root
     from pipelines.config import TrainParams
     from pipelines.train import train_flow
-    from training.train import TrainConfig
+    from training.config import TrainConfig
 
     dataset, version = parse_release_ref(release)
     pool = latest_pool(open_data_root()) if score_pool else None

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from corpus.releases.build import ReleaseConfig
-from curation.cleaning import CurateConfig
-from curation.privacy import ScrubConfig
+from corpus.releases.config import ReleaseConfig
+from curation.curate_config import CurateConfig
+from curation.scrub import ScrubConfig
 from labeling.gate import QualityGate
-from training.train import TrainConfig
+from training.config import TrainConfig
 
 
 class CrawlParams(BaseModel):

@@ -13,8 +13,8 @@ from corpus.settings import get_settings
 from corpus.stages import MapSteps, map_in_process, run_stage_sharded
 from crawlers.report import report_table
 from crawlers.run import crawl_to_root
-from curation.privacy import SCRUB
-from curation.shards import run_sharded_curate
+from curation.curate import run_curate as run_curate_stage
+from curation.scrub import SCRUB
 from pipelines.config import CrawlParams, CurateParams, IngestParams
 from pipelines.runtime import (
     IO_RETRIES,
@@ -68,7 +68,7 @@ def publish_stage_report(report: dict[str, Any]) -> None:
 def curate_inputs(params: CurateParams, data_root: str, map_steps: MapSteps = map_in_process) -> dict[str, Any]:
     """The curate stage over the raw inputs, deduplicated against the dedup index; its report artifact."""
     scale = params.scale
-    report = run_sharded_curate(
+    report = run_curate_stage(
         open_root(data_root),
         params.curate,
         params.inputs,

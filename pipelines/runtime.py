@@ -135,7 +135,7 @@ def new_run_name(prefix: str) -> str:
 
 @task
 def run_piece(step: Callable[..., Any], args: tuple) -> Any:
-    """One piece of one round of a sharded stage (a shard or a partition); see curation.shards."""
+    """One piece of one round of a sharded stage (a shard or a partition); see curation.rounds."""
     return step(*args)
 
 

@@ -12,9 +12,10 @@ from labeling.stopping import STOPPING_DIR, update_stopping
 from labeling.sync import read_annotations
 from pipelines.config import TrainParams
 from pipelines.runtime import MODEL_TRAINED, announce, artifact_key, data_root_url, open_root, task
+from training.config import TrainConfig
 from training.predict import predict_pool
 from training.registry import read_metadata, read_predictions, write_label_issues
-from training.train import TrainConfig, train_model
+from training.train import train_model
 
 
 @task

@@ -1,4 +1,4 @@
-"""The house as its imports draw it: arrows point one way, the demo wing stands apart, files and functions stay short."""
+"""The house as its imports draw it: arrows point down, the demo wing stands apart, files and functions stay short."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,13 +13,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from corpus.store import DataRoot
+from training.config import TrainConfig
 from training.data import EpochSampler
 from training.devices import pick_precision
 from training.evaluation import compute_confusion
 from training.model import SmallCNN
-
-if TYPE_CHECKING:
-    from training.train import TrainConfig
 
 
 class Run:

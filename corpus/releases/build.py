@@ -1,4 +1,4 @@
-"""Building releases: ReleaseConfig, build_release (the next immutable version of a dataset) and its provenance."""
+"""Building releases: build_release (the next immutable version of a dataset) and its provenance."""
 
 from __future__ import annotations
 
@@ -15,11 +15,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import BaseModel, Field, model_validator
 
 from corpus.releases.card import render_card
+from corpus.releases.config import ReleaseConfig
 from corpus.releases.integrity import resolve_signing_key, seal_manifest
-from corpus.releases.recipes import AugmentationRecipe
 from corpus.releases.splits import assign_splits, find_split_leaks
 from corpus.releases.summaries import compute_diff, summarize_curation, summarize_labels
 from corpus.releases.versions import (
@@ -38,32 +37,6 @@ from corpus.releases.versions import (
 )
 from corpus.schema import SCHEMA_VERSION, SPLITS, conform
 from corpus.store import DataRoot
-
-
-class ReleaseConfig(BaseModel):
-    """How a release is split, augmented and described."""
-
-    # 70/15/15 is the common default of dataset tooling (e.g. scikit-learn examples, HF split recipes).
-    train: float = Field(0.7, ge=0.0, le=1.0, description="Target fraction of each label in train.")
-    val: float = Field(0.15, ge=0.0, le=1.0, description="Target fraction of each label in val.")
-    test: float = Field(0.15, ge=0.0, le=1.0, description="Target fraction of each label in test.")
-    split_key: str = Field(
-        "flywheel-split-v1", description="Salt of the keyed hash ordering new groups; change it to reshuffle."
-    )
-    group_by_page: bool = Field(True, description="Keep images that share a page_url in one split.")
-    augmentation: AugmentationRecipe = Field(default_factory=AugmentationRecipe)
-    card_thumbs_per_class: int = Field(4, ge=0, description="Thumbnails per class on card.html.")
-    card_thumb_px: int = Field(96, ge=16, description="Longest side of a card thumbnail, in pixels.")
-
-    @model_validator(mode="after")
-    def _fractions_sum_to_one(self) -> ReleaseConfig:
-        total = self.train + self.val + self.test
-        if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"train + val + test must be 1, got {total:.4f}")
-        return self
-
-    def fractions(self) -> dict[str, float]:
-        return {"train": self.train, "val": self.val, "test": self.test}
 
 
 def _code_version() -> dict[str, Any]:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
+from corpus.releases.config import ReleaseConfig
 from corpus.schema import SPLITS
-
-if TYPE_CHECKING:
-    from corpus.releases.build import ReleaseConfig
 
 
 def group_records(records: pa.Table, by_page: bool = True) -> list[str]:

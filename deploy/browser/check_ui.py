@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from corpus.releases import list_releases
+from corpus.releases.versions import list_releases
 from corpus.settings import get_settings
 from corpus.store import DataRoot
 from labeling.client import LabelStudioClient

@@ -25,7 +25,7 @@ from pipelines.release import release_flow
 from pipelines.rounds import label_push_flow, label_review_flow
 from pipelines.runtime import open_label_studio, open_root, task
 from pipelines.train import train_flow
-from training.train import TrainConfig
+from training.config import TrainConfig
 
 console = Console()
 GOLD_PATH = "demo/gold.json"

@@ -8,7 +8,8 @@ import os
 import pytest
 from test_releases import make_records
 
-from corpus.releases.build import ReleaseConfig, build_release
+from corpus.releases.build import build_release
+from corpus.releases.config import ReleaseConfig
 from corpus.releases.integrity import DIGEST_FIELD, SIGNATURE_FIELD, manifest_digest, resolve_signing_key, sign_digest
 from corpus.releases.versions import ReleaseIntegrityError, load_release
 from corpus.settings import Settings

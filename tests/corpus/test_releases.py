@@ -16,7 +16,8 @@ import pyarrow.compute as pc
 import pytest
 from PIL import Image
 
-from corpus.releases.build import ReleaseConfig, build_release
+from corpus.releases.build import build_release
+from corpus.releases.config import ReleaseConfig
 from corpus.releases.recipes import AugmentationRecipe
 from corpus.releases.splits import assign_splits, find_split_leaks, group_records
 from corpus.releases.summaries import compute_diff

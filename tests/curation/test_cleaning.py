@@ -11,7 +11,8 @@ from curation_records import build_table, by_url, encode, image_row, smooth_imag
 from PIL import Image
 
 from corpus.schema import empty
-from curation.curate import CURATE, DROP_REASONS, CurateConfig, curate
+from curation.curate import CURATE, curate
+from curation.curate_config import DROP_REASONS, CurateConfig
 from curation.images import ImageDecodeError, compute_phash, decode_image
 
 U = "http://127.0.0.1/img/"

@@ -10,7 +10,8 @@ from curation_records import T0, build_table, by_url, image_row, text_row
 from test_text_dedup import article, edit
 
 from corpus.store import DataRoot
-from curation.curate import CurateConfig, curate, run_curate
+from curation.curate import curate, run_curate
+from curation.curate_config import CurateConfig
 from curation.index import INDEX_PATH, compute_fetch_keys, empty_index, load_index, save_index, update_index
 
 P = "http://127.0.0.1/"

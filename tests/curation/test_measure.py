@@ -9,7 +9,8 @@ from curation_records import by_url
 from corpus.schema import RecordSchemaError
 from corpus.stages import Stage, plan_shards
 from corpus.store import DataRoot
-from curation.curate import CURATE, DROP_REASONS, CurateConfig, curate, run_curate
+from curation.curate import CURATE, curate, run_curate
+from curation.curate_config import DROP_REASONS, CurateConfig
 from curation.index import empty_index, update_index
 from curation.measure import (
     FEATURE_SCHEMA,

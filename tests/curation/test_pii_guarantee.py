@@ -11,10 +11,12 @@ from pii_values import FOUND
 from PIL import ExifTags, Image
 from test_privacy import gps_jpeg
 
-from corpus.releases.build import ReleaseConfig, build_release
+from corpus.releases.build import build_release
+from corpus.releases.config import ReleaseConfig
 from corpus.stages import run_stage
 from corpus.store import DataRoot
-from curation.curate import CURATE, CurateConfig
+from curation.curate import CURATE
+from curation.curate_config import CurateConfig
 from curation.scrub import SCRUB, ScrubConfig
 from labeling.tasks import build_tasks, export_media
 

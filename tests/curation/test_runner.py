@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from corpus.stages import run_stage
 from corpus.store import DataRoot
-from curation.curate import CURATE, CurateConfig
+from curation.curate import CURATE
+from curation.curate_config import CurateConfig
 from curation.scrub import SCRUB, ScrubConfig
 
 

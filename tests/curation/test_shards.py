@@ -12,7 +12,8 @@ import pytest
 from bench.planted import generate_corpus
 from corpus.stages import plan_shards, run_stage, run_stage_sharded
 from corpus.store import DataRoot
-from curation.curate import CurateConfig, curate, run_curate
+from curation.curate import curate, run_curate
+from curation.curate_config import CurateConfig
 from curation.dedup import find_pairs_within
 from curation.index import INDEX_PATH, load_index
 from curation.partitions import find_image_links, image_buckets

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from curation_records import build_table, by_url, text_row
 
-from curation.curate import CurateConfig, curate
+from curation.curate import curate
+from curation.curate_config import CurateConfig
 from curation.minhash import (
     BANDS,
     ROWS,

@@ -6,7 +6,8 @@ import numpy as np
 from curation_records import build_table, by_url, encode, image_row, smooth_image, text_row
 from PIL import Image
 
-from curation.curate import CurateConfig, curate
+from curation.curate import curate
+from curation.curate_config import CurateConfig
 from curation.images import get_information_score
 from curation.quality import QualityConfig, detect_languages, find_quality_issue, get_quality_signals
 

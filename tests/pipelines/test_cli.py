@@ -92,7 +92,7 @@ def test_sigterm_stops_the_temporary_prefect_server_the_command_started(tmp_path
         assert servers and proc.poll() is None, "the command never started its temporary Prefect server"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) != 0
-        gone, alive = psutil.wait_procs(servers, timeout=30)
+        _gone, alive = psutil.wait_procs(servers, timeout=30)
         assert not alive, f"left running after SIGTERM: {[p.pid for p in alive]}"
 
 

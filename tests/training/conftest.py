@@ -12,7 +12,8 @@ import pyarrow as pa
 import pytest
 import torch
 
-from corpus.releases.build import ReleaseConfig, build_release
+from corpus.releases.build import build_release
+from corpus.releases.config import ReleaseConfig
 from corpus.schema import conform, make_record_id
 from corpus.store import DataRoot
 

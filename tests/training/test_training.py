@@ -14,18 +14,20 @@ import torch
 import training.devices as devices_module
 import training.loop as loop_module
 import training.train as train_module
-from corpus.releases.build import ReleaseConfig, build_release
+from corpus.releases.build import build_release
+from corpus.releases.config import ReleaseConfig
 from corpus.releases.recipes import AugmentationRecipe
 from corpus.schema import PREDICTION_SCHEMA, conform
 from corpus.store import DataRoot
 from training.augment import build_transforms, get_recipe, materialize_augmented
+from training.config import TrainConfig
 from training.data import EpochSampler, ImageDecodeError, ReleaseImageDataset
 from training.devices import loader_workers, pick_device, pick_precision
 from training.model import SmallCNN
 from training.predict import predict_pool
 from training.registry import latest_model, list_models, load_model
 from training.report import render_report
-from training.train import TrainConfig, train_model
+from training.train import train_model
 
 SHAPES = ("circle", "square", "triangle", "cross")
 # num_workers=0: tests decode in the main process (worker start-up would dominate these tiny runs).

@@ -1,0 +1,33 @@
+"""How a release is split, augmented and described: ReleaseConfig, the release flow's own settings."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, model_validator
+
+from corpus.releases.recipes import AugmentationRecipe
+
+
+class ReleaseConfig(BaseModel):
+    """How a release is split, augmented and described."""
+
+    # 70/15/15 is the common default of dataset tooling (e.g. scikit-learn examples, HF split recipes).
+    train: float = Field(0.7, ge=0.0, le=1.0, description="Target fraction of each label in train.")
+    val: float = Field(0.15, ge=0.0, le=1.0, description="Target fraction of each label in val.")
+    test: float = Field(0.15, ge=0.0, le=1.0, description="Target fraction of each label in test.")
+    split_key: str = Field(
+        "flywheel-split-v1", description="Salt of the keyed hash ordering new groups; change it to reshuffle."
+    )
+    group_by_page: bool = Field(True, description="Keep images that share a page_url in one split.")
+    augmentation: AugmentationRecipe = Field(default_factory=AugmentationRecipe)
+    card_thumbs_per_class: int = Field(4, ge=0, description="Thumbnails per class on card.html.")
+    card_thumb_px: int = Field(96, ge=16, description="Longest side of a card thumbnail, in pixels.")
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> ReleaseConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1, got {total:.4f}")
+        return self
+
+    def fractions(self) -> dict[str, float]:
+        return {"train": self.train, "val": self.val, "test": self.test}
