@@ -21,6 +21,9 @@ from corpus.settings import Settings, get_settings
 # Object stores publish an object only once its upload completes (a PUT, or a completed multipart upload),
 # so a reader never sees half of one; there a temp name + rename (a server-side copy + delete) buys nothing.
 _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "memory"}
+# Where publish_folder claims a folder on object storage: <parent>/.claims/<name>, outside the folder, so a
+# published folder holds exactly its files.
+CLAIMS_DIR = ".claims"
 
 
 class DataRoot:
@@ -107,8 +110,11 @@ class DataRoot:
         Local root: the files go under a temporary sibling folder, made read-only with `read_only`, which
         rename(2) moves into place atomically (it fails onto a non-empty folder, so of two concurrent
         publishers exactly one wins). Object storage has no atomic rename (a folder move is a copy per
-        object), so the files are written straight into the target, the marker last, and publishing is
-        refused when the marker already exists; `read_only` does not apply there.
+        object): publishing is refused when the marker already exists, the folder is claimed with a
+        conditional create of <parent>/.claims/<name> (of two concurrent publishers exactly one gets it),
+        and the files are written straight into the target, the marker last; `read_only` does not apply.
+        A claim outlives a publisher that dies before its marker: taken_names lists it, so the next
+        publisher picks another name.
         """
         if marker not in files:
             raise ValueError(f"the marker {marker!r} must be one of the files {sorted(files)}")
@@ -119,6 +125,7 @@ class DataRoot:
         if not self.is_local:
             if self.exists(posixpath.join(relpath, marker)):
                 raise FileExistsError(f"{self.uri(relpath)} already exists")
+            self._claim(relpath)
             for name in order:
                 self.fs.pipe_file(self.path(relpath, name), files[name])
             return
@@ -145,6 +152,29 @@ class DataRoot:
             if os.path.exists(tmp):
                 self.fs.rm(tmp, recursive=True)
             raise
+
+    def _claim(self, relpath: str) -> None:
+        """Take folder `relpath` for this publisher with a conditional create (S3 If-None-Match: *) of its
+        claim object, holding a unique token that is read back; FileExistsError when another has it."""
+        parent, name = posixpath.split(relpath.strip("/"))
+        claim = self.path(parent, CLAIMS_DIR, name)
+        token = uuid.uuid4().hex.encode()
+        try:
+            self.fs.pipe_file(claim, token, mode="create")
+        except FileExistsError as exc:
+            raise FileExistsError(f"{self.uri(relpath)} is claimed by another publisher ({claim})") from exc
+        # A store that ignored the condition would let the last writer win: then only one token reads back.
+        with self.fs.open(claim, "rb") as fh:
+            if fh.read() != token:
+                raise FileExistsError(f"{self.uri(relpath)} is claimed by another publisher ({claim})")
+
+    def taken_names(self, relpath: str) -> list[str]:
+        """Names under `relpath` that publish_folder would refuse: its folders and, on object storage, the
+        folders claimed there (by a publisher still writing, or one that died), sorted."""
+        names = set(self.list_dirs(relpath)) - {CLAIMS_DIR}
+        if not self.is_local:
+            names |= {posixpath.basename(p) for p in self.list(posixpath.join(relpath, CLAIMS_DIR))}
+        return sorted(names)
 
     def write_json(self, relpath: str, obj: Any) -> None:
         self.write_bytes(relpath, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())

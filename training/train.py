@@ -67,7 +67,8 @@ def _run_key(dataset: str, release: Release, cfg: TrainConfig, recipe: Augmentat
 def _next_model_version(root: DataRoot, dataset: str, version: str) -> str:
     prefix = f"{dataset}-{version}-m"
     pattern = re.compile(re.escape(prefix) + r"(\d+)$")
-    taken = [int(m.group(1)) for n in root.list_dirs(MODELS_DIR) if (m := pattern.match(n))]
+    # taken_names: past claims too, so one left by a trainer that died does not block publishing.
+    taken = [int(m.group(1)) for n in root.taken_names(MODELS_DIR) if (m := pattern.match(n))]
     return f"{prefix}{max(taken, default=0) + 1:03d}"
 
 

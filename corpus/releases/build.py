@@ -218,7 +218,8 @@ def build_release(
     ):
         return {**parent.manifest, "unchanged": True}
 
-    version = next_version(versions)
+    # Past every folder and claim: a claim left by a builder that died must not block every later build.
+    version = next_version(root.taken_names(dataset_folder(dataset)))
     parts = {s: table.filter(pc.equal(table.column("split"), s)) for s in SPLITS}
     manifest = _describe(dataset, version, parent, parent_all, table, parts, cfg)
     manifest["agreement"]["annotators"] = extra.get("agreement")

@@ -68,9 +68,9 @@ def list_releases(root: DataRoot, dataset: str) -> list[str]:
     return sorted(names, key=lambda n: int(VERSION_RE.match(n).group(1)))
 
 
-def next_version(versions: list[str]) -> str:
-    """The version after the newest of `versions` ("v0001" when there is none)."""
-    newest = max((int(VERSION_RE.match(v).group(1)) for v in versions), default=0)
+def next_version(taken: list[str]) -> str:
+    """The version after the newest of the names in `taken` (others are ignored; "v0001" when none)."""
+    newest = max((int(m.group(1)) for v in taken if (m := VERSION_RE.match(v))), default=0)
     return f"v{newest + 1:04d}"
 
 

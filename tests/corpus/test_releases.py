@@ -419,6 +419,7 @@ def test_existing_version_is_never_overwritten(tmp_path, monkeypatch):
     import corpus.releases.build as build
 
     monkeypatch.setattr(build, "list_releases", lambda root, dataset: [])
+    monkeypatch.setattr(root, "taken_names", lambda relpath: [])
     with pytest.raises(FileExistsError, match="already exists"):
         build_release(root, "animals", make_records(30, seed=7), ReleaseConfig())
     monkeypatch.undo()
@@ -463,3 +464,19 @@ def test_version_names():
     assert next_version([]) == "v0001" and next_version(["v0001", "v0009"]) == "v0010"
     assert next_version(["v9999"]) == "v10000"
     assert normalise_version(3) == "v0003" and normalise_version("v0002") == "v0002"
+
+
+def test_a_claim_left_by_a_dead_builder_on_object_storage_is_skipped():
+    import uuid
+
+    root = DataRoot(f"memory://releases-{uuid.uuid4().hex}")
+    # Planted: a builder claimed v0001 on the object store and died before writing anything.
+    root.write_bytes("releases/animals/.claims/v0001", b"token-of-a-dead-builder")
+    with pytest.raises(FileExistsError, match="claimed by another publisher"):
+        root.publish_folder("releases/animals/v0001", {"manifest.json": b"{}"}, "manifest.json")
+    assert root.taken_names("releases/animals") == ["v0001"] and list_releases(root, "animals") == []
+    manifest = build_release(root, "animals", make_records(20, seed=80), ReleaseConfig(), signing_key="")
+    assert manifest["version"] == "v0002" and manifest["parent"] is None
+    assert list_releases(root, "animals") == ["v0002"]
+    assert root.taken_names("releases/animals") == ["v0001", "v0002"]
+    assert load_release(root, "animals", signing_key="").manifest == manifest

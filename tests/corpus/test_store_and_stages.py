@@ -214,9 +214,11 @@ def test_publish_folder_on_object_storage_writes_in_place_with_the_marker_last(m
     monkeypatch.setattr(root.fs, "pipe_file", spy)
     files = {"manifest.json": b"{}", "a.parquet": b"AAA", "b.txt": b"bee"}
     root.publish_folder("releases/d/v0001", files, "manifest.json")
-    assert written == ["a.parquet", "b.txt", "manifest.json"]
+    # The claim (<parent>/.claims/<name>) first, the marker last.
+    assert written == ["v0001", "a.parquet", "b.txt", "manifest.json"]
+    assert root.exists("releases/d/.claims/v0001") and root.taken_names("releases/d") == ["v0001"]
     assert {n: root.read_bytes(f"releases/d/v0001/{n}") for n in files} == files
-    assert root.list_dirs("releases/d") == ["v0001"]
+    assert root.list_dirs("releases/d") == [".claims", "v0001"]
     with pytest.raises(FileExistsError, match="v0001 already exists"):
         root.publish_folder("releases/d/v0001", {"manifest.json": b"other"}, "manifest.json")
     assert root.read_bytes("releases/d/v0001/manifest.json") == b"{}"

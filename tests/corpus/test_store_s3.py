@@ -110,3 +110,55 @@ def test_stage_runner_writes_and_skips_on_s3(s3_root):
     assert root.read_bytes(f"{report['output']}/_SUCCESS").decode() == report["run_key"]
     again = run_stage(root, stage, None, ["raw/run1"])
     assert again["skipped"] and again["run_key"] == report["run_key"]
+
+
+def test_publish_folder_claims_the_folder_conditionally(s3_root):
+    root, _ = s3_root
+    root.publish_folder("models/m1", {"model.pt": b"w", "metrics.json": b"{}"}, "metrics.json")
+    assert root.taken_names("models") == ["m1"]
+    # A publisher that checked for the marker before m1 was complete gets past that check; the claim stops it.
+    root.fs.rm(root.path("models/m1/metrics.json"))
+    with pytest.raises(FileExistsError, match="claimed by another publisher"):
+        root.publish_folder("models/m1", {"metrics.json": b"late"}, "metrics.json")
+    assert root.read_bytes("models/m1/model.pt") == b"w"
+
+
+def test_two_concurrent_release_builds_on_s3_publish_one_version_once(s3_root, monkeypatch):
+    import threading
+
+    from test_releases import make_records
+
+    from corpus.releases.build import ReleaseConfig, build_release
+    from corpus.releases.versions import list_releases, load_release
+
+    root, _ = s3_root
+    real_publish = type(root).publish_folder
+    # Both builders have listed the versions (none) and aim at v0001 before either publishes: the race
+    # an object store without atomic rename has to settle.
+    barrier = threading.Barrier(2, timeout=60)
+
+    def publish_together(self, *args, **kwargs):
+        barrier.wait()
+        return real_publish(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(root), "publish_folder", publish_together)
+    results: dict[int, object] = {}
+
+    def build(i: int) -> None:
+        try:
+            results[i] = build_release(root, "race", make_records(20, seed=70 + i), ReleaseConfig(), signing_key="")
+        except Exception as exc:  # the loser's error is the outcome under test
+            results[i] = exc
+
+    threads = [threading.Thread(target=build, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    monkeypatch.undo()
+    won = [r for r in results.values() if isinstance(r, dict)]
+    lost = [r for r in results.values() if not isinstance(r, dict)]
+    assert len(won) == 1 and len(lost) == 1, results
+    assert isinstance(lost[0], FileExistsError) and "race/v0001 already exists" in str(lost[0])
+    assert list_releases(root, "race") == ["v0001"]
+    assert load_release(root, "race", signing_key="").manifest == won[0]

@@ -336,3 +336,39 @@ def test_publish_takes_the_next_free_version_and_writes_metrics_last(monkeypatch
     assert root.read_bytes("models/d-v0001-m002/model.pt") == b"weights"
     assert root.read_bytes("models/d-v0001-m002/report.md") == b"report of d-v0001-m002"
     assert root.read_bytes("models/d-v0001-m001/metrics.json") == b"{}"
+
+
+@pytest.mark.s3
+def test_two_trainers_publishing_at_once_on_s3_get_two_versions(moto_s3, monkeypatch):
+    import threading
+
+    root, _ = moto_s3.open_root("models")
+    real_publish = type(root).publish_folder
+    barrier = threading.Barrier(2, timeout=60)
+
+    def publish_together(self, *args, **kwargs):
+        # Both trainers picked their number before either published: the first try collides.
+        if not getattr(barrier, "passed", False):
+            barrier.wait()
+            barrier.passed = True
+        return real_publish(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(root), "publish_folder", publish_together)
+    monkeypatch.setattr(train_module, "render_report", lambda m: m["model_version"])
+    published: list[dict] = []
+
+    def publish(i: int) -> None:
+        metrics = {"dataset": "d", "release": "v0001", "trainer": i}
+        published.append(train_module._publish(root, "d", "v0001", f"weights {i}".encode(), metrics))
+
+    threads = [threading.Thread(target=publish, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    monkeypatch.undo()
+    assert sorted(m["model_version"] for m in published) == ["d-v0001-m001", "d-v0001-m002"]
+    assert list_models(root) == ["d-v0001-m001", "d-v0001-m002"]
+    for m in published:
+        assert root.read_json(f"models/{m['model_version']}/metrics.json") == m
+        assert root.read_bytes(f"models/{m['model_version']}/model.pt") == f"weights {m['trainer']}".encode()
