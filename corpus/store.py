@@ -154,19 +154,48 @@ class DataRoot:
             raise
 
     def _claim(self, relpath: str) -> None:
-        """Take folder `relpath` for this publisher with a conditional create (S3 If-None-Match: *) of its
-        claim object, holding a unique token that is read back; FileExistsError when another has it."""
+        """Take folder `relpath` for this publisher with an exclusive create of its claim object, holding a
+        unique token; FileExistsError when another has it."""
         parent, name = posixpath.split(relpath.strip("/"))
-        claim = self.path(parent, CLAIMS_DIR, name)
-        token = uuid.uuid4().hex.encode()
+        claim = posixpath.join(parent, CLAIMS_DIR, name)
         try:
-            self.fs.pipe_file(claim, token, mode="create")
+            self.create_exclusive(claim, uuid.uuid4().hex.encode())
         except FileExistsError as exc:
             raise FileExistsError(f"{self.uri(relpath)} is claimed by another publisher ({claim})") from exc
-        # A store that ignored the condition would let the last writer win: then only one token reads back.
-        with self.fs.open(claim, "rb") as fh:
-            if fh.read() != token:
-                raise FileExistsError(f"{self.uri(relpath)} is claimed by another publisher ({claim})")
+
+    def create_exclusive(self, relpath: str, data: bytes) -> None:
+        """Write `relpath` only if nothing is there yet: of concurrent writers exactly one succeeds, the others
+        get FileExistsError; a reader never sees the file half written.
+
+        Local root: the bytes go to a temporary file that link(2) places (it fails when the name exists).
+        Object storage: a conditional create (S3 If-None-Match: *), whose content is read back, since a store
+        that ignored the condition would let the last writer win: then only one writer reads its own bytes
+        (so `data` should hold something unique to the writer, such as a token, when writers may race).
+        """
+        target = self.path(relpath)
+        if self.is_local:
+            parent = posixpath.dirname(target)
+            os.makedirs(parent, exist_ok=True)
+            tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(target)}")
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            try:
+                os.link(tmp, target)
+            finally:
+                os.unlink(tmp)
+            return
+        self.fs.pipe_file(target, data, mode="create")
+        with self.fs.open(target, "rb") as fh:
+            if fh.read() != data:
+                raise FileExistsError(f"{self.uri(relpath)} already exists")
+
+    def remove(self, relpath: str) -> bool:
+        """Delete the file `relpath`; False when it was not there."""
+        try:
+            self.fs.rm_file(self.path(relpath))
+        except FileNotFoundError:
+            return False
+        return True
 
     def taken_names(self, relpath: str) -> list[str]:
         """Names under `relpath` that publish_folder would refuse: its folders and, on object storage, the
