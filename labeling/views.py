@@ -12,7 +12,8 @@ INTERNAL_DATA_FIELDS = ("record_id", "page_url", "priority")
 # Task data fields written on review-set tasks (update_task_data) so the review tab can show them.
 REVIEW_DATA_FIELDS = ("review_reasons", "aggregated_label", "aggregated_confidence")
 # Data Manager system columns that say nothing to an annotator or reviewer (ids from Label Studio's
-# data_manager.functions.get_all_columns); kept: id, completed_at, total_annotations, annotators.
+# data_manager.functions.get_all_columns, checked against a 1.23.2 server's /api/dm/columns); kept: id,
+# completed_at, total_annotations, annotators.
 NOISE_COLUMNS = (
     "inner_id",
     "cancelled_annotations",
@@ -29,9 +30,6 @@ NOISE_COLUMNS = (
     "updated_by",
     "avg_lead_time",
     "draft_exists",
-    "comment_count",
-    "unresolved_comment_count",
-    "last_comment_updated_at",
 )
 # How a reason reads in the review tab's column.
 REASON_TEXT = {
