@@ -16,6 +16,8 @@ from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 from label_studio_sdk.data_manager import Column, Filters, Operator, Type
 
+from labeling.tasks import config_labels
+
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,6 +33,11 @@ WATERMARK_MARGIN_S = 5.0
 
 class LabelStudioApiError(RuntimeError):
     """A Label Studio call failed for good (after retries, or with a 4xx that retrying cannot fix)."""
+
+
+class ProjectLabelsMismatch(ValueError):
+    """A project with the wanted title exists but labels another set of classes: one project per dataset and
+    label schema, so it is never reused for a different set."""
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -138,13 +145,24 @@ class LabelStudioClient:
         return None
 
     def ensure_project(self, title: str, label_config: str, *, description: str = "") -> int:
-        """The id of the project titled `title`, created with `label_config` if there is none."""
+        """The id of the project titled `title`, created with `label_config` if there is none.
+
+        An existing project whose config chooses among another set of labels raises ProjectLabelsMismatch
+        (the order of labels and the rest of the config may differ: only the set of Choice values counts).
+        """
         if len(title) < 3:
             raise ValueError(f"Label Studio needs project titles of at least 3 characters; got {title!r}")
         existing = self.find_project(title)
-        if existing is not None:
-            return existing
-        return self._create_project(title, label_config, description)
+        if existing is None:
+            return self._create_project(title, label_config, description)
+        wanted = config_labels(label_config)
+        have = config_labels(self.get_project(existing).get("label_config") or "")
+        if set(have) != set(wanted):
+            raise ProjectLabelsMismatch(
+                f"Label Studio project {title!r} (id {existing}) labels {sorted(have)}, not {sorted(wanted)}: "
+                "one project per dataset and label schema; use a new project title for the new label set"
+            )
+        return existing
 
     @_with_retries
     def _create_project(self, title: str, label_config: str, description: str) -> int:
@@ -155,8 +173,15 @@ class LabelStudioClient:
     def get_project(self, project_id: int) -> dict:
         return _dump(self._sdk.projects.get(id=project_id))
 
-    def project_url(self, project_id: int) -> str:
-        return f"{self.url}/projects/{project_id}/data"
+    def project_url(self, project_id: int, view_id: int | None = None) -> str:
+        """The project's Data Manager, opened on tab `view_id` when given."""
+        tab = f"?tab={int(view_id)}" if view_id is not None else ""
+        return f"{self.url}/projects/{project_id}/data{tab}"
+
+    @_with_retries
+    def set_instructions(self, project_id: int, html: str, *, show: bool = True) -> None:
+        """Set the project's labeling instructions (HTML), shown to each annotator before labeling when `show`."""
+        self._sdk.projects.update(id=project_id, expert_instruction=html, show_instruction=show)
 
     @_with_retries
     def set_model_version(self, project_id: int, model_version: str) -> None:
@@ -289,10 +314,70 @@ class LabelStudioClient:
         )
 
     @_with_retries
-    def ensure_view(self, project_id: int, title: str, task_ids: list[int]) -> int:
+    def configure_queue(self, project_id: int, *, show_overlap_first: bool = True) -> None:
+        """Project settings under which per-task overlaps (set_task_overlaps) are what the queue obeys.
+
+        maximum_annotations=1 and overlap_cohort_percentage=100: Label Studio imports every task with
+        overlap = maximum_annotations (an `overlap` key in the import is ignored), and with a cohort under
+        100 % it re-draws every task's overlap on each import, undoing per-task values. Call it before the
+        first push, once: changing maximum_annotations later resets every task with overlap > 1 to it.
+        `show_overlap_first` serves tasks with overlap > 1 (gold, overlapped) before the rest.
+        """
+        self._sdk.projects.update(
+            id=project_id,
+            maximum_annotations=1,
+            overlap_cohort_percentage=100,
+            show_overlap_first=show_overlap_first,
+        )
+
+    def set_task_overlaps(self, overlaps: dict[int, int]) -> int:
+        """Set each task's `overlap` (task id -> distinct annotators wanted); returns how many were set.
+
+        The labeling queue (GET /api/projects/<id>/next) serves a task until that many distinct people have
+        annotated it and never serves it twice to one person. One PATCH per task (~100 ms), so pass only the
+        tasks whose overlap is not the project's 1 (labeling.queue.overlaps_to_set). Meant for tasks without
+        annotations yet: Label Studio does not recompute a task's is_labeled when its overlap is patched.
+        """
+        for task_id, overlap in overlaps.items():
+            if overlap < 1:
+                raise ValueError(f"task {task_id}: overlap must be >= 1, got {overlap}")
+            self._patch_task(int(task_id), overlap=int(overlap))
+        return len(overlaps)
+
+    @_with_retries
+    def _patch_task(self, task_id: int, **fields: Any) -> None:
+        self._sdk.tasks.update(id=str(task_id), **fields)
+
+    @_with_retries
+    def task_overlaps(self, project_id: int) -> dict[int, int]:
+        """task id -> its overlap, for every task of the project."""
+        return {int(t.id): int(t.overlap or 1) for t in self._iter_tasks(project_id, fields="task_only")}
+
+    @_with_retries
+    def update_task_data(self, task_id: int, fields: dict[str, Any]) -> None:
+        """Merge `fields` into a task's data (e.g. the review reasons and aggregated label the review tab shows).
+
+        Label Studio replaces a task's data wholesale on PATCH, so the current data is read first.
+        """
+        current = _dump(self._sdk.tasks.get(id=str(task_id))).get("data") or {}
+        self._sdk.tasks.update(id=str(task_id), data={**current, **fields})
+
+    @_with_retries
+    def ensure_view(
+        self,
+        project_id: int,
+        title: str,
+        task_ids: list[int],
+        *,
+        hidden_columns: list[str] | None = None,
+        first: bool = False,
+    ) -> int:
         """A Data Manager tab titled `title` showing exactly `task_ids` (created, or its filter replaced).
 
         The review queue: reviewers open this tab in the project. Sorted by priority, highest first.
+        `hidden_columns` are Data Manager column ids ("tasks:data.record_id", "tasks:annotators", ...;
+        labeling.views builds them) hidden both in the table and beside the labeling screen; None leaves
+        Label Studio's defaults. `first` moves the tab to the front: the project opens on its first tab.
         """
         items = [
             {"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": int(t)} for t in task_ids
@@ -300,12 +385,35 @@ class LabelStudioClient:
         if not items:
             # An empty OR matches everything in Label Studio; match nothing instead.
             items = [{"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": -1}]
-        data = {"title": title, "filters": {"conjunction": "or", "items": items}, "ordering": ["-tasks:data.priority"]}
+        data: dict[str, Any] = {
+            "title": title,
+            "filters": {"conjunction": "or", "items": items},
+            "ordering": ["-tasks:data.priority"],
+        }
+        if hidden_columns is not None:
+            data["hiddenColumns"] = {"explore": list(hidden_columns), "labeling": list(hidden_columns)}
+        views = [_dump(v) for v in self._sdk.views.list(project=project_id)]
+        view_id = None
+        for view in views:
+            if (view.get("data") or {}).get("title") == title:
+                self._sdk.views.update(id=str(view["id"]), data=data, project=project_id)
+                view_id = int(view["id"])
+                break
+        if view_id is None:
+            view_id = int(self._sdk.views.create(data=data, project=project_id).id)
+        if first:
+            others = [int(v["id"]) for v in views if int(v["id"]) != view_id]
+            self._sdk.views.update_order(ids=[view_id, *others], project=project_id)
+        return view_id
+
+    @_with_retries
+    def views(self, project_id: int) -> list[dict]:
+        """The project's Data Manager tabs in the order the UI shows them: [{"id", "title", "data"}]."""
+        out = []
         for view in self._sdk.views.list(project=project_id):
-            if (_dump(view).get("data") or {}).get("title") == title:
-                self._sdk.views.update(id=str(view.id), data=data, project=project_id)
-                return int(view.id)
-        return int(self._sdk.views.create(data=data, project=project_id).id)
+            raw = _dump(view)
+            out.append({"id": int(raw["id"]), "title": (raw.get("data") or {}).get("title"), "data": raw.get("data")})
+        return out
 
     @_with_retries
     def view_task_ids(self, project_id: int, view_id: int) -> list[int]:
@@ -416,6 +524,19 @@ class LabelStudioClient:
         return list(self._sdk.projects.exports.as_json(project_id, timeout=timeout_s))
 
     # users and annotations
+
+    @_with_retries
+    def user_names(self) -> dict[int, str]:
+        """user id -> how people know them: the username, or the email when the username is empty
+        (users created by signup get the local part of their email as username; the first admin has none)."""
+        return {int(u.id): (u.username or u.email or str(u.id)) for u in self._sdk.users.list()}
+
+    @_with_retries
+    def invite_url(self) -> str:
+        """The organization's signup link: a person who opens it creates their own login (the only way to
+        sign up when the server runs with signup by invite link only)."""
+        invite = self._sdk.organizations.invites.get_invite_link()
+        return f"{self.url}/user/signup/?token={invite.token}"
 
     @_with_retries
     def ensure_user(self, username: str, email: str) -> int:
