@@ -9,6 +9,7 @@ import socket
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from scrapy import Request
 from scrapy.crawler import Crawler
@@ -18,6 +19,8 @@ from scrapy.utils.httpobj import urlparse_cached
 from twisted.internet.base import ReactorBase
 from twisted.internet.defer import Deferred
 from twisted.internet.error import DNSLookupError
+
+from crawlers.config import CrawlJob, format_origin
 
 logger = logging.getLogger(__name__)
 
@@ -52,29 +55,37 @@ def classify_address(address: IPAddress) -> str | None:
 
 
 class AddressPolicy:
-    """Which hosts and addresses a crawl may reach: public ones, plus an explicit allow-list for private ones.
+    """Which origins and addresses a crawl may reach: public ones, plus an explicit allow-list for private ones.
 
-    `allowed_hosts`: host names or IP literals (case-insensitive, exact) that may resolve to anything;
-    `allowed_networks`: CIDR networks whose private addresses may be reached (metadata addresses never are).
+    `allowed_origins`: origins ("http://127.0.0.1:8765", crawlers.config.format_origin's spelling) that may
+    resolve to anything: that scheme, host and port only, so allowing one loopback site opens no other port
+    on the host. `allowed_networks`: CIDR networks whose private addresses may be reached on any port (an
+    operator's setting, FLYWHEEL_ALLOWED_PRIVATE_NETWORKS; metadata addresses never are).
     """
 
-    def __init__(self, allowed_hosts: Iterable[str] = (), allowed_networks: Iterable[str] = ()) -> None:
-        self.allowed_hosts = {h.strip().lower().strip("[]") for h in allowed_hosts if h.strip()}
+    def __init__(self, allowed_origins: Iterable[str] = (), allowed_networks: Iterable[str] = ()) -> None:
+        self.allowed_origins = set(allowed_origins)
+        self.allowed_hosts = {urlsplit(o).hostname or "" for o in self.allowed_origins}
         self.allowed_networks = [ipaddress.ip_network(n.strip(), strict=False) for n in allowed_networks if n.strip()]
 
     @classmethod
-    def from_settings(cls, settings: Any) -> AddressPolicy:
-        return cls(
-            settings.getlist("FLYWHEEL_ALLOWED_PRIVATE_HOSTS"), settings.getlist("FLYWHEEL_ALLOWED_PRIVATE_NETWORKS")
-        )
+    def from_crawler(cls, crawler: Any) -> AddressPolicy:
+        """The policy of this crawl: the job's allow-list (crawlers.config), the project's allowed networks."""
+        origins = CrawlJob.from_crawler(crawler).config.allowed_private_hosts or []
+        return cls(origins, crawler.settings.getlist("FLYWHEEL_ALLOWED_PRIVATE_NETWORKS"))
+
+    def origin_allowed(self, scheme: str, host: str, port: int) -> bool:
+        return format_origin(scheme, host, port) in self.allowed_origins
 
     def host_allowed(self, host: str) -> bool:
-        return host.lower().strip("[]") in self.allowed_hosts
+        """Whether some allowed origin is on `host`: all the DNS resolver can tell (it sees no port)."""
+        return host.lower().strip("[]").rstrip(".") in self.allowed_hosts
 
     def find_block_reason(self, host: str, addresses: Sequence[IPAddress]) -> str | None:
-        """Why `host` (resolved to `addresses`) may not be reached, or None. Any one blocked address blocks it."""
-        if self.host_allowed(host):
-            return None
+        """Why `host` (resolved to `addresses`) may not be reached, or None. Any one blocked address blocks it.
+
+        Origins are not checked here: callers that know the port ask `origin_allowed` first.
+        """
         if not addresses:
             return "no_address"
         for address in addresses:
@@ -112,7 +123,7 @@ class SsrfGuardMiddleware:
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
-        self.policy = AddressPolicy.from_settings(crawler.settings)
+        self.policy = AddressPolicy.from_crawler(crawler)
         self.dns_timeout = crawler.settings.getfloat("DNS_TIMEOUT")  # Scrapy's own lookup limit (default 60 s)
         self._decisions: dict[str, str | None] = {}
 
@@ -123,9 +134,10 @@ class SsrfGuardMiddleware:
     async def process_request(self, request: Request) -> None:
         parts = urlparse_cached(request)
         host = parts.hostname or ""
-        key = f"{host}:{parts.port}"
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        key = f"{parts.scheme}://{host}:{port}"
         if key not in self._decisions:
-            self._decisions[key] = await self._decide(host, parts.port or (443 if parts.scheme == "https" else 80))
+            self._decisions[key] = await self._decide(parts.scheme, host, port)
         reason = self._decisions[key]
         if reason is None:
             return
@@ -133,10 +145,10 @@ class SsrfGuardMiddleware:
         logger.warning("SSRF guard refused %s: %s", request.url, reason)
         raise BlockedAddressError(request.url, reason)
 
-    async def _decide(self, host: str, port: int) -> str | None:
+    async def _decide(self, scheme: str, host: str, port: int) -> str | None:
         if not host:
             return "no_host"
-        if self.policy.host_allowed(host):
+        if self.policy.origin_allowed(scheme, host, port):
             return None
         literal = parse_ip(host)
         if literal is not None:
@@ -168,7 +180,7 @@ class GuardedResolver(CachingThreadedResolver):
     @classmethod
     def from_crawler(cls, crawler: Crawler, reactor: ReactorBase) -> GuardedResolver:
         cache_size = crawler.settings.getint("DNSCACHE_SIZE") if crawler.settings.getbool("DNSCACHE_ENABLED") else 0
-        policy = AddressPolicy.from_settings(crawler.settings)
+        policy = AddressPolicy.from_crawler(crawler)
         return cls(reactor, cache_size, crawler.settings.getfloat("DNS_TIMEOUT"), policy)
 
     def getHostByName(self, name: str, timeout: Sequence[int] = ()) -> Deferred[str]:
@@ -178,6 +190,8 @@ class GuardedResolver(CachingThreadedResolver):
 
     def check_address(self, address: str, name: str) -> str:
         """`address` if the policy lets `name` reach it; raises DNSLookupError (no connection is made) if not."""
+        if self.policy.host_allowed(name):
+            return address
         ip = parse_ip(address)
         reason = self.policy.find_block_reason(name, [ip] if ip is not None else [])
         if reason is not None:

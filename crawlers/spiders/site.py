@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import multiprocessing
 from collections import Counter
@@ -25,6 +24,7 @@ from scrapy.utils.gz import gunzip
 from scrapy.utils.sitemap import Sitemap
 from twisted.python.failure import Failure
 
+from crawlers.config import CrawlConfig, CrawlJob
 from crawlers.content import fingerprint, looks_like_html, sniff_mime
 from crawlers.items import ImageItem, PageItem
 from crawlers.report import classify_failure
@@ -87,53 +87,26 @@ def _clean(value: str | None) -> str | None:
     return value or None
 
 
-def _as_list(value: str | list[str] | None) -> list[str]:
-    """A spider argument given as a list, a JSON list, or a comma list."""
-    if value is None:
-        return []
-    if isinstance(value, list):
-        return value
-    value = value.strip()
-    if value.startswith("["):
-        return [str(v) for v in json.loads(value)]
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
 class SiteSpider(scrapy.Spider):
-    """Crawl one site from `start_url`.
+    """Crawl one site from its CrawlConfig's `start_url` (crawlers.config; the job comes as FLYWHEEL_CRAWL_JOB).
 
-    Arguments (strings from `-a`, or Python values): `allowed_domains` (comma list; default the start URL's
-    host), `max_pages`, `include` / `exclude` (JSON lists of regexes over canonical page URLs) and
-    `sitemap_urls` (JSON or comma list of extra sitemap seeds; robots.txt `Sitemap:` lines are always used).
+    `allowed_domains` defaults to the start URL's host. robots.txt `Sitemap:` lines are always used as seeds.
     """
 
     name = "site"
 
-    def __init__(
-        self,
-        start_url: str | None = None,
-        allowed_domains: str | list[str] | None = None,
-        max_pages: int | str = 2000,
-        include: str | list[str] | None = None,
-        exclude: str | list[str] | None = None,
-        sitemap_urls: str | list[str] | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, config: CrawlConfig, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if not start_url:
-            raise ValueError("the site spider needs -a start_url=http(s)://...")
-        parsed = urlsplit(start_url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(f"start_url must be an http(s) URL, got {start_url!r}")
-        self.start_url = start_url
+        self.config = config
+        self.start_url = config.start_url
         # OffsiteMiddleware matches hosts without ports, so 127.0.0.1 covers 127.0.0.1:8765.
-        self.allowed_domains = _as_list(allowed_domains) or [parsed.hostname]
-        self.max_pages = int(max_pages)
-        if self.max_pages < 1:
-            raise ValueError(f"max_pages must be >= 1, got {max_pages!r}")
-        self.include = _as_list(include)
-        self.exclude = _as_list(exclude)
-        self.sitemap_urls = _as_list(sitemap_urls)
+        self.allowed_domains = list(config.allowed_domains or [urlsplit(config.start_url).hostname])
+        self.max_pages = config.max_pages
+        self.max_bytes = config.max_bytes or 0
+        self.fetch_images = config.fetch_images
+        self.trailing_slash = config.trailing_slash
+        self.sitemap_urls = list(config.sitemap_urls or [])
+        self.scope = UrlScope(config.include or [], config.exclude or [], config.max_pages_per_template)
         self.pages_parsed = 0
         self.bytes_seen = 0
         self._notes: Counter[str] = Counter()
@@ -141,22 +114,19 @@ class SiteSpider(scrapy.Spider):
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> SiteSpider:
-        spider = super().from_crawler(crawler, *args, **kwargs)
+        job = CrawlJob.from_crawler(crawler)
+        spider = super().from_crawler(crawler, *args, config=job.config, **kwargs)
         settings = crawler.settings
         if not settings.getint("CLOSESPIDER_PAGECOUNT"):
             settings.set("CLOSESPIDER_PAGECOUNT", spider.max_pages * RESPONSES_PER_PAGE, priority="spider")
-        spider.trailing_slash = settings.get("FLYWHEEL_TRAILING_SLASH", "keep")
-        spider.scope = UrlScope(spider.include, spider.exclude, settings.getint("FLYWHEEL_MAX_PAGES_PER_TEMPLATE"))
         spider.page_maxsize = settings.getint("FLYWHEEL_PAGE_MAXSIZE")
         spider.image_maxsize = settings.getint("FLYWHEEL_IMAGE_MAXSIZE")
-        spider.max_bytes = settings.getint("FLYWHEEL_MAX_BYTES")
         spider.max_sitemaps = settings.getint("FLYWHEEL_MAX_SITEMAPS")
-        spider.fetch_images = settings.getbool("FLYWHEEL_FETCH_IMAGES", True)
         spider.extract_workers = settings.getint("FLYWHEEL_EXTRACT_WORKERS")
         spider.extract_pool = None
         crawler.signals.connect(spider._open_pool, signal=signals.spider_opened)
         crawler.signals.connect(spider._close_pool, signal=signals.spider_closed)
-        spider.crawl_state = CrawlState(settings.get("FLYWHEEL_STATE_PATH") or None)
+        spider.crawl_state = CrawlState(job.state_path)
         crawler.signals.connect(spider._robots_parsed, signal=signals.robots_parsed)
         return spider
 

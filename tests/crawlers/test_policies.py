@@ -13,6 +13,7 @@ from scrapy.spidermiddlewares.httperror import HttpError
 from scrapy.utils.test import get_crawler
 from twisted.internet.error import DNSLookupError
 
+from crawlers.config import CrawlConfig, CrawlJob
 from crawlers.content import looks_like_html, sniff_mime
 from crawlers.netguard import AddressPolicy, BlockedAddressError, GuardedResolver, SsrfGuardMiddleware, classify_address
 from crawlers.report import classify_failure, report_table
@@ -118,19 +119,17 @@ def test_address_policy_allow_lists() -> None:
     assert closed.find_block_reason("public.example", [ip("93.184.216.34")]) is None
     # one private address among public ones is enough to refuse (a round-robin rebinding trick)
     assert "private" in closed.find_block_reason("mixed.example", [ip("93.184.216.34"), ip("10.0.0.5")])
-    by_host = AddressPolicy(allowed_hosts=["127.0.0.1", "Demo.Local"])
-    assert by_host.find_block_reason("127.0.0.1", [ip("127.0.0.1")]) is None
-    assert by_host.find_block_reason("demo.local", [ip("10.0.0.9")]) is None
-    assert by_host.find_block_reason("localhost", [ip("127.0.0.1")]) is not None
     by_net = AddressPolicy(allowed_networks=["127.0.0.0/8", "0.0.0.0/0"])
     assert by_net.find_block_reason("localhost", [ip("127.0.0.2")]) is None
     # metadata endpoints are never opened by a network, however wide
     assert by_net.find_block_reason("evil.example", [ip("169.254.169.254")]).startswith("metadata")
 
 
-def _decide(url: str, **settings: object) -> str | None:
-    """The guard's decision on `url` (None = let through); nothing is sent anywhere."""
-    crawler = get_crawler(settings_dict=settings)
+def _decide(url: str, allowed: list[str] | None = None, **settings: object) -> str | None:
+    """The guard's decision on `url` under the allow-list `allowed` (None = let through); nothing is sent anywhere."""
+    config = CrawlConfig(start_url="http://127.0.0.1:8765/", allowed_private_hosts=allowed)
+    job = CrawlJob(config=config, crawl_run="r", output_dir="/nonexistent")
+    crawler = get_crawler(settings_dict={CrawlJob.SETTING: job.to_setting(), **settings})
     guard = SsrfGuardMiddleware.from_crawler(crawler)
     try:
         asyncio.run(guard.process_request(Request(url)))
@@ -148,16 +147,16 @@ def test_guard_middleware_decisions() -> None:
     assert _decide("http://2130706433/").startswith("loopback address 127.0.0.1")
     assert _decide("http://localhost:9/").startswith("loopback")
     assert _decide("http://93.184.216.34/") is None  # a public literal: allowed (and not fetched here)
-    allowed = {"FLYWHEEL_ALLOWED_PRIVATE_HOSTS": ["127.0.0.1"]}
-    assert _decide("http://127.0.0.1:8765/", **allowed) is None
-    assert _decide("http://[::1]:8765/", **allowed) is not None
-    assert _decide("http://localhost:8765/", **allowed) is not None
+    allowed = ["127.0.0.1"]  # a bare host: the start URL's origin, http://127.0.0.1:8765
+    assert _decide("http://127.0.0.1:8765/", allowed) is None
+    assert _decide("http://[::1]:8765/", allowed) is not None
+    assert _decide("http://localhost:8765/", allowed) is not None
     assert _decide("http://localhost:8765/", FLYWHEEL_ALLOWED_PRIVATE_NETWORKS="127.0.0.0/8,::1/128") is None
 
 
 def test_guarded_resolver_refuses_blocked_answers() -> None:
     resolver = GuardedResolver.__new__(GuardedResolver)  # only the check; no reactor, no lookup
-    resolver.policy = AddressPolicy(allowed_hosts=["demo.local"])
+    resolver.policy = AddressPolicy(allowed_origins=["http://demo.local:8080"])
     assert resolver.check_address("93.184.216.34", "public.example") == "93.184.216.34"
     assert resolver.check_address("127.0.0.1", "demo.local") == "127.0.0.1"
     with pytest.raises(DNSLookupError, match=r"SSRF guard refused rebind\.example: loopback"):
