@@ -41,16 +41,73 @@ class BlockedAddressError(IgnoreRequest):
         self.reason = reason
 
 
+# RFC 6052 prefix lengths a NAT64 operator may use inside the local-use prefix 64:ff9b:1::/48 (RFC 8215);
+# the well-known prefix 64:ff9b::/96 is always /96.
+_NAT64_WKP = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+_IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # RFC 2765 (SIIT)
+
+
+def _v4(bits: int) -> ipaddress.IPv4Address:
+    return ipaddress.IPv4Address(bits & 0xFFFFFFFF)
+
+
+def _nat64_local_candidates(value: int) -> list[ipaddress.IPv4Address]:
+    """The IPv4 address an RFC 6052 /48, /56, /64 or /96 prefix would embed (bits 64-71 are always skipped)."""
+    return [
+        _v4(((value >> 64) & 0xFFFF) << 16 | (value >> 40) & 0xFFFF),  # /48: bits 48-63, then 72-87
+        _v4(((value >> 64) & 0xFF) << 24 | (value >> 32) & 0xFFFFFF),  # /56: bits 56-63, then 72-95
+        _v4(value >> 24),  # /64: bits 72-103
+        _v4(value),  # /96: bits 96-127
+    ]
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 transition form carries, which is where its traffic really goes.
+
+    IPv4-mapped ::ffff:0:0/96, IPv4-translated ::ffff:0:0:0/96, IPv4-compatible ::/96 (but :: and ::1),
+    6to4 2002::/16, Teredo 2001::/32 (server and un-XOR-ed client), NAT64 64:ff9b::/96 and 64:ff9b:1::/48
+    (every RFC 6052 placement), and ISATAP interface ids ([02]00:5efe:a.b.c.d, RFC 5214) under any prefix.
+    """
+    value = int(address)
+    found: list[ipaddress.IPv4Address] = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    if address in _IPV4_TRANSLATED or (address in _IPV4_COMPATIBLE and value > 1):
+        found.append(_v4(value))
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    if address in _NAT64_WKP:
+        found.append(_v4(value))
+    elif address in _NAT64_LOCAL:
+        found.extend(_nat64_local_candidates(value))
+    # ISATAP: the interface id's upper half is 0000:5efe or 0200:5efe (the u/l and g bits may be set)
+    if (value >> 32) & 0xFCFFFFFF == 0x00005EFE:
+        found.append(_v4(value))
+    return found
+
+
 def classify_address(address: IPAddress) -> str | None:
-    """The kind of non-public address `address` is ("loopback", "private", "metadata", ...); None if public."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return classify_address(address.ipv4_mapped)
+    """The kind of non-public address `address` is ("loopback", "private", "metadata", ...); None if public.
+
+    An IPv6 form that embeds an IPv4 address is judged by that address first (6to4 of 169.254.169.254 is
+    "metadata"), and then as itself, so embedding never makes an address more reachable than it was.
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        kinds = [kind for inner in embedded_ipv4(address) if (kind := classify_address(inner)) is not None]
+        if kinds:  # several candidates (NAT64 local-use placements): a metadata one names the refusal
+            return "metadata" if "metadata" in kinds else kinds[0]
+        if address.ipv4_mapped is not None:
+            return None  # a mapped public IPv4 address is that address
     if address in METADATA_ADDRESSES:
         return "metadata"
     for kind in ("loopback", "unspecified", "link_local", "multicast", "private", "reserved"):
         if getattr(address, f"is_{kind}"):
             return kind
-    # what is left and still not global: shared CGNAT space 100.64/10, 6to4/Teredo relays and the like
+    # what is left and still not global: shared CGNAT space 100.64/10 and the like
     return None if address.is_global else "non_global"
 
 
