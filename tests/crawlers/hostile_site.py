@@ -80,6 +80,13 @@ class _Handler(BaseHTTPRequestHandler):
                 f"<item><link>{self.server.url}/from-feed.html</link></item></channel></rss>"
             )
             return self._send(200, body.encode(), {"Content-Type": "application/rss+xml"})
+        if path == "/ports.html":  # links, an image and a redirect to other origins on the same loopback host
+            neighbour, own_https = self.server.neighbour_url, f"https://127.0.0.1:{port}"
+            links = [f"{neighbour}/linked.html", "/to-neighbour", f"{own_https}/other-scheme.html", "/q?a=1"]
+            page = _page("Ports", "Other origins on this host.", links)
+            return self._send(200, page.replace(b"</main>", f'<img src="{neighbour}/img.png"></main>'.encode()))
+        if path == "/to-neighbour":
+            return self._send(302, b"", {"Location": f"{self.server.neighbour_url}/redirected.html"})
         if path in ("/from-sitemap.html", "/from-feed.html"):
             return self._send(200, _page(path, "Only a seed links here."))
         if path == "/index.html":
@@ -207,11 +214,17 @@ class HostileServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self) -> None:
+    def __init__(self, neighbour_url: str = "http://127.0.0.1:9") -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.neighbour_url = neighbour_url  # another origin /ports.html points at
         self.hits: list[str] = []
+        self.connections = 0  # TCP connections accepted, counted before a byte is read
         self.stopping = threading.Event()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        self.connections += 1
+        return True
 
     @property
     def url(self) -> str:

@@ -176,6 +176,24 @@ def test_without_an_allow_list_loopback_is_refused_before_any_traffic(tmp_path):
     assert f"SSRF guard refused {server.url}/index.html: loopback address 127.0.0.1" in log
 
 
+def test_the_allow_list_opens_one_origin_not_the_host(tmp_path):
+    """Allowing one loopback site opens no other port (or scheme) of 127.0.0.1 to its links and redirects."""
+    with HostileServer() as neighbour, HostileServer(neighbour_url=neighbour.url) as site:
+        config = CrawlConfig(
+            start_url=site.url + "/ports.html", source="s", allowed_private_hosts=[site.url], timeout_s=30
+        )
+        report = crawl(config, tmp_path / "run", crawl_run="r", settings=HOSTILE_SETTINGS)
+        hits = list(site.hits)
+    assert neighbour.connections == 0 and neighbour.hits == []  # not one connection, not robots.txt
+    assert {"/robots.txt", "/ports.html", "/to-neighbour", "/q?a=1"} <= set(hits)
+    # the link, the redirect target, the image, and the site's own port under https
+    assert report["ssrf_refused"] == {"loopback": 4}
+    log = (tmp_path / "run" / "_crawl.log").read_text()
+    for url in ("/linked.html", "/redirected.html", "/img.png"):
+        assert f"SSRF guard refused {neighbour.url}{url}: loopback address 127.0.0.1" in log
+    assert f"SSRF guard refused https://127.0.0.1:{site.server_address[1]}/other-scheme.html" in log
+
+
 def test_the_resolver_refuses_on_its_own(tmp_path):
     """Defence in depth: with the middleware switched off, the DNS resolver still refuses localhost."""
     settings = {

@@ -239,6 +239,14 @@ def test_guard_middleware_decisions() -> None:
     assert _decide("http://93.184.216.34/") is None  # a public literal: allowed (and not fetched here)
     allowed = ["127.0.0.1"]  # a bare host: the start URL's origin, http://127.0.0.1:8765
     assert _decide("http://127.0.0.1:8765/", allowed) is None
+    assert _decide("http://127.0.0.1:8765/other/page?q=1", allowed) is None
+    # the origin, not the host: another port or scheme of the same host stays closed
+    assert _decide("http://127.0.0.1:8766/", allowed) == "loopback address 127.0.0.1"
+    assert _decide("http://127.0.0.1/", allowed) == "loopback address 127.0.0.1"
+    assert _decide("https://127.0.0.1:8765/", allowed) == "loopback address 127.0.0.1"
+    assert _decide("http://127.0.0.1:4200/", ["http://127.0.0.1:4200"]) is None  # an explicit origin
+    assert _decide("http://[::1]:8765/", ["http://[::1]:8765"]) is None
+    assert _decide("http://[::1]:8766/", ["http://[::1]:8765"]) == "loopback address ::1"
     assert _decide("http://[::1]:8765/", allowed) is not None
     assert _decide("http://localhost:8765/", allowed) is not None
     assert _decide("http://localhost:8765/", FLYWHEEL_ALLOWED_PRIVATE_NETWORKS="127.0.0.0/8,::1/128") is None
