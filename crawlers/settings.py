@@ -7,6 +7,9 @@ NEWSPIDER_MODULE = "crawlers.spiders"
 # Identify ourselves and play by the site's rules.
 USER_AGENT = "FlywheelBot/0.1 (+https://github.com/flywheel)"
 ROBOTSTXT_OBEY = True
+# robots.txt is read up to 500 KiB, the least RFC 9309 §2.5 lets a parser handle; the rest is ignored, as it allows.
+ROBOTSTXT_PARSER = "crawlers.politeness.CappedRobotParser"
+FLYWHEEL_ROBOTSTXT_MAXSIZE = 500 * 1024
 
 # The demo crawls a loopback site: no fixed delay, but AutoThrottle stays on so a real site that slows
 # down gets backed off. Start delay 0.1 s (Scrapy's default is 5 s, meant for remote hosts); on

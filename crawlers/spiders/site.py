@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -39,6 +39,11 @@ RESPONSES_PER_PAGE = 50
 # Log the first few occurrences of each skip reason at INFO, the rest at DEBUG: a trap yields thousands.
 _LOUD_NOTES = 5
 _FEED_TYPES = ("application/rss+xml", "application/atom+xml")
+# Over-budget links kept per page of budget, to replace scheduled page requests that turn out to be no page
+# (a 404, a redirect off-site, not HTML); beyond this they are dropped and counted (skipped/page_budget).
+BACKLOG_PER_PAGE = 4
+# Request.meta key of a page request that holds one of the max_pages slots.
+PAGE_SLOT = "flywheel_page_slot"
 
 
 # Enough words to say what an image is about (a paragraph or two) without copying the page per image.
@@ -91,6 +96,8 @@ class SiteSpider(scrapy.Spider):
     """Crawl one site from its CrawlConfig's `start_url` (crawlers.config; the job comes as FLYWHEEL_CRAWL_JOB).
 
     `allowed_domains` defaults to the start URL's host. robots.txt `Sitemap:` lines are always used as seeds.
+    At most `max_pages` page requests are out at any time or done: links found beyond that wait in a bounded
+    backlog and are sent only when a scheduled one turns out not to be a page (an error, not HTML).
     """
 
     name = "site"
@@ -109,6 +116,10 @@ class SiteSpider(scrapy.Spider):
         self.scope = UrlScope(config.include or [], config.exclude or [], config.max_pages_per_template)
         self.pages_parsed = 0
         self.bytes_seen = 0
+        self.page_slots = 0  # page requests sent and not yet known to be no page, plus pages parsed
+        self.backlog: deque[scrapy.Request] = deque()
+        self._topping_up = False
+        self._pages_seen: set[str] = set()
         self._notes: Counter[str] = Counter()
         self._sitemaps_seen: set[str] = set()
 
@@ -126,6 +137,7 @@ class SiteSpider(scrapy.Spider):
         spider.extract_pool = None
         crawler.signals.connect(spider._open_pool, signal=signals.spider_opened)
         crawler.signals.connect(spider._close_pool, signal=signals.spider_closed)
+        crawler.signals.connect(spider._request_dropped, signal=signals.request_dropped)
         spider.crawl_state = CrawlState(job.state_path)
         crawler.signals.connect(spider._robots_parsed, signal=signals.robots_parsed)
         return spider
@@ -142,6 +154,7 @@ class SiteSpider(scrapy.Spider):
     def on_error(self, failure: Failure) -> None:
         """Errback of every request: count the failure by kind and log its reason; never fatal to the crawl."""
         request = getattr(failure, "request", None)
+        self._release(request)
         url = request.url if request is not None else "?"
         kind = classify_failure(failure.value)
         if kind is None:
@@ -203,16 +216,60 @@ class SiteSpider(scrapy.Spider):
         if reason is not None:
             self.note(f"out_of_scope/{reason}", canonical)
             return None
+        if canonical in self._pages_seen:
+            return None
+        self._pages_seen.add(canonical)
         if seed:
             self.crawler.stats.inc_value(f"flywheel/seeds/{seed}")
         prior = self.crawl_state.get(canonical)
-        return scrapy.Request(
+        request = scrapy.Request(
             canonical,
             callback=self.parse,
             errback=self.on_error,
             headers=prior.conditional_headers() if prior else None,
-            meta={"download_maxsize": self.page_maxsize, "handle_httpstatus_list": [304]},
+            meta={"download_maxsize": self.page_maxsize, "handle_httpstatus_list": [304], PAGE_SLOT: True},
         )
+        return self._admit(request)
+
+    # --- the page budget -----------------------------------------------------------------------------------
+
+    def _admit(self, request: scrapy.Request) -> scrapy.Request | None:
+        """`request` if a page slot is free (it takes it); else it waits in the backlog and None is returned."""
+        if self.page_slots < self.max_pages:
+            self.page_slots += 1
+            return request
+        if len(self.backlog) < self.max_pages * BACKLOG_PER_PAGE:
+            self.backlog.append(request)
+        else:
+            self.crawler.stats.inc_value("flywheel/skipped/page_budget")
+        return None
+
+    def _release(self, request: scrapy.Request | None) -> None:
+        """A page request that gave no page frees its slot; waiting links take the free slots."""
+        if request is None or not request.meta.get(PAGE_SLOT):
+            return
+        request.meta[PAGE_SLOT] = False  # once per request, whichever of its ends comes first
+        self.page_slots -= 1
+        if self._topping_up:  # a request dropped while the loop below sends one: the loop goes on
+            return
+        self._topping_up = True
+        try:
+            while self.backlog and self.page_slots < self.max_pages and self.crawler.engine is not None:
+                self.page_slots += 1
+                self.crawler.engine.crawl(self.backlog.popleft())
+        finally:
+            self._topping_up = False
+
+    def _request_dropped(self, request: scrapy.Request, spider: scrapy.Spider | None = None) -> None:
+        """The scheduler refused a request (its dupefilter: seen by an earlier run of this JOBDIR)."""
+        self._release(request)
+
+    def _count_page(self, request: scrapy.Request | None) -> None:
+        self.pages_parsed += 1
+        if request is not None and not request.meta.get(PAGE_SLOT):
+            self.page_slots += 1  # resumed from a JOBDIR queue: it took no slot in this run yet
+        if request is not None:
+            request.meta[PAGE_SLOT] = False
 
     def image_request(
         self, url: str, page_url: str, alt: str | None, caption: str | None, context: str | None = None
@@ -264,7 +321,7 @@ class SiteSpider(scrapy.Spider):
     async def parse(self, response: Response) -> AsyncIterator[Any]:
         self._account(response)
         fetched_at = datetime.now(UTC)
-        if self.pages_parsed >= self.max_pages:
+        if self.pages_parsed >= self.max_pages:  # only a request resumed from a JOBDIR queue gets here
             self.crawler.stats.inc_value("flywheel/pages_over_budget")
             return
         if response.status == 304:
@@ -274,10 +331,12 @@ class SiteSpider(scrapy.Spider):
         body = response.body
         if sniff_mime(body):
             # A link that led straight to an image file: keep it like any other image.
+            self._release(response.request)
             if self._changed(response, "image"):
                 yield ImageItem(response.url, None, body, None, None, fetched_at, *self._validators(response))
             return
         if not looks_like_html(body):
+            self._release(response.request)
             content_type = (response.headers.get("Content-Type") or b"none").decode("latin-1")[:80]
             self.note("skipped/not_html", response.url, f"Content-Type {content_type}, body is not HTML")
             return
@@ -287,7 +346,7 @@ class SiteSpider(scrapy.Spider):
         if not isinstance(response, TextResponse):
             # HTML that Scrapy did not recognise (an image or octet-stream type): trust the bytes, not the header.
             response = HtmlResponse(response.url, body=body, request=response.request)
-        self.pages_parsed += 1
+        self._count_page(response.request)
         links = self._links(response)
         images = self._images(response) if self.fetch_images else []
         if self._changed(response, "page"):
@@ -314,7 +373,7 @@ class SiteSpider(scrapy.Spider):
 
     def _revalidated_page(self, response: Response) -> Iterator[scrapy.Request]:
         """304 Not Modified: nothing to write, but the links and images it had last time are still followed."""
-        self.pages_parsed += 1
+        self._count_page(response.request)
         self.crawler.stats.inc_value("flywheel/unchanged/page_304")
         prior = self.crawl_state.get(response.request.url if response.request else response.url)
         if prior is None:

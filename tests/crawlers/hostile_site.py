@@ -263,3 +263,63 @@ class TripwireMiddleware:
         if not loopback:
             self.crawler.stats.inc_value("tripwire/fired")
             raise IgnoreRequest(f"TRIPWIRE: {request.url} would have left loopback")
+
+
+def big_robots_txt(rules: int = 150_000) -> bytes:
+    """A robots.txt of ~4 MB: a real rule first, `rules` filler rules, then a rule past any 500 KiB cap."""
+    filler = "".join(f"Disallow: /filler/{i}/*.php\n" for i in range(rules))
+    return f"User-agent: *\nDisallow: /private/\n{filler}Disallow: /p/\n".encode()
+
+
+class _WideHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+    server: WideServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.server.hits.append(self.path)
+        pages, path = self.server.pages, urlsplit(self.path).path
+        if path == "/robots.txt":
+            status, body, kind = 200, self.server.robots, "text/plain"
+        elif path == "/index.html":
+            links = [f"/missing/{i}" for i in range(self.server.missing)] + [f"/p/{i}" for i in range(pages)]
+            links.append("/private/secret.html")
+            status, body, kind = 200, _page("Wide", "Many pages.", links), "text/html"
+        elif path.startswith(("/p/", "/private/")):
+            n = int(path.rsplit("/", 1)[1]) if path.startswith("/p/") else 0
+            links = [f"/p/{(n * 7 + k) % pages}" for k in range(1, 20)] + [f"/missing/{n}"]
+            status, body, kind = 200, _page(f"Page {n}", "A page of a wide site.", links), "text/html"
+        else:
+            status, body, kind = 404, b"not found", "text/plain"
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class WideServer(ThreadingHTTPServer):
+    """A wide loopback site: an index linking `pages` pages (each linking 19 more) and `missing` dead links first."""
+
+    daemon_threads = True
+
+    def __init__(self, pages: int = 400, missing: int = 10, robots: bytes = b"User-agent: *\nDisallow: /private/\n"):
+        super().__init__(("127.0.0.1", 0), _WideHandler)
+        self.pages, self.missing, self.robots = pages, missing, robots
+        self.hits: list[str] = []
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self) -> WideServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()
+        self._thread.join(timeout=5)
