@@ -11,14 +11,12 @@ import sys
 from pathlib import Path
 
 from corpus.store import DataRoot
+from crawlers.child import PARENT_PIPE_ENV, TERM_GRACE_S
 from crawlers.config import CrawlConfig, CrawlJob
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LOG_NAME = "_crawl.log"
 _LOG_TAIL_CHARS = 4000
-# On timeout the crawl gets one SIGTERM (Scrapy then closes cleanly: shards flushed, JOBDIR saved, report
-# written) and this long to finish its in-flight downloads before SIGKILL.
-TERM_GRACE_S = 10.0
 
 
 class CrawlError(RuntimeError):
@@ -47,13 +45,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def build_command(job: CrawlJob, *, jobdir: Path | None = None, settings: dict[str, str] | None = None) -> list[str]:
-    """The `scrapy crawl site ...` command line of `job`: the whole job is one setting, FLYWHEEL_CRAWL_JOB (JSON).
+    """The `scrapy crawl site ...` command line of `job` (run by crawlers.child): the whole job is one setting,
+    FLYWHEEL_CRAWL_JOB (JSON).
 
     `jobdir`: Scrapy's JOBDIR (a rerun with the same folder resumes); `settings`: extra Scrapy settings.
     """
     merged = {CrawlJob.SETTING: job.to_setting(), **({"JOBDIR": str(jobdir)} if jobdir is not None else {})}
     merged.update(settings or {})
-    cmd = [sys.executable, "-m", "scrapy", "crawl", "site"]
+    cmd = [sys.executable, "-m", "crawlers.child", "crawl", "site"]
     for key, value in merged.items():
         cmd += ["-s", f"{key}={value}"]
     return cmd
@@ -98,14 +97,30 @@ def crawl(
     log_path = output_dir / LOG_NAME
     (output_dir / REPORT_NAME).unlink(missing_ok=True)
     start_url = config.start_url
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            proc.wait(timeout=config.timeout_s)
-        except subprocess.TimeoutExpired:
-            _stop(proc)
-            message = f"crawl of {start_url} timed out after {config.timeout_s} s; log tail:\n{_tail(log_path)}"
-            raise CrawlError(message) from None
+    # The child ends with this process: it watches the read end of this pipe for EOF (crawlers.child).
+    watch_fd, keep_fd = os.pipe()
+    env[PARENT_PIPE_ENV] = str(watch_fd)
+    try:
+        with log_path.open("wb") as log:
+            try:
+                proc = subprocess.Popen(
+                    cmd, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, pass_fds=(watch_fd,)
+                )
+            finally:
+                os.close(watch_fd)
+            try:
+                proc.wait(timeout=config.timeout_s)
+            except subprocess.TimeoutExpired:
+                _stop(proc)
+                message = f"crawl of {start_url} timed out after {config.timeout_s} s; log tail:\n{_tail(log_path)}"
+                raise CrawlError(message) from None
+            except BaseException:
+                # KeyboardInterrupt, or a task runner's cancellation raised in this thread: stop the crawl
+                # cleanly, as on a timeout, before passing it on (a signal handler needs the main thread).
+                _stop(proc)
+                raise
+    finally:
+        os.close(keep_fd)
     if proc.returncode != 0:
         raise CrawlError(f"crawl of {start_url} exited with {proc.returncode}; log tail:\n{_tail(log_path)}")
     root = DataRoot(str(output_dir))

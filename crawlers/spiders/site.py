@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -24,6 +25,7 @@ from scrapy.utils.gz import gunzip
 from scrapy.utils.sitemap import Sitemap
 from twisted.python.failure import Failure
 
+from crawlers.child import die_with_parent
 from crawlers.config import CrawlConfig, CrawlJob
 from crawlers.content import fingerprint, looks_like_html, sniff_mime
 from crawlers.items import ImageItem, PageItem
@@ -195,7 +197,9 @@ class SiteSpider(scrapy.Spider):
         if self.extract_workers and self.extract_pool is None:
             # spawn, not fork: forking a process that runs a reactor and threads copies their locks mid-use
             context = multiprocessing.get_context("spawn")
-            self.extract_pool = ProcessPoolExecutor(self.extract_workers, mp_context=context)
+            self.extract_pool = ProcessPoolExecutor(
+                self.extract_workers, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),)
+            )
             for _ in range(self.extract_workers):
                 self.extract_pool.submit(extract_text, "<html><body><p>warm-up</p></body></html>", "http://warm.up/")
 
