@@ -174,19 +174,19 @@ def run_bare(url: str, work: Path, max_pages: int) -> dict[str, Any]:
 
 
 def run_flywheel(url: str, work: Path, max_pages: int, name: str, fetch_images: bool) -> dict[str, Any]:
+    from crawlers.config import CrawlConfig
     from crawlers.run import crawl
 
-    started = time.perf_counter()
-    report = crawl(
-        url,
-        work / name,
-        crawl_run=name,
+    config = CrawlConfig(
+        start_url=url,
         source="bench",
         max_pages=max_pages,
         timeout_s=900,
         allowed_private_hosts=["127.0.0.1"],
-        settings={**_shared_settings(), "FLYWHEEL_FETCH_IMAGES": str(fetch_images)},
+        fetch_images=fetch_images,
     )
+    started = time.perf_counter()
+    report = crawl(config, work / name, crawl_run=name, settings=_shared_settings())
     wall = time.perf_counter() - started
     return {
         "pages": report["pages"],

@@ -9,6 +9,7 @@ import socket
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from scrapy import Request
 from scrapy.crawler import Crawler
@@ -18,6 +19,8 @@ from scrapy.utils.httpobj import urlparse_cached
 from twisted.internet.base import ReactorBase
 from twisted.internet.defer import Deferred
 from twisted.internet.error import DNSLookupError
+
+from crawlers.config import CrawlJob, format_origin
 
 logger = logging.getLogger(__name__)
 
@@ -38,43 +41,108 @@ class BlockedAddressError(IgnoreRequest):
         self.reason = reason
 
 
+# RFC 6052 prefix lengths a NAT64 operator may use inside the local-use prefix 64:ff9b:1::/48 (RFC 8215);
+# the well-known prefix 64:ff9b::/96 is always /96.
+_NAT64_WKP = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+_IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # RFC 2765 (SIIT)
+
+
+def _v4(bits: int) -> ipaddress.IPv4Address:
+    return ipaddress.IPv4Address(bits & 0xFFFFFFFF)
+
+
+def _nat64_local_candidates(value: int) -> list[ipaddress.IPv4Address]:
+    """The IPv4 address an RFC 6052 /48, /56, /64 or /96 prefix would embed (bits 64-71 are always skipped)."""
+    return [
+        _v4(((value >> 64) & 0xFFFF) << 16 | (value >> 40) & 0xFFFF),  # /48: bits 48-63, then 72-87
+        _v4(((value >> 64) & 0xFF) << 24 | (value >> 32) & 0xFFFFFF),  # /56: bits 56-63, then 72-95
+        _v4(value >> 24),  # /64: bits 72-103
+        _v4(value),  # /96: bits 96-127
+    ]
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 transition form carries, which is where its traffic really goes.
+
+    IPv4-mapped ::ffff:0:0/96, IPv4-translated ::ffff:0:0:0/96, IPv4-compatible ::/96 (but :: and ::1),
+    6to4 2002::/16, Teredo 2001::/32 (server and un-XOR-ed client), NAT64 64:ff9b::/96 and 64:ff9b:1::/48
+    (every RFC 6052 placement), and ISATAP interface ids ([02]00:5efe:a.b.c.d, RFC 5214) under any prefix.
+    """
+    value = int(address)
+    found: list[ipaddress.IPv4Address] = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    if address in _IPV4_TRANSLATED or (address in _IPV4_COMPATIBLE and value > 1):
+        found.append(_v4(value))
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    if address in _NAT64_WKP:
+        found.append(_v4(value))
+    elif address in _NAT64_LOCAL:
+        found.extend(_nat64_local_candidates(value))
+    # ISATAP: the interface id's upper half is 0000:5efe or 0200:5efe (the u/l and g bits may be set)
+    if (value >> 32) & 0xFCFFFFFF == 0x00005EFE:
+        found.append(_v4(value))
+    return found
+
+
 def classify_address(address: IPAddress) -> str | None:
-    """The kind of non-public address `address` is ("loopback", "private", "metadata", ...); None if public."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return classify_address(address.ipv4_mapped)
+    """The kind of non-public address `address` is ("loopback", "private", "metadata", ...); None if public.
+
+    An IPv6 form that embeds an IPv4 address is judged by that address first (6to4 of 169.254.169.254 is
+    "metadata"), and then as itself, so embedding never makes an address more reachable than it was.
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        kinds = [kind for inner in embedded_ipv4(address) if (kind := classify_address(inner)) is not None]
+        if kinds:  # several candidates (NAT64 local-use placements): a metadata one names the refusal
+            return "metadata" if "metadata" in kinds else kinds[0]
+        if address.ipv4_mapped is not None:
+            return None  # a mapped public IPv4 address is that address
     if address in METADATA_ADDRESSES:
         return "metadata"
     for kind in ("loopback", "unspecified", "link_local", "multicast", "private", "reserved"):
         if getattr(address, f"is_{kind}"):
             return kind
-    # what is left and still not global: shared CGNAT space 100.64/10, 6to4/Teredo relays and the like
+    # what is left and still not global: shared CGNAT space 100.64/10 and the like
     return None if address.is_global else "non_global"
 
 
 class AddressPolicy:
-    """Which hosts and addresses a crawl may reach: public ones, plus an explicit allow-list for private ones.
+    """Which origins and addresses a crawl may reach: public ones, plus an explicit allow-list for private ones.
 
-    `allowed_hosts`: host names or IP literals (case-insensitive, exact) that may resolve to anything;
-    `allowed_networks`: CIDR networks whose private addresses may be reached (metadata addresses never are).
+    `allowed_origins`: origins ("http://127.0.0.1:8765", crawlers.config.format_origin's spelling) that may
+    resolve to anything: that scheme, host and port only, so allowing one loopback site opens no other port
+    on the host. `allowed_networks`: CIDR networks whose private addresses may be reached on any port (an
+    operator's setting, FLYWHEEL_ALLOWED_PRIVATE_NETWORKS; metadata addresses never are).
     """
 
-    def __init__(self, allowed_hosts: Iterable[str] = (), allowed_networks: Iterable[str] = ()) -> None:
-        self.allowed_hosts = {h.strip().lower().strip("[]") for h in allowed_hosts if h.strip()}
+    def __init__(self, allowed_origins: Iterable[str] = (), allowed_networks: Iterable[str] = ()) -> None:
+        self.allowed_origins = set(allowed_origins)
+        self.allowed_hosts = {urlsplit(o).hostname or "" for o in self.allowed_origins}
         self.allowed_networks = [ipaddress.ip_network(n.strip(), strict=False) for n in allowed_networks if n.strip()]
 
     @classmethod
-    def from_settings(cls, settings: Any) -> AddressPolicy:
-        return cls(
-            settings.getlist("FLYWHEEL_ALLOWED_PRIVATE_HOSTS"), settings.getlist("FLYWHEEL_ALLOWED_PRIVATE_NETWORKS")
-        )
+    def from_crawler(cls, crawler: Any) -> AddressPolicy:
+        """The policy of this crawl: the job's allow-list (crawlers.config), the project's allowed networks."""
+        origins = CrawlJob.from_crawler(crawler).config.allowed_private_hosts or []
+        return cls(origins, crawler.settings.getlist("FLYWHEEL_ALLOWED_PRIVATE_NETWORKS"))
+
+    def origin_allowed(self, scheme: str, host: str, port: int) -> bool:
+        return format_origin(scheme, host, port) in self.allowed_origins
 
     def host_allowed(self, host: str) -> bool:
-        return host.lower().strip("[]") in self.allowed_hosts
+        """Whether some allowed origin is on `host`: all the DNS resolver can tell (it sees no port)."""
+        return host.lower().strip("[]").rstrip(".") in self.allowed_hosts
 
     def find_block_reason(self, host: str, addresses: Sequence[IPAddress]) -> str | None:
-        """Why `host` (resolved to `addresses`) may not be reached, or None. Any one blocked address blocks it."""
-        if self.host_allowed(host):
-            return None
+        """Why `host` (resolved to `addresses`) may not be reached, or None. Any one blocked address blocks it.
+
+        Origins are not checked here: callers that know the port ask `origin_allowed` first.
+        """
         if not addresses:
             return "no_address"
         for address in addresses:
@@ -112,7 +180,7 @@ class SsrfGuardMiddleware:
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
-        self.policy = AddressPolicy.from_settings(crawler.settings)
+        self.policy = AddressPolicy.from_crawler(crawler)
         self.dns_timeout = crawler.settings.getfloat("DNS_TIMEOUT")  # Scrapy's own lookup limit (default 60 s)
         self._decisions: dict[str, str | None] = {}
 
@@ -123,9 +191,10 @@ class SsrfGuardMiddleware:
     async def process_request(self, request: Request) -> None:
         parts = urlparse_cached(request)
         host = parts.hostname or ""
-        key = f"{host}:{parts.port}"
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        key = f"{parts.scheme}://{host}:{port}"
         if key not in self._decisions:
-            self._decisions[key] = await self._decide(host, parts.port or (443 if parts.scheme == "https" else 80))
+            self._decisions[key] = await self._decide(parts.scheme, host, port)
         reason = self._decisions[key]
         if reason is None:
             return
@@ -133,10 +202,10 @@ class SsrfGuardMiddleware:
         logger.warning("SSRF guard refused %s: %s", request.url, reason)
         raise BlockedAddressError(request.url, reason)
 
-    async def _decide(self, host: str, port: int) -> str | None:
+    async def _decide(self, scheme: str, host: str, port: int) -> str | None:
         if not host:
             return "no_host"
-        if self.policy.host_allowed(host):
+        if self.policy.origin_allowed(scheme, host, port):
             return None
         literal = parse_ip(host)
         if literal is not None:
@@ -168,7 +237,7 @@ class GuardedResolver(CachingThreadedResolver):
     @classmethod
     def from_crawler(cls, crawler: Crawler, reactor: ReactorBase) -> GuardedResolver:
         cache_size = crawler.settings.getint("DNSCACHE_SIZE") if crawler.settings.getbool("DNSCACHE_ENABLED") else 0
-        policy = AddressPolicy.from_settings(crawler.settings)
+        policy = AddressPolicy.from_crawler(crawler)
         return cls(reactor, cache_size, crawler.settings.getfloat("DNS_TIMEOUT"), policy)
 
     def getHostByName(self, name: str, timeout: Sequence[int] = ()) -> Deferred[str]:
@@ -178,6 +247,8 @@ class GuardedResolver(CachingThreadedResolver):
 
     def check_address(self, address: str, name: str) -> str:
         """`address` if the policy lets `name` reach it; raises DNSLookupError (no connection is made) if not."""
+        if self.policy.host_allowed(name):
+            return address
         ip = parse_ip(address)
         reason = self.policy.find_block_reason(name, [ip] if ip is not None else [])
         if reason is not None:

@@ -12,6 +12,7 @@ from scrapy.crawler import Crawler
 
 from corpus.schema import RECORD_SCHEMA, make_record_id
 from corpus.store import DataRoot
+from crawlers.config import CrawlJob
 from crawlers.content import fingerprint, sniff_mime
 from crawlers.items import ImageItem, PageItem
 from crawlers.netguard import GuardedResolver
@@ -79,16 +80,13 @@ class ParquetShardPipeline:
     """
 
     def __init__(self, crawler: Crawler) -> None:
-        settings = crawler.settings
-        output = settings.get("FLYWHEEL_OUTPUT_DIR")
-        if not output:
-            # An error, not NotConfigured: a crawl whose items go nowhere would lose everything it fetched.
-            raise ValueError("set FLYWHEEL_OUTPUT_DIR to the folder the raw shards go to")
+        # No job is an error, not NotConfigured: a crawl whose items go nowhere would lose everything it fetched.
+        job = CrawlJob.from_crawler(crawler)
         self.crawler = crawler
-        self.root = DataRoot(str(output))
-        self.source = settings.get("FLYWHEEL_SOURCE")
-        self.crawl_run = settings.get("FLYWHEEL_CRAWL_RUN")
-        self.shard_rows = settings.getint("FLYWHEEL_SHARD_ROWS", 500)
+        self.root = DataRoot(job.output_dir)
+        self.source = job.config.source
+        self.crawl_run = job.crawl_run
+        self.shard_rows = crawler.settings.getint("FLYWHEEL_SHARD_ROWS", 500)
         self.buffer: list[dict[str, Any]] = []
         self.pending_state: list[UrlState] = []
         self.shards = len(self.root.list("", ".parquet"))

@@ -9,16 +9,14 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 from corpus.store import DataRoot
+from crawlers.child import PARENT_PIPE_ENV, TERM_GRACE_S
+from crawlers.config import CrawlConfig, CrawlJob
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LOG_NAME = "_crawl.log"
 _LOG_TAIL_CHARS = 4000
-# On timeout the crawl gets one SIGTERM (Scrapy then closes cleanly: shards flushed, JOBDIR saved, report
-# written) and this long to finish its in-flight downloads before SIGKILL.
-TERM_GRACE_S = 10.0
 
 
 class CrawlError(RuntimeError):
@@ -46,83 +44,83 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def build_command(
-    start_url: str,
-    output_dir: Path,
-    *,
-    crawl_run: str,
-    source: str,
-    allowed_domains: list[str] | None = None,
-    max_pages: int = 2000,
-    jobdir: Path | None = None,
-    settings: dict[str, str] | None = None,
-    state_path: Path | None = None,
-    include: list[str] | None = None,
-    exclude: list[str] | None = None,
-    sitemap_urls: list[str] | None = None,
-    allowed_private_hosts: list[str] | None = None,
-    max_bytes: int | None = None,
-) -> list[str]:
-    """The `scrapy crawl site ...` command line for these arguments."""
-    cmd = [sys.executable, "-m", "scrapy", "crawl", "site", "-a", f"start_url={start_url}"]
-    cmd += ["-a", f"max_pages={int(max_pages)}"]
-    if allowed_domains:
-        cmd += ["-a", "allowed_domains=" + ",".join(allowed_domains)]
-    for name, values in (("include", include), ("exclude", exclude), ("sitemap_urls", sitemap_urls)):
-        if values:
-            cmd += ["-a", f"{name}={json.dumps(list(values))}"]
-    merged = {
-        "FLYWHEEL_OUTPUT_DIR": str(output_dir),
-        "FLYWHEEL_CRAWL_RUN": crawl_run,
-        "FLYWHEEL_SOURCE": source,
-        **({"JOBDIR": str(jobdir)} if jobdir is not None else {}),
-        **({"FLYWHEEL_STATE_PATH": str(state_path)} if state_path is not None else {}),
-        **({"FLYWHEEL_ALLOWED_PRIVATE_HOSTS": ",".join(allowed_private_hosts)} if allowed_private_hosts else {}),
-        **({"FLYWHEEL_MAX_BYTES": str(int(max_bytes))} if max_bytes else {}),
-        **(settings or {}),
-    }
+def build_command(job: CrawlJob, *, jobdir: Path | None = None, settings: dict[str, str] | None = None) -> list[str]:
+    """The `scrapy crawl site ...` command line of `job` (run by crawlers.child): the whole job is one setting,
+    FLYWHEEL_CRAWL_JOB (JSON).
+
+    `jobdir`: Scrapy's JOBDIR (a rerun with the same folder resumes); `settings`: extra Scrapy settings.
+    """
+    merged = {CrawlJob.SETTING: job.to_setting(), **({"JOBDIR": str(jobdir)} if jobdir is not None else {})}
+    merged.update(settings or {})
+    cmd = [sys.executable, "-m", "crawlers.child", "crawl", "site"]
     for key, value in merged.items():
         cmd += ["-s", f"{key}={value}"]
     return cmd
 
 
-def crawl(start_url: str, output_dir: Path, *, timeout_s: float = 900, **options: Any) -> dict:
-    """Crawl `start_url` into Parquet shards under `output_dir`; return `_report.json` plus output and shard count.
+def crawl(
+    config: CrawlConfig,
+    output_dir: Path,
+    *,
+    crawl_run: str,
+    state_path: Path | None = None,
+    jobdir: Path | None = None,
+    settings: dict[str, str] | None = None,
+) -> dict:
+    """Crawl as `config` says into Parquet shards under `output_dir`; return `_report.json` plus output and shards.
 
-    Runs `scrapy crawl site` as a child process, so it can be called any number of times per process.
-    Its log goes to `output_dir/_crawl.log`. Raises CrawlError (with the log's tail) on a non-zero exit,
-    a timeout, or a missing report.
+    Runs `scrapy crawl site` as a child process, so it can be called any number of times per process; it is
+    stopped after `config.timeout_s`. Its log goes to `output_dir/_crawl.log`. Raises CrawlError (with the
+    log's tail) on a non-zero exit, a timeout, or a missing report.
 
-    `options` are `build_command`'s: `crawl_run` and `source` (required), `allowed_domains`, `max_pages`,
-    `jobdir`, `settings` (extra Scrapy settings), and these. `state_path`: a local SQLite file of per-URL
-    validators and fingerprints (one per source, kept between runs): revisits send conditional requests
-    and only changed content is written. `include`/`exclude`: regexes over canonical page URLs.
-    `sitemap_urls`: extra sitemap or feed seeds. `allowed_private_hosts`: hosts that may resolve to
-    private/loopback addresses (the SSRF guard refuses them otherwise), e.g. ["127.0.0.1"] for the loopback
-    demo site. `max_bytes`: byte budget over all response bodies.
+    `crawl_run`: the run's name, stamped on every record. `state_path`: the local SQLite file of per-URL
+    validators and fingerprints (one per source, kept between runs) that an incremental crawl
+    (`config.incremental`) needs: revisits send conditional requests and only changed content is written.
+    `jobdir`: Scrapy's JOBDIR (a rerun with the same folder resumes). `settings`: extra Scrapy settings.
     """
-    if not start_url.startswith(("http://", "https://")):
-        raise ValueError(f"start_url must be an http(s) URL, got {start_url!r}")
-    if options.get("max_pages", 2000) < 1:
-        raise ValueError(f"max_pages must be >= 1, got {options['max_pages']}")
+    if config.incremental != (state_path is not None):
+        raise ValueError("an incremental crawl needs a state_path, and only an incremental one takes it")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    if options.get("jobdir") is not None:
-        Path(options["jobdir"]).mkdir(parents=True, exist_ok=True)
-    cmd = build_command(start_url, output_dir, **options)
+    if jobdir is not None:
+        Path(jobdir).mkdir(parents=True, exist_ok=True)
+    job = CrawlJob(
+        config=config,
+        crawl_run=crawl_run,
+        output_dir=str(output_dir),
+        state_path=str(state_path) if state_path is not None else None,
+    )
+    cmd = build_command(job, jobdir=jobdir, settings=settings)
     env = dict(os.environ)
     env["SCRAPY_SETTINGS_MODULE"] = "crawlers.settings"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
     log_path = output_dir / LOG_NAME
     (output_dir / REPORT_NAME).unlink(missing_ok=True)
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _stop(proc)
-            message = f"crawl of {start_url} timed out after {timeout_s} s; log tail:\n{_tail(log_path)}"
-            raise CrawlError(message) from None
+    start_url = config.start_url
+    # The child ends with this process: it watches the read end of this pipe for EOF (crawlers.child).
+    watch_fd, keep_fd = os.pipe()
+    env[PARENT_PIPE_ENV] = str(watch_fd)
+    try:
+        with log_path.open("wb") as log:
+            try:
+                proc = subprocess.Popen(
+                    cmd, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, pass_fds=(watch_fd,)
+                )
+            finally:
+                os.close(watch_fd)
+            try:
+                proc.wait(timeout=config.timeout_s)
+            except subprocess.TimeoutExpired:
+                _stop(proc)
+                message = f"crawl of {start_url} timed out after {config.timeout_s} s; log tail:\n{_tail(log_path)}"
+                raise CrawlError(message) from None
+            except BaseException:
+                # KeyboardInterrupt, or a task runner's cancellation raised in this thread: stop the crawl
+                # cleanly, as on a timeout, before passing it on (a signal handler needs the main thread).
+                _stop(proc)
+                raise
+    finally:
+        os.close(keep_fd)
     if proc.returncode != 0:
         raise CrawlError(f"crawl of {start_url} exited with {proc.returncode}; log tail:\n{_tail(log_path)}")
     root = DataRoot(str(output_dir))
@@ -136,15 +134,13 @@ def crawl(start_url: str, output_dir: Path, *, timeout_s: float = 900, **options
 
 def crawl_to_root(
     root: DataRoot,
-    start_url: str,
+    config: CrawlConfig,
     *,
     crawl_run: str,
-    source: str,
     work_dir: Path,
-    incremental: bool = False,
-    **options: Any,
+    settings: dict[str, str] | None = None,
 ) -> dict:
-    """Crawl into `raw/<crawl_run>/` of `root` (a local folder or object storage); `options` go to `crawl`.
+    """Crawl as `config` says into `raw/<crawl_run>/` of `root` (a local folder or object storage).
 
     A local root is written in place, with the job folder and the per-source incremental state under
     `state/crawl/`. Scrapy needs a disk, so for any other root the crawl runs in a staging folder under
@@ -153,16 +149,16 @@ def crawl_to_root(
     (SQLite) is downloaded before the crawl and uploaded after it. A retry after a failed upload uploads
     the finished staging folder again instead of crawling again; a successful upload removes it.
     """
-    state_rel = f"state/crawl/{source}.sqlite"
+    state_rel = f"state/crawl/{config.source}.sqlite"
+    incremental = config.incremental
     if root.is_local:
         return crawl(
-            start_url,
+            config,
             Path(root.local_path(f"raw/{crawl_run}")),
             crawl_run=crawl_run,
-            source=source,
             jobdir=Path(root.local_path(f"state/crawl/jobs/{crawl_run}")),
             state_path=Path(root.local_path(state_rel)) if incremental else None,
-            **options,
+            settings=settings,
         )
     staging = Path(work_dir).absolute() / "crawl" / crawl_run
     raw_dir, state_path = staging / "raw", staging / "state.sqlite"
@@ -174,13 +170,12 @@ def crawl_to_root(
         report["shards"] = len(list(raw_dir.glob("*.parquet")))
     else:
         report = crawl(
-            start_url,
+            config,
             raw_dir,
             crawl_run=crawl_run,
-            source=source,
             jobdir=staging / "job",
             state_path=state_path if incremental else None,
-            **options,
+            settings=settings,
         )
     files = sorted(p for p in raw_dir.iterdir() if p.is_file() and p.name != REPORT_NAME and p.name[0] != ".")
     for path in files:

@@ -7,6 +7,9 @@ NEWSPIDER_MODULE = "crawlers.spiders"
 # Identify ourselves and play by the site's rules.
 USER_AGENT = "FlywheelBot/0.1 (+https://github.com/flywheel)"
 ROBOTSTXT_OBEY = True
+# robots.txt is read up to 500 KiB, the least RFC 9309 §2.5 lets a parser handle; the rest is ignored, as it allows.
+ROBOTSTXT_PARSER = "crawlers.politeness.CappedRobotParser"
+FLYWHEEL_ROBOTSTXT_MAXSIZE = 500 * 1024
 
 # The demo crawls a loopback site: no fixed delay, but AutoThrottle stays on so a real site that slows
 # down gets backed off. Start delay 0.1 s (Scrapy's default is 5 s, meant for remote hosts); on
@@ -36,23 +39,12 @@ FLYWHEEL_IMAGE_MAXSIZE = DOWNLOAD_MAXSIZE
 # Processes that run trafilatura beside the crawl (0 = in the crawl process). On loopback the crawl is CPU
 # bound and extraction is its largest added cost (bench/CRAWL.md); one worker moves it off the reactor's core.
 FLYWHEEL_EXTRACT_WORKERS = 1
-# False crawls text only (a source whose images are not wanted): pages are still extracted and stored.
-FLYWHEEL_FETCH_IMAGES = True
-# Per-run byte budget over all response bodies (0 = none): the crawl closes gracefully once it is spent.
-FLYWHEEL_MAX_BYTES = 0
-# Pages followed per URL family (digits -> N, see crawlers.urls.url_template): bounds calendars and other
-# infinite page generators. 1000 is above every family of the sample and bench sites (at most a few hundred).
-FLYWHEEL_MAX_PAGES_PER_TEMPLATE = 1000
 # Sitemaps (and feeds) fetched per crawl; each may list 50,000 URLs (sitemaps.org), far above max_pages.
 FLYWHEEL_MAX_SITEMAPS = 50
-# "keep" or "strip" (crawlers.urls.canonicalize_url); keep is safe: /a and /a/ may be different pages.
-FLYWHEEL_TRAILING_SLASH = "keep"
-# The incremental state file (crawlers.state); None crawls everything every time.
-FLYWHEEL_STATE_PATH = None
 
-# SSRF guard (crawlers.netguard): only public addresses, unless a host or network is allowed here, e.g.
-# FLYWHEEL_ALLOWED_PRIVATE_HOSTS = ["127.0.0.1"] for the loopback demo site.
-FLYWHEEL_ALLOWED_PRIVATE_HOSTS: list[str] = []
+# SSRF guard (crawlers.netguard): only public addresses, unless the crawl's config allows an origin
+# (CrawlConfig.allowed_private_hosts, e.g. http://127.0.0.1:8765 for the loopback demo site) or the operator
+# allows a network here (any host and port in it; metadata addresses never).
 FLYWHEEL_ALLOWED_PRIVATE_NETWORKS: list[str] = []
 # After OffsiteMiddleware (50), before RobotsTxtMiddleware (100), which would fetch robots.txt from the host.
 DOWNLOADER_MIDDLEWARES = {"crawlers.netguard.SsrfGuardMiddleware": 60}
@@ -77,8 +69,7 @@ LOG_FORMATTER = "crawlers.report.UrlOnlyLogFormatter"
 
 ITEM_PIPELINES = {"crawlers.pipelines.ParquetShardPipeline": 300}
 
-# Where the pipeline writes shards, and what it stamps on every record (set with -s by crawlers.run).
-FLYWHEEL_OUTPUT_DIR = None
-FLYWHEEL_CRAWL_RUN = "adhoc"
-FLYWHEEL_SOURCE = "web"
+# What to crawl, where the shards go and what every record is stamped with: a crawlers.config.CrawlJob as
+# JSON, set with -s by crawlers.run (per-crawl options live in CrawlConfig, project-wide ones here).
+FLYWHEEL_CRAWL_JOB = None
 FLYWHEEL_SHARD_ROWS = 500

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import multiprocessing
-from collections import Counter
+import os
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -25,6 +25,8 @@ from scrapy.utils.gz import gunzip
 from scrapy.utils.sitemap import Sitemap
 from twisted.python.failure import Failure
 
+from crawlers.child import die_with_parent
+from crawlers.config import CrawlConfig, CrawlJob
 from crawlers.content import fingerprint, looks_like_html, sniff_mime
 from crawlers.items import ImageItem, PageItem
 from crawlers.report import classify_failure
@@ -39,6 +41,11 @@ RESPONSES_PER_PAGE = 50
 # Log the first few occurrences of each skip reason at INFO, the rest at DEBUG: a trap yields thousands.
 _LOUD_NOTES = 5
 _FEED_TYPES = ("application/rss+xml", "application/atom+xml")
+# Over-budget links kept per page of budget, to replace scheduled page requests that turn out to be no page
+# (a 404, a redirect off-site, not HTML); beyond this they are dropped and counted (skipped/page_budget).
+BACKLOG_PER_PAGE = 4
+# Request.meta key of a page request that holds one of the max_pages slots.
+PAGE_SLOT = "flywheel_page_slot"
 
 
 # Enough words to say what an image is about (a paragraph or two) without copying the page per image.
@@ -87,76 +94,53 @@ def _clean(value: str | None) -> str | None:
     return value or None
 
 
-def _as_list(value: str | list[str] | None) -> list[str]:
-    """A spider argument given as a list, a JSON list, or a comma list."""
-    if value is None:
-        return []
-    if isinstance(value, list):
-        return value
-    value = value.strip()
-    if value.startswith("["):
-        return [str(v) for v in json.loads(value)]
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
 class SiteSpider(scrapy.Spider):
-    """Crawl one site from `start_url`.
+    """Crawl one site from its CrawlConfig's `start_url` (crawlers.config; the job comes as FLYWHEEL_CRAWL_JOB).
 
-    Arguments (strings from `-a`, or Python values): `allowed_domains` (comma list; default the start URL's
-    host), `max_pages`, `include` / `exclude` (JSON lists of regexes over canonical page URLs) and
-    `sitemap_urls` (JSON or comma list of extra sitemap seeds; robots.txt `Sitemap:` lines are always used).
+    `allowed_domains` defaults to the start URL's host. robots.txt `Sitemap:` lines are always used as seeds.
+    At most `max_pages` page requests are out at any time or done: links found beyond that wait in a bounded
+    backlog and are sent only when a scheduled one turns out not to be a page (an error, not HTML).
     """
 
     name = "site"
 
-    def __init__(
-        self,
-        start_url: str | None = None,
-        allowed_domains: str | list[str] | None = None,
-        max_pages: int | str = 2000,
-        include: str | list[str] | None = None,
-        exclude: str | list[str] | None = None,
-        sitemap_urls: str | list[str] | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, config: CrawlConfig, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if not start_url:
-            raise ValueError("the site spider needs -a start_url=http(s)://...")
-        parsed = urlsplit(start_url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(f"start_url must be an http(s) URL, got {start_url!r}")
-        self.start_url = start_url
+        self.config = config
+        self.start_url = config.start_url
         # OffsiteMiddleware matches hosts without ports, so 127.0.0.1 covers 127.0.0.1:8765.
-        self.allowed_domains = _as_list(allowed_domains) or [parsed.hostname]
-        self.max_pages = int(max_pages)
-        if self.max_pages < 1:
-            raise ValueError(f"max_pages must be >= 1, got {max_pages!r}")
-        self.include = _as_list(include)
-        self.exclude = _as_list(exclude)
-        self.sitemap_urls = _as_list(sitemap_urls)
+        self.allowed_domains = list(config.allowed_domains or [urlsplit(config.start_url).hostname])
+        self.max_pages = config.max_pages
+        self.max_bytes = config.max_bytes or 0
+        self.fetch_images = config.fetch_images
+        self.trailing_slash = config.trailing_slash
+        self.sitemap_urls = list(config.sitemap_urls or [])
+        self.scope = UrlScope(config.include or [], config.exclude or [], config.max_pages_per_template)
         self.pages_parsed = 0
         self.bytes_seen = 0
+        self.page_slots = 0  # page requests sent and not yet known to be no page, plus pages parsed
+        self.backlog: deque[scrapy.Request] = deque()
+        self._topping_up = False
+        self._pages_seen: set[str] = set()
         self._notes: Counter[str] = Counter()
         self._sitemaps_seen: set[str] = set()
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> SiteSpider:
-        spider = super().from_crawler(crawler, *args, **kwargs)
+        job = CrawlJob.from_crawler(crawler)
+        spider = super().from_crawler(crawler, *args, config=job.config, **kwargs)
         settings = crawler.settings
         if not settings.getint("CLOSESPIDER_PAGECOUNT"):
             settings.set("CLOSESPIDER_PAGECOUNT", spider.max_pages * RESPONSES_PER_PAGE, priority="spider")
-        spider.trailing_slash = settings.get("FLYWHEEL_TRAILING_SLASH", "keep")
-        spider.scope = UrlScope(spider.include, spider.exclude, settings.getint("FLYWHEEL_MAX_PAGES_PER_TEMPLATE"))
         spider.page_maxsize = settings.getint("FLYWHEEL_PAGE_MAXSIZE")
         spider.image_maxsize = settings.getint("FLYWHEEL_IMAGE_MAXSIZE")
-        spider.max_bytes = settings.getint("FLYWHEEL_MAX_BYTES")
         spider.max_sitemaps = settings.getint("FLYWHEEL_MAX_SITEMAPS")
-        spider.fetch_images = settings.getbool("FLYWHEEL_FETCH_IMAGES", True)
         spider.extract_workers = settings.getint("FLYWHEEL_EXTRACT_WORKERS")
         spider.extract_pool = None
         crawler.signals.connect(spider._open_pool, signal=signals.spider_opened)
         crawler.signals.connect(spider._close_pool, signal=signals.spider_closed)
-        spider.crawl_state = CrawlState(settings.get("FLYWHEEL_STATE_PATH") or None)
+        crawler.signals.connect(spider._request_dropped, signal=signals.request_dropped)
+        spider.crawl_state = CrawlState(job.state_path)
         crawler.signals.connect(spider._robots_parsed, signal=signals.robots_parsed)
         return spider
 
@@ -172,6 +156,7 @@ class SiteSpider(scrapy.Spider):
     def on_error(self, failure: Failure) -> None:
         """Errback of every request: count the failure by kind and log its reason; never fatal to the crawl."""
         request = getattr(failure, "request", None)
+        self._release(request)
         url = request.url if request is not None else "?"
         kind = classify_failure(failure.value)
         if kind is None:
@@ -212,7 +197,9 @@ class SiteSpider(scrapy.Spider):
         if self.extract_workers and self.extract_pool is None:
             # spawn, not fork: forking a process that runs a reactor and threads copies their locks mid-use
             context = multiprocessing.get_context("spawn")
-            self.extract_pool = ProcessPoolExecutor(self.extract_workers, mp_context=context)
+            self.extract_pool = ProcessPoolExecutor(
+                self.extract_workers, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),)
+            )
             for _ in range(self.extract_workers):
                 self.extract_pool.submit(extract_text, "<html><body><p>warm-up</p></body></html>", "http://warm.up/")
 
@@ -233,16 +220,60 @@ class SiteSpider(scrapy.Spider):
         if reason is not None:
             self.note(f"out_of_scope/{reason}", canonical)
             return None
+        if canonical in self._pages_seen:
+            return None
+        self._pages_seen.add(canonical)
         if seed:
             self.crawler.stats.inc_value(f"flywheel/seeds/{seed}")
         prior = self.crawl_state.get(canonical)
-        return scrapy.Request(
+        request = scrapy.Request(
             canonical,
             callback=self.parse,
             errback=self.on_error,
             headers=prior.conditional_headers() if prior else None,
-            meta={"download_maxsize": self.page_maxsize, "handle_httpstatus_list": [304]},
+            meta={"download_maxsize": self.page_maxsize, "handle_httpstatus_list": [304], PAGE_SLOT: True},
         )
+        return self._admit(request)
+
+    # --- the page budget -----------------------------------------------------------------------------------
+
+    def _admit(self, request: scrapy.Request) -> scrapy.Request | None:
+        """`request` if a page slot is free (it takes it); else it waits in the backlog and None is returned."""
+        if self.page_slots < self.max_pages:
+            self.page_slots += 1
+            return request
+        if len(self.backlog) < self.max_pages * BACKLOG_PER_PAGE:
+            self.backlog.append(request)
+        else:
+            self.crawler.stats.inc_value("flywheel/skipped/page_budget")
+        return None
+
+    def _release(self, request: scrapy.Request | None) -> None:
+        """A page request that gave no page frees its slot; waiting links take the free slots."""
+        if request is None or not request.meta.get(PAGE_SLOT):
+            return
+        request.meta[PAGE_SLOT] = False  # once per request, whichever of its ends comes first
+        self.page_slots -= 1
+        if self._topping_up:  # a request dropped while the loop below sends one: the loop goes on
+            return
+        self._topping_up = True
+        try:
+            while self.backlog and self.page_slots < self.max_pages and self.crawler.engine is not None:
+                self.page_slots += 1
+                self.crawler.engine.crawl(self.backlog.popleft())
+        finally:
+            self._topping_up = False
+
+    def _request_dropped(self, request: scrapy.Request, spider: scrapy.Spider | None = None) -> None:
+        """The scheduler refused a request (its dupefilter: seen by an earlier run of this JOBDIR)."""
+        self._release(request)
+
+    def _count_page(self, request: scrapy.Request | None) -> None:
+        self.pages_parsed += 1
+        if request is not None and not request.meta.get(PAGE_SLOT):
+            self.page_slots += 1  # resumed from a JOBDIR queue: it took no slot in this run yet
+        if request is not None:
+            request.meta[PAGE_SLOT] = False
 
     def image_request(
         self, url: str, page_url: str, alt: str | None, caption: str | None, context: str | None = None
@@ -294,7 +325,7 @@ class SiteSpider(scrapy.Spider):
     async def parse(self, response: Response) -> AsyncIterator[Any]:
         self._account(response)
         fetched_at = datetime.now(UTC)
-        if self.pages_parsed >= self.max_pages:
+        if self.pages_parsed >= self.max_pages:  # only a request resumed from a JOBDIR queue gets here
             self.crawler.stats.inc_value("flywheel/pages_over_budget")
             return
         if response.status == 304:
@@ -304,10 +335,12 @@ class SiteSpider(scrapy.Spider):
         body = response.body
         if sniff_mime(body):
             # A link that led straight to an image file: keep it like any other image.
+            self._release(response.request)
             if self._changed(response, "image"):
                 yield ImageItem(response.url, None, body, None, None, fetched_at, *self._validators(response))
             return
         if not looks_like_html(body):
+            self._release(response.request)
             content_type = (response.headers.get("Content-Type") or b"none").decode("latin-1")[:80]
             self.note("skipped/not_html", response.url, f"Content-Type {content_type}, body is not HTML")
             return
@@ -317,7 +350,7 @@ class SiteSpider(scrapy.Spider):
         if not isinstance(response, TextResponse):
             # HTML that Scrapy did not recognise (an image or octet-stream type): trust the bytes, not the header.
             response = HtmlResponse(response.url, body=body, request=response.request)
-        self.pages_parsed += 1
+        self._count_page(response.request)
         links = self._links(response)
         images = self._images(response) if self.fetch_images else []
         if self._changed(response, "page"):
@@ -344,7 +377,7 @@ class SiteSpider(scrapy.Spider):
 
     def _revalidated_page(self, response: Response) -> Iterator[scrapy.Request]:
         """304 Not Modified: nothing to write, but the links and images it had last time are still followed."""
-        self.pages_parsed += 1
+        self._count_page(response.request)
         self.crawler.stats.inc_value("flywheel/unchanged/page_304")
         prior = self.crawl_state.get(response.request.url if response.request else response.url)
         if prior is None:

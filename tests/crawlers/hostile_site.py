@@ -80,6 +80,13 @@ class _Handler(BaseHTTPRequestHandler):
                 f"<item><link>{self.server.url}/from-feed.html</link></item></channel></rss>"
             )
             return self._send(200, body.encode(), {"Content-Type": "application/rss+xml"})
+        if path == "/ports.html":  # links, an image and a redirect to other origins on the same loopback host
+            neighbour, own_https = self.server.neighbour_url, f"https://127.0.0.1:{port}"
+            links = [f"{neighbour}/linked.html", "/to-neighbour", f"{own_https}/other-scheme.html", "/q?a=1"]
+            page = _page("Ports", "Other origins on this host.", links)
+            return self._send(200, page.replace(b"</main>", f'<img src="{neighbour}/img.png"></main>'.encode()))
+        if path == "/to-neighbour":
+            return self._send(302, b"", {"Location": f"{self.server.neighbour_url}/redirected.html"})
         if path in ("/from-sitemap.html", "/from-feed.html"):
             return self._send(200, _page(path, "Only a seed links here."))
         if path == "/index.html":
@@ -207,11 +214,17 @@ class HostileServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self) -> None:
+    def __init__(self, neighbour_url: str = "http://127.0.0.1:9") -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.neighbour_url = neighbour_url  # another origin /ports.html points at
         self.hits: list[str] = []
+        self.connections = 0  # TCP connections accepted, counted before a byte is read
         self.stopping = threading.Event()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        self.connections += 1
+        return True
 
     @property
     def url(self) -> str:
@@ -250,3 +263,63 @@ class TripwireMiddleware:
         if not loopback:
             self.crawler.stats.inc_value("tripwire/fired")
             raise IgnoreRequest(f"TRIPWIRE: {request.url} would have left loopback")
+
+
+def big_robots_txt(rules: int = 150_000) -> bytes:
+    """A robots.txt of ~4 MB: a real rule first, `rules` filler rules, then a rule past any 500 KiB cap."""
+    filler = "".join(f"Disallow: /filler/{i}/*.php\n" for i in range(rules))
+    return f"User-agent: *\nDisallow: /private/\n{filler}Disallow: /p/\n".encode()
+
+
+class _WideHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+    server: WideServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.server.hits.append(self.path)
+        pages, path = self.server.pages, urlsplit(self.path).path
+        if path == "/robots.txt":
+            status, body, kind = 200, self.server.robots, "text/plain"
+        elif path == "/index.html":
+            links = [f"/missing/{i}" for i in range(self.server.missing)] + [f"/p/{i}" for i in range(pages)]
+            links.append("/private/secret.html")
+            status, body, kind = 200, _page("Wide", "Many pages.", links), "text/html"
+        elif path.startswith(("/p/", "/private/")):
+            n = int(path.rsplit("/", 1)[1]) if path.startswith("/p/") else 0
+            links = [f"/p/{(n * 7 + k) % pages}" for k in range(1, 20)] + [f"/missing/{n}"]
+            status, body, kind = 200, _page(f"Page {n}", "A page of a wide site.", links), "text/html"
+        else:
+            status, body, kind = 404, b"not found", "text/plain"
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class WideServer(ThreadingHTTPServer):
+    """A wide loopback site: an index linking `pages` pages (each linking 19 more) and `missing` dead links first."""
+
+    daemon_threads = True
+
+    def __init__(self, pages: int = 400, missing: int = 10, robots: bytes = b"User-agent: *\nDisallow: /private/\n"):
+        super().__init__(("127.0.0.1", 0), _WideHandler)
+        self.pages, self.missing, self.robots = pages, missing, robots
+        self.hits: list[str] = []
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self) -> WideServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()
+        self._thread.join(timeout=5)

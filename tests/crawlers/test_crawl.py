@@ -12,6 +12,7 @@ import pytest
 
 from corpus.schema import RECORD_SCHEMA, make_record_id
 from corpus.store import DataRoot
+from crawlers.config import CrawlConfig
 from crawlers.content import sniff_mime
 from crawlers.run import CrawlError, crawl
 from crawlers.spiders.site import extract_text, parse_srcset
@@ -33,15 +34,10 @@ def site(tmp_path_factory: pytest.TempPathFactory):
 def crawled(site, tmp_path_factory: pytest.TempPathFactory):
     server = site[2]
     output = tmp_path_factory.mktemp("raw") / "run-1"
-    report = crawl(
-        server.url + "/index.html",
-        output,
-        crawl_run="run-1",
-        source="sample-site",
-        timeout_s=120,
-        settings={"FLYWHEEL_SHARD_ROWS": str(SHARD_ROWS)},
-        allowed_private_hosts=["127.0.0.1"],
+    config = CrawlConfig(
+        start_url=server.url + "/index.html", source="sample-site", timeout_s=120, allowed_private_hosts=[server.url]
     )
+    report = crawl(config, output, crawl_run="run-1", settings={"FLYWHEEL_SHARD_ROWS": str(SHARD_ROWS)})
     table = DataRoot(str(output)).read_table("")
     return report, table, output
 
@@ -149,42 +145,36 @@ def test_max_pages_and_jobdir_resume(site, tmp_path):
     _, _, server = site
     output = tmp_path / "small"
     jobdir = tmp_path / "job"
-    report = crawl(
-        server.url + "/index.html",
-        output,
-        crawl_run="small",
+    config = CrawlConfig(
+        start_url=server.url + "/index.html",
         source="s",
         allowed_domains=["127.0.0.1"],
         max_pages=3,
-        jobdir=jobdir,
         timeout_s=120,
-        allowed_private_hosts=["127.0.0.1"],
+        allowed_private_hosts=["127.0.0.1"],  # a bare host: the start URL's scheme and port
     )
+    report = crawl(config, output, crawl_run="small", jobdir=jobdir)
     assert report["pages"] == 3
     assert report["images"] > 0
     # the same JOBDIR remembers what was seen: a rerun fetches nothing again and keeps the first shards
-    again = crawl(
-        server.url + "/index.html",
-        output,
-        crawl_run="small",
-        source="s",
-        max_pages=3,
-        jobdir=jobdir,
-        allowed_private_hosts=["127.0.0.1"],
-    )
+    again = crawl(config, output, crawl_run="small", jobdir=jobdir)
     assert again["pages"] == 0 and again["images"] == 0
     assert again["shards"] == report["shards"]
 
 
 def test_crawl_failures_raise_with_the_log(tmp_path):
-    with pytest.raises(ValueError, match="http"):
-        crawl("ftp://host/x", tmp_path, crawl_run="r", source="s")
-    with pytest.raises(CrawlError, match=r"exited with [1-9][\s\S]*start_url must be an http\(s\) URL"):
-        crawl("http://", tmp_path / "bad", crawl_run="r", source="s")
-    with pytest.raises(CrawlError, match=r"exited with [1-9][\s\S]*set FLYWHEEL_OUTPUT_DIR"):
-        crawl("http://127.0.0.1:9/", tmp_path / "no", crawl_run="r", source="s", settings={"FLYWHEEL_OUTPUT_DIR": ""})
+    for bad in ("ftp://host/x", "http://", "/relative", "127.0.0.1:8765"):
+        with pytest.raises(ValueError, match=r"start_url must be an http\(s\) URL"):
+            CrawlConfig(start_url=bad)
+    closed = CrawlConfig(start_url="http://127.0.0.1:9/", source="s")
+    with pytest.raises(CrawlError, match=r"exited with [1-9][\s\S]*set FLYWHEEL_CRAWL_JOB"):
+        crawl(closed, tmp_path / "no", crawl_run="r", settings={"FLYWHEEL_CRAWL_JOB": ""})
     with pytest.raises(CrawlError, match="timed out"):
-        crawl("http://127.0.0.1:9/", tmp_path / "slow", crawl_run="r", source="s", timeout_s=0.2)
+        crawl(closed.model_copy(update={"timeout_s": 0.2}), tmp_path / "slow", crawl_run="r")
+    with pytest.raises(ValueError, match="state_path"):
+        crawl(closed.model_copy(update={"incremental": True}), tmp_path / "inc", crawl_run="r")
+    with pytest.raises(ValueError, match="state_path"):
+        crawl(closed, tmp_path / "inc", crawl_run="r", state_path=tmp_path / "s.sqlite")
 
 
 def test_extract_text_falls_back_to_visible_text():
@@ -205,13 +195,15 @@ def test_helpers():
 
 def test_scope_patterns_and_byte_budget(site, tmp_path):
     _, truth, server = site
-    common = {"crawl_run": "scoped", "source": "s", "allowed_private_hosts": ["127.0.0.1"], "timeout_s": 60}
-    scoped = crawl(server.url + "/index.html", tmp_path / "scoped", exclude=[r"/gallery/page-00[2-9]\.html$"], **common)
+    start = server.url + "/index.html"
+    base = CrawlConfig(start_url=start, source="s", allowed_private_hosts=[server.url], timeout_s=60)
+    scoped_config = base.model_copy(update={"exclude": [r"/gallery/page-00[2-9]\.html$"]})
+    scoped = crawl(scoped_config, tmp_path / "scoped", crawl_run="scoped")
     pages = _paths(DataRoot(str(tmp_path / "scoped")).read_table(""), "text")
     assert "/gallery/page-001.html" in pages
     assert not any(p.startswith("/gallery/page-00") and p != "/gallery/page-001.html" for p in pages)
     assert scoped["out_of_scope"]["excluded"] >= 1
     # a byte budget smaller than one page: the crawl closes itself, cleanly, with what it wrote so far
-    budget = crawl(server.url + "/index.html", tmp_path / "budget", max_bytes=100, **common)
+    budget = crawl(base.model_copy(update={"max_bytes": 100}), tmp_path / "budget", crawl_run="scoped")
     assert budget["finish_reason"] == "byte_budget"
     assert budget["pages"] <= 1 and budget["records"] < len(truth["images"])

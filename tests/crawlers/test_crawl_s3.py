@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from crawlers.config import CrawlConfig
 from crawlers.run import crawl_to_root
 from pipelines.demo.sample_site import generate_site
 from pipelines.demo.site_server import SiteServer
@@ -26,16 +27,14 @@ def test_crawl_to_an_s3_root_uploads_parts_then_report_and_carries_incremental_s
     with SiteServer(tmp_path / "gen" / "site") as site:
 
         def run(crawl_run: str) -> dict:
-            return crawl_to_root(
-                root,
-                site.url + "/index.html",
-                crawl_run=crawl_run,
+            config = CrawlConfig(
+                start_url=site.url + "/index.html",
                 source="sample",
-                work_dir=work,
                 incremental=True,
-                allowed_private_hosts=["127.0.0.1"],
+                allowed_private_hosts=[site.url],
                 timeout_s=60,
             )
+            return crawl_to_root(root, config, crawl_run=crawl_run, work_dir=work)
 
         first = run("crawl-1")
         assert first["pages"] > 5 and first["images"] > 10 and first["shards"] >= 1

@@ -18,6 +18,7 @@ from hostile_site import (
 )
 
 from corpus.store import DataRoot
+from crawlers.config import CrawlConfig
 from crawlers.run import crawl
 
 pytestmark = pytest.mark.timeout(60)
@@ -27,7 +28,6 @@ HOSTILE_SETTINGS = {
     "FLYWHEEL_IMAGE_MAXSIZE": str(IMAGE_CAP),
     "DOWNLOAD_TIMEOUT": "1",
     "RETRY_ENABLED": "False",
-    "FLYWHEEL_MAX_PAGES_PER_TEMPLATE": "5",
     "LOG_LEVEL": "DEBUG",
     # the project's SSRF guard, plus a tripwire just before the network that refuses anything non-loopback
     "DOWNLOADER_MIDDLEWARES": json.dumps(
@@ -40,16 +40,15 @@ HOSTILE_SETTINGS = {
 def hostile(tmp_path_factory: pytest.TempPathFactory):
     output = tmp_path_factory.mktemp("hostile") / "run"
     with HostileServer() as server:
-        report = crawl(
-            server.url + "/index.html",
-            output,
-            crawl_run="hostile",
+        config = CrawlConfig(
+            start_url=server.url + "/index.html",
             source="hostile",
             allowed_domains=["127.0.0.1", *SSRF_HOSTS],
-            allowed_private_hosts=["127.0.0.1"],
+            allowed_private_hosts=[server.url],
             timeout_s=45,
-            settings=HOSTILE_SETTINGS,
+            max_pages_per_template=5,
         )
+        report = crawl(config, output, crawl_run="hostile", settings=HOSTILE_SETTINGS)
         hits = list(server.hits)
     rows = DataRoot(str(output)).read_table("").to_pylist()
     log = (output / "_crawl.log").read_text(errors="replace")
@@ -140,7 +139,7 @@ def test_query_order_and_tracking_duplicates_are_one_page(hostile):
 def test_infinite_calendar_is_bounded_by_the_template_budget(hostile):
     report, rows, log, _, _ = hostile
     months = [r for r in rows if urlsplit(r["url"]).path.startswith("/calendar/")]
-    assert len(months) == 5  # FLYWHEEL_MAX_PAGES_PER_TEMPLATE
+    assert len(months) == 5  # max_pages_per_template
     assert report["out_of_scope"]["template_budget"] >= 1
     assert "out_of_scope/template_budget: " in log
 
@@ -168,12 +167,31 @@ def test_robots_crawl_delay_sitemaps_and_feeds(hostile):
 
 def test_without_an_allow_list_loopback_is_refused_before_any_traffic(tmp_path):
     with HostileServer() as server:
-        report = crawl(server.url + "/index.html", tmp_path / "run", crawl_run="r", source="s", timeout_s=30)
+        config = CrawlConfig(start_url=server.url + "/index.html", source="s", timeout_s=30)
+        report = crawl(config, tmp_path / "run", crawl_run="r")
         hits = list(server.hits)
     assert hits == []  # not even robots.txt
     assert report["pages"] == 0 and report["ssrf_refused"] == {"loopback": 1}
     log = (tmp_path / "run" / "_crawl.log").read_text()
     assert f"SSRF guard refused {server.url}/index.html: loopback address 127.0.0.1" in log
+
+
+def test_the_allow_list_opens_one_origin_not_the_host(tmp_path):
+    """Allowing one loopback site opens no other port (or scheme) of 127.0.0.1 to its links and redirects."""
+    with HostileServer() as neighbour, HostileServer(neighbour_url=neighbour.url) as site:
+        config = CrawlConfig(
+            start_url=site.url + "/ports.html", source="s", allowed_private_hosts=[site.url], timeout_s=30
+        )
+        report = crawl(config, tmp_path / "run", crawl_run="r", settings=HOSTILE_SETTINGS)
+        hits = list(site.hits)
+    assert neighbour.connections == 0 and neighbour.hits == []  # not one connection, not robots.txt
+    assert {"/robots.txt", "/ports.html", "/to-neighbour", "/q?a=1"} <= set(hits)
+    # the link, the redirect target, the image, and the site's own port under https
+    assert report["ssrf_refused"] == {"loopback": 4}
+    log = (tmp_path / "run" / "_crawl.log").read_text()
+    for url in ("/linked.html", "/redirected.html", "/img.png"):
+        assert f"SSRF guard refused {neighbour.url}{url}: loopback address 127.0.0.1" in log
+    assert f"SSRF guard refused https://127.0.0.1:{site.server_address[1]}/other-scheme.html" in log
 
 
 def test_the_resolver_refuses_on_its_own(tmp_path):
@@ -183,16 +201,14 @@ def test_the_resolver_refuses_on_its_own(tmp_path):
         "DOWNLOADER_MIDDLEWARES": json.dumps({"tests.crawlers.hostile_site.TripwireMiddleware": 949}),
     }
     with HostileServer() as server:
-        report = crawl(
-            server.url + "/to-localhost",
-            tmp_path / "run",
-            crawl_run="r",
+        config = CrawlConfig(
+            start_url=server.url + "/to-localhost",
             source="s",
             allowed_domains=["127.0.0.1", "localhost"],
-            allowed_private_hosts=["127.0.0.1"],
+            allowed_private_hosts=[server.url],
             timeout_s=30,
-            settings=settings,
         )
+        report = crawl(config, tmp_path / "run", crawl_run="r", settings=settings)
         hits = list(server.hits)
     # Twisted reports the refusal as a failed lookup; the resolver's own counter says why
     assert report["errors"] == {"dns": 1}

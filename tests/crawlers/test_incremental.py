@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from corpus.store import DataRoot
+from crawlers.config import CrawlConfig
 from crawlers.run import crawl
 from pipelines.demo.sample_site import generate_site
 from pipelines.demo.site_server import SiteServer
@@ -33,16 +34,15 @@ def site(generated, tmp_path: Path):
         yield site_dir, generated[1], server
 
 
-def _crawl(server: SiteServer, output: Path, **kwargs):
-    return crawl(
-        server.url + "/index.html",
-        output,
-        crawl_run=output.name,
+def _crawl(server: SiteServer, output: Path, *, state_path: Path | None = None, **kwargs):
+    config = CrawlConfig(
+        start_url=server.url + "/index.html",
         source="sample",
-        allowed_private_hosts=["127.0.0.1"],
+        allowed_private_hosts=[server.url],
         timeout_s=45,
-        **kwargs,
+        incremental=state_path is not None,
     )
+    return crawl(config, output, crawl_run=output.name, state_path=state_path, **kwargs)
 
 
 def _paths(output: Path) -> list[str]:

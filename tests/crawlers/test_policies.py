@@ -13,6 +13,7 @@ from scrapy.spidermiddlewares.httperror import HttpError
 from scrapy.utils.test import get_crawler
 from twisted.internet.error import DNSLookupError
 
+from crawlers.config import CrawlConfig, CrawlJob
 from crawlers.content import looks_like_html, sniff_mime
 from crawlers.netguard import AddressPolicy, BlockedAddressError, GuardedResolver, SsrfGuardMiddleware, classify_address
 from crawlers.report import classify_failure, report_table
@@ -111,6 +112,96 @@ def test_classify_address(address: str, kind: str | None) -> None:
     assert classify_address(ipaddress.ip_address(address)) == kind
 
 
+def _nat64_local(ipv4: str, prefix: int) -> str:
+    """`ipv4` embedded in 64:ff9b:1::/48 as RFC 6052 places it under a /`prefix` (bits 64-71 stay zero)."""
+    v, base = int(ipaddress.IPv4Address(ipv4)), int(ipaddress.IPv6Address("64:ff9b:1::"))
+    placed = {
+        48: (v >> 16) << 64 | (v & 0xFFFF) << 40,
+        56: (v >> 24) << 64 | (v & 0xFFFFFF) << 32,
+        64: v << 24,
+        96: v,
+    }[prefix]
+    return str(ipaddress.IPv6Address(base | placed))
+
+
+def _teredo(server: str, client: str) -> str:
+    """A Teredo address (RFC 4380): 2001:0:<server>:<flags>:<port ^ ffff>:<client ^ ffffffff>."""
+    s, c = int(ipaddress.IPv4Address(server)), int(ipaddress.IPv4Address(client))
+    return str(ipaddress.IPv6Address(0x20010000 << 96 | s << 64 | 0x8000 << 48 | 0x63BF << 32 | (c ^ 0xFFFFFFFF)))
+
+
+# Every IPv6 form that carries an IPv4 address, spelled several ways, around each address the guard must refuse.
+EMBEDDED_FORMS = {
+    "mapped": ["::ffff:{v4}", "::ffff:{hex}", "0:0:0:0:0:ffff:{hex}"],
+    "translated": ["::ffff:0:{v4}", "::ffff:0:{hex}"],
+    "compatible": ["::{v4}", "::{hex}"],
+    "6to4": ["2002:{hex}::", "2002:{hex}:1::1", "2002:{hex}:ffff:ffff:ffff:ffff:ffff", "2002:{HEX}::"],
+    "nat64": ["64:ff9b::{v4}", "64:ff9b::{hex}", "64:ff9b:0:0:0:0:{hex}"],
+    "isatap": ["fe80::5efe:{v4}", "2606:4700::5efe:{hex}", "2606:4700::200:5efe:{hex}", "2001:db8::300:5efe:{v4}"],
+}
+EMBEDDED_TARGETS = {"169.254.169.254": "metadata", "127.0.0.1": "loopback", "10.1.2.3": "private"}
+
+
+def _spellings(v4: str) -> list[str]:
+    packed = ipaddress.IPv4Address(v4).packed
+    hex_ = f"{packed[0] << 8 | packed[1]:x}:{packed[2] << 8 | packed[3]:x}"
+    forms = [f.format(v4=v4, hex=hex_, HEX=hex_.upper()) for spellings in EMBEDDED_FORMS.values() for f in spellings]
+    forms += [_nat64_local(v4, prefix) for prefix in (48, 56, 64, 96)]
+    forms += [_teredo("65.54.227.120", v4)]
+    return forms
+
+
+@pytest.mark.parametrize(("v4", "kind"), EMBEDDED_TARGETS.items())
+def test_ipv6_forms_are_judged_by_the_ipv4_address_they_embed(v4: str, kind: str) -> None:
+    for form in _spellings(v4):
+        address = ipaddress.ip_address(form)
+        if not str(address).startswith("64:ff9b:1:"):
+            assert classify_address(address) == kind, form
+        else:  # local-use NAT64 reads under four prefix lengths: always refused, named metadata if any reading is
+            assert classify_address(address) == "metadata" if kind == "metadata" else classify_address(address), form
+
+
+def test_embedding_a_public_ipv4_address_opens_nothing_new() -> None:
+    ip = ipaddress.ip_address
+    assert classify_address(ip("2002:5db8:d822::")) is None  # 6to4 of 93.184.216.34: a public address
+    assert classify_address(ip("2606:4700::200:5efe:5db8:d822")) is None  # ISATAP id under a public prefix
+    assert classify_address(ip("::ffff:93.184.216.34")) is None
+    # forms that are not globally reachable themselves stay refused whatever they carry
+    assert classify_address(ip(_teredo("65.54.227.120", "93.184.216.34"))) is not None
+    assert classify_address(ip("fe80::5efe:93.184.216.34")) == "link_local"
+    assert classify_address(ip("64:ff9b:1::5db8:d822")) is not None
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("http://[2002:a9fe:a9fe::]/latest/meta-data/", "metadata"),
+        ("http://[2002:A9FE:A9FE::1]:80/", "metadata"),
+        ("http://[64:ff9b::169.254.169.254]/", "metadata"),
+        ("http://[::ffff:0:a9fe:a9fe]/", "metadata"),
+        ("http://[2606:4700::200:5efe:169.254.169.254]/", "metadata"),
+        (f"http://[{_teredo('65.54.227.120', '169.254.169.254')}]/", "metadata"),
+        ("http://[2002:7f00:1::]:8765/", "loopback"),
+        ("http://[::127.0.0.1]:8765/", "loopback"),
+        # IPv4 spelled in hex, octal, short or as one integer: getaddrinfo reads them as inet_aton does
+        ("http://0xa9.0xfe.0xa9.0xfe/", "metadata"),
+        ("http://2852039166/", "metadata"),
+        ("http://0251.0376.0251.0376/", "metadata"),
+        ("http://0x7f.1/", "loopback"),
+        ("http://0177.0.0.1:8765/", "loopback"),
+        ("http://127.1:8765/", "loopback"),
+        ("http://0x7f000001:8765/", "loopback"),
+        ("http://017700000001:8765/", "loopback"),
+        ("http://0/", "unspecified"),
+        ("http://10.1/", "private"),
+    ],
+)
+def test_the_guard_refuses_every_spelling(url: str, kind: str) -> None:
+    # the allow-list names 127.0.0.1:8765 itself: other spellings of that address are still refused
+    reason = _decide(url, ["http://127.0.0.1:8765"])
+    assert reason is not None and reason.startswith(kind), (url, reason)
+
+
 def test_address_policy_allow_lists() -> None:
     ip = ipaddress.ip_address
     closed = AddressPolicy()
@@ -118,19 +209,17 @@ def test_address_policy_allow_lists() -> None:
     assert closed.find_block_reason("public.example", [ip("93.184.216.34")]) is None
     # one private address among public ones is enough to refuse (a round-robin rebinding trick)
     assert "private" in closed.find_block_reason("mixed.example", [ip("93.184.216.34"), ip("10.0.0.5")])
-    by_host = AddressPolicy(allowed_hosts=["127.0.0.1", "Demo.Local"])
-    assert by_host.find_block_reason("127.0.0.1", [ip("127.0.0.1")]) is None
-    assert by_host.find_block_reason("demo.local", [ip("10.0.0.9")]) is None
-    assert by_host.find_block_reason("localhost", [ip("127.0.0.1")]) is not None
     by_net = AddressPolicy(allowed_networks=["127.0.0.0/8", "0.0.0.0/0"])
     assert by_net.find_block_reason("localhost", [ip("127.0.0.2")]) is None
     # metadata endpoints are never opened by a network, however wide
     assert by_net.find_block_reason("evil.example", [ip("169.254.169.254")]).startswith("metadata")
 
 
-def _decide(url: str, **settings: object) -> str | None:
-    """The guard's decision on `url` (None = let through); nothing is sent anywhere."""
-    crawler = get_crawler(settings_dict=settings)
+def _decide(url: str, allowed: list[str] | None = None, **settings: object) -> str | None:
+    """The guard's decision on `url` under the allow-list `allowed` (None = let through); nothing is sent anywhere."""
+    config = CrawlConfig(start_url="http://127.0.0.1:8765/", allowed_private_hosts=allowed)
+    job = CrawlJob(config=config, crawl_run="r", output_dir="/nonexistent")
+    crawler = get_crawler(settings_dict={CrawlJob.SETTING: job.to_setting(), **settings})
     guard = SsrfGuardMiddleware.from_crawler(crawler)
     try:
         asyncio.run(guard.process_request(Request(url)))
@@ -148,16 +237,24 @@ def test_guard_middleware_decisions() -> None:
     assert _decide("http://2130706433/").startswith("loopback address 127.0.0.1")
     assert _decide("http://localhost:9/").startswith("loopback")
     assert _decide("http://93.184.216.34/") is None  # a public literal: allowed (and not fetched here)
-    allowed = {"FLYWHEEL_ALLOWED_PRIVATE_HOSTS": ["127.0.0.1"]}
-    assert _decide("http://127.0.0.1:8765/", **allowed) is None
-    assert _decide("http://[::1]:8765/", **allowed) is not None
-    assert _decide("http://localhost:8765/", **allowed) is not None
+    allowed = ["127.0.0.1"]  # a bare host: the start URL's origin, http://127.0.0.1:8765
+    assert _decide("http://127.0.0.1:8765/", allowed) is None
+    assert _decide("http://127.0.0.1:8765/other/page?q=1", allowed) is None
+    # the origin, not the host: another port or scheme of the same host stays closed
+    assert _decide("http://127.0.0.1:8766/", allowed) == "loopback address 127.0.0.1"
+    assert _decide("http://127.0.0.1/", allowed) == "loopback address 127.0.0.1"
+    assert _decide("https://127.0.0.1:8765/", allowed) == "loopback address 127.0.0.1"
+    assert _decide("http://127.0.0.1:4200/", ["http://127.0.0.1:4200"]) is None  # an explicit origin
+    assert _decide("http://[::1]:8765/", ["http://[::1]:8765"]) is None
+    assert _decide("http://[::1]:8766/", ["http://[::1]:8765"]) == "loopback address ::1"
+    assert _decide("http://[::1]:8765/", allowed) is not None
+    assert _decide("http://localhost:8765/", allowed) is not None
     assert _decide("http://localhost:8765/", FLYWHEEL_ALLOWED_PRIVATE_NETWORKS="127.0.0.0/8,::1/128") is None
 
 
 def test_guarded_resolver_refuses_blocked_answers() -> None:
     resolver = GuardedResolver.__new__(GuardedResolver)  # only the check; no reactor, no lookup
-    resolver.policy = AddressPolicy(allowed_hosts=["demo.local"])
+    resolver.policy = AddressPolicy(allowed_origins=["http://demo.local:8080"])
     assert resolver.check_address("93.184.216.34", "public.example") == "93.184.216.34"
     assert resolver.check_address("127.0.0.1", "demo.local") == "127.0.0.1"
     with pytest.raises(DNSLookupError, match=r"SSRF guard refused rebind\.example: loopback"):
