@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     dask_workers: int = Field(
         2, ge=1, description="Worker processes of the LocalCluster started when no address is set."
     )
+    webhook_url: str | None = Field(
+        None,
+        description="Where Label Studio sends annotation webhooks (the `flywheel label listen` bridge); each "
+        "round's project gets one. Unset: rounds are watched by the scheduled check only.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="Shared secret Label Studio sends in the X-Flywheel-Webhook header; the bridge checks it."
+    )
     work_dir: Path = Field(
         Path(".cache/work"),
         description="Local scratch for what must sit on a disk (crawl job folders, crawler state) when the "

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -91,19 +90,6 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds")
 
 
-def plan_overlap(record_ids: list[str], gold: list[str], *, fraction: float, k: int, seed: int = 0) -> dict[str, int]:
-    """Annotations planned per ordinary record: k for a seeded `fraction` of them (for agreement), else 1.
-
-    Gold records are left out: each is planned for every annotator who takes part in the round.
-    """
-    if not 0.0 <= fraction <= 1.0 or k < 1:
-        raise ValueError(f"fraction must be in [0, 1] and k >= 1; got {fraction}, {k}")
-    ordinary = [rid for rid in record_ids if rid not in set(gold)]
-    overlapping = round(fraction * len(ordinary)) if k > 1 else 0
-    chosen = set(np.random.default_rng(seed).permutation(len(ordinary))[:overlapping].tolist())
-    return {rid: (k if i in chosen else 1) for i, rid in enumerate(ordinary)}
-
-
 def open_round(
     dataset: str,
     number: int,
@@ -115,7 +101,6 @@ def open_round(
     model_version: str | None,
     record_ids: list[str],
     gold: list[str],
-    overlap: dict[str, int],
     params: dict[str, Any],
     now: datetime,
     deadline_hours: float,
@@ -123,9 +108,9 @@ def open_round(
     """A new round in status `opened`, before its tasks are pushed; its deadline `deadline_hours` from now."""
     if deadline_hours <= 0:
         raise ValueError(f"deadline_hours must be > 0, got {deadline_hours}")
-    missing = sorted(set(record_ids) - set(gold) - set(overlap))
-    if missing:
-        raise ValueError(f"no overlap planned for {len(missing)} records, e.g. {missing[:3]}")
+    stray = sorted(set(gold) - set(record_ids))
+    if stray:
+        raise ValueError(f"gold records must be part of the batch; {stray[:3]} are not")
     return LabelRound(
         dataset=dataset,
         number=number,
@@ -138,18 +123,29 @@ def open_round(
         model_version=model_version,
         record_ids=list(record_ids),
         gold=list(gold),
-        overlap=dict(overlap),
+        overlap={},
         params=dict(params),
         history=[{"status": OPENED, "at": _iso(now)}],
     )
 
 
-def start_labeling(round_: LabelRound, tasks: dict[str, int], now: datetime) -> LabelRound:
-    """The round once its tasks are in Label Studio (`tasks`: record_id -> task id)."""
+def start_labeling(round_: LabelRound, tasks: dict[str, int], overlap: dict[str, int], now: datetime) -> LabelRound:
+    """The round once its tasks are in Label Studio (`tasks`: record_id -> task id) with the annotations
+    planned for each ordinary record (`overlap`; gold records are planned for everyone)."""
     absent = sorted(set(round_.record_ids) - set(tasks))
     if absent:
         raise RoundStateError(f"round {round_.id}: {len(absent)} planned records have no task, e.g. {absent[:3]}")
-    return _moved(round_, LABELING, now, tasks={rid: int(tasks[rid]) for rid in round_.record_ids})
+    ordinary = [rid for rid in round_.record_ids if rid not in set(round_.gold)]
+    unplanned = sorted(set(ordinary) - set(overlap))
+    if unplanned:
+        raise RoundStateError(f"round {round_.id}: no overlap planned for {len(unplanned)} records")
+    return _moved(
+        round_,
+        LABELING,
+        now,
+        tasks={rid: int(tasks[rid]) for rid in round_.record_ids},
+        overlap={rid: int(overlap[rid]) for rid in ordinary},
+    )
 
 
 def _live_votes(annotations: pa.Table, round_: LabelRound) -> dict[str, set[str]]:

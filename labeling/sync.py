@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 
 from corpus.schema import ANNOTATION_SCHEMA
 from corpus.store import DataRoot
+from labeling.annotators import annotator_name
 from labeling.client import LabelStudioApiError, LabelStudioClient, is_retryable
 from labeling.quality import latest_versions
 
@@ -54,7 +55,7 @@ def read_annotations(root: DataRoot) -> pa.Table:
     return latest_versions(root.read_table(ANNOTATIONS_DIR, schema=ANNOTATION_SCHEMA))
 
 
-def _row(project_id: int, task: dict, annotation: dict, pulled_at: datetime) -> dict:
+def _row(project_id: int, task: dict, annotation: dict, pulled_at: datetime, names: dict[int, str]) -> dict:
     completed_by = annotation.get("completed_by")
     return {
         "annotation_id": int(annotation["id"]),
@@ -62,7 +63,11 @@ def _row(project_id: int, task: dict, annotation: dict, pulled_at: datetime) -> 
         "project_id": int(project_id),
         "record_id": str(task["data"]["record_id"]),
         "label": extract_choice(annotation.get("result") or []),
-        "annotator": None if completed_by is None else str(completed_by),
+        "annotator": annotator_name(completed_by, names)
+        if names
+        else None
+        if completed_by is None
+        else str(completed_by),
         "created_at": _parse_time(annotation.get("created_at")),
         "updated_at": _parse_time(annotation.get("updated_at")),
         "lead_time": annotation.get("lead_time"),
@@ -78,7 +83,13 @@ def _same(stored: dict, fresh: dict) -> bool:
 
 
 def pull_annotations(
-    client: LabelStudioClient, root: DataRoot, project_id: int, *, full: bool = False, tries: int | None = None
+    client: LabelStudioClient,
+    root: DataRoot,
+    project_id: int,
+    *,
+    full: bool = False,
+    tries: int | None = None,
+    names: dict[int, str] | None = None,
 ) -> dict:
     """Append the project's new and changed annotations to `annotations/part-<utc>-<project>.parquet`.
 
@@ -90,6 +101,8 @@ def pull_annotations(
     A listing that fails (server down or restarted) is retried by the client (`tries` tries, default the
     client's own); nothing is written and the watermark does not move until a listing succeeds, so a
     crashed pull loses nothing.
+    With `names` (user id -> username or email, client.user_names()) annotators are stored by name, so
+    scorecards, artifacts and releases never show a numeric id; without, as str(user id).
     Returns {"new", "updated", "deleted", "skipped", "total"} (total = live annotations of the project).
     """
     state_path = _state_path(project_id)
@@ -114,7 +127,7 @@ def pull_annotations(
             continue
         seen_tasks.add(int(task["id"]))
         for annotation in task["annotations"]:
-            fresh = _row(project_id, task, annotation, pulled_at)
+            fresh = _row(project_id, task, annotation, pulled_at, names or {})
             seen.add(fresh["annotation_id"])
             old = stored.get(fresh["annotation_id"])
             if old is None:

@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import signal
 import sys
-from collections.abc import Iterator
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from corpus.settings import get_settings
+from pipelines.cli_label import label_app
+from pipelines.cli_support import console, prefect_api, print_json
 
 app = typer.Typer(
     help="Flywheel: crawl -> curate -> scrub -> label -> release -> train.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-label_app = typer.Typer(help="Label Studio rounds.", no_args_is_help=True)
 services_app = typer.Typer(
     help="Local services: Label Studio, the sample site, a Prefect server.", no_args_is_help=True
 )
 app.add_typer(label_app, name="label")
 app.add_typer(services_app, name="services")
-console = Console()
 
 SUMMARY_PATH = "demo/summary.json"
 
@@ -68,34 +64,6 @@ def main() -> None:
         sys.exit(1)
 
 
-@contextlib.contextmanager
-def _prefect_api(start: bool = False) -> Iterator[str | None]:
-    """Run flows against Flywheel's own local Prefect server (started when `start`), so they show in the UI.
-
-    An explicit PREFECT_API_URL wins. Otherwise a server is used only if Flywheel started it (its pid file);
-    one that some other program runs on the port is never taken: Prefect then runs a temporary server for
-    this command, stopped when the command ends, also on SIGTERM.
-    """
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from pipelines.demo import services
-
-    if os.environ.get("PREFECT_API_URL"):
-        yield os.environ["PREFECT_API_URL"]
-        return
-    settings = get_settings()
-    api = services.start_prefect_server(settings) if start else services.own_prefect_api(settings)
-    if api is None:
-        yield None
-        return
-    with temporary_settings(updates={PREFECT_API_URL: api}):
-        yield api
-
-
-def _print_json(obj: object) -> None:
-    console.print_json(json.dumps(obj, default=str))
-
-
 @app.command()
 def demo(
     images_per_class: Annotated[int, typer.Option(help="Images per class on the sample site.")] = 60,
@@ -118,7 +86,7 @@ def demo(
     with console.status("generating and serving the sample site"):
         site_url, truth = services.start_sample_site(settings, seed=seed, images_per_class=images_per_class)
     console.print(f"[green]✓[/] sample site at {site_url}")
-    with console.status("starting the Prefect server"), _prefect_api(start=True) as api:
+    with console.status("starting the Prefect server"), prefect_api(start=True) as api:
         console.print(f"[green]✓[/] Prefect UI at {api.removesuffix('/api')}")
         params = DemoParams(
             site_url=site_url,
@@ -148,15 +116,19 @@ def crawl(
     max_pages: Annotated[int, typer.Option(help="Page budget.")] = 2000,
     allowed_domain: Annotated[list[str] | None, typer.Option(help="Extra hosts the crawl may visit.")] = None,
     allow_private_host: Annotated[
-        list[str] | None, typer.Option(help="A host on a private/loopback address the crawl may reach (local sites).")
+        list[str] | None,
+        typer.Option(
+            help="An origin (http://127.0.0.1:8765) on a private or loopback address the crawl may reach; "
+            "a bare host means the start URL's scheme and port."
+        ),
     ] = None,
     incremental: Annotated[bool, typer.Option(help="Fetch and write only what changed since the last crawl.")] = False,
 ) -> None:
     """Crawl a site into raw/<crawl run>/ (Scrapy, robots.txt obeyed, same host only, no private addresses)."""
-    from pipelines.config import CrawlParams
+    from crawlers.config import CrawlConfig
     from pipelines.ingest import crawl_flow
 
-    params = CrawlParams(
+    params = CrawlConfig(
         start_url=start_url,
         source=source,
         max_pages=max_pages,
@@ -164,8 +136,8 @@ def crawl(
         allowed_private_hosts=allow_private_host,
         incremental=incremental,
     )
-    with _prefect_api():
-        _print_json(crawl_flow(params))
+    with prefect_api():
+        print_json(crawl_flow(params))
 
 
 @app.command()
@@ -184,9 +156,9 @@ def curate(
     from pipelines.ingest import curate_flow
 
     scale = ScaleParams(shards=shards, partitions=partitions, dask=dask)
-    with _prefect_api():
+    with prefect_api():
         report = curate_flow(CurateParams(inputs=raw, scale=scale))
-    _print_json(
+    print_json(
         {
             k: {kk: v.get(kk) for kk in ("output", "kept", "dropped", "dropped_by_reason", "counters", "shards")}
             if isinstance(v, dict)
@@ -202,56 +174,24 @@ def ingest(
     source: Annotated[str, typer.Option(help="Source name stored on records.")] = "site",
     max_pages: Annotated[int, typer.Option(help="Page budget.")] = 2000,
     allow_private_host: Annotated[
-        list[str] | None, typer.Option(help="A host on a private/loopback address the crawl may reach (local sites).")
+        list[str] | None,
+        typer.Option(
+            help="An origin (http://127.0.0.1:8765) on a private or loopback address the crawl may reach; "
+            "a bare host means the start URL's scheme and port."
+        ),
     ] = None,
 ) -> None:
     """crawl -> curate -> scrub in one flow."""
-    from pipelines.config import CrawlParams, IngestParams
+    from crawlers.config import CrawlConfig
+    from pipelines.config import IngestParams
     from pipelines.ingest import ingest_flow
 
-    crawl_params = CrawlParams(
+    crawl_params = CrawlConfig(
         start_url=start_url, source=source, max_pages=max_pages, allowed_private_hosts=allow_private_host
     )
-    with _prefect_api():
+    with prefect_api():
         report = ingest_flow(IngestParams(crawl=crawl_params))
-    _print_json({"pool": report["pool"], "crawl": report["crawl"], "kept": report["curate"]["kept"]})
-
-
-@label_app.command("push")
-def label_push(
-    labels: Annotated[str, typer.Option(help="Comma-separated label set.")],
-    budget: Annotated[int, typer.Option(help="Tasks to push.")] = 80,
-    strategy: Annotated[str, typer.Option(help="auto, diversity, uncertainty or random.")] = "auto",
-    project: Annotated[str, typer.Option(help="Label Studio project title.")] = "Flywheel demo",
-    dataset: Annotated[str, typer.Option(help="Dataset whose newest model ranks the pool.")] = "demo",
-    pool: Annotated[str | None, typer.Option(help="Pool folder; default: the latest ingest's.")] = None,
-) -> None:
-    """Push the next batch of the pool to Label Studio, chosen by the newest model when there is one."""
-    from pipelines.config import LabelRoundParams
-    from pipelines.rounds import label_push_flow
-
-    params = LabelRoundParams(
-        dataset=dataset,
-        pool=pool,
-        labels=[x.strip() for x in labels.split(",") if x.strip()],
-        project_title=project,
-        budget=budget,
-        strategy=strategy,
-    )
-    with _prefect_api():
-        report = label_push_flow(params)
-    report.pop("record_ids", None)
-    report.pop("task_ids", None)
-    _print_json(report)
-
-
-@label_app.command("pull")
-def label_pull(project: Annotated[str, typer.Option(help="Label Studio project title.")] = "Flywheel demo") -> None:
-    """Pull new and changed annotations into annotations/ and print labels and agreement."""
-    from pipelines.rounds import label_pull_flow
-
-    with _prefect_api():
-        _print_json(label_pull_flow(project_title=project))
+    print_json({"pool": report["pool"], "crawl": report["crawl"], "kept": report["curate"]["kept"]})
 
 
 @app.command()
@@ -263,9 +203,9 @@ def release(
     from pipelines.config import ReleaseParams
     from pipelines.release import release_flow
 
-    with _prefect_api():
+    with prefect_api():
         manifest = release_flow(ReleaseParams(dataset=dataset, pool=pool))
-    _print_json({k: manifest.get(k) for k in ("dataset", "version", "parent", "rows", "unchanged", "path")})
+    print_json({k: manifest.get(k) for k in ("dataset", "version", "parent", "rows", "unchanged", "path")})
 
 
 @app.command()
@@ -284,9 +224,9 @@ def train(
 
     dataset, version = parse_release_ref(release)
     pool = latest_pool(open_data_root()) if score_pool else None
-    with _prefect_api():
+    with prefect_api():
         metrics = train_flow(TrainParams(dataset=dataset, version=version, pool=pool, train=TrainConfig(epochs=epochs)))
-    _print_json({k: metrics.get(k) for k in ("model_version", "release", "test_accuracy", "device", "scored")})
+    print_json({k: metrics.get(k) for k in ("model_version", "release", "test_accuracy", "device", "scored")})
 
 
 @services_app.command("up")
@@ -319,7 +259,7 @@ def services_status() -> None:
     """Which services run, and where."""
     from pipelines.demo import services
 
-    _print_json(services.describe(get_settings()))
+    print_json(services.describe(get_settings()))
 
 
 @app.command()

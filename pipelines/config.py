@@ -5,32 +5,11 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from corpus.releases.config import ReleaseConfig
+from crawlers.config import CrawlConfig
 from curation.curate_config import CurateConfig
 from curation.scrub import ScrubConfig
 from labeling.gate import QualityGate
 from training.config import TrainConfig
-
-
-class CrawlParams(BaseModel):
-    """What to crawl and how much of it."""
-
-    start_url: str = Field(..., description="First page; the crawl stays on its host unless allowed_domains says more.")
-    source: str = Field("site", description="Name of this source, stored on every record.")
-    allowed_domains: list[str] | None = Field(None, description="Hosts the crawl may visit (no ports).")
-    max_pages: int = Field(2000, ge=1, description="Page budget of one crawl.")
-    max_bytes: int | None = Field(None, gt=0, description="Byte budget of one crawl (pages and images).")
-    include: list[str] | None = Field(None, description="Regexes a page URL must match to be crawled.")
-    exclude: list[str] | None = Field(None, description="Regexes that keep matching page URLs out.")
-    sitemap_urls: list[str] | None = Field(None, description="Sitemaps or feeds to seed the crawl with.")
-    allowed_private_hosts: list[str] | None = Field(
-        None,
-        description="Hosts on private or loopback addresses the crawl may reach (local demo and test sites only); "
-        "everything else on such addresses is refused after DNS resolution and on every redirect.",
-    )
-    incremental: bool = Field(
-        False, description="Remember ETag / Last-Modified / content fingerprints: a recrawl writes only what changed."
-    )
-    timeout_s: float = Field(1800, gt=0, description="Wall-clock limit of one crawl.")
 
 
 class ScaleParams(BaseModel):
@@ -67,7 +46,7 @@ class CurateParams(BaseModel):
 class IngestParams(BaseModel):
     """crawl -> curate -> scrub."""
 
-    crawl: CrawlParams
+    crawl: CrawlConfig
     curate: CurateConfig = Field(default_factory=CurateConfig)
     scrub: ScrubConfig = Field(default_factory=ScrubConfig)
     scale: ScaleParams = Field(default_factory=ScaleParams, description="Sharding and Dask.")
@@ -75,12 +54,24 @@ class IngestParams(BaseModel):
 
 
 class LabelRoundParams(BaseModel):
-    """One label round: select from the pool, push to Label Studio, pull, aggregate, check the quality gate."""
+    """A label round: the batch chosen from the pool and pushed to Label Studio, and how it is closed and judged."""
 
     dataset: str = Field("demo", description="Dataset name; the round's model is this dataset's newest.")
     pool: str | None = Field(None, description="Folder of scrubbed kept records; default: the latest ingest's.")
     labels: list[str] = Field(..., min_length=2, description="The label set annotators choose from.")
-    project_title: str = Field("Flywheel demo", min_length=3, description="Label Studio project title.")
+    project_title: str | None = Field(
+        None,
+        min_length=3,
+        description="Label Studio project title (default 'Flywheel <dataset>'): one project per dataset and label "
+        "set; pushing another label set into it is refused.",
+    )
+    definitions: dict[str, str] = Field(
+        default_factory=dict,
+        description="Label -> what it means, shown to annotators as the project's instructions (with examples).",
+    )
+    examples: dict[str, list[str]] = Field(
+        default_factory=dict, description="Label -> URLs of example images shown in the instructions."
+    )
     budget: int = Field(80, ge=1, description="Tasks pushed this round.")
     strategy: str = Field(
         "auto",
@@ -89,7 +80,29 @@ class LabelRoundParams(BaseModel):
         pattern="^(auto|diversity|coreset|uncertainty|least-confidence|margin|entropy|hybrid|random)$",
     )
     overlap_fraction: float = Field(0.3, ge=0, le=1, description="Share of tasks labeled by several annotators.")
-    overlap_k: int = Field(2, ge=1, description="Annotators per overlapping task (Label Studio's overlap setting).")
+    overlap_k: int = Field(2, ge=1, description="Annotators per overlapping task (set per task in Label Studio).")
+    annotators: int | None = Field(
+        None,
+        ge=1,
+        description="People labeling this round (each answers every gold task); empty: the Label Studio "
+        "organization's members other than Flywheel's own account.",
+    )
+    deadline_hours: float = Field(
+        72.0, gt=0, description="The round closes after this long even if unfinished (3 days: a working week's pace)."
+    )
+    min_share_done: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="At its deadline a round passes only if at least this share of its planned annotations is done "
+        "(and its quality gate holds).",
+    )
+    if_open: str = Field(
+        "refuse",
+        pattern="^(refuse|skip)$",
+        description="When the dataset already has an open round: refuse (an error) or skip (nothing pushed, no error; "
+        "what a schedule wants).",
+    )
     min_per_class: int = Field(2, ge=0, description="At least this many tasks per predicted class (class balance).")
     gold_path: str | None = Field(
         None, description="JSON file under the data root: record_id -> known label, mixed into batches as gold."
@@ -105,6 +118,11 @@ class LabelRoundParams(BaseModel):
     seed: int = 0
     data_root: str | None = None
 
+    @property
+    def project(self) -> str:
+        """The Label Studio project of this dataset."""
+        return self.project_title or f"Flywheel {self.dataset}"
+
 
 class ReleaseParams(BaseModel):
     """Build the next immutable release of a dataset from the pool and the pulled annotations."""
@@ -113,6 +131,7 @@ class ReleaseParams(BaseModel):
     pool: str | None = Field(None, description="Folder of scrubbed kept records; default: the latest ingest's.")
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
     gold_path: str | None = Field(None, description="Gold answers (record_id -> label) that pin Dawid-Skene.")
+    round: int | None = Field(None, ge=1, description="The label round whose passing started this release, if any.")
     data_root: str | None = None
 
 

@@ -11,11 +11,12 @@ from prefect.artifacts import create_table_artifact
 from corpus.pool import remember_pool
 from corpus.settings import get_settings
 from corpus.stages import MapSteps, map_in_process, run_stage_sharded
+from crawlers.config import CrawlConfig
 from crawlers.report import report_table
 from crawlers.run import crawl_to_root
 from curation.curate import run_curate as run_curate_stage
 from curation.scrub import SCRUB
-from pipelines.config import CrawlParams, CurateParams, IngestParams
+from pipelines.config import CurateParams, IngestParams
 from pipelines.runtime import (
     IO_RETRIES,
     artifact_key,
@@ -29,19 +30,10 @@ from pipelines.runtime import (
 
 
 @task(**IO_RETRIES)
-def crawl_source(params: CrawlParams, data_root: str, crawl_run: str) -> dict[str, Any]:
+def crawl_source(params: CrawlConfig, data_root: str, crawl_run: str) -> dict[str, Any]:
     """Crawl one source into raw/<crawl_run>/ (a Scrapy subprocess per call; staged under the work dir and
     uploaded when the data root is object storage). A retry resumes the same crawl from its job folder."""
-    options = params.model_dump(exclude={"start_url", "source", "incremental"})
-    report = crawl_to_root(
-        open_root(data_root),
-        params.start_url,
-        crawl_run=crawl_run,
-        source=params.source,
-        work_dir=get_settings().work_dir,
-        incremental=params.incremental,
-        **options,
-    )
+    report = crawl_to_root(open_root(data_root), params, crawl_run=crawl_run, work_dir=get_settings().work_dir)
     report["output"] = f"raw/{crawl_run}"
     create_table_artifact(
         key=artifact_key("crawl", params.source),
@@ -109,7 +101,7 @@ def remember_latest_pool(data_root: str, pool: str) -> str:
 
 
 @flow(name="crawl", log_prints=True)
-def crawl_flow(params: CrawlParams, data_root: str | None = None) -> dict[str, Any]:
+def crawl_flow(params: CrawlConfig, data_root: str | None = None) -> dict[str, Any]:
     """Crawl one source into raw/<crawl run>/ and report pages, images and errors."""
     return crawl_source(params, data_root_url(data_root), new_run_name("crawl"))
 

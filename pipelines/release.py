@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow
@@ -11,10 +12,16 @@ from corpus.pool import latest_pool, read_gold
 from corpus.releases.build import build_release
 from corpus.stages import trace_reports
 from labeling.quality import aggregate_dawid_skene, compute_agreement
+from labeling.round_state import mark_released
+from labeling.round_store import load_round, save_round
 from labeling.rounds import attach_labels
 from labeling.sync import read_annotations
 from pipelines.config import ReleaseParams
 from pipelines.runtime import DATASET_RELEASED, IO_RETRIES, announce, artifact_key, data_root_url, open_root, task
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def release_markdown(manifest: dict[str, Any]) -> str:
@@ -47,6 +54,8 @@ def publish_release(params: ReleaseParams, data_root: str) -> dict[str, Any]:
     if not manifest.get("unchanged"):
         payload = {"dataset": params.dataset, "version": manifest["version"], "data_root": root.url, "pool": pool}
         announce(DATASET_RELEASED, params.dataset, payload)
+        if params.round:
+            save_round(root, mark_released(load_round(root, params.dataset, params.round), manifest["version"], _now()))
     create_markdown_artifact(
         key=artifact_key("release", params.dataset),
         markdown=release_markdown(manifest),

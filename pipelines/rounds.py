@@ -1,62 +1,100 @@
-"""Label-round flows: push a model-chosen batch to Label Studio, pull annotations, review them, check the gate."""
+"""Label-round flows: open a round (a model-chosen batch in Label Studio), watch its progress, close and judge it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-import pyarrow as pa
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 
 from corpus.pool import latest_pool, read_gold, select_records
 from corpus.settings import get_settings
-from labeling.gate import check_quality_gate
-from labeling.quality import aggregate_dawid_skene
-from labeling.review import build_review_set
-from labeling.rounds import RoundPlan, plan_next_batch
-from labeling.summary import summarize_annotations, summarize_round
-from labeling.sync import pull_annotations, push_tasks, read_annotations
-from labeling.tasks import attach_media, build_label_config, build_tasks, export_media, media_uri
-from pipelines.config import LabelRoundParams
-from pipelines.runtime import (
-    ROUND_FAILED,
-    ROUND_PASSED,
-    announce,
-    data_root_url,
-    open_label_studio,
-    open_root,
-    task,
+from labeling.queue import overlaps_to_set, plan_task_overlaps
+from labeling.round_state import LabelRound, open_round, start_labeling
+from labeling.round_store import (
+    RoundOpenError,
+    claim_round,
+    list_round_numbers,
+    load_open_round,
+    load_round,
+    open_round_number,
+    save_round,
 )
-from training.registry import newest_predictions, read_label_issues
+from labeling.rounds import RoundPlan, plan_next_batch
+from labeling.summary import summarize_annotations
+from labeling.sync import pull_annotations, push_tasks, read_annotations
+from labeling.tasks import attach_media, build_instructions, build_label_config, build_tasks, export_media, media_uri
+from labeling.views import round_hidden_columns, round_view_title
+from pipelines.config import LabelRoundParams
+from pipelines.round_markdown import progress_markdown
+from pipelines.runtime import ROUND_OPENED, announce, artifact_key, data_root_url, open_label_studio, open_root, task
+from training.registry import newest_predictions
 
-REVIEW_VIEW = "Flywheel review"
 
-
-@dataclass
+@dataclasses.dataclass
 class RoundInputs:
-    """What every step of a round reads, read once: where the pool is, its records, the gold answers, and
-    the Label Studio project."""
+    """What every step of opening a round reads, read once: the pool, its records, the gold answers, the project."""
 
     data_root: str
     pool: str
-    records: pa.Table
+    records: Any
     gold: dict[str, str]
     project_id: int
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 @task
-def open_round(params: LabelRoundParams) -> RoundInputs:
-    """Read the pool and the gold file; create (once) the project, set its overlap, attach the media folder
-    (Local Files storage for a local root, an S3 storage over the same bucket for an s3:// root)."""
-    data_root = data_root_url(params.data_root)
+def claim_next_round(params: LabelRoundParams, data_root: str) -> int | None:
+    """The number of the round this push opens. A round whose push died before its tasks were all in
+    Label Studio is resumed; any other open round refuses the push (RoundOpenError) or, with
+    if_open=skip, skips it (None)."""
+    root = open_root(data_root)
+    try:
+        return claim_round(root, params.dataset)
+    except RoundOpenError as refused:
+        current = load_open_round(root, params.dataset)
+        if current is not None and current.status == "opened":
+            get_run_logger().info("resuming the push of %s", current.id)
+            return current.number
+        if params.if_open == "skip":
+            get_run_logger().info("nothing pushed: %s", refused)
+            return None
+        raise
+
+
+def _annotators(params: LabelRoundParams) -> int:
+    """How many people take part: the parameter, else the organization's members but Flywheel's own login."""
+    if params.annotators:
+        return params.annotators
+    own = get_settings().label_studio_user.lower()
+    people = [name for name in open_label_studio().user_names().values() if name.lower() != own]
+    return max(len(people), 1)
+
+
+@task
+def prepare_round(params: LabelRoundParams, data_root: str) -> RoundInputs:
+    """Read the pool and the gold file; create (once) the project for this dataset and label set (another
+    label set is refused), set its queue to per-task overlaps and its instructions, attach the media."""
     root = open_root(data_root)
     pool = params.pool or latest_pool(root)
     client = open_label_studio()
-    project_id = client.ensure_project(params.project_title, build_label_config(params.labels))
-    client.configure_overlap(project_id, params.overlap_k, params.overlap_fraction)
+    project_id = client.ensure_project(params.project, build_label_config(params.labels))
+    client.configure_queue(project_id)
+    if params.definitions:
+        client.set_instructions(project_id, build_instructions(params.labels, params.definitions, params.examples))
     attach_media(client, root, project_id, get_settings())
+    settings = get_settings()
+    if settings.webhook_url:
+        secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+        client.ensure_webhook(
+            project_id, settings.webhook_url, headers={"X-Flywheel-Webhook": secret} if secret else {}
+        )
     return RoundInputs(data_root, pool, root.read_table(pool), read_gold(root, params.gold_path), project_id)
 
 
@@ -90,123 +128,142 @@ def choose_batch(params: LabelRoundParams, inputs: RoundInputs) -> RoundPlan:
 
 
 @task
-def push_batch(params: LabelRoundParams, inputs: RoundInputs, plan: RoundPlan) -> dict[str, Any]:
-    """Send the planned records as tasks, with the model's predictions as pre-annotations. Idempotent and
+def record_opened(params: LabelRoundParams, inputs: RoundInputs, plan: RoundPlan, number: int) -> LabelRound:
+    """Write the round (status opened) before its tasks are pushed, so a push that dies is resumed, not redone."""
+    round_ = open_round(
+        params.dataset,
+        number,
+        inputs.project_id,
+        pool=inputs.pool,
+        labels=params.labels,
+        strategy=plan.strategy,
+        model_version=plan.model_version,
+        record_ids=plan.record_ids,
+        gold=plan.gold,
+        params=params.model_dump(mode="json"),
+        now=_now(),
+        deadline_hours=params.deadline_hours,
+    )
+    round_.progress = {"priorities": plan.priorities}
+    save_round(open_root(inputs.data_root), round_)
+    return round_
+
+
+@task
+def push_batch(params: LabelRoundParams, inputs: RoundInputs, round_: LabelRound) -> dict[str, int]:
+    """Send the round's records as tasks, with the model's predictions as pre-annotations. Idempotent and
     resumable: a journal keyed by record_id means a retry after an outage never imports a task twice."""
     root = open_root(inputs.data_root)
     client = open_label_studio()
-    batch = select_records(inputs.records, plan.record_ids)
+    batch = select_records(inputs.records, round_.record_ids)
     predictions = None
-    if plan.model_version:
+    if round_.model_version:
         _, everything = newest_predictions(root, params.dataset)
-        predictions = select_records(everything, plan.record_ids) if everything is not None else None
+        predictions = select_records(everything, round_.record_ids) if everything is not None else None
     tasks = build_tasks(
         batch,
         export_media(root, batch),
-        priorities=plan.priorities,
+        priorities=round_.progress.get("priorities"),
         predictions=predictions,
         labels=params.labels,
-        model_version=plan.model_version,
+        model_version=round_.model_version,
         media_url=partial(media_uri, root),
     )
     pushed = push_tasks(client, root, inputs.project_id, tasks)
-    if plan.model_version:
-        client.set_model_version(inputs.project_id, plan.model_version)
-    task_ids = pushed["task_ids"]
+    if round_.model_version:
+        client.set_model_version(inputs.project_id, round_.model_version)
+    return {rid: pushed["task_ids"][rid] for rid in round_.record_ids if rid in pushed["task_ids"]}
+
+
+@task
+def start_round(params: LabelRoundParams, round_: LabelRound, task_ids: dict[str, int]) -> LabelRound:
+    """Make the planned overlap happen in Label Studio's queue (each task's overlap; gold for everyone), open
+    the project on the round's tab, and mark the round labeling; announces flywheel.round.opened."""
+    client = open_label_studio()
+    people = _annotators(params)
+    wanted = plan_task_overlaps(
+        task_ids, k=params.overlap_k, fraction=params.overlap_fraction, gold=round_.gold, annotators=people
+    )
+    client.set_task_overlaps(overlaps_to_set(wanted, client.task_overlaps(round_.project_id)))
+    view = client.ensure_view(
+        round_.project_id,
+        round_view_title(round_.number),
+        sorted(task_ids.values()),
+        hidden_columns=round_hidden_columns(),
+        first=True,
+    )
+    overlap = {rid: wanted[task_ids[rid]] for rid in round_.record_ids if rid not in set(round_.gold)}
+    started = start_labeling(round_, task_ids, overlap, _now())
+    started.progress = {"needed": sum(overlap.values()) + people * len(round_.gold), "done": 0, "share_done": 0.0}
+    started.progress["view_url"] = client.project_url(round_.project_id, view)
+    root = open_root(data_root_url(params.data_root))
+    save_round(root, started)
+    announce(ROUND_OPENED, params.dataset, round_payload(started, root.url), resource=round_resource(started))
+    create_markdown_artifact(
+        key=artifact_key("round", params.dataset), markdown=progress_markdown(started), description=started.id
+    )
+    return started
+
+
+def round_resource(round_: LabelRound) -> dict[str, str]:
+    return {"prefect.resource.id": f"flywheel.round.{round_.id}", "prefect.resource.name": round_.id}
+
+
+def round_payload(round_: LabelRound, data_root: str) -> dict[str, Any]:
+    """What every round event carries: enough for an automation to act on the round."""
     return {
-        "tasks_pushed": pushed["pushed"],
-        "already_present": pushed["already_present"],
-        "predictions_pushed": sum(1 for t in tasks if t.get("predictions")) if pushed["pushed"] else 0,
-        "task_ids": [task_ids[rid] for rid in plan.record_ids if rid in task_ids],
-        "gold_task_ids": [task_ids[rid] for rid in plan.gold if rid in task_ids],
+        "dataset": round_.dataset,
+        "round": round_.number,
+        "round_id": round_.id,
+        "project_id": round_.project_id,
+        "data_root": data_root,
+        "pool": round_.pool,
+        "status": round_.status,
     }
 
 
 @task
 def pull_labels(data_root: str, project_id: int) -> dict[str, Any]:
-    """Append the annotations created or changed since the last pull to annotations/."""
-    return pull_annotations(open_label_studio(), open_root(data_root), project_id)
-
-
-@task
-def review_round(params: LabelRoundParams, inputs: RoundInputs, record_ids: list[str]) -> dict[str, Any]:
-    """Quality control after a pull: the round's summary (agreement, scorecards as an artifact) and the
-    "Flywheel review" tab in Label Studio with every doubtful, gold-missed or likely mislabeled task."""
-    root = open_root(inputs.data_root)
-    everything = read_annotations(root)
-    summary = summarize_round(everything, record_ids, inputs.gold)
-    model_version, _ = newest_predictions(root, params.dataset)
-    issues = read_label_issues(root, model_version) if model_version else None
-    review = build_review_set(
-        aggregate_dawid_skene(everything, gold=inputs.gold),
-        threshold=params.review_threshold,
-        gold=inputs.gold,
-        flagged=issues.column("record_id").to_pylist() if issues is not None else (),
-    )
+    """Append the annotations created or changed since the last pull to annotations/, annotators by name."""
     client = open_label_studio()
-    task_ids = client.task_ids_by_record(inputs.project_id)
-    review_ids = sorted(task_ids[rid] for rid in review.column("record_id").to_pylist() if rid in task_ids)
-    client.ensure_view(inputs.project_id, REVIEW_VIEW, review_ids)
-    if summary["scorecards"]:
-        create_table_artifact(
-            key="annotator-scorecards",
-            table=summary["scorecards"],
-            description="accuracy on gold, agreement with consensus",
-        )
-    return {**summary, "review": len(review_ids)}
-
-
-@task
-def announce_round(params: LabelRoundParams, pool: str, project_id: int, gate: dict[str, Any]) -> None:
-    """Emit flywheel.round.passed when the round passed its quality gate (the release deployment's trigger
-    maps its payload onto the release's parameters), flywheel.round.failed with the reasons when not."""
-    values = {c["name"]: c["value"] for c in gate["criteria"]}
-    payload: dict[str, Any] = {
-        "dataset": params.dataset,
-        "data_root": open_root(data_root_url(params.data_root)).url,
-        "pool": pool,
-        "project_id": project_id,
-        "gold_path": params.gold_path,
-        "values": values,
-    }
-    logger = get_run_logger()
-    if gate["passed"]:
-        logger.info("label round passed its quality gate %s: %s for %s", values, ROUND_PASSED, params.dataset)
-    else:
-        payload["reasons"] = gate["reasons"]
-        logger.warning("label round FAILED its quality gate, no release: %s", "; ".join(gate["reasons"]))
-    announce(ROUND_PASSED if gate["passed"] else ROUND_FAILED, params.dataset, payload)
-
-
-def round_markdown(report: dict[str, Any], gate: dict[str, Any]) -> str:
-    """The label round's artifact: its figures and the quality gate, criterion by criterion."""
-    verdict = "passed: flywheel.round.passed emitted" if gate["passed"] else "FAILED: flywheel.round.failed, no release"
-    return "\n".join(
-        ["# Label round", "", f"Label Studio project: {report['project_url']}", "", "| what | value |", "|---|---|"]
-        + [f"| {k} | {v} |" for k, v in report.items() if not isinstance(v, dict | list)]
-        + ["", f"## Quality gate: {verdict}", "", "| criterion | value | threshold | ok |", "|---|---|---|---|"]
-        + [f"| {c['name']} | {c['value']} | {c['threshold']} | {c['ok']} |" for c in gate["criteria"]]
-        + [f"- {reason}" for reason in gate["reasons"]]
-    )
+    return pull_annotations(client, open_root(data_root), project_id, names=client.user_names())
 
 
 @flow(name="label-push", log_prints=True)
 def label_push_flow(params: LabelRoundParams) -> dict[str, Any]:
-    """Pick the next batch (diversity cold start, then the newest model's uncertainty) and push it to
-    Label Studio with the model's predictions as pre-annotations. Rerunning pushes nothing twice."""
-    inputs = open_round(params)
-    plan = choose_batch(params, inputs)
-    pushed = push_batch(params, inputs, plan)
+    """Open a label round: pick the next batch (diversity cold start, then the newest model's uncertainty),
+    push it to Label Studio with the model's predictions as pre-annotations, and let people label at their
+    own pace. At most one open round per dataset: another push is refused (or skipped, with if_open=skip);
+    two pushes at the same moment open one round. Rerunning a push that died pushes nothing twice."""
+    data_root = data_root_url(params.data_root)
+    number = claim_next_round(params, data_root)
+    if number is None:
+        held = open_round_number(open_root(data_root), params.dataset)
+        return {"dataset": params.dataset, "opened": False, "open_round": held}
+    inputs = prepare_round(params, data_root)
+    root = open_root(data_root)
+    saved = load_open_round(root, params.dataset)
+    if saved is not None and saved.number == number:
+        round_ = saved
+    else:
+        round_ = record_opened(params, inputs, choose_batch(params, inputs), number)
+    started = start_round(params, round_, push_batch(params, inputs, round_))
     return {
-        "project_id": inputs.project_id,
-        "project_url": open_label_studio().project_url(inputs.project_id),
-        "pool": inputs.pool,
-        "strategy": plan.strategy,
-        "model_version": plan.model_version,
-        "candidates": plan.candidates,
-        "record_ids": plan.record_ids,
-        "gold": plan.gold,
-        **pushed,
+        "dataset": params.dataset,
+        "opened": True,
+        "round": started.number,
+        "round_id": started.id,
+        "project_id": started.project_id,
+        "project_url": started.progress.get("view_url"),
+        "pool": started.pool,
+        "strategy": started.strategy,
+        "model_version": started.model_version,
+        "tasks": len(started.tasks),
+        "gold": len(started.gold),
+        "deadline": started.deadline,
+        "record_ids": started.record_ids,
+        "task_ids": [started.tasks[rid] for rid in started.record_ids],
+        "gold_task_ids": [started.tasks[rid] for rid in started.gold],
     }
 
 
@@ -216,45 +273,38 @@ def label_pull_flow(project_title: str = "Flywheel demo", data_root: str | None 
     data_root = data_root_url(data_root)
     project_id = open_label_studio().find_project(project_title)
     if project_id is None:
-        raise LookupError(
-            f"no Label Studio project titled {project_title!r}: push a round first (`flywheel label push`)"
-        )
+        raise LookupError(f"no Label Studio project titled {project_title!r}: push a round first (flywheel label push)")
     pulled = pull_labels(data_root, project_id)
     return {"project_id": project_id, "pulled": pulled, **summarize_annotations(read_annotations(open_root(data_root)))}
 
 
-@flow(name="label-review", log_prints=True)
-def label_review_flow(params: LabelRoundParams, pushed: dict[str, Any]) -> dict[str, Any]:
-    """Close a pushed round: pull, aggregate and review its annotations, check its quality gate and announce
-    the verdict (flywheel.round.passed / .failed). `pushed` is label_push_flow's result."""
-    inputs = open_round(params.model_copy(update={"pool": pushed["pool"]}))
-    pulled = pull_labels(inputs.data_root, inputs.project_id)
-    reviewed = review_round(params, inputs, pushed["record_ids"])
-    gate = check_quality_gate(
-        agreement=reviewed["agreement"],
-        scorecards=reviewed["scorecards"],
-        new_labels=reviewed["new_labels"],
-        gate=params.gate,
-    ).to_dict()
-    announce_round(params, inputs.pool, inputs.project_id, gate)
-    report = {
-        **{k: pushed[k] for k in ("project_id", "project_url", "strategy", "model_version", "candidates")},
-        **{k: pushed[k] for k in ("tasks_pushed", "predictions_pushed", "gold")},
-        "pulled": pulled,
-        **{k: reviewed[k] for k in ("annotations", "labeled_records", "agreement", "review", "scorecards")},
-        "new_labels": reviewed["new_labels"],
-        "quality_gate": gate,
-    }
-    create_markdown_artifact(
-        key="label-round",
-        markdown=round_markdown(report, gate),
-        description=f"project {inputs.project_id}: {pushed['tasks_pushed']} tasks by {pushed['strategy']}; "
-        f"quality gate {'passed' if gate['passed'] else 'failed'}",
-    )
-    return report
+def describe_round(data_root: str | None, dataset: str, number: int | None = None) -> dict[str, Any] | None:
+    """A round as `flywheel label status` shows it: the open one (or `number`), or None when none is open."""
+    root = open_root(data_root_url(data_root))
+    round_ = load_round(root, dataset, number) if number else load_open_round(root, dataset)
+    if round_ is None:
+        return None
+    shown = round_.to_dict()
+    for bulky in ("record_ids", "tasks", "overlap", "params", "gold"):
+        shown.pop(bulky)
+    shown["tasks"], shown["gold"] = len(round_.record_ids), len(round_.gold)
+    shown["progress"] = {k: v for k, v in round_.progress.items() if k != "priorities"}
+    return shown
 
 
-@flow(name="label-round", log_prints=True)
-def label_round_flow(params: LabelRoundParams) -> dict[str, Any]:
-    """One label round: push a batch, then pull, review and gate whatever annotators have done."""
-    return label_review_flow(params, label_push_flow(params))
+@flow(name="label-next-round", log_prints=True)
+def label_next_round_flow(dataset: str, data_root: str | None = None, budget: int | None = None) -> dict[str, Any]:
+    """Open the dataset's next round with the settings of its last one (labels, gold, gate, overlap), chosen
+    by the newest model: what the flywheel.model.trained automation runs. `budget` overrides the last
+    round's; 0 opens nothing (the automation's off switch beside disabling it). Skips while a round is open."""
+    root = open_root(data_root_url(data_root))
+    numbers = list_round_numbers(root, dataset)
+    if not numbers:
+        raise LookupError(f"dataset {dataset!r} has had no round yet: open the first with `flywheel label push`")
+    if budget == 0:
+        return {"dataset": dataset, "opened": False, "why": "budget 0"}
+    last = load_round(root, dataset, numbers[-1])
+    params = LabelRoundParams.model_validate({**last.params, "if_open": "skip", "pool": None, "data_root": data_root})
+    if budget is not None:
+        params = params.model_copy(update={"budget": budget})
+    return label_push_flow(params)

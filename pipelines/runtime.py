@@ -22,6 +22,9 @@ from corpus.store import DataRoot, open_data_root
 from labeling.client import LabelStudioApiError, LabelStudioClient, is_retryable
 
 DATASET_RELEASED = "flywheel.dataset.released"
+ROUND_OPENED = "flywheel.round.opened"
+ROUND_PROGRESS = "flywheel.round.progress"
+ROUND_COMPLETE = "flywheel.round.complete"  # the batch is done or the deadline has passed: close the round
 ROUND_PASSED = "flywheel.round.passed"
 ROUND_FAILED = "flywheel.round.failed"
 MODEL_TRAINED = "flywheel.model.trained"

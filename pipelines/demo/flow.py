@@ -16,8 +16,9 @@ from rich.console import Console
 from corpus.pool import select_records
 from corpus.settings import get_settings
 from corpus.store import open_data_root
+from crawlers.config import CrawlConfig
 from labeling.gate import QualityGate
-from pipelines.config import CrawlParams, IngestParams, LabelRoundParams, ReleaseParams, TrainParams
+from pipelines.config import IngestParams, LabelRoundParams, ReleaseParams, TrainParams
 from pipelines.demo.annotators import SimulatedAnnotator, simulate_labeling
 from pipelines.demo.summary import build_summary
 from pipelines.ingest import ingest_flow
@@ -71,7 +72,7 @@ def demo_flow(params: DemoParams) -> dict[str, Any]:
     data_root = params.data_root or get_settings().data_root
     ingest = ingest_flow(
         IngestParams(
-            crawl=CrawlParams(
+            crawl=CrawlConfig(
                 start_url=params.site_url.rstrip("/") + "/index.html",
                 source="sample-site",
                 allowed_private_hosts=["127.0.0.1"],  # the sample site is served on loopback

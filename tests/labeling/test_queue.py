@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 import httpx
+from annotator_http import RESULT, label_until_empty, sign_up
 
 from labeling.client import LabelStudioClient
 from labeling.queue import overlaps_to_set, plan_task_overlaps
@@ -16,41 +17,6 @@ LABELS = ["cat", "dog"]
 
 def make_task(record_id: str, **extra: object) -> dict:
     return {"data": {"image": f"{record_id}.png", "record_id": record_id, "caption": ""}, **extra}
-
-
-RESULT = [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["cat"]}}]
-
-
-def sign_up(invite_url: str, email: str, password: str) -> str:
-    """What a person does with the invite link, as plain HTTP: the signup form, then their own API token."""
-    with httpx.Client(follow_redirects=False, timeout=60) as web:
-        web.get(invite_url)
-        response = web.post(
-            invite_url,
-            data={"email": email, "password": password, "csrfmiddlewaretoken": web.cookies["csrftoken"]},
-            headers={"Referer": invite_url},
-        )
-        assert response.status_code == 302, response.text[:300]  # a redirect into the app: signed up and logged in
-        base = invite_url.split("/user/")[0]
-        token = web.get(f"{base}/api/current-user/token").json()["token"]
-    return token
-
-
-def label_until_empty(url: str, token: str, project_id: int, limit: int = 100) -> list[int]:
-    """An annotator working through the queue (GET /api/projects/<id>/next) until it is empty; the task ids
-    in the order they were served. No Flywheel code: only the user's token and the REST API."""
-    served: list[int] = []
-    with httpx.Client(base_url=url, headers={"Authorization": f"Token {token}"}, timeout=60) as me:
-        for _ in range(limit):
-            response = me.get(f"/api/projects/{project_id}/next")
-            if response.status_code == 404:
-                return served
-            response.raise_for_status()
-            task_id = int(response.json()["id"])
-            served.append(task_id)
-            saved = me.post(f"/api/tasks/{task_id}/annotations/", json={"result": RESULT, "lead_time": 2.0})
-            assert saved.status_code == 201, saved.text[:300]
-    raise AssertionError(f"the queue was still serving after {limit} tasks: {served[-5:]}")
 
 
 def test_queue_serves_each_task_its_planned_overlap_and_gold_to_everyone(own_label_studio) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 
-def make_labeled_pool(root, classes=("red", "green", "blue", "gray"), per_class: int = 12, seed: int = 0):
+def make_labeled_pool(
+    root, classes=("red", "green", "blue", "gray"), per_class: int = 12, seed: int = 0, annotated: bool = True
+):
     """A pool of distinct synthetic images whose colour is their class, with one annotation each.
 
-    Returns the pool folder (relative to `root`). Used where a test needs a release without a crawl.
+    Returns the pool folder (relative to `root`). Used where a test needs a release without a crawl;
+    `annotated=False` writes the pool alone (a round's test labels it through Label Studio).
     """
     import io
     from datetime import UTC, datetime
@@ -57,5 +60,6 @@ def make_labeled_pool(root, classes=("red", "green", "blue", "gray"), per_class:
                 }
             )
     root.write_table("curated/scrub-test/kept/part-0000.parquet", conform(pa.Table.from_pylist(rows)))
-    root.write_table("annotations/part-test.parquet", pa.Table.from_pylist(annotations, schema=ANNOTATION_SCHEMA))
+    if annotated:
+        root.write_table("annotations/part-test.parquet", pa.Table.from_pylist(annotations, schema=ANNOTATION_SCHEMA))
     return "curated/scrub-test/kept"
