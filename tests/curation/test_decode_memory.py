@@ -7,7 +7,9 @@ import io
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -28,6 +30,7 @@ from curation.images import (
     orient,
     reduce_in_strips,
 )
+from curation.scrub import ScrubConfig, scrub_image
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
@@ -157,3 +160,14 @@ def test_many_frame_gif_decodes_only_its_first_frame():
     frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
     measured = decode_for_checks(buffer.getvalue())
     assert measured.format == "GIF" and measured.size == (300, 300)
+
+
+def test_scrub_decodes_within_the_same_budget():
+    picture = photo((1000, 1000), seed=12)
+    jpeg, png = encode(picture, "JPEG"), encode(picture, "PNG")
+    cfg = ScrubConfig(blur_faces=False)
+    assert scrub_image(jpeg, cfg).width == 1000
+    with patch("curation.scrub.decode_image", partial(decode_image, max_decode_bytes=1_000_000)):
+        assert (scrub_image(jpeg, cfg).width, scrub_image(jpeg, cfg).height) == (500, 500)
+        with pytest.raises(ImageDecodeError, match="too_large"):
+            scrub_image(png, cfg)
