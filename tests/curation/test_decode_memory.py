@@ -50,7 +50,7 @@ HOSTILE = {
     "palette_png_9400": ("kept", 9400 * 9400 + SLACK),  # 1 byte per pixel decoded, reduced in strips
     "gif_150_frames": ("kept", SLACK),  # only the first frame is decoded
     "truncated_png_6000": ("truncated", DECODE_BUDGET_BYTES + SLACK),  # 137 MiB: within the budget
-    "truncated_png_9400": ("truncated", SLACK),  # its chunks end early: verify finds it before decoding
+    "truncated_png_9400": ("undecodable", SLACK),  # its chunks end early: verify finds it before decoding
 }
 
 
