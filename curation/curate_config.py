@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from curation.images import PILLOW_MAX_PIXELS
+from curation.images import DECODE_BUDGET_BYTES, PILLOW_MAX_PIXELS
 from curation.quality import QUALITY_REASONS, QualityConfig
 
 # Every reason this stage can give, in the order a row is checked.
@@ -39,6 +39,17 @@ class CurateConfig(BaseModel):
         ge=1,
         description="Decompression-bomb guard: images with more pixels are dropped as too_large before "
         "decoding. Default: Pillow's own Image.MAX_IMAGE_PIXELS (89,478,485).",
+    )
+    max_decode_bytes: int = Field(
+        DECODE_BUDGET_BYTES,
+        ge=1,
+        description="Memory one image may take decoded (estimated from its header, before decoding), so a "
+        "worker curates a hostile crawl in bounded memory: images that would need more are dropped as "
+        "too_large. Baseline JPEGs are decoded at a reduced DCT scale (shorter side 256-511 px, all checks "
+        "and hashes need), so only those reduced pixels count; other formats decode at full size (Pillow keeps "
+        "RGB in 4 bytes per pixel); progressive JPEGs add libjpeg's whole-image coefficient buffer (2 bytes per "
+        "sample). Default 160 MiB: 41.9 MP of RGB(A), above an 8K UHD screenshot (33 MP), below a 9400x9400 "
+        "RGB PNG (353 MB); README 'Bounded memory per image' gives the measured peaks.",
     )
     phash_max_distance: int = Field(
         10,

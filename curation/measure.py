@@ -16,10 +16,9 @@ from curation.images import (
     ImageDecodeError,
     compute_phash,
     compute_signature,
-    decode_image,
+    decode_for_checks,
     get_information_score,
     mime_of,
-    orient,
 )
 from curation.index import DedupIndex, compute_fetch_keys
 from curation.minhash import BANDS, compute_text_bands, match_bands
@@ -94,11 +93,15 @@ def load_known(reference: pa.Table | None = None, index: DedupIndex | None = Non
     )
 
 
-def check_image(image: Image.Image, cfg: CurateConfig) -> str | None:
-    """The drop reason of a decoded, oriented image (size, shape, information), or None if it is usable."""
-    if min(image.size) < cfg.min_side:
+def check_image(image: Image.Image, cfg: CurateConfig, size: tuple[int, int] | None = None) -> str | None:
+    """The drop reason of a decoded, oriented image (size, shape, information), or None if it is usable.
+
+    `size` is the full image's size when `image` is a reduced working copy of it (default: `image.size`).
+    """
+    size = size or image.size
+    if min(size) < cfg.min_side:
         return "too_small"
-    if max(image.size) > cfg.max_aspect_ratio * min(image.size):
+    if max(size) > cfg.max_aspect_ratio * min(size):
         return "extreme_aspect_ratio"
     if get_information_score(image) < cfg.min_information:
         return "low_information"
@@ -167,26 +170,29 @@ class Measuring:
 
 
 def measure_images(m: Measuring, cfg: CurateConfig) -> None:
-    """Decode, orient, measure, hash and check each image row; a layout signature for those still kept."""
+    """Decode, orient, measure, hash and check each image row; a layout signature for those still kept.
+
+    One image at a time, and each only as large as its checks need (images.decode_for_checks): at most
+    `cfg.max_decode_bytes` of decoded pixels plus a working copy of <= 511 px on its shorter side.
+    """
     v, record_ids = m.values, m.table.column("record_id").to_pylist()
     images = m.table.column("image")
     for i in m.rows_of("image"):
         data = images[i].as_py()
         try:
-            decoded = decode_image(data, cfg.max_pixels)
+            decoded = decode_for_checks(data, cfg.max_pixels, cfg.max_decode_bytes)
         except ImageDecodeError as exc:
             v["reason"][i] = exc.reason
             continue
-        oriented = orient(decoded)
-        v["width"][i], v["height"][i] = oriented.size
-        v["mime"][i] = mime_of(decoded)
+        v["width"][i], v["height"][i] = decoded.size
+        v["mime"][i] = mime_of(decoded.format)
         v["content_hash"][i] = hash_bytes(data)
-        v["phash"][i] = int(compute_phash(oriented))
+        v["phash"][i] = int(compute_phash(decoded.image))
         v["cluster"][i] = record_ids[i]
         v["in_index"][i] = m.fetch_keys[i] in m.known.image_fetches
-        v["reason"][i] = check_image(oriented, cfg)
+        v["reason"][i] = check_image(decoded.image, cfg, decoded.size)
         if v["reason"][i] is None:
-            m.signatures[i] = compute_signature(oriented)
+            m.signatures[i] = compute_signature(decoded.image)
 
 
 def drop_known_images(m: Measuring, cfg: CurateConfig) -> None:
