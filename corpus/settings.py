@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     label_studio_password: SecretStr = Field(SecretStr("flywheel-admin"), description="Label Studio admin password.")
     label_studio_venv: Path = Field(Path(".venv-ls"), description="Virtualenv holding the Label Studio server.")
     site_port: int = Field(8765, description="Port of the demo's sample website on 127.0.0.1.")
+    bridge_port: int = Field(
+        8790, description="Port on 127.0.0.1 of the webhook bridge that `flywheel ui` and the demo start."
+    )
     prefect_port: int = Field(4200, description="Port of the local Prefect server started by `services up`.")
     s3_endpoint_url: str | None = Field(
         None,

@@ -548,9 +548,14 @@ class LabelStudioClient:
         return int(created.id)
 
     @_with_retries
-    def create_annotation(self, task_id: int, user_id: int, result: list[dict], lead_time: float) -> int:
-        """Post an annotation on behalf of `user_id` (the admin token may do so); returns its id."""
-        created = self._sdk.annotations.create(id=task_id, completed_by=user_id, result=result, lead_time=lead_time)
+    def create_annotation(
+        self, task_id: int, user_id: int, result: list[dict], lead_time: float, *, skipped: bool = False
+    ) -> int:
+        """Post an annotation on behalf of `user_id` (the admin token may do so); returns its id. `skipped`
+        posts what Label Studio's Skip button does: an empty, cancelled annotation."""
+        created = self._sdk.annotations.create(
+            id=task_id, completed_by=user_id, result=result, lead_time=lead_time, was_cancelled=skipped
+        )
         return int(created.id)
 
     @_with_retries

@@ -149,13 +149,15 @@ def start_labeling(round_: LabelRound, tasks: dict[str, int], overlap: dict[str,
 
 
 def _live_votes(annotations: pa.Table, round_: LabelRound) -> dict[str, set[str]]:
-    """record_id -> annotators with a live labeled annotation on the round's task of that record."""
+    """record_id -> annotators who answered the round's task of that record: a live label, or a skip (Label
+    Studio's Skip: a cancelled annotation), which finishes that person's part without being a vote."""
     live = latest_versions(annotations)
     votes: dict[str, set[str]] = defaultdict(set)
     if live.num_rows == 0:
         return votes
-    dead = pc.or_kleene(pc.fill_null(live.column("deleted"), False), pc.fill_null(live.column("was_cancelled"), False))
-    live = live.filter(pc.and_(pc.invert(dead), pc.is_valid(live.column("label"))))
+    skipped = pc.fill_null(live.column("was_cancelled"), False)
+    answered = pc.or_kleene(pc.is_valid(live.column("label")), skipped)
+    live = live.filter(pc.and_(pc.invert(pc.fill_null(live.column("deleted"), False)), answered))
     ours = {task_id: rid for rid, task_id in round_.tasks.items()}
     for task_id, project, annotator in zip(
         live.column("task_id").to_pylist(),
@@ -173,8 +175,9 @@ def measure_progress(
 ) -> dict[str, Any]:
     """How far the round is: annotations done / needed, per annotator, and whether the batch is complete.
 
-    `annotations` is every pulled annotation (ANNOTATION_SCHEMA); only live ones on the round's tasks count,
-    one per annotator and task, and an ordinary task counts at most its planned overlap. An annotator
+    `annotations` is every pulled annotation (ANNOTATION_SCHEMA); only live ones on the round's tasks count
+    (a skip too: that person is done with the task), one per annotator and task, and an ordinary task counts
+    at most its planned overlap. An annotator
     takes part once they answered any task of the round; every such annotator must answer every gold
     task. Complete = every ordinary task has its planned annotations and every taking part annotator has
     answered every gold task (and someone took part). `names` maps annotator ids to display names.

@@ -70,9 +70,12 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the sample site.")] = 7,
     rounds: Annotated[int, typer.Option(help="Label rounds (each: label, release, train).")] = 2,
     budget: Annotated[int, typer.Option(help="Tasks pushed per label round.")] = 80,
-    epochs: Annotated[int, typer.Option(help="Training epochs per model.")] = 30,
 ) -> None:
-    """Run the whole loop on the generated sample site and print the summary (also in data/demo/summary.json)."""
+    """Run the whole loop on the generated sample site and print the summary (also in data/demo/summary.json).
+
+    Starts Label Studio, the sample site, a Prefect server, registers deploy/prefect.yaml's deployments, the
+    webhook bridge and a worker, and leaves them running: the rounds after the first are opened, closed,
+    released and trained on by those deployments, as they would be with people labeling."""
     from corpus.store import open_data_root
     from pipelines.demo import services
     from pipelines.demo.flow import DemoParams, demo_flow
@@ -88,12 +91,15 @@ def demo(
     console.print(f"[green]✓[/] sample site at {site_url}")
     with console.status("starting the Prefect server"), prefect_api(start=True) as api:
         console.print(f"[green]✓[/] Prefect UI at {api.removesuffix('/api')}")
+        with console.status("registering the deployments, starting the webhook bridge and a worker"):
+            bridge = services.start_flywheel(settings, api)
+        get_settings.cache_clear()
+        console.print(f"[green]✓[/] deployments registered, worker running, webhooks to {bridge}")
         params = DemoParams(
             site_url=site_url,
             truth_path=str(truth),
             labels=list(CLASSES),
             budgets=[budget] * rounds,
-            epochs=epochs,
             data_root=settings.data_root,
         )
         summary = demo_flow(params)
@@ -264,17 +270,18 @@ def services_status() -> None:
 
 @app.command()
 def ui() -> None:
-    """Start the local Prefect server, register deploy/prefect.yaml's deployments, start a worker, print the URL."""
+    """Start the local Prefect server, register deploy/prefect.yaml's deployments, start the webhook bridge and a
+    worker, print the URL: the loop then turns by itself as people label."""
     from pipelines.demo import services
 
     settings = get_settings()
     with console.status("starting the Prefect server"):
         api = services.start_prefect_server(settings)
-    with console.status("registering the deployments (deploy/prefect.yaml)"):
-        services.register_deployments(settings, api)
-    pid = services.start_worker(settings, api)
+    with console.status("registering the deployments (deploy/prefect.yaml), the webhook bridge and a worker"):
+        bridge = services.start_flywheel(settings, api)
     console.print(
-        f"Prefect UI: {api.removesuffix('/api')}  (worker pid {pid} on pool {services.WORK_POOL}; stop: make down)"
+        f"Prefect UI: {api.removesuffix('/api')}  (worker on pool {services.WORK_POOL}; Label Studio webhooks to "
+        f"{bridge}; set FLYWHEEL_WEBHOOK_URL={bridge} for your own pushes; stop: make down)"
     )
 
 

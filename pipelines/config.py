@@ -97,6 +97,11 @@ class LabelRoundParams(BaseModel):
         description="At its deadline a round passes only if at least this share of its planned annotations is done "
         "(and its quality gate holds).",
     )
+    next_budgets: list[int] | None = Field(
+        None,
+        description="Budgets of the rounds the trained-model automation opens after this one, in order: "
+        "empty = no more rounds, unset = this round's budget again each time.",
+    )
     if_open: str = Field(
         "refuse",
         pattern="^(refuse|skip)$",

@@ -301,10 +301,13 @@ def label_next_round_flow(dataset: str, data_root: str | None = None, budget: in
     numbers = list_round_numbers(root, dataset)
     if not numbers:
         raise LookupError(f"dataset {dataset!r} has had no round yet: open the first with `flywheel label push`")
-    if budget == 0:
-        return {"dataset": dataset, "opened": False, "why": "budget 0"}
-    last = load_round(root, dataset, numbers[-1])
-    params = LabelRoundParams.model_validate({**last.params, "if_open": "skip", "pool": None, "data_root": data_root})
+    last = LabelRoundParams.model_validate(load_round(root, dataset, numbers[-1]).params)
+    planned = last.next_budgets
+    if budget == 0 or planned == []:
+        return {"dataset": dataset, "opened": False, "why": "budget 0" if budget == 0 else "no more rounds planned"}
+    update: dict[str, Any] = {"if_open": "skip", "pool": None, "data_root": data_root or last.data_root}
+    if planned:
+        update.update(budget=planned[0], next_budgets=planned[1:])
     if budget is not None:
-        params = params.model_copy(update={"budget": budget})
-    return label_push_flow(params)
+        update["budget"] = budget
+    return label_push_flow(last.model_copy(update=update))

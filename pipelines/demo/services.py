@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -230,7 +231,45 @@ def start_worker(settings: Settings, api: str, env: dict[str, str] | None = None
     )
 
 
-SERVICES = ("worker", "prefect-server", "sample-site", "label-studio")
+def _wait_for_port(port: int, state: ServiceState, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if state.pid() is None:
+            raise RuntimeError(f"{state.name} exited during start; see {state.log_file}")
+        time.sleep(0.3)
+    raise TimeoutError(f"{state.name} did not listen on port {port} within {timeout_s:.0f}s; see {state.log_file}")
+
+
+def start_webhook_bridge(settings: Settings, api: str) -> str:
+    """The webhook bridge (`flywheel label listen`) on 127.0.0.1, relaying Label Studio's annotation webhooks
+    to this Prefect server as events; reused when running. Returns the URL Label Studio must post to."""
+    url = f"http://127.0.0.1:{settings.bridge_port}/"
+    state = ServiceState("webhook-bridge", run_dir_of(settings))
+    if state.pid() is None:
+        argv = [sys.executable, "-m", "pipelines.cli", "label", "listen", "--port", str(settings.bridge_port)]
+        spawn(state, argv, env={"PREFECT_API_URL": api})
+    _wait_for_port(settings.bridge_port, state, timeout_s=60)
+    return url
+
+
+def start_flywheel(settings: Settings, api: str, env: dict[str, str] | None = None) -> str:
+    """What makes the loop turn by itself: the deployments of deploy/prefect.yaml registered (with their
+    automations), the webhook bridge, and a worker that runs their flows, every project sending its webhooks
+    to the bridge. Returns the bridge's URL (also set as FLYWHEEL_WEBHOOK_URL for this process)."""
+    register_deployments(settings, api)
+    bridge = start_webhook_bridge(settings, api)
+    os.environ["FLYWHEEL_WEBHOOK_URL"] = bridge
+    # Workers poll for runs every 10 s by default; 2 s keeps a local loop's hops short at no cost on loopback.
+    start_worker(
+        settings, api, env={"FLYWHEEL_WEBHOOK_URL": bridge, "PREFECT_WORKER_QUERY_SECONDS": "2", **(env or {})}
+    )
+    return bridge
+
+
+SERVICES = ("worker", "webhook-bridge", "prefect-server", "sample-site", "label-studio")
 
 
 def stop_all(settings: Settings) -> dict[str, bool]:
@@ -247,5 +286,6 @@ def describe(settings: Settings) -> dict[str, dict[str, object]]:
         "sample-site": f"http://127.0.0.1:{settings.site_port}/",
         "prefect-server": f"http://127.0.0.1:{settings.prefect_port}/",
         "worker": None,
+        "webhook-bridge": f"http://127.0.0.1:{settings.bridge_port}/",
     }
     return {name: {"pid": ServiceState(name, run_dir).pid(), "url": urls[name]} for name in SERVICES}
