@@ -205,6 +205,23 @@ def list_input_files(root: DataRoot, inputs: Sequence[str]) -> list[str]:
     return files
 
 
+def require_inputs(root: DataRoot, inputs: Sequence[str]) -> int:
+    """The rows of raw `inputs` to run a first stage on. FileNotFoundError (one line, naming it) for an input
+    that does not exist or holds no Parquet file, ValueError when none holds a row: a typo or an empty crawl
+    must fail, not make an empty pool."""
+    if not inputs:
+        raise ValueError("no inputs given")
+    for relpath in inputs:
+        if not root.exists(relpath):
+            raise FileNotFoundError(f"input {relpath} does not exist under {root.url}")
+        if not list_input_files(root, [relpath]):
+            raise FileNotFoundError(f"input {relpath} under {root.url} holds no Parquet file")
+    rows = sum(check_input_file(root, f) for f in list_input_files(root, inputs))
+    if rows == 0:
+        raise ValueError(f"inputs {', '.join(inputs)} hold no rows: nothing to curate")
+    return rows
+
+
 # What Arrow raises for bytes that are no Parquet file, or a Parquet file it cannot read.
 _UNREADABLE = (pa.ArrowException, OSError, EOFError)
 

@@ -3,36 +3,24 @@
 from __future__ import annotations
 
 import copy
-import functools
 import json
-import logging
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 from label_studio_sdk.data_manager import Column, Filters, Operator, Type
 
+from labeling.client_retries import LabelStudioApiError, is_retryable, retrying
 from labeling.tasks import config_labels
 
-log = logging.getLogger(__name__)
+__all__ = ["LabelStudioApiError", "LabelStudioClient", "ProjectLabelsMismatch", "is_retryable"]
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-# 5 tries with 0.5 s doubling backoff spans ~7.5 s: enough to ride out a dev-server restart or a
-# SQLite "database is locked" 5xx (seen under concurrent writes), short enough to fail a flow fast.
-MAX_TRIES = 5
-BACKOFF_S = 0.5
 # Margin subtracted from the incremental-pull watermark, so clock skew between the server's stored
 # timestamps and the moment of the previous pull cannot skip an annotation; duplicates are removed later.
 WATERMARK_MARGIN_S = 5.0
-
-
-class LabelStudioApiError(RuntimeError):
-    """A Label Studio call failed for good (after retries, or with a 4xx that retrying cannot fix)."""
 
 
 class ProjectLabelsMismatch(ValueError):
@@ -40,53 +28,12 @@ class ProjectLabelsMismatch(ValueError):
     label schema, so it is never reused for a different set."""
 
 
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, ApiError):
-        return exc.status_code is None or exc.status_code >= 500 or exc.status_code == 429
-    return isinstance(exc, httpx.TransportError)
+_with_retries = retrying((ApiError, httpx.HTTPError))  # the one retry policy of every call below
 
 
-def _with_retries(func: F) -> F:
-    """Retry `func` on connection errors, 429 and 5xx with exponential backoff; wrap final errors."""
-    return _with_tries(None)(func)
-
-
-def _with_tries(tries: int | None) -> Callable[[F], F]:
-    """`_with_retries` with a fixed number of tries (None = MAX_TRIES, read at call time so tests can lower it)."""
-    return lambda func: _retrying(func, tries)
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """True when a failed call may succeed if sent again (connection lost, 429, 5xx)."""
-    cause = exc.__cause__ if isinstance(exc, LabelStudioApiError) else exc
-    return cause is not None and _retryable(cause)
-
-
-def _retrying(func: F, tries: int | None) -> F:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        own = getattr(args[0], "max_tries", None) if args else None
-        max_tries = tries if tries is not None else own if own is not None else MAX_TRIES
-        for attempt in range(1, max_tries + 1):
-            try:
-                return func(*args, **kwargs)
-            except (ApiError, httpx.HTTPError) as exc:
-                status = getattr(exc, "status_code", None)
-                if attempt == max_tries or not _retryable(exc):
-                    body = getattr(exc, "body", None)
-                    # Only the status and body are reported: the token never appears in messages or logs.
-                    raise LabelStudioApiError(
-                        f"Label Studio {func.__name__} failed (status {status}, try {attempt}): "
-                        f"{body if body is not None else type(exc).__name__}"
-                    ) from exc
-                delay = BACKOFF_S * 2 ** (attempt - 1)
-                log.warning(
-                    "Label Studio %s failed (status %s); retry %d in %.1f s", func.__name__, status, attempt, delay
-                )
-                time.sleep(delay)
-        raise AssertionError("unreachable")
-
-    return wrapper  # type: ignore[return-value]
+def _with_tries(tries: int | None) -> Callable[[Any], Any]:
+    """`_with_retries` with a fixed number of tries (None = the client's own)."""
+    return retrying((ApiError, httpx.HTTPError), tries)
 
 
 def _dump(obj: Any) -> dict:
@@ -297,21 +244,6 @@ class LabelStudioClient:
         """True when the server answers an authenticated call (retried like any other call)."""
         self._sdk.projects.list(page_size=1)
         return True
-
-    @_with_retries
-    def configure_overlap(self, project_id: int, annotators_per_task: int, overlap_fraction: float) -> None:
-        """Ask Label Studio for `annotators_per_task` annotations on `overlap_fraction` of the tasks (the rest get one).
-
-        Uses the Community edition's project settings maximum_annotations / overlap_cohort_percentage.
-        """
-        if annotators_per_task < 1 or not 0.0 <= overlap_fraction <= 1.0:
-            raise ValueError("annotators_per_task must be >= 1 and overlap_fraction in [0, 1]")
-        self._sdk.projects.update(
-            id=project_id,
-            maximum_annotations=int(annotators_per_task),
-            overlap_cohort_percentage=round(overlap_fraction * 100),
-            show_overlap_first=True,
-        )
 
     @_with_retries
     def configure_queue(self, project_id: int, *, show_overlap_first: bool = True) -> None:

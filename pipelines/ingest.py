@@ -10,7 +10,7 @@ from prefect.artifacts import create_table_artifact
 
 from corpus.pool import remember_pool
 from corpus.settings import get_settings
-from corpus.stages import MapSteps, map_in_process, run_stage_sharded
+from corpus.stages import MapSteps, map_in_process, require_inputs, run_stage_sharded
 from crawlers.config import CrawlConfig
 from crawlers.report import report_table
 from crawlers.run import crawl_to_root
@@ -58,7 +58,9 @@ def publish_stage_report(report: dict[str, Any]) -> None:
 
 
 def curate_inputs(params: CurateParams, data_root: str, map_steps: MapSteps = map_in_process) -> dict[str, Any]:
-    """The curate stage over the raw inputs, deduplicated against the dedup index; its report artifact."""
+    """The curate stage over the raw inputs, deduplicated against the dedup index; its report artifact. A
+    missing or empty input fails before anything is written (the pool pointer stays where it was)."""
+    require_inputs(open_root(data_root), params.inputs)
     scale = params.scale
     report = run_curate_stage(
         open_root(data_root),

@@ -11,7 +11,7 @@ from corpus.store import DataRoot
 from labeling.round_state import LabelRound
 from labeling.round_store import list_round_numbers, load_round
 from pipelines.demo.summary import build_summary
-from training.registry import list_models, read_metadata
+from training.registry import list_models, read_label_issues, read_metadata, read_predictions
 
 
 def _models_of(root: DataRoot, dataset: str) -> list[dict[str, Any]]:
@@ -92,6 +92,17 @@ def round_entry(round_: LabelRound) -> dict[str, Any]:
     }
 
 
+def _model_entry(root: DataRoot, meta: dict[str, Any]) -> dict[str, Any]:
+    """A stored model with what scoring the pool left beside it (predictions, label issues)."""
+    predictions = read_predictions(root, meta["model_version"])
+    issues = read_label_issues(root, meta["model_version"])
+    return {
+        **meta,
+        "scored": predictions.num_rows if predictions is not None else 0,
+        "label_issues": issues.num_rows if issues is not None else 0,
+    }
+
+
 def collect_summary(root: DataRoot, ingest: dict[str, Any], dataset: str) -> dict[str, Any]:
     """The demo summary from what the loop stored: closed rounds, releases and models of `dataset`."""
     rounds = [round_entry(r) for r in _rounds_of(root, dataset) if r.verdict is not None]
@@ -99,7 +110,7 @@ def collect_summary(root: DataRoot, ingest: dict[str, Any], dataset: str) -> dic
     for version in list_releases(root, dataset):
         manifest = root.read_json(f"{dataset_folder(dataset)}/{version}/{MANIFEST_FILE}")
         releases.append({**manifest, "path": root.uri(f"{dataset_folder(dataset)}/{version}")})
-    models = [{**m, "model_version": m["model_version"]} for m in _models_of(root, dataset)]
+    models = [_model_entry(root, m) for m in _models_of(root, dataset)]
     summary = build_summary(ingest, rounds, releases, models)
     summary["open_round"] = next((round_entry(r) for r in _rounds_of(root, dataset) if r.is_open), None)
     return summary

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-import labeling.client as client_module
+import labeling.client_retries as client_module
 from labeling.client import LabelStudioApiError, LabelStudioClient
 
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-import labeling.client as client_module
+import labeling.client_retries as client_module
 from corpus.schema import ANNOTATION_SCHEMA, PREDICTION_SCHEMA, conform, make_record_id
 from corpus.store import DataRoot
 from labeling.client import LabelStudioApiError, LabelStudioClient

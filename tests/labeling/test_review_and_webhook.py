@@ -35,9 +35,9 @@ def client(label_studio) -> LabelStudioClient:
 def test_overlap_and_review_queue_view(client: LabelStudioClient, tmp_path) -> None:
     root = DataRoot(str(tmp_path))
     project_id = client.ensure_project("review queue project", build_label_config(LABELS))
-    client.configure_overlap(project_id, 3, 0.25)
+    client.configure_queue(project_id)  # per-task overlaps decide; the project-wide settings must not redraw them
     project = client.get_project(project_id)
-    assert project["maximum_annotations"] == 3 and project["overlap_cohort_percentage"] == 25
+    assert project["maximum_annotations"] == 1 and project["overlap_cohort_percentage"] == 100
     ids = push_tasks(client, root, project_id, _tasks("rq", 6))["task_ids"]
     users = [client.ensure_user(f"rev{i}", f"rev{i}@annotators.flywheel.local") for i in range(3)]
     # rq-0..3: unanimous; rq-4: split three ways (planted doubt); rq-5: unlabeled

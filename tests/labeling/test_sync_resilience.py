@@ -8,7 +8,7 @@ import httpx
 import pyarrow.compute as pc
 import pytest
 
-import labeling.client as client_module
+import labeling.client_retries as client_module
 import labeling.sync as sync_module
 from corpus.schema import ANNOTATION_SCHEMA
 from corpus.store import DataRoot

@@ -59,3 +59,29 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+@pytest.fixture()
+def turning_flywheel(prefect_api, tmp_path):
+    """deploy/prefect.yaml registered on the test's Prefect server, the webhook bridge and a worker running,
+    as `flywheel ui` leaves them: the automations turn the loop. Request it after the fixtures that set the
+    FLYWHEEL_* environment, which the worker inherits."""
+    from corpus.settings import Settings, get_settings
+    from pipelines.demo import services
+
+    settings = Settings(
+        data_root=str(tmp_path / "services"),
+        project_dir=Path(__file__).resolve().parents[2],
+        bridge_port=find_free_port(),
+        _env_file=None,
+    )
+    bridge = services.start_flywheel(settings, prefect_api, env={"NO_ALBUMENTATIONS_UPDATE": "1"})
+    get_settings.cache_clear()
+    try:
+        yield bridge
+    finally:
+        run_dir = services.run_dir_of(settings)
+        for name in ("worker", "webhook-bridge"):
+            services.stop_service(services.ServiceState(name, run_dir))
+        os.environ.pop("FLYWHEEL_WEBHOOK_URL", None)
+        get_settings.cache_clear()

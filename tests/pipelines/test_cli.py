@@ -101,3 +101,24 @@ def _answers(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+@pytest.mark.labelstudio
+def test_a_wrong_label_studio_token_fails_at_once_in_one_line(tmp_path, label_studio, prefect_api) -> None:
+    run = subprocess.run(
+        [*FLYWHEEL, "label", "pull", "--project", "any project"],
+        cwd=tmp_path,
+        env=_env(
+            tmp_path,
+            PREFECT_API_URL=prefect_api,
+            FLYWHEEL_LABEL_STUDIO_URL=label_studio.url,
+            FLYWHEEL_LABEL_STUDIO_TOKEN="not-the-token-0000",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = [line for line in (run.stdout + run.stderr).splitlines() if line.strip() and "error:" in line]
+    assert run.returncode == 1 and len(lines) == 1
+    assert "status 401, try 1)" in lines[0]  # a 401 cannot heal: no retry, at the client or in Prefect
+    assert "not-the-token-0000" not in run.stdout + run.stderr

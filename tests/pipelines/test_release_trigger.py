@@ -15,12 +15,11 @@ from prefect.events import DeploymentEventTrigger
 
 from corpus.settings import Settings
 from corpus.store import DataRoot
-from labeling.gate import QualityGate, check_quality_gate
-from pipelines import ingest, release, rounds, train
+from pipelines import ingest, release, round_close, rounds, train
 from pipelines.config import IngestParams, LabelRoundParams, ReleaseParams, TrainParams
 from pipelines.demo import services
 from pipelines.release import release_flow
-from pipelines.rounds import announce_round
+from pipelines.runtime import ROUND_FAILED, ROUND_PASSED, announce
 from pipelines.train import train_on_release_flow
 
 pytestmark = pytest.mark.prefect
@@ -35,7 +34,16 @@ def _deployments() -> dict[str, dict]:
 
 def test_prefect_yaml_declares_every_deployment_with_valid_parameters():
     deployments = _deployments()
-    assert set(deployments) == {"ingest-nightly", "label-round", "release", "train", "train-on-release"}
+    assert set(deployments) == {
+        "ingest-nightly",
+        "label-round",
+        "label-check",
+        "label-close",
+        "label-next-round",
+        "release",
+        "train",
+        "train-on-release",
+    }
     assert deployments["ingest-nightly"]["schedules"] == [{"cron": "0 3 * * *", "timezone": "UTC"}]
     assert deployments["label-round"]["schedules"] == [{"cron": "0 7 * * 1-5", "timezone": "UTC"}]
     models = {
@@ -49,7 +57,7 @@ def test_prefect_yaml_declares_every_deployment_with_valid_parameters():
     for deployment in deployments.values():
         module, _, function = deployment["entrypoint"].partition(":")
         flows = {"pipelines/ingest.py": ingest, "pipelines/rounds.py": rounds, "pipelines/release.py": release}
-        flows["pipelines/train.py"] = train
+        flows.update({"pipelines/train.py": train, "pipelines/round_close.py": round_close})
         assert hasattr(getattr(flows[module], function), "deploy")
         assert deployment["work_pool"]["name"] == services.WORK_POOL
     (trigger,) = deployments["train-on-release"]["triggers"]
@@ -61,6 +69,18 @@ def test_prefect_yaml_declares_every_deployment_with_valid_parameters():
     assert parsed.expect == {"flywheel.round.passed"}
     assert set(trigger["parameters"]) == {"params"}
     assert set(trigger["parameters"]["params"]) <= set(ReleaseParams.model_fields)
+    # the round's own automations: every templated parameter is one the flow takes
+    for name, flow_fn, event in (
+        ("label-close", round_close.label_close_flow, "flywheel.round.complete"),
+        ("label-next-round", rounds.label_next_round_flow, "flywheel.model.trained"),
+        ("label-check", round_close.label_check_flow, "flywheel.labelstudio.annotation"),
+    ):
+        (trigger,) = deployments[name]["triggers"]
+        parsed = DeploymentEventTrigger.model_validate({k: v for k, v in trigger.items() if k != "type"})
+        assert parsed.expect == {event}
+        assert set(trigger.get("parameters") or {}) <= set(inspect.signature(flow_fn.fn).parameters)
+    assert deployments["label-check"]["schedules"] == [{"cron": "*/10 * * * *", "timezone": "UTC"}]
+    assert deployments["label-round"]["parameters"]["params"]["if_open"] == "skip"
 
 
 async def _deployment_state(name: str, timeout_s: float):
@@ -89,12 +109,6 @@ async def _registered() -> tuple[dict, list]:
     return deployments, automations
 
 
-def _round_gate(passed: bool) -> dict:
-    agreement = {"krippendorff_alpha": 0.8 if passed else 0.4}
-    cards = [{"annotator": "1", "gold_items": 4, "gold_accuracy": 1.0}]
-    return check_quality_gate(agreement=agreement, scorecards=cards, new_labels=48, gate=QualityGate()).to_dict()
-
-
 def test_ui_setup_registers_deployments_and_a_passed_round_releases_and_trains(prefect_api, tmp_path):
     root = DataRoot(str(tmp_path / "data"))
     pool = make_labeled_pool(root)
@@ -119,12 +133,11 @@ def test_ui_setup_registers_deployments_and_a_passed_round_releases_and_trains(p
         },
     )
     try:
-        # The task label_round_flow announces its gate with: a failed round releases nothing, a passed one
-        # starts the release deployment, whose release starts the train-on-release deployment.
-        labels = ["red", "green"]
-        rejected = LabelRoundParams(dataset="rejected", labels=labels, data_root=root.url)
-        announce_round(rejected, pool, 1, _round_gate(passed=False))
-        announce_round(rejected.model_copy(update={"dataset": "colours"}), pool, 1, _round_gate(passed=True))
+        # What label-close announces: a failed round releases nothing, a passed one starts the release
+        # deployment, whose release starts the train-on-release deployment.
+        for dataset, event in (("rejected", ROUND_FAILED), ("colours", ROUND_PASSED)):
+            payload = {"dataset": dataset, "data_root": root.url, "pool": pool, "gold_path": None, "round": None}
+            announce(event, dataset, payload)
         release = asyncio.run(_deployment_state("release", timeout_s=300))
         log = worker.log_file.read_text()[-3000:] if worker.log_file.exists() else ""
         assert release is not None, log
@@ -134,6 +147,7 @@ def test_ui_setup_registers_deployments_and_a_passed_round_releases_and_trains(p
             "data_root": root.url,
             "pool": pool,
             "gold_path": None,
+            "round": None,
         }
         assert root.read_json("releases/colours/v0001/manifest.json")["version"] == "v0001"
         run = asyncio.run(_deployment_state("train-on-release", timeout_s=420))

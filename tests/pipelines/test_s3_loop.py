@@ -75,7 +75,7 @@ async def _runs_and_artifacts() -> tuple[list, list]:
 
 
 def test_the_whole_loop_runs_on_an_s3_data_root(
-    prefect_api, own_label_studio, moto_s3, s3_settings, tmp_path, caplog, capsys
+    prefect_api, own_label_studio, moto_s3, s3_settings, turning_flywheel, tmp_path, caplog, capsys
 ):
     settings, bucket = s3_settings
     started = time.time()
@@ -87,8 +87,8 @@ def test_the_whole_loop_runs_on_an_s3_data_root(
                 truth_path=str(tmp_path / "site" / "truth.json"),
                 labels=list(CLASSES),
                 budgets=[24, 16],
-                epochs=12,
                 project_title="Flywheel s3 loop",
+                timeout_s=1200,
                 dataset="s3loop",
             )
         )
