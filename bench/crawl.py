@@ -203,8 +203,8 @@ def profile_stages(site: Path, sample: int = 200) -> dict[str, float]:
 
     from corpus.schema import RECORD_SCHEMA
     from crawlers.items import PageItem
+    from crawlers.page_text import extract_text
     from crawlers.pipelines import item_to_record
-    from crawlers.spiders.site import extract_text
     from crawlers.urls import canonicalize_url
 
     pages = sorted(p for p in site.rglob("*.html") if p.name != "index.html")[:sample]

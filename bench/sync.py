@@ -17,8 +17,8 @@ from pathlib import Path
 
 from corpus.store import DataRoot
 from labeling.client import WATERMARK_MARGIN_S, LabelStudioClient
+from labeling.label_config import build_label_config
 from labeling.sync import pull_annotations, push_tasks
-from labeling.tasks import build_label_config
 from pipelines.demo.label_studio_server import LabelStudioServer, ensure_template, find_free_port
 
 REPO = Path(__file__).resolve().parent.parent

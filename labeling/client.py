@@ -14,7 +14,7 @@ from label_studio_sdk.core.api_error import ApiError
 from label_studio_sdk.data_manager import Column, Filters, Operator, Type
 
 from labeling.client_retries import LabelStudioApiError, is_retryable, retrying
-from labeling.tasks import config_labels
+from labeling.label_config import config_labels
 
 __all__ = ["LabelStudioApiError", "LabelStudioClient", "ProjectLabelsMismatch", "is_retryable"]
 

@@ -15,12 +15,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import scrapy
-import trafilatura
 from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import CloseSpider
 from scrapy.http import HtmlResponse, Response, TextResponse
-from scrapy.selector import Selector
 from scrapy.utils.gz import gunzip
 from scrapy.utils.sitemap import Sitemap
 from twisted.python.failure import Failure
@@ -29,6 +27,7 @@ from crawlers.child import die_with_parent
 from crawlers.config import CrawlConfig, CrawlJob
 from crawlers.content import fingerprint, looks_like_html, sniff_mime
 from crawlers.items import ImageItem, PageItem
+from crawlers.page_text import clean_text, extract_text, parse_srcset, surrounding_text
 from crawlers.report import classify_failure
 from crawlers.state import CrawlState
 from crawlers.urls import UrlScope, canonicalize_url
@@ -46,52 +45,6 @@ _FEED_TYPES = ("application/rss+xml", "application/atom+xml")
 BACKLOG_PER_PAGE = 4
 # Request.meta key of a page request that holds one of the max_pages slots.
 PAGE_SLOT = "flywheel_page_slot"
-
-
-# Enough words to say what an image is about (a paragraph or two) without copying the page per image.
-CONTEXT_CHARS = 400
-
-
-def surrounding_text(node: Selector) -> str | None:
-    """The page text beside an image: the paragraph before and after its figure (or the image itself)."""
-    anchor = node.xpath("ancestor::figure[1]") or node.xpath("ancestor::picture[1]") or [node]
-    anchor = anchor[0]
-    before = " ".join(anchor.xpath("preceding-sibling::p[1]//text()").getall())
-    after = " ".join(anchor.xpath("following-sibling::p[1]//text()").getall())
-    text = _clean(f"{before} {after}")
-    return text[:CONTEXT_CHARS] if text else None
-
-
-def parse_srcset(srcset: str) -> list[str]:
-    """The URLs of a `srcset` attribute ("a.jpg 1x, b.jpg 2x" -> ["a.jpg", "b.jpg"])."""
-    urls = []
-    for candidate in srcset.split(","):
-        parts = candidate.strip().split()
-        if parts:
-            urls.append(parts[0])
-    return urls
-
-
-def extract_text(html: str, url: str) -> str | None:
-    """Main text by trafilatura; all visible body text when trafilatura finds no main content or fails."""
-    try:
-        text = trafilatura.extract(html, url=url, include_comments=False, include_tables=True, favor_recall=True)
-    except Exception as exc:  # trafilatura on hostile markup: the visible-text fallback still gives a record
-        logger.warning("trafilatura failed on %s (%s: %s); using visible text", url, type(exc).__name__, exc)
-        text = None
-    if text:
-        return text
-    selector = scrapy.Selector(text=html)
-    parts = selector.xpath("//body//text()[not(ancestor::script) and not(ancestor::style)]").getall()
-    visible = " ".join(" ".join(p.split()) for p in parts if p.strip())
-    return visible or None
-
-
-def _clean(value: str | None) -> str | None:
-    if value is None:
-        return None
-    value = " ".join(value.split())
-    return value or None
 
 
 class SiteSpider(scrapy.Spider):
@@ -354,7 +307,7 @@ class SiteSpider(scrapy.Spider):
         links = self._links(response)
         images = self._images(response) if self.fetch_images else []
         if self._changed(response, "page"):
-            title = _clean(response.css("title::text").get())
+            title = clean_text(response.css("title::text").get())
             text = await self.extract(response.text, response.url)
             yield PageItem(
                 response.url,
@@ -429,16 +382,16 @@ class SiteSpider(scrapy.Spider):
         found: list[tuple[str, str | None, str | None, str | None]] = []
         for node in response.css("img, picture source"):
             if node.root.tag == "img":
-                alt = _clean(node.attrib.get("alt"))
+                alt = clean_text(node.attrib.get("alt"))
             else:
-                alt = _clean(node.xpath("ancestor::picture[1]//img/@alt").get())
-            caption = _clean(" ".join(node.xpath("ancestor::figure[1]/figcaption//text()").getall()))
+                alt = clean_text(node.xpath("ancestor::picture[1]//img/@alt").get())
+            caption = clean_text(" ".join(node.xpath("ancestor::figure[1]/figcaption//text()").getall()))
             context = surrounding_text(node)
             urls = [node.attrib["src"]] if node.attrib.get("src") else []
             urls += parse_srcset(node.attrib.get("srcset", ""))
             found += [(url, alt, caption, context) for url in urls]
         # Open Graph / Twitter card images: the picture a page chose to represent itself
-        og_alt = _clean(response.css('meta[property="og:image:alt"]::attr(content)').get())
+        og_alt = clean_text(response.css('meta[property="og:image:alt"]::attr(content)').get())
         for prop in ("og:image", "og:image:url", "og:image:secure_url", "twitter:image"):
             for url in response.css(f'meta[property="{prop}"]::attr(content), meta[name="{prop}"]::attr(content)'):
                 found.append((url.get(), og_alt, None, None))

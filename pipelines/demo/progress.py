@@ -56,7 +56,9 @@ def wait_for_rounds(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         _announce_new(root, dataset, seen, say)
-        if len(_models_of(root, dataset)) >= rounds:
+        models = _models_of(root, dataset)
+        # A model counts once its train flow has scored the pool (predictions are written after the weights).
+        if len(models) >= rounds and all(read_predictions(root, m["model_version"]) is not None for m in models):
             return
         failed = [r for r in _rounds_of(root, dataset) if r.verdict is not None and not r.verdict["passed"]]
         if failed:

@@ -18,7 +18,7 @@ from corpus.store import DataRoot
 from curation.curate import CURATE
 from curation.curate_config import CurateConfig
 from curation.scrub import SCRUB, ScrubConfig
-from labeling.tasks import build_tasks, export_media
+from labeling.studio_tasks import build_tasks, export_media
 
 PERSON = "Jane Doe"
 PLANTED = [value for _, value in FOUND] + [PERSON]

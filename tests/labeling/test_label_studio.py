@@ -17,9 +17,10 @@ import labeling.client_retries as client_module
 from corpus.schema import ANNOTATION_SCHEMA, PREDICTION_SCHEMA, conform, make_record_id
 from corpus.store import DataRoot
 from labeling.client import LabelStudioApiError, LabelStudioClient
+from labeling.label_config import build_label_config
 from labeling.quality import aggregate_majority, compute_agreement
+from labeling.studio_tasks import build_predictions, build_tasks, export_media
 from labeling.sync import pull_annotations, read_annotations
-from labeling.tasks import build_label_config, build_predictions, build_tasks, export_media
 from pipelines.demo.annotators import SimulatedAnnotator, simulate_labeling
 from pipelines.demo.label_studio_server import LabelStudioError, LabelStudioServer, stop_pid_file
 

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from corpus.store import DataRoot
-from labeling.tasks import build_tasks, local_files_url, media_location, media_uri
+from labeling.studio_tasks import build_tasks, local_files_url, media_location, media_uri
 
 
 def test_local_root_tasks_use_local_files_urls(tmp_path):

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from labeling.client import LabelStudioClient, ProjectLabelsMismatch
-from labeling.tasks import build_instructions, build_label_config
+from labeling.label_config import build_instructions, build_label_config
 from labeling.views import (
     REVIEW_DATA_FIELDS,
     REVIEW_VIEW,

@@ -9,8 +9,8 @@ import httpx
 from annotator_http import RESULT, label_until_empty, sign_up
 
 from labeling.client import LabelStudioClient
+from labeling.label_config import build_label_config
 from labeling.queue import overlaps_to_set, plan_task_overlaps
-from labeling.tasks import build_label_config
 
 LABELS = ["cat", "dog"]
 

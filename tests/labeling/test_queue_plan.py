@@ -6,9 +6,9 @@ import pyarrow as pa
 import pytest
 
 from labeling.annotators import ANNOTATOR_NAME, annotator_name, name_annotators, rename_keys
+from labeling.label_config import build_instructions, build_label_config, config_labels
 from labeling.queue import overlaps_to_set, plan_task_overlaps
 from labeling.review import GOLD_MISMATCH, LOW_CONFIDENCE, REVIEW_SET_SCHEMA
-from labeling.tasks import build_instructions, build_label_config, config_labels
 from labeling.views import review_hidden_columns, review_task_fields, round_hidden_columns
 
 TASKS = {f"r{i}": 100 + i for i in range(10)}

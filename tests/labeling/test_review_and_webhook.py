@@ -9,9 +9,9 @@ import pytest
 
 from corpus.store import DataRoot
 from labeling.client import LabelStudioClient
+from labeling.label_config import build_label_config
 from labeling.quality import aggregate_dawid_skene, find_review_items
 from labeling.sync import pull_annotations, push_tasks, read_annotations
-from labeling.tasks import build_label_config
 from labeling.webhook import SECRET_HEADER, WebhookReceiver, run_pull_loop, wants_pull
 
 LABELS = ["cat", "dog", "bird"]

@@ -13,8 +13,8 @@ import labeling.sync as sync_module
 from corpus.schema import ANNOTATION_SCHEMA
 from corpus.store import DataRoot
 from labeling.client import LabelStudioClient
+from labeling.label_config import build_label_config
 from labeling.sync import ANNOTATIONS_DIR, pull_annotations, push_tasks, read_annotations
-from labeling.tasks import build_label_config
 from pipelines.demo.label_studio_server import LabelStudioServer, find_free_port
 
 LABELS = ["cat", "dog", "bird"]

@@ -11,7 +11,8 @@ from PIL import Image
 
 from corpus.schema import PREDICTION_SCHEMA, conform, make_record_id
 from corpus.store import DataRoot
-from labeling.tasks import build_label_config, build_predictions, build_tasks, export_media
+from labeling.label_config import build_label_config
+from labeling.studio_tasks import build_predictions, build_tasks, export_media
 
 
 def _encoded(fmt: str, color: tuple[int, int, int]) -> bytes:
