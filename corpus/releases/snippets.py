@@ -24,7 +24,7 @@ def render_load_snippets(path: str, labels: list[str]) -> dict[str, str]:
         datasets = (
             "from datasets import load_dataset\n\n"
             f'ds = load_dataset("{path}")  # splits: train, validation, test\n'
-            "# Image and ClassLabel features: `flywheel export DATASET@VERSION --format hf --to DIR`, load_dataset(DIR)\n"
+            "# with Image + ClassLabel features: `flywheel export D@vN --format hf --to DIR`, load_dataset(DIR)\n"
         )
     torch = (
         "import io\n\nimport pyarrow.parquet as pq\nimport torch\nfrom PIL import Image\n\n"
