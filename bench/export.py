@@ -28,7 +28,7 @@ import pyarrow as pa
 from PIL import Image
 
 from corpus.exports.export import export_release
-from corpus.exports.formats import _wds_samples
+from corpus.exports.formats import webdataset_samples
 from corpus.exports.rows import select_rows
 from corpus.releases.build import build_release
 from corpus.releases.config import ReleaseConfig
@@ -76,7 +76,7 @@ def main() -> None:
         root = DataRoot(f"{tmp}/root")
         build_release(root, "bench", _records(n, side), ReleaseConfig(train=1.0, val=0.0, test=0.0))
         rows = select_rows(load_release(root, "bench"))
-        samples = list(_wds_samples(rows.splits["train"], rows))
+        samples = list(webdataset_samples(rows.splits["train"], rows))
         ours, peer = [], []
         for r in range(repeats):
             t0 = time.perf_counter()

@@ -180,7 +180,8 @@ def write_tar_shards(samples: Iterable[tuple[str, dict[str, bytes]]], shard_byte
         yield f"{prefix}-{shard:06d}.tar", buf.getvalue()
 
 
-def _wds_samples(table: pa.Table, rows: ExportRows) -> Iterator[tuple[str, dict[str, bytes]]]:
+def webdataset_samples(table: pa.Table, rows: ExportRows) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(record_id, {ext: image, "cls": label index, "json": metadata}) of each row: what write_tar_shards takes."""
     for row in table.select(["image", "label", *_META_COLUMNS]).to_pylist():
         image = row.pop("image")
         meta = {**row, "label_index": rows.label_index(row["label"])}
@@ -195,4 +196,4 @@ def write_webdataset(rows: ExportRows, shard_bytes: int = DEFAULT_SHARD_BYTES) -
     """<split>-NNNNNN.tar shards for streaming (webdataset.WebDataset(urls) reads them): per record the image,
     `.cls` (the label index) and `.json` (label, record_id, source, url, size)."""
     for split, table in rows.splits.items():
-        yield from write_tar_shards(_wds_samples(table, rows), shard_bytes, SPLIT_NAMES["webdataset"][split])
+        yield from write_tar_shards(webdataset_samples(table, rows), shard_bytes, SPLIT_NAMES["webdataset"][split])
