@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from corpus.releases.config import ReleaseConfig
@@ -137,6 +139,11 @@ class ReleaseParams(BaseModel):
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
     gold_path: str | None = Field(None, description="Gold answers (record_id -> label) that pin Dawid-Skene.")
     round: int | None = Field(None, ge=1, description="The label round whose passing started this release, if any.")
+    exports: list[Literal["imagefolder", "hf", "webdataset", "csv"]] = Field(
+        default_factory=list,
+        description="Formats written under exports/<dataset>/<vN>/ once the release is published: imagefolder, hf, "
+        "webdataset, csv.",
+    )
     data_root: str | None = None
 
 

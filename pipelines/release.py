@@ -8,6 +8,7 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from corpus.exports.export import export_release
 from corpus.pool import latest_pool, read_gold
 from corpus.releases.build import build_release
 from corpus.stages import trace_reports
@@ -64,7 +65,20 @@ def publish_release(params: ReleaseParams, data_root: str) -> dict[str, Any]:
     return manifest
 
 
+@task(**IO_RETRIES)
+def export_formats(dataset: str, version: str, formats: list[str], data_root: str) -> dict[str, Any]:
+    """Write the release in each format under exports/<dataset>/<vN>/<format> (idempotent: a retry or a rerun
+    finds the finished ones and leaves them)."""
+    root = open_root(data_root)
+    return {fmt: export_release(root, dataset, version, fmt)["path"] for fmt in formats}
+
+
 @flow(name="release", log_prints=True)
 def release_flow(params: ReleaseParams) -> dict[str, Any]:
-    """Publish the next immutable release of the dataset; emits flywheel.dataset.released."""
-    return publish_release(params, data_root_url(params.data_root))
+    """Publish the next immutable release of the dataset (and write its exports); emits flywheel.dataset.released."""
+    data_root = data_root_url(params.data_root)
+    manifest = publish_release(params, data_root)
+    if params.exports:
+        written = export_formats(params.dataset, manifest["version"], params.exports, data_root)
+        manifest = {**manifest, "exports": written}
+    return manifest

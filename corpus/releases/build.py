@@ -20,6 +20,7 @@ from corpus.releases.card import render_card
 from corpus.releases.config import ReleaseConfig
 from corpus.releases.integrity import resolve_signing_key, seal_manifest
 from corpus.releases.splits import assign_splits, find_split_leaks
+from corpus.releases.storage import to_release_storage
 from corpus.releases.summaries import compute_diff, summarize_curation, summarize_labels
 from corpus.releases.versions import (
     CARD_FILE,
@@ -101,8 +102,19 @@ def _content_key(table: pa.Table) -> list[tuple[str, str, str]]:
 
 def _parquet_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd", row_group_size=1024)
+    pq.write_table(to_release_storage(table), sink, compression="zstd", row_group_size=1024)
     return sink.getvalue().to_pybytes()
+
+
+def order_labels(train: pa.Table) -> list[str]:
+    """The label list models use, index -> name: the sorted labels of the train split (training.train's order)."""
+    return sorted({lab for lab in train.column("label").to_pylist() if lab is not None})
+
+
+def _sources(table: pa.Table) -> list[dict[str, Any]]:
+    """Where the released rows came from: [{"source", "rows"}], by name ("unknown" for rows without one)."""
+    counts = Counter("unknown" if s is None else s for s in table.column("source").to_pylist())
+    return [{"source": name, "rows": n} for name, n in sorted(counts.items())]
 
 
 def _class_counts(table: pa.Table) -> dict[str, int]:
@@ -145,6 +157,10 @@ def _describe(
         "schema_version": SCHEMA_VERSION,
         "manifest_format": MANIFEST_FORMAT,
         "rows": {s: parts[s].num_rows for s in SPLITS},
+        "labels": order_labels(parts["train"]),
+        "description": cfg.description,
+        "licence": cfg.licence,
+        "sources": _sources(table),
         "class_counts": {s: _class_counts(parts[s]) for s in SPLITS},
         **summarize_labels(table),
         "curation": summarize_curation(table),
@@ -162,7 +178,7 @@ def _describe(
 
 
 def _release_files(
-    manifest: dict[str, Any], parts: dict[str, pa.Table], cfg: ReleaseConfig, key: str | None
+    manifest: dict[str, Any], parts: dict[str, pa.Table], cfg: ReleaseConfig, key: str | None, path: str
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """(the sealed manifest, the bytes of every file of the release: splits, card, checksums, manifest).
 
@@ -170,7 +186,9 @@ def _release_files(
     blobs = {SPLIT_FILES[s]: _parquet_bytes(t) for s, t in parts.items()}
     files = {name: _file_entry(blobs[name], parts[s].num_rows) for s, name in SPLIT_FILES.items()}
     manifest["release_id"] = compute_release_id(files)
-    card = render_card(manifest, parts, thumbs_per_class=cfg.card_thumbs_per_class, thumb_px=cfg.card_thumb_px)
+    card = render_card(
+        manifest, parts, thumbs_per_class=cfg.card_thumbs_per_class, thumb_px=cfg.card_thumb_px, path=path
+    )
     blobs[CARD_FILE] = card.encode()
     files[CARD_FILE] = _file_entry(blobs[CARD_FILE], None)
     blobs[CHECKSUMS_FILE] = _checksums(files)
@@ -224,9 +242,10 @@ def build_release(
     manifest = _describe(dataset, version, parent, parent_all, table, parts, cfg)
     manifest["agreement"]["annotators"] = extra.get("agreement")
     manifest["extra"] = extra
-    manifest, blobs = _release_files(manifest, parts, cfg, key)
+    rel = posixpath.join(dataset_folder(dataset), version)
+    manifest, blobs = _release_files(manifest, parts, cfg, key, root.uri(rel))
     try:
-        root.publish_folder(posixpath.join(dataset_folder(dataset), version), blobs, MANIFEST_FILE)
+        root.publish_folder(rel, blobs, MANIFEST_FILE)
     except FileExistsError as exc:
         raise FileExistsError(f"release {dataset}/{version} already exists; releases are immutable") from exc
     return manifest

@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from corpus.releases.snippets import render_load_snippets
 from corpus.schema import SPLITS
 
 
@@ -182,8 +183,31 @@ pre{background:#f8f8f8;padding:8px;overflow:auto}.warn{color:#a00}
 </style>"""
 
 
-def render_card(manifest: dict, splits: dict[str, pa.Table], *, thumbs_per_class: int, thumb_px: int) -> str:
-    """card.html of a release from its manifest (before "files") and its split tables (for thumbnails)."""
+def _about_section(manifest: dict) -> str:
+    """Description, licence, the ordered label list and the sources (manifest format 4; absent keys are skipped)."""
+    esc = html.escape
+    labels = manifest.get("labels")
+    rows = [("licence", manifest.get("licence") or "not stated")]
+    if labels is not None:
+        rows.append(("labels (index: name)", ", ".join(f"{i}: {lab}" for i, lab in enumerate(labels))))
+    rows += [(f"source {s['source']}", f"{s['rows']} rows") for s in manifest.get("sources", [])]
+    description = f"<p>{esc(manifest['description'])}</p>" if manifest.get("description") else ""
+    return f"{description}{_table_html(rows)}"
+
+
+def _loading_section(path: str | None, labels: list[str]) -> str:
+    """How to load the release at `path`: pandas, Hugging Face `datasets` and torch snippets."""
+    if not path:
+        return "<p><i>path unknown</i></p>"
+    snippets = render_load_snippets(path, labels)
+    return "".join(f"<h3>{html.escape(name)}</h3><pre>{html.escape(code)}</pre>" for name, code in snippets.items())
+
+
+def render_card(
+    manifest: dict, splits: dict[str, pa.Table], *, thumbs_per_class: int, thumb_px: int, path: str | None = None
+) -> str:
+    """card.html of a release from its manifest (before "files") and its split tables (for thumbnails); `path`
+    (the release folder's URL) goes into the "How to load" snippets."""
     esc = html.escape
     labels = sorted({lab for counts in manifest["class_counts"].values() for lab in counts})
     extra = esc(json.dumps(manifest.get("extra", {}), indent=2, sort_keys=True, default=str))
@@ -196,6 +220,8 @@ def render_card(manifest: dict, splits: dict[str, pa.Table], *, thumbs_per_class
 <p>parent: {esc(str(manifest["parent"]))} &middot; created {esc(manifest["created_at"])} &middot;
 code {esc(manifest["code_version"])} &middot; schema v{esc(manifest["schema_version"])} &middot;
 release id <code>{esc(manifest["release_id"])}</code></p>
+<h2>About</h2>{_about_section(manifest)}
+<h2>How to load</h2>{_loading_section(path, manifest.get("labels", labels))}
 <h2>Class balance</h2>{_balance_section(manifest, labels)}
 <h2>Changes since parent</h2>{_diff_section(manifest["diff"])}
 <h2>Labels</h2>{_labels_section(manifest)}

@@ -19,6 +19,10 @@ class ReleaseConfig(BaseModel):
     )
     group_by_page: bool = Field(True, description="Keep images that share a page_url in one split.")
     augmentation: AugmentationRecipe = Field(default_factory=AugmentationRecipe)
+    description: str = Field("", description="What the dataset is for; on the card, the manifest and exports.")
+    licence: str | None = Field(
+        None, description="The licence the released data is under (an SPDX id such as CC-BY-4.0, or a sentence)."
+    )
     card_thumbs_per_class: int = Field(4, ge=0, description="Thumbnails per class on card.html.")
     card_thumb_px: int = Field(96, ge=16, description="Longest side of a card thumbnail, in pixels.")
 

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from corpus.releases.integrity import ManifestError, resolve_signing_key, verify_manifest
 from corpus.releases.recipes import AugmentationRecipe
+from corpus.releases.storage import from_release_storage
 from corpus.schema import SCHEMA_VERSION, SPLITS, conform
 from corpus.store import DataRoot
 
@@ -25,8 +26,9 @@ CARD_FILE = "card.html"
 # `sha256sum -c SHA256SUMS` inside a release folder verifies it without Flywheel.
 CHECKSUMS_FILE = "SHA256SUMS"
 # Bumped when the manifest gains or changes keys. 3: manifest_digest (and signature); load_release refuses
-# manifests without a digest, so older formats no longer load.
-MANIFEST_FORMAT = 3
+# manifests without a digest, so older formats no longer load. 4: labels (the ordered label list), description,
+# licence, sources; split files store pii_counts as list<struct<entity, count>> (format 3 ones still load).
+MANIFEST_FORMAT = 4
 
 
 class ReleaseIntegrityError(Exception):
@@ -175,7 +177,7 @@ def _read_verified_files(root: DataRoot, rel: str, listed: dict[str, dict[str, A
                 f"{fpath} was modified: sha256 {digest[:16]}… does not match the manifest's {entry['sha256'][:16]}…"
             )
         if fname.endswith(".parquet"):
-            tables[fname] = conform(pq.read_table(pa.BufferReader(data)))
+            tables[fname] = conform(from_release_storage(pq.read_table(pa.BufferReader(data))))
     return tables
 
 

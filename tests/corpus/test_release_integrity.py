@@ -11,7 +11,7 @@ from test_releases import make_records
 from corpus.releases.build import build_release
 from corpus.releases.config import ReleaseConfig
 from corpus.releases.integrity import DIGEST_FIELD, SIGNATURE_FIELD, manifest_digest, resolve_signing_key, sign_digest
-from corpus.releases.versions import ReleaseIntegrityError, load_release
+from corpus.releases.versions import MANIFEST_FORMAT, ReleaseIntegrityError, load_release
 from corpus.settings import Settings
 from corpus.store import DataRoot
 
@@ -47,7 +47,7 @@ def test_the_manifest_carries_a_digest_over_its_canonical_form(released):
     root, path = released
     manifest = json.loads(path.read_text())
     assert manifest[DIGEST_FIELD] == manifest_digest(manifest) and manifest[DIGEST_FIELD].startswith("sha256:")
-    assert SIGNATURE_FIELD not in manifest and manifest["manifest_format"] == 3
+    assert SIGNATURE_FIELD not in manifest and manifest["manifest_format"] == MANIFEST_FORMAT
     # Key order and whitespace are not content: the same manifest re-serialised still verifies.
     path.write_text(json.dumps(dict(reversed(list(manifest.items())))))
     assert load_release(root, "animals", signing_key="").manifest == manifest
@@ -62,7 +62,8 @@ def test_every_edited_or_removed_manifest_key_is_refused(released):
         for tampered in ({**original, key: _edited(original[key])}, {k: v for k, v in original.items() if k != key}):
             path.write_text(json.dumps(tampered))
             # A bumped format is refused as newer than this code before the digest is even read.
-            expected = r"v0001/manifest\.json (was edited|has format 4, newer than this code's 3)"
+            newer = f"has format {MANIFEST_FORMAT + 1}, newer than this code's {MANIFEST_FORMAT}"
+            expected = rf"v0001/manifest\.json (was edited|{newer})"
             with pytest.raises(ReleaseIntegrityError, match=expected) as caught:
                 load_release(root, "animals", signing_key="")
             assert "\n" not in str(caught.value), key

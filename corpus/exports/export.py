@@ -1,0 +1,278 @@
+"""Exporting a release: export_release writes a verified release in one format, checked and idempotent.
+
+An export folder holds the format's files and, written last, export.json: the format, the release (dataset,
+version, release id, manifest digest), the options, rows per split and every file with its SHA-256. Re-running
+the same export finds a matching export.json and writes nothing; any other export into the folder is refused.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+import shutil
+import tarfile
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from corpus.exports.formats import (
+    DEFAULT_SHARD_BYTES,
+    FORMATS,
+    SPLIT_NAMES,
+    Files,
+    write_csv,
+    write_hf,
+    write_imagefolder,
+    write_webdataset,
+)
+from corpus.exports.rows import ExportRows, select_rows
+from corpus.releases.versions import Release, load_release, sha256_hex
+from corpus.settings import Settings
+from corpus.store import DataRoot, open_data_root
+
+EXPORT_FILE = "export.json"
+# On object storage files land in place one by one; this marker says whose unfinished export a folder holds,
+# so that only the same export may write over it.
+PENDING_FILE = ".export-pending.json"
+EXPORT_FORMAT = 1
+
+
+class ExportError(Exception):
+    """An export folder holds another export or foreign files, or written bytes do not match the release."""
+
+
+def default_export_path(dataset: str, version: str, fmt: str) -> str:
+    """Where an export goes under the data root when no destination is given: exports/<dataset>/<vN>/<format>."""
+    return posixpath.join("exports", dataset, version, fmt)
+
+
+def _destination(
+    root: DataRoot, release: Release, fmt: str, dest: str | DataRoot | None, settings: Settings | None
+) -> tuple[DataRoot, str]:
+    if dest is None:
+        return root, default_export_path(release.manifest["dataset"], release.version, fmt)
+    if isinstance(dest, DataRoot):
+        return dest, ""
+    # open_data_root gives an s3:// destination the data root's endpoint and credentials from settings.
+    return open_data_root(str(dest), settings), ""
+
+
+def _identity(release: Release, fmt: str, options: dict[str, Any]) -> dict[str, Any]:
+    m = release.manifest
+    return {
+        "format": fmt,
+        "dataset": m["dataset"],
+        "version": release.version,
+        "release_id": m["release_id"],
+        "manifest_digest": m["manifest_digest"],
+        "options": options,
+    }
+
+
+def _same(found: dict[str, Any], identity: dict[str, Any]) -> bool:
+    return all(found.get(k) == v for k, v in identity.items())
+
+
+def _describe(found: dict[str, Any]) -> str:
+    return f"a {found.get('format')} export of {found.get('dataset')}/{found.get('version')}"
+
+
+def _files_of(fmt: str, rows: ExportRows, manifest: dict, shard_bytes: int) -> Files:
+    if fmt == "imagefolder":
+        return write_imagefolder(rows)
+    if fmt == "csv":
+        return write_csv(rows)
+    if fmt == "hf":
+        return write_hf(rows, manifest)
+    return write_webdataset(rows, shard_bytes)
+
+
+def _images_in(fmt: str, path: str, data: bytes) -> Iterator[tuple[str, bytes]]:
+    """(record_id, image bytes) of every image inside one written file, as its consumer would find them."""
+    stem = posixpath.basename(path).split(".")[0]
+    if fmt in ("imagefolder", "csv") and not path.endswith(".csv"):
+        yield stem, data
+    elif fmt == "hf" and path.endswith(".parquet"):
+        table = pq.read_table(pa.BufferReader(data), columns=["record_id", "image"])
+        for rid, image in zip(table.column("record_id").to_pylist(), table.column("image").to_pylist(), strict=True):
+            yield rid, image["bytes"]
+    elif fmt == "webdataset":
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            for member in tar.getmembers():
+                key, _, ext = member.name.partition(".")
+                if ext not in ("cls", "json"):
+                    yield key, tar.extractfile(member).read()
+
+
+def _check_written(fmt: str, rows: ExportRows, files: dict[str, dict], read: Any) -> None:
+    """Read every written file back: its SHA-256 must be the one recorded, and the images inside must be, byte
+    for byte, those of the release's rows (each exactly once)."""
+    expected = {
+        rid: sha256_hex(img)
+        for table in rows.splits.values()
+        for rid, img in zip(table.column("record_id").to_pylist(), table.column("image").to_pylist(), strict=True)
+    }
+    seen: set[str] = set()
+    for path, entry in files.items():
+        data = read(path)
+        if sha256_hex(data) != entry["sha256"]:
+            raise ExportError(f"{path} changed while it was written: its sha256 is not the one recorded")
+        for rid, image in _images_in(fmt, path, data):
+            if expected.get(rid) != sha256_hex(image) or rid in seen:
+                raise ExportError(f"{path}: the image of {rid} is not the release's (or is there twice)")
+            seen.add(rid)
+    if seen != set(expected):
+        raise ExportError(f"{len(set(expected) - seen)} images of the release are missing from the export")
+
+
+def _read_existing(target: DataRoot, rel: str, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The matching export.json already at the destination (None when the folder is free to write); ExportError
+    when it holds another export or files that are no export's."""
+    marker = posixpath.join(rel, EXPORT_FILE)
+    if target.exists(marker):
+        found = target.read_json(marker)
+        if not _same(found, identity):
+            raise ExportError(
+                f"{target.uri(rel)} already holds {_describe(found)} ({found.get('format')}, release "
+                f"{found.get('release_id')}); export {_describe(identity)} to another folder"
+            )
+        return found
+    present = target.fs.find(target.path(rel)) if target.exists(rel) else []
+    if not present:
+        return None
+    pending = posixpath.join(rel, PENDING_FILE)
+    if not target.is_local and target.exists(pending) and _same(target.read_json(pending), identity):
+        return None  # the same export died half way: write it again over its own files
+    raise ExportError(f"{target.uri(rel)} holds files but no {EXPORT_FILE}; export into an empty or new folder")
+
+
+class _LocalWriter:
+    """Files go under a temporary sibling folder, renamed into place whole once export.json is in it."""
+
+    def __init__(self, target: DataRoot, rel: str) -> None:
+        self.final = target.path(rel)
+        parent, base = posixpath.split(self.final.rstrip("/"))
+        self.tmp = posixpath.join(parent, f".tmp-export-{base}-{uuid.uuid4().hex}")
+
+    def write(self, path: str, data: bytes) -> None:
+        full = posixpath.join(self.tmp, path)
+        os.makedirs(posixpath.dirname(full), exist_ok=True)
+        with open(full, "wb") as fh:
+            fh.write(data)
+
+    def read(self, path: str) -> bytes:
+        with open(posixpath.join(self.tmp, path), "rb") as fh:
+            return fh.read()
+
+    def finish(self, manifest: bytes) -> None:
+        self.write(EXPORT_FILE, manifest)
+        if os.path.isdir(self.final):
+            os.rmdir(self.final)  # empty (checked): rename(2) places a folder only where none is
+        os.rename(self.tmp, self.final)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class _RemoteWriter:
+    """Object storage: a pending marker first, then each file in place, export.json last, the marker removed."""
+
+    def __init__(self, target: DataRoot, rel: str, identity: dict[str, Any]) -> None:
+        self.target, self.rel = target, rel
+        target.write_json(posixpath.join(rel, PENDING_FILE), identity)
+
+    def write(self, path: str, data: bytes) -> None:
+        self.target.write_bytes(posixpath.join(self.rel, path), data)
+
+    def read(self, path: str) -> bytes:
+        return self.target.read_bytes(posixpath.join(self.rel, path))
+
+    def finish(self, manifest: bytes) -> None:
+        self.write(EXPORT_FILE, manifest)
+        self.target.remove(posixpath.join(self.rel, PENDING_FILE))
+
+    def abort(self) -> None:
+        pass  # the pending marker stays: the same export may write over what is there
+
+
+def export_release(
+    root: DataRoot,
+    dataset: str,
+    version: str | int,
+    fmt: str,
+    dest: str | DataRoot | None = None,
+    *,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    signing_key: str | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Export release `dataset`@`version` in format `fmt` (imagefolder, hf, webdataset, csv) to `dest` and
+    return its export manifest (with "path" and "unchanged").
+
+    `dest` is a local folder, any fsspec URL (s3:// gets the endpoint and keys of `settings`, as the data root
+    does) or a DataRoot; default exports/<dataset>/<vN>/<fmt> under `root`. The release is loaded verified
+    (manifest digest, signature with a key, every file's SHA-256); every written file is read back and every
+    image in it compared with the release row's bytes before export.json is written, last. A destination
+    already holding this export is left as it is ("unchanged": True); one holding anything else raises
+    ExportError. `shard_bytes` bounds each webdataset shard.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; formats: {', '.join(FORMATS)}")
+    if shard_bytes < 64 * 1024:
+        raise ValueError(f"shard_bytes={shard_bytes} is too small: at least 64 KiB")
+    release = load_release(root, dataset, version, signing_key=signing_key)
+    target, rel = _destination(root, release, fmt, dest, settings)
+    identity = _identity(release, fmt, {"shard_bytes": shard_bytes} if fmt == "webdataset" else {})
+    found = _read_existing(target, rel, identity)
+    if found is not None:
+        return {**found, "path": target.uri(rel), "unchanged": True}
+    rows = select_rows(release)
+    writer = _LocalWriter(target, rel) if target.is_local else _RemoteWriter(target, rel, identity)
+    files: dict[str, dict[str, Any]] = {}
+    try:
+        for path, data in _files_of(fmt, rows, release.manifest, shard_bytes):
+            writer.write(path, data)
+            files[path] = {"sha256": sha256_hex(data), "bytes": len(data)}
+        _check_written(fmt, rows, files, writer.read)
+        manifest = {
+            **identity,
+            "export_format": EXPORT_FORMAT,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "labels": rows.labels,
+            "splits": {SPLIT_NAMES[fmt][s]: t.num_rows for s, t in rows.splits.items()},
+            "skipped": rows.skipped,
+            "files": dict(sorted(files.items())),
+        }
+        writer.finish(json.dumps(manifest, indent=2, sort_keys=True).encode())
+    except BaseException:
+        writer.abort()
+        raise
+    return {**manifest, "path": target.uri(rel), "unchanged": False}
+
+
+def verify_export(target: DataRoot, rel: str = "") -> dict[str, Any]:
+    """The export manifest of the export folder `rel`, after checking every listed file's SHA-256 and that no
+    file was added; ExportError names the first difference."""
+    try:
+        manifest = target.read_json(posixpath.join(rel, EXPORT_FILE))
+    except FileNotFoundError as exc:
+        raise ExportError(f"{target.uri(rel)} has no {EXPORT_FILE}") from exc
+    base = target.path(rel).rstrip("/") + "/"
+    present = {p[len(base) :] for p in target.fs.find(target.path(rel))} - {EXPORT_FILE}
+    extra = sorted(present - set(manifest["files"]))
+    if extra:
+        raise ExportError(f"{target.uri(rel)} holds files its {EXPORT_FILE} does not list: {extra[:5]}")
+    for path, entry in manifest["files"].items():
+        try:
+            data = target.read_bytes(posixpath.join(rel, path))
+        except FileNotFoundError as exc:
+            raise ExportError(f"{path} is listed in {EXPORT_FILE} but missing") from exc
+        if sha256_hex(data) != entry["sha256"]:
+            raise ExportError(f"{path} was modified: its sha256 does not match {EXPORT_FILE}")
+    return manifest

@@ -1,0 +1,199 @@
+"""Export formats: each writer turns a release's image rows into (relative path, bytes) files of one layout.
+
+imagefolder: <split>/<label>/<record_id>.<ext>. csv: <split>.csv + images/<record_id>.<ext>. hf: Parquet per
+split (data/<train|validation|test>-00000-of-00001.parquet) with the `datasets` features (Image, ClassLabel) in
+the Arrow schema's "huggingface" metadata, and a README.md whose YAML names the splits. webdataset: plain tar
+shards (<split>-000000.tar) of <record_id>.<ext> / .cls / .json members, written with the stdlib's tarfile.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from corpus.exports.rows import ExportRows, image_extension
+from corpus.releases.storage import PII_STORED_TYPE, to_release_storage
+
+FORMATS = ("imagefolder", "hf", "webdataset", "csv")
+# The names each format's consumer expects: `datasets` calls the middle split "validation".
+SPLIT_NAMES = {
+    "imagefolder": {"train": "train", "val": "val", "test": "test"},
+    "csv": {"train": "train", "val": "val", "test": "test"},
+    "webdataset": {"train": "train", "val": "val", "test": "test"},
+    "hf": {"train": "train", "val": "validation", "test": "test"},
+}
+# WebDataset's own guidance is shards of 100 MB to 1 GB (fewer, larger objects stream faster from object
+# storage); 256 MB stays in the 100-500 MB range the issue asks for and in memory while a shard is built.
+DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
+_TAR_BLOCK, _TAR_RECORD = 512, 20 * 512
+# Columns beside image and label that every tabular format carries (scalars and lists only).
+_META_COLUMNS = (
+    "record_id",
+    "source",
+    "url",
+    "page_url",
+    "width",
+    "height",
+    "mime",
+    "label_source",
+    "label_confidence",
+)
+
+Files = Iterator[tuple[str, bytes]]
+
+
+def _image_name(row: dict) -> str:
+    return f"{row['record_id']}.{image_extension(row['image'], row['mime'])}"
+
+
+def write_imagefolder(rows: ExportRows) -> Files:
+    """train/ val/ test/ <label>/<record_id>.<ext>: the layout torchvision's ImageFolder and most tools read."""
+    for split, table in rows.splits.items():
+        name = SPLIT_NAMES["imagefolder"][split]
+        for row in table.select(["record_id", "image", "mime", "label"]).to_pylist():
+            yield f"{name}/{row['label']}/{_image_name(row)}", row["image"]
+
+
+def write_csv(rows: ExportRows) -> Files:
+    """One CSV per split (file_name relative to the export folder, label, label_index, metadata) + the images."""
+    for split, table in rows.splits.items():
+        names, indices = [], []
+        for row in table.select(["record_id", "image", "mime", "label"]).to_pylist():
+            names.append(f"images/{_image_name(row)}")
+            indices.append(rows.label_index(row["label"]))
+            yield names[-1], row["image"]
+        out = pa.table(
+            {
+                "file_name": pa.array(names, pa.string()),
+                "label": table.column("label"),
+                "label_index": pa.array(indices, pa.int32()),
+                "split": table.column("split"),
+                **{c: table.column(c) for c in _META_COLUMNS},
+            }
+        )
+        sink = io.BytesIO()
+        pacsv.write_csv(out, sink)
+        yield f"{SPLIT_NAMES['csv'][split]}.csv", sink.getvalue()
+
+
+def hf_features(labels: list[str]) -> dict:
+    """The `datasets` Features (as Features.to_dict() writes them) of an hf export."""
+    value = {"string": {"dtype": "string", "_type": "Value"}}
+    strings = {c: value["string"] for c in ("record_id", "source", "url", "page_url", "mime", "label_source")}
+    return {
+        "image": {"_type": "Image"},
+        "label": {"names": list(labels), "_type": "ClassLabel"},
+        **strings,
+        "width": {"dtype": "int32", "_type": "Value"},
+        "height": {"dtype": "int32", "_type": "Value"},
+        "label_confidence": {"dtype": "float32", "_type": "Value"},
+        "annotators": {"feature": value["string"], "_type": "List"},
+        "pii_counts": {
+            "feature": {"entity": value["string"], "count": {"dtype": "int32", "_type": "Value"}},
+            "_type": "List",
+        },
+    }
+
+
+def _hf_table(table: pa.Table, rows: ExportRows) -> pa.Table:
+    """One split as the Arrow table `datasets` reads: Image as {bytes, path}, ClassLabel as int64."""
+    image_type = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
+    plain = table.select(["record_id", "image", "mime", "label"]).to_pylist()
+    images = [{"bytes": r["image"], "path": _image_name(r)} for r in plain]
+    stored = to_release_storage(table)
+    columns = {
+        "image": pa.array(images, image_type),
+        "label": pa.array([rows.label_index(r["label"]) for r in plain], pa.int64()),
+        **{c: table.column(c) for c in _META_COLUMNS},
+        "annotators": table.column("annotators"),
+        "pii_counts": stored.column("pii_counts").cast(PII_STORED_TYPE),
+    }
+    features = hf_features(rows.labels)
+    out = pa.table({name: columns[name] for name in features})
+    return out.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
+
+
+def _hf_readme(manifest: dict, split_files: dict[str, str]) -> bytes:
+    """README.md: YAML front matter (licence, the split -> file configs) and a short description."""
+    licence = manifest.get("licence") or "other"
+    lines = ["---", f"license: {json.dumps(licence)}", "configs:", "- config_name: default", "  data_files:"]
+    for split, path in split_files.items():
+        lines += [f"  - split: {split}", f"    path: {json.dumps(path)}"]
+    title = f"{manifest['dataset']} {manifest['version']}"
+    lines += ["---", "", f"# {title}", "", manifest.get("description") or "", ""]
+    lines += [f"Release id `{manifest['release_id']}`, exported by Flywheel. Labels (index: name):", ""]
+    lines += [f"- {i}: {lab}" for i, lab in enumerate(manifest.get("labels") or [])]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def write_hf(rows: ExportRows, manifest: dict) -> Files:
+    """A folder `datasets.load_dataset(PATH)` loads as it is: features Image + ClassLabel, splits train /
+    validation / test (an empty split is an empty file, so the three splits always exist)."""
+    split_files = {}
+    for split, table in rows.splits.items():
+        name = SPLIT_NAMES["hf"][split]
+        path = f"data/{name}-00000-of-00001.parquet"
+        sink = pa.BufferOutputStream()
+        # Small row groups: each holds whole encoded images, and readers stream a group at a time.
+        pq.write_table(_hf_table(table, rows), sink, compression="zstd", row_group_size=100)
+        split_files[name] = path
+        yield path, sink.getvalue().to_pybytes()
+    yield "README.md", _hf_readme(manifest, split_files)
+
+
+def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    # Fixed owner, mode and time: the same rows give the same shard bytes, so a re-export is byte-identical.
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.uname, info.gname = len(data), 0, 0o444, "", ""
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _padded(n: int, unit: int) -> int:
+    return -(-n // unit) * unit
+
+
+def write_tar_shards(samples: Iterable[tuple[str, dict[str, bytes]]], shard_bytes: int, prefix: str) -> Files:
+    """WebDataset shards `<prefix>-000000.tar`, ... of `samples` ((key, {ext: bytes})): each member is
+    `<key>.<ext>`, a sample's members stay together in one shard, and no shard file is larger than `shard_bytes`
+    unless one sample alone is (then it fills a shard of its own)."""
+    shard, buf, tar, payload, count = 0, io.BytesIO(), None, 0, 0
+    for key, members in samples:
+        size = sum(_TAR_BLOCK + _padded(len(d), _TAR_BLOCK) for d in members.values())
+        # A tar ends with two zero blocks and is padded to a whole record of 20 blocks.
+        if tar is not None and count and _padded(payload + size + 2 * _TAR_BLOCK, _TAR_RECORD) > shard_bytes:
+            tar.close()
+            yield f"{prefix}-{shard:06d}.tar", buf.getvalue()
+            shard, buf, tar, payload, count = shard + 1, io.BytesIO(), None, 0, 0
+        if tar is None:
+            tar = tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 - spans samples
+        for ext, data in members.items():
+            _tar_member(tar, f"{key}.{ext}", data)
+        payload, count = payload + size, count + 1
+    if tar is not None:
+        tar.close()
+        yield f"{prefix}-{shard:06d}.tar", buf.getvalue()
+
+
+def webdataset_samples(table: pa.Table, rows: ExportRows) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(record_id, {ext: image, "cls": label index, "json": metadata}) of each row: what write_tar_shards takes."""
+    for row in table.select(["image", "label", *_META_COLUMNS]).to_pylist():
+        image = row.pop("image")
+        meta = {**row, "label_index": rows.label_index(row["label"])}
+        ext = image_extension(image, row["mime"])
+        yield (
+            row["record_id"],
+            {ext: image, "cls": str(meta["label_index"]).encode(), "json": json.dumps(meta).encode()},
+        )
+
+
+def write_webdataset(rows: ExportRows, shard_bytes: int = DEFAULT_SHARD_BYTES) -> Files:
+    """<split>-NNNNNN.tar shards for streaming (webdataset.WebDataset(urls) reads them): per record the image,
+    `.cls` (the label index) and `.json` (label, record_id, source, url, size)."""
+    for split, table in rows.splits.items():
+        yield from write_tar_shards(webdataset_samples(table, rows), shard_bytes, SPLIT_NAMES["webdataset"][split])
