@@ -22,6 +22,7 @@ LABEL_COLUMNS = ("label", "class", "category", "label_name")
 # Manifest columns that are record columns (corpus.schema.RECORD_SCHEMA); the rest go to the metadata side file.
 RECORD_COLUMNS = ("caption", "alt_text", "title", "page_url", "context_text")
 Items = Callable[[], Iterator[SourceItem]]
+_BAD_ROW = "\0bad_row"  # a JSONL line that is not a JSON object: reported as a drop, not fatal
 
 
 def resolve_reference(value: str, media_root: Path) -> str:
@@ -63,7 +64,9 @@ def _manifest_columns(path: Path, names: list[str]) -> tuple[str, str | None]:
     return ref, _pick(names, LABEL_COLUMNS)
 
 
-def _row_item(row: dict[str, Any], ref: str, label: str | None, media_root: Path) -> SourceItem | None:
+def _row_item(row: dict[str, Any], ref: str, label: str | None, media_root: Path) -> SourceItem:
+    if _BAD_ROW in row:
+        return SourceItem(f"(manifest {row[_BAD_ROW]})", refused="bad_manifest_row")
     value = row.get(ref)
     if value is None or not str(value).strip():
         return SourceItem(f"(row without {ref})", refused=f"empty_{ref}")
@@ -97,9 +100,12 @@ def _jsonl_batches(path: Path) -> Iterator[list[dict[str, Any]]]:
             try:
                 row = json.loads(line)
             except ValueError as exc:
-                raise ImportSourceError(f"{path}: line {number} is not JSON: {exc}") from exc
+                row = exc
             if not isinstance(row, dict):
-                raise ImportSourceError(f"{path}: line {number} is not a JSON object")
+                # the header check reads line 1, so a broken first line fails the import; a later one is a drop
+                if not batch and number == 1:
+                    raise ImportSourceError(f"{path}: line {number} is not a JSON object: {row}")
+                row = {_BAD_ROW: f"line {number}"}
             batch.append(row)
             if len(batch) >= 256:
                 yield batch
