@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from crawlers.importers.sources import ImportSourceError, SourceItem
+from crawlers.importers.items import ImportSourceError, SourceItem
 
 PATH_COLUMNS = ("path", "file", "filepath", "file_path", "filename", "file_name", "image_path", "image")
 URL_COLUMNS = ("url", "image_url", "uri", "src")

@@ -4,50 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import fsspec
 
+from crawlers.importers import formats
 from crawlers.importers.config import ImportConfig
+from crawlers.importers.items import ImportSourceError, Source, SourceItem
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 MANIFEST_SUFFIXES = frozenset({".csv", ".jsonl", ".ndjson", ".parquet"})
-
-
-class ImportSourceError(ValueError):
-    """A source that cannot be imported at all (missing, empty, unreadable, no path column); one line, naming it."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(message.split()))
-
-
-@dataclass
-class SourceItem:
-    """One file a source names. `locator` (a local path, s3:// or http(s):// URL, or `file.parquet#row`) is its key
-    in the import state; `data` holds content a source carries inline (a Parquet image column)."""
-
-    locator: str
-    size: int | None = None
-    mtime: float | None = None
-    label: str | None = None
-    fields: dict[str, str] = field(default_factory=dict)  # record columns: caption, alt_text, title, page_url
-    metadata: dict[str, Any] = field(default_factory=dict)  # everything else the source said about it
-    boxes: list[dict[str, Any]] = field(default_factory=list)  # COCO boxes, kept beside the records
-    data: bytes | None = None
-    skip: str | None = None  # not imported, and not a drop: e.g. a text file in an image folder
-    refused: str | None = None  # named by the source but not importable: a drop, with this reason
-
-
-@dataclass
-class Source:
-    """A checked source: its kind and a fresh stream of its items on every call of `items()`."""
-
-    kind: str
-    location: str
-    items: Callable[[], Iterator[SourceItem]]
 
 
 def is_image_name(name: str) -> bool:
@@ -96,15 +64,14 @@ def walk_remote(fs: fsspec.AbstractFileSystem, prefix: str, *, class_folders: bo
 
 
 def _is_hf_folder(path: Path) -> bool:
+    """dataset_info.json, or only Parquet files, a data/ folder of them and a README (the Hub's layout)."""
     if (path / "dataset_info.json").exists():
         return True
     with os.scandir(path) as entries:
         names = [e.name for e in entries if not e.name.startswith(".")]
-    return (
-        bool(names)
-        and all(n.endswith(".parquet") or n in ("data", "README.md") for n in names)
-        and any(n.endswith(".parquet") or n == "data" for n in names)
-    )
+    if not names or not all(n.endswith(".parquet") or n in ("data", "README.md") for n in names):
+        return False
+    return any(n.endswith(".parquet") for n in names) or next((path / "data").rglob("*.parquet"), None) is not None
 
 
 def _is_imagefolder(path: Path) -> bool:
@@ -150,17 +117,13 @@ def detect_kind(cfg: ImportConfig) -> str:
 
 
 def _has_image_struct(path: Path) -> bool:
-    from crawlers.importers.formats import find_image_column, read_parquet_schema
-
-    return find_image_column(read_parquet_schema(path), {}) is not None
+    return formats.find_image_column(formats.read_parquet_schema(path), {}) is not None
 
 
 def open_source(cfg: ImportConfig, storage_options: dict[str, Any] | None = None) -> Source:
     """The checked source of `cfg`: every error that makes the whole import impossible is raised here, as one
     ImportSourceError line naming the file or column, before anything is written. An empty folder is found
     while importing (finding it would need a walk): the importer raises it then, having written nothing."""
-    from crawlers.importers import formats
-
     kind = detect_kind(cfg)
     if cfg.source.startswith(("s3://", "s3a://")):
         fs, prefix = fsspec.core.url_to_fs(cfg.source, **(storage_options or {}))
