@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from corpus.releases.config import ReleaseConfig
 from crawlers.config import CrawlConfig
+from crawlers.importers.config import ImportConfig
 from curation.curate_config import CurateConfig
 from curation.scrub import ScrubConfig
 from labeling.gate import QualityGate
@@ -155,3 +156,13 @@ class TrainParams(BaseModel):
     pool: str | None = Field(None, description="Folder of records to score after training; none skips scoring.")
     train: TrainConfig = Field(default_factory=TrainConfig)
     data_root: str | None = None
+
+
+class ImportParams(BaseModel):
+    """import -> curate -> scrub: a team's own images (folder, ImageFolder, bucket, manifest, label export)."""
+
+    source: ImportConfig = Field(..., description="What to import and how its labels are used.")
+    curate: CurateConfig = Field(default_factory=CurateConfig)
+    scrub: ScrubConfig = Field(default_factory=ScrubConfig)
+    scale: ScaleParams = Field(default_factory=ScaleParams, description="Sharding and Dask.")
+    data_root: str | None = Field(None, description="Data root URL; defaults to FLYWHEEL_DATA_ROOT.")
