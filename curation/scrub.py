@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -16,10 +17,11 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from corpus.schema import RECORD_SCHEMA, conform
 from corpus.stages import Stage, StageOutput, split_by_reason
 from curation.images import PILLOW_MAX_PIXELS, ImageDecodeError, decode_image, orient
-from curation.pii import ENTITIES, Entity, Policy, find_pii, redact
+from curation.pii import ENTITIES, Entity, Policy, find_pii, redact, regions_from_hints
 
 SCRUB_VERSION = "2"
 TEXT_FIELDS = ("text", "title", "alt_text", "caption", "context_text")
+URL_FIELDS = ("url", "page_url")
 DROP_REASONS = ("scrub_failed", "contains_pii", "face_dominant")
 _HAAR_FACE = "haarcascade_frontalface_default.xml"
 
@@ -42,6 +44,11 @@ class ScrubConfig(BaseModel):
     extra_phone_regions: list[str] = Field(
         default_factory=list,
         description='More regions whose national formats to accept, e.g. ["GB"] finds "(020) 7946 0958".',
+    )
+    phone_region_hints: bool = Field(
+        True,
+        description="Also try the regions a record suggests: its URLs' country TLDs (.fr -> FR) and its "
+        "language's countries (de -> DE, AT, CH); at most curation.pii.phones.MAX_REGIONS in all.",
     )
     max_pixels: int = Field(PILLOW_MAX_PIXELS, ge=1, description="Decompression-bomb guard (Pillow's default).")
     blur_faces: bool = Field(True, description="Blur faces found by OpenCV's frontal-face Haar cascade.")
@@ -198,16 +205,23 @@ def scrub_image(data: bytes, cfg: ScrubConfig) -> ScrubbedImage:
 IMAGE_FIELDS = ("image", "width", "height", "mime", "faces_blurred", "exif_stripped")
 
 
+def phone_regions(cfg: ScrubConfig, lang: str | None = None, urls: Sequence[str | None] = ()) -> list[str]:
+    """The phone regions tried for one record: the configured ones, then (with hints on) its TLDs' and language's."""
+    configured = [cfg.phone_region, *cfg.extra_phone_regions]
+    return regions_from_hints(configured, lang, urls) if cfg.phone_region_hints else configured
+
+
 def scrub_text_fields(
-    fields: dict[str, str | None], cfg: ScrubConfig, key: bytes
+    fields: dict[str, str | None], cfg: ScrubConfig, key: bytes, regions: Sequence[str] | None = None
 ) -> tuple[dict[str, str | None], Counter[str], bool]:
     """One record's text fields with PII rewritten by policy, the entities found in them, and whether one of
-    those has the "drop" policy."""
+    those has the "drop" policy. `regions`: phone regions to try (default: the configured ones)."""
     out, found, drop = dict(fields), Counter[str](), False
+    regions = list(regions or [cfg.phone_region, *cfg.extra_phone_regions])
     for name, value in fields.items():
         if not value:
             continue
-        spans = find_pii(value, cfg.phone_region, cfg.extra_phone_regions, cfg.entities)
+        spans = find_pii(value, regions[0], regions[1:], cfg.entities)
         if spans:
             found.update(span.entity for span in spans)
             out[name] = redact(value, spans, cfg.policies, key)
@@ -258,14 +272,16 @@ def scrub(table: pa.Table, cfg: ScrubConfig | None = None) -> StageOutput:
     cfg = cfg or ScrubConfig()
     table = conform(table, RECORD_SCHEMA)
     n, kinds = table.num_rows, table.column("kind").to_pylist()
-    columns = {name: table.column(name).to_pylist() for name in (*TEXT_FIELDS, *IMAGE_FIELDS)}
+    columns = {name: table.column(name).to_pylist() for name in (*TEXT_FIELDS, *URL_FIELDS, *IMAGE_FIELDS)}
     pii_counts: list[list[tuple[str, int]]] = []
     reasons: list[str | None] = [None] * n
     totals: Counter[str] = Counter()
     records_with_pii = 0
     key = cfg.hash_key.get_secret_value().encode()
+    langs = table.column("lang").to_pylist()
     for i in range(n):
-        fields, found, drop = scrub_text_fields({name: columns[name][i] for name in TEXT_FIELDS}, cfg, key)
+        regions = phone_regions(cfg, langs[i], [columns["url"][i], columns["page_url"][i]])
+        fields, found, drop = scrub_text_fields({name: columns[name][i] for name in TEXT_FIELDS}, cfg, key, regions)
         for name, value in fields.items():
             columns[name][i] = value
         pii_counts.append(sorted(found.items()))

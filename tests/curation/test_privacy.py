@@ -209,3 +209,19 @@ def test_count_scrub_counts_every_entity_and_reason_and_no_text():
     assert counters["pii_email"] == 2 and counters["faces_blurred"] == 1 and counters["records_with_pii"] == 1
     assert {f"pii_{e}" for e in ENTITIES} | set(DROP_REASONS) <= set(counters)
     assert (counters["scrub_failed"], counters["contains_pii"], counters["face_dominant"]) == (1, 1, 0)
+
+
+def test_phone_regions_come_from_the_records_tld_and_language():
+    rows = [
+        text_row("Appelez le 06 12 34 56 78.", "http://shop.example.fr/contact", 0),
+        text_row("Rufen Sie 030 901820 an.", "http://127.0.0.1/kontakt", 1),
+        text_row("Call 06 12 34 56 78.", "http://127.0.0.1/plain", 2),
+    ]
+    rows[1]["lang"] = "de"
+    out = by_url(scrub(build_table(rows), ScrubConfig()).kept, "text")
+    assert out["http://shop.example.fr/contact"] == "Appelez le [PHONE]."
+    assert out["http://127.0.0.1/kontakt"] == "Rufen Sie [PHONE] an."
+    assert out["http://127.0.0.1/plain"] == "Call 06 12 34 56 78."  # no hint: not a US number
+    assert scrub(build_table(rows[:1]), ScrubConfig(phone_region_hints=False)).kept.column("text")[0].as_py() == (
+        "Appelez le 06 12 34 56 78."
+    )
