@@ -6,7 +6,7 @@ import io
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import cv2
 import numpy as np
@@ -17,9 +17,9 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from corpus.schema import RECORD_SCHEMA, conform
 from corpus.stages import Stage, StageOutput, split_by_reason
 from curation.images import PILLOW_MAX_PIXELS, ImageDecodeError, decode_image, orient
-from curation.pii import ENTITIES, Entity, Policy, find_pii, redact, regions_from_hints
+from curation.pii import ENTITIES, Entity, Policy, find_pii, redact, regions_from_hints, scrub_url, scrub_urls_in_text
 
-SCRUB_VERSION = "2"
+SCRUB_VERSION = "3"
 TEXT_FIELDS = ("text", "title", "alt_text", "caption", "context_text")
 URL_FIELDS = ("url", "page_url")
 DROP_REASONS = ("scrub_failed", "contains_pii", "face_dominant")
@@ -215,18 +215,35 @@ def scrub_text_fields(
     fields: dict[str, str | None], cfg: ScrubConfig, key: bytes, regions: Sequence[str] | None = None
 ) -> tuple[dict[str, str | None], Counter[str], bool]:
     """One record's text fields with PII rewritten by policy, the entities found in them, and whether one of
-    those has the "drop" policy. `regions`: phone regions to try (default: the configured ones)."""
-    out, found, drop = dict(fields), Counter[str](), False
+    those has the "drop" policy. URLs inside the text go through `scrub_url` first (query values, path
+    segments). `regions`: phone regions to try (default: the configured ones)."""
+    out, found = dict(fields), Counter[str]()
     regions = list(regions or [cfg.phone_region, *cfg.extra_phone_regions])
+    find = partial(find_pii, region=regions[0], extra_regions=regions[1:], entities=cfg.entities)
     for name, value in fields.items():
         if not value:
             continue
-        spans = find_pii(value, regions[0], regions[1:], cfg.entities)
-        if spans:
-            found.update(span.entity for span in spans)
-            out[name] = redact(value, spans, cfg.policies, key)
-            drop = drop or any(cfg.policies.get(span.entity) == "drop" for span in spans)
-    return out, found, drop
+        value, in_urls = scrub_urls_in_text(value, find, cfg.entities, cfg.policies, key)
+        spans = find(value)
+        found.update(in_urls)
+        found.update(span.entity for span in spans)
+        out[name] = redact(value, spans, cfg.policies, key) if spans else value
+    return out, found, any(cfg.policies.get(entity) == "drop" for entity in found)
+
+
+def scrub_url_fields(
+    urls: dict[str, str | None], cfg: ScrubConfig, key: bytes, regions: Sequence[str] | None = None
+) -> tuple[dict[str, str | None], Counter[str], bool]:
+    """One record's URL columns through `scrub_url`, like `scrub_text_fields`. The crawler's own state
+    (crawlers/state.py) keeps the URLs as fetched for recrawling; the pool keeps only these."""
+    out, found = dict(urls), Counter[str]()
+    regions = list(regions or [cfg.phone_region, *cfg.extra_phone_regions])
+    find = partial(find_pii, region=regions[0], extra_regions=regions[1:], entities=cfg.entities)
+    for name, value in urls.items():
+        if value:
+            out[name], counts = scrub_url(value, find, cfg.entities, cfg.policies, key)
+            found.update(counts)
+    return out, found, any(cfg.policies.get(entity) == "drop" for entity in found)
 
 
 def _scrub_image_row(columns: dict[str, list], i: int, cfg: ScrubConfig, totals: Counter[str]) -> str | None:
@@ -259,7 +276,8 @@ def count_scrub(totals: Counter[str], reasons: list[str | None], records_with_pi
 
 
 def scrub(table: pa.Table, cfg: ScrubConfig | None = None) -> StageOutput:
-    """Rewrite PII in text, title, alt_text and caption by policy; re-encode images without metadata, faces blurred.
+    """Rewrite PII in text, title, alt_text, caption, context_text, url and page_url by policy; re-encode images
+    without metadata, faces blurred.
 
     Sets pii_counts (entity -> count, nonzero only; an empty map means "scrubbed, nothing found"),
     scrub_version, and for images image/width/height/mime/faces_blurred/exif_stripped (True where EXIF,
@@ -282,7 +300,10 @@ def scrub(table: pa.Table, cfg: ScrubConfig | None = None) -> StageOutput:
     for i in range(n):
         regions = phone_regions(cfg, langs[i], [columns["url"][i], columns["page_url"][i]])
         fields, found, drop = scrub_text_fields({name: columns[name][i] for name in TEXT_FIELDS}, cfg, key, regions)
-        for name, value in fields.items():
+        urls, in_urls, url_drop = scrub_url_fields({name: columns[name][i] for name in URL_FIELDS}, cfg, key, regions)
+        found.update(in_urls)
+        drop = drop or url_drop
+        for name, value in (fields | urls).items():
             columns[name][i] = value
         pii_counts.append(sorted(found.items()))
         totals.update(found)

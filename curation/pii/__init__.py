@@ -12,10 +12,12 @@ from curation.pii.phones import find_phones, regions_from_hints
 from curation.pii.policies import hash_value, mask_value, redact, rewrite
 from curation.pii.secrets import find_secrets, looks_random, shannon_entropy
 from curation.pii.spans import ENTITIES, PLACEHOLDERS, Entity, PiiSpan, Policy
+from curation.pii.urls import scrub_url, scrub_urls_in_text
 
 __all__ = [
     "ENTITIES", "PLACEHOLDERS", "Entity", "PiiSpan", "Policy", "card_valid", "find_pii", "hash_value", "iban_valid",
-    "looks_random", "luhn_valid", "mask_value", "redact", "regions_from_hints", "rewrite", "shannon_entropy",
+    "looks_random", "luhn_valid", "mask_value", "redact", "regions_from_hints", "rewrite", "scrub_url",
+    "scrub_urls_in_text", "shannon_entropy",
 ]  # fmt: skip
 
 _FINDERS = {

@@ -30,9 +30,10 @@ _SECRET_PREFIXES = re.compile(
 _AUTH_HEADER = re.compile(r"(?i)\b(?:bearer|basic|token)\s+([A-Za-z0-9._~+/=-]{16,})")
 # `password = value`-style assignments: the value is a secret whatever its shape (detect-secrets' keyword rule).
 # Azure connection strings' AccountKey / SharedAccessKey and SAS "sig=" are the same rule's cloud spellings.
+# A value that is already a placeholder ("token=[SECRET]", from URL scrubbing) is not found twice.
 _SECRET_ASSIGNMENT = re.compile(
     r"(?i)\b(?:[\w-]*(?:api[_-]?key|secret|token|passw(?:or)?d|pwd|auth|credential|accountkey|accesskey|"
-    r"sharedaccesskey|private[_-]?key)[\w-]*|sig)\s*[:=]\s*[\"']?([^\s\"',;&]{8,})"
+    r"sharedaccesskey|private[_-]?key)[\w-]*|sig)\s*[:=]\s*[\"']?(?!\[[A-Z_]+[\]:])([^\s\"',;&]{8,})"
 )
 # Long base64-like runs (API keys without a known prefix): detect-secrets' Base64HighEntropyString limit, 4.5 bits.
 _LONG_TOKEN = re.compile(r"(?<![\w/+=-])[A-Za-z0-9+/_-]{32,}={0,2}(?![\w/+=-])")
