@@ -60,18 +60,20 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-def issuer_length_valid(digits: str) -> bool:
-    """True if some card scheme issues numbers of this length under this prefix (see _IIN_RANGES)."""
+def issuer_valid(digits: str) -> bool:
+    """True if some card scheme issues numbers under this prefix (see _IIN_RANGES). Lengths are held to the
+    scheme's only for 12 digits (Maestro's shortest): longer runs of an issued prefix count at any length
+    13-19, as PCI scanners treat them, since schemes add lengths over time (Visa 19, Mastercard 2-series)."""
     for low, high, lengths in _IIN_RANGES:
         width = len(str(low))
-        if len(digits) in lengths and low <= int(digits[:width]) <= high:
+        if low <= int(digits[:width]) <= high and (len(digits) > 12 or len(digits) in lengths):
             return True
     return False
 
 
 def card_valid(digits: str) -> bool:
-    """A plausible payment card number: an issued prefix and length, and the Luhn check."""
-    return 12 <= len(digits) <= 19 and issuer_length_valid(digits) and luhn_valid(digits)
+    """A plausible payment card number: 12-19 digits, an issued prefix (and length, for 12), the Luhn check."""
+    return 12 <= len(digits) <= 19 and issuer_valid(digits) and luhn_valid(digits)
 
 
 def _grouped_like_a_card(run: str) -> bool:

@@ -17,8 +17,20 @@ _CANDIDATE = re.compile(
     r"(?:\+|\(|\b)\d[\d \t().\-/]{5,40}\d\)?(?:\s*(?:ext\.?|extension|x|#)\s*\d{1,6}\b)?", re.IGNORECASE
 )
 # Words that make a number something else; a phone word ("tel", "fax") before them wins. From the
-# look-alikes in tests/curation/pii_values.py: order and invoice numbers, ISBNs, versions, references.
+# look-alikes in tests/curation/pii_values.py and bench/pii_formats.py: order, invoice and customer numbers
+# (English, German compounds, French, Spanish), ISBNs, versions, references.
 _NOT_PHONE_CONTEXT = re.compile(
+    r"(?i)(?:\b(?:order|invoice|isbn(?:-1[03])?|issn|sku|item|tracking|serial|ref(?:erence)?|ticket|case|part|"
+    r"model|version|build|patent|doi|account|policy|receipt|transaction|booking|id|commande|facture|r[ée]f[ée]rence|"
+    r"pedido|factura|n[°º]|nr)|(?:bestell|rechnungs?|auftrags?|kunden|artikel|vorgangs)\w*)"
+    r"\W{0,6}(?:no\.?|number|nummer|#)?\W{0,3}$"
+)
+# Digits glued to a code's letters ("INV-2026-00042", "SKU/4155550134") are that code's serial.
+_CODE_PREFIX = re.compile(r"[A-Za-z]{2,}[-_/#]$")
+# "24.12.-26.12.", "14.03.": day-month dates, which some regions' plans would accept as numbers. A dotted
+# phone number ("06.12.34.56.78") has a digit after the second dot.
+_DOTTED_DATE = re.compile(r"(?<!\d)\d{1,2}\.\d{1,2}\.(?!\d)")
+_PHONE_CONTEXT = re.compile(
     r"(?i)\b(?:order|invoice|isbn(?:-1[03])?|issn|sku|item|tracking|serial|ref(?:erence)?|ticket|case|part|"
     r"model|version|build|patent|doi|account|policy|receipt|transaction|booking|id)\b\W{0,6}(?:no\.?|number|#)?\W{0,3}$"
 )
@@ -88,13 +100,20 @@ def find_phones(text: str, regions: Sequence[str], taken: Sequence[PiiSpan] = ()
         if any(start < t.end and t.start < end for t in taken):
             continue
         before = text[max(0, start - 30) : start]
-        if _NOT_PHONE_CONTEXT.search(before) and not _PHONE_CONTEXT.search(before):
+        if _CODE_PREFIX.search(before) or (_NOT_PHONE_CONTEXT.search(before) and not _PHONE_CONTEXT.search(before)):
             continue
         # One character either side, so the matcher's own checks (a letter or currency sign next to the
         # digits means no phone) still see the neighbours.
         left = max(0, start - 1)
         window = text[left : end + 1]
+        digits = {k for k in range(start, end) if text[k].isdigit()}
         for region in _regions_to_try(candidate.group(), regions):
             for match in phonenumbers.PhoneNumberMatcher(window, region, leniency=phonenumbers.Leniency.VALID):
+                if _DOTTED_DATE.search(window, match.start, match.end + 1):
+                    continue
                 spans.append(PiiSpan("phone", left + match.start, left + match.end))
+                digits -= set(range(left + match.start, left + match.end))
+            # Once every digit of the run is inside a number found, later regions can only find the same.
+            if not digits:
+                break
     return spans
