@@ -1,10 +1,13 @@
-"""PII benchmark: Flywheel's find_pii vs Presidio's AnalyzerEngine (pattern recognizers) on one labelled set.
+"""PII benchmark: Flywheel's find_pii vs Presidio's AnalyzerEngine (pattern recognizers) on two labelled sets.
 
-Run: `make bench-pii` (QUICK=1 for 500 texts). Presidio is configured as its docs show for running without a
-downloaded model: a spaCy pipeline saved from `spacy.blank("en")` as the NLP engine (tokens only, no NER, so
-its PERSON recognizer finds nothing), its default predefined recognizers, the six structured entities asked
-for, score_threshold 0 and phone regions US/UK (its default list includes both). Flywheel: `find_pii` with
-region US plus GB. ratio = Flywheel texts/s over Presidio's.
+Run: `make bench-pii` (QUICK=1 for 500 texts per corpus). Corpora: "own" (bench/corpora.py, written beside
+the detectors) and "formats" (bench/pii_formats.py: published national formats and real-world spellings,
+each text with its page's TLD URL and language). Presidio is configured as its docs show for running
+without a downloaded model: a spaCy pipeline saved from `spacy.blank("en")` as the NLP engine (tokens only,
+no NER, so its PERSON recognizer finds nothing), its default predefined recognizers and phone regions, the
+six structured entities asked for, score_threshold 0. Flywheel: `find_pii` with region US plus GB, and on
+"formats" also the regions its page hints give (regions_from_hints, as the scrub stage does); Presidio's
+recognizers take no per-text region. ratio = Flywheel texts/s over Presidio's.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpora import PII_ENTITIES, is_quick, make_pii_corpus, span_scores
+from pii_formats import make_hinted_corpus
 
 STRUCTURED = ("email", "phone", "credit_card", "iban", "ip_address", "us_ssn")
 PRESIDIO_NAMES = {
@@ -31,11 +35,16 @@ PRESIDIO_NAMES = {
 }
 
 
-def run_flywheel(texts: list[str]) -> tuple[list[list[tuple[str, int, int]]], float]:
-    from curation.pii import find_pii
+def run_flywheel(
+    texts: list[str], hints: list[tuple[str, str]] | None = None
+) -> tuple[list[list[tuple[str, int, int]]], float]:
+    from curation.pii import find_pii, regions_from_hints
 
     started = time.perf_counter()
-    found = [[(s.entity, s.start, s.end) for s in find_pii(text, "US", ["GB"])] for text in texts]
+    found = []
+    for k, text in enumerate(texts):
+        regions = regions_from_hints(["US", "GB"], hints[k][1], [hints[k][0]]) if hints else ["US", "GB"]
+        found.append([(s.entity, s.start, s.end) for s in find_pii(text, regions[0], regions[1:])])
     return found, time.perf_counter() - started
 
 
@@ -61,32 +70,22 @@ def run_presidio(texts: list[str], analyzer) -> tuple[list[list[tuple[str, int, 
     return found, time.perf_counter() - started
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--texts", type=int, default=None)
-    args = parser.parse_args()
-    n = args.texts or (500 if is_quick() else 5000)
-    logging.disable(logging.WARNING)  # tldextract's failed public-suffix fetch would log on every run
-    corpus = make_pii_corpus(n, seed=0)
-    with tempfile.TemporaryDirectory() as tmp:
-        analyzer = make_presidio(Path(tmp) / "blank_en")
-        run_presidio(corpus.texts[:20], analyzer)  # warm-up: first-use loading is not throughput
-        run_flywheel(corpus.texts[:20])
-        # The two sides take turns on chunks of 100 texts, so load from other work on this shared machine
-        # falls on both alike.
-        presidio, flywheel, presidio_s, flywheel_s = [], [], 0.0, 0.0
-        for start in range(0, n, 100):
-            chunk = corpus.texts[start : start + 100]
-            found, seconds = run_presidio(chunk, analyzer)
-            presidio += found
-            presidio_s += seconds
-            found, seconds = run_flywheel(chunk)
-            flywheel += found
-            flywheel_s += seconds
-    ours = span_scores(flywheel, corpus.spans, PII_ENTITIES)
-    theirs = span_scores(presidio, corpus.spans, PII_ENTITIES)
-    planted = sum(len(s) for s in corpus.spans)
-    print(f"PII: {n} texts, {planted} planted values; overlap >= half the planted span counts as found")
+def compare(name: str, texts: list[str], gold: list, hints: list | None, analyzer) -> None:
+    """Both sides over one corpus, taking turns on chunks of 100 texts so that load from other work on this
+    shared machine falls on both alike; prints the per-entity table and the `bench pii` line."""
+    presidio, flywheel, presidio_s, flywheel_s = [], [], 0.0, 0.0
+    for start in range(0, len(texts), 100):
+        chunk = texts[start : start + 100]
+        found, seconds = run_presidio(chunk, analyzer)
+        presidio += found
+        presidio_s += seconds
+        found, seconds = run_flywheel(chunk, hints[start : start + 100] if hints else None)
+        flywheel += found
+        flywheel_s += seconds
+    ours = span_scores(flywheel, gold, PII_ENTITIES)
+    theirs = span_scores(presidio, gold, PII_ENTITIES)
+    n, planted = len(texts), sum(len(s) for s in gold)
+    print(f"PII [{name}]: {n} texts, {planted} planted values; overlap >= half the planted span counts as found")
     print(f"{'entity':<13}{'gold':>6}{'FW prec':>9}{'FW rec':>8}{'Presidio prec':>15}{'Presidio rec':>14}")
     for entity in PII_ENTITIES:
         a, b = ours[entity], theirs[entity]
@@ -101,10 +100,26 @@ def main() -> None:
     pr_min_p = min(theirs[e]["precision"] for e in STRUCTURED)
     pr_min_r = min(theirs[e]["recall"] for e in STRUCTURED)
     print(
-        f"bench pii: texts={n} texts_per_s={fw_rate:.0f} min_precision={min_p:.3f} min_recall={min_r:.3f} "
+        f"bench pii {name}: texts={n} texts_per_s={fw_rate:.0f} min_precision={min_p:.3f} min_recall={min_r:.3f} "
         f"presidio_texts_per_s={pr_rate:.0f} presidio_min_precision={pr_min_p:.3f} "
         f"presidio_min_recall={pr_min_r:.3f} ratio={fw_rate / pr_rate:.2f}"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--texts", type=int, default=None)
+    args = parser.parse_args()
+    n = args.texts or (500 if is_quick() else 5000)
+    logging.disable(logging.WARNING)  # tldextract's failed public-suffix fetch would log on every run
+    own = make_pii_corpus(n, seed=0)
+    formats = make_hinted_corpus(n, seed=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        analyzer = make_presidio(Path(tmp) / "blank_en")
+        run_presidio(own.texts[:20], analyzer)  # warm-up: first-use loading is not throughput
+        run_flywheel(own.texts[:20])
+        compare("own", own.texts, own.spans, None, analyzer)
+        compare("formats", formats.texts, formats.spans, formats.hints, analyzer)
 
 
 if __name__ == "__main__":

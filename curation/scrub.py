@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import cv2
 import numpy as np
@@ -16,10 +17,11 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from corpus.schema import RECORD_SCHEMA, conform
 from corpus.stages import Stage, StageOutput, split_by_reason
 from curation.images import PILLOW_MAX_PIXELS, ImageDecodeError, decode_image, orient
-from curation.pii import ENTITIES, Entity, Policy, find_pii, redact
+from curation.pii import ENTITIES, Entity, Policy, find_pii, redact, regions_from_hints, scrub_url, scrub_urls_in_text
 
-SCRUB_VERSION = "2"
+SCRUB_VERSION = "3"
 TEXT_FIELDS = ("text", "title", "alt_text", "caption", "context_text")
+URL_FIELDS = ("url", "page_url")
 DROP_REASONS = ("scrub_failed", "contains_pii", "face_dominant")
 _HAAR_FACE = "haarcascade_frontalface_default.xml"
 
@@ -42,6 +44,11 @@ class ScrubConfig(BaseModel):
     extra_phone_regions: list[str] = Field(
         default_factory=list,
         description='More regions whose national formats to accept, e.g. ["GB"] finds "(020) 7946 0958".',
+    )
+    phone_region_hints: bool = Field(
+        True,
+        description="Also try the regions a record suggests: its URLs' country TLDs (.fr -> FR) and its "
+        "language's countries (de -> DE, AT, CH); at most curation.pii.phones.MAX_REGIONS in all.",
     )
     max_pixels: int = Field(PILLOW_MAX_PIXELS, ge=1, description="Decompression-bomb guard (Pillow's default).")
     blur_faces: bool = Field(True, description="Blur faces found by OpenCV's frontal-face Haar cascade.")
@@ -198,21 +205,45 @@ def scrub_image(data: bytes, cfg: ScrubConfig) -> ScrubbedImage:
 IMAGE_FIELDS = ("image", "width", "height", "mime", "faces_blurred", "exif_stripped")
 
 
+def phone_regions(cfg: ScrubConfig, lang: str | None = None, urls: Sequence[str | None] = ()) -> list[str]:
+    """The phone regions tried for one record: the configured ones, then (with hints on) its TLDs' and language's."""
+    configured = [cfg.phone_region, *cfg.extra_phone_regions]
+    return regions_from_hints(configured, lang, urls) if cfg.phone_region_hints else configured
+
+
 def scrub_text_fields(
-    fields: dict[str, str | None], cfg: ScrubConfig, key: bytes
+    fields: dict[str, str | None], cfg: ScrubConfig, key: bytes, regions: Sequence[str] | None = None
 ) -> tuple[dict[str, str | None], Counter[str], bool]:
     """One record's text fields with PII rewritten by policy, the entities found in them, and whether one of
-    those has the "drop" policy."""
-    out, found, drop = dict(fields), Counter[str](), False
+    those has the "drop" policy. URLs inside the text go through `scrub_url` first (query values, path
+    segments). `regions`: phone regions to try (default: the configured ones)."""
+    out, found = dict(fields), Counter[str]()
+    regions = list(regions or [cfg.phone_region, *cfg.extra_phone_regions])
+    find = partial(find_pii, region=regions[0], extra_regions=regions[1:], entities=cfg.entities)
     for name, value in fields.items():
         if not value:
             continue
-        spans = find_pii(value, cfg.phone_region, cfg.extra_phone_regions, cfg.entities)
-        if spans:
-            found.update(span.entity for span in spans)
-            out[name] = redact(value, spans, cfg.policies, key)
-            drop = drop or any(cfg.policies.get(span.entity) == "drop" for span in spans)
-    return out, found, drop
+        value, in_urls = scrub_urls_in_text(value, find, cfg.entities, cfg.policies, key)
+        spans = find(value)
+        found.update(in_urls)
+        found.update(span.entity for span in spans)
+        out[name] = redact(value, spans, cfg.policies, key) if spans else value
+    return out, found, any(cfg.policies.get(entity) == "drop" for entity in found)
+
+
+def scrub_url_fields(
+    urls: dict[str, str | None], cfg: ScrubConfig, key: bytes, regions: Sequence[str] | None = None
+) -> tuple[dict[str, str | None], Counter[str], bool]:
+    """One record's URL columns through `scrub_url`, like `scrub_text_fields`. The crawler's own state
+    (crawlers/state.py) keeps the URLs as fetched for recrawling; the pool keeps only these."""
+    out, found = dict(urls), Counter[str]()
+    regions = list(regions or [cfg.phone_region, *cfg.extra_phone_regions])
+    find = partial(find_pii, region=regions[0], extra_regions=regions[1:], entities=cfg.entities)
+    for name, value in urls.items():
+        if value:
+            out[name], counts = scrub_url(value, find, cfg.entities, cfg.policies, key)
+            found.update(counts)
+    return out, found, any(cfg.policies.get(entity) == "drop" for entity in found)
 
 
 def _scrub_image_row(columns: dict[str, list], i: int, cfg: ScrubConfig, totals: Counter[str]) -> str | None:
@@ -245,7 +276,8 @@ def count_scrub(totals: Counter[str], reasons: list[str | None], records_with_pi
 
 
 def scrub(table: pa.Table, cfg: ScrubConfig | None = None) -> StageOutput:
-    """Rewrite PII in text, title, alt_text and caption by policy; re-encode images without metadata, faces blurred.
+    """Rewrite PII in text, title, alt_text, caption, context_text, url and page_url by policy; re-encode images
+    without metadata, faces blurred.
 
     Sets pii_counts (entity -> count, nonzero only; an empty map means "scrubbed, nothing found"),
     scrub_version, and for images image/width/height/mime/faces_blurred/exif_stripped (True where EXIF,
@@ -258,15 +290,20 @@ def scrub(table: pa.Table, cfg: ScrubConfig | None = None) -> StageOutput:
     cfg = cfg or ScrubConfig()
     table = conform(table, RECORD_SCHEMA)
     n, kinds = table.num_rows, table.column("kind").to_pylist()
-    columns = {name: table.column(name).to_pylist() for name in (*TEXT_FIELDS, *IMAGE_FIELDS)}
+    columns = {name: table.column(name).to_pylist() for name in (*TEXT_FIELDS, *URL_FIELDS, *IMAGE_FIELDS)}
     pii_counts: list[list[tuple[str, int]]] = []
     reasons: list[str | None] = [None] * n
     totals: Counter[str] = Counter()
     records_with_pii = 0
     key = cfg.hash_key.get_secret_value().encode()
+    langs = table.column("lang").to_pylist()
     for i in range(n):
-        fields, found, drop = scrub_text_fields({name: columns[name][i] for name in TEXT_FIELDS}, cfg, key)
-        for name, value in fields.items():
+        regions = phone_regions(cfg, langs[i], [columns["url"][i], columns["page_url"][i]])
+        fields, found, drop = scrub_text_fields({name: columns[name][i] for name in TEXT_FIELDS}, cfg, key, regions)
+        urls, in_urls, url_drop = scrub_url_fields({name: columns[name][i] for name in URL_FIELDS}, cfg, key, regions)
+        found.update(in_urls)
+        drop = drop or url_drop
+        for name, value in (fields | urls).items():
             columns[name][i] = value
         pii_counts.append(sorted(found.items()))
         totals.update(found)

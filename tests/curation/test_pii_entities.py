@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from curation_records import build_table, by_url, image_row, text_row
-from pii_values import FOUND, NOT_PII
+from pii_values import FOUND, IN_CONTEXT, NATIONAL, NOT_PII
 from pydantic import ValidationError
 from skimage import data as skdata
 
@@ -21,9 +21,42 @@ def test_each_entity_is_found_in_context(entity, value):
     assert [(s.entity, text[s.start : s.end]) for s in spans] == [(entity, value)]
 
 
+@pytest.mark.parametrize(("entity", "before", "value"), IN_CONTEXT)
+def test_context_words_make_a_value_pii(entity, before, value):
+    text = f"Details: {before} {value} (see above)."
+    spans = find_pii(text)
+    assert [(s.entity, text[s.start : s.end]) for s in spans] == [(entity, value)]
+
+
+@pytest.mark.parametrize(("value", "region"), NATIONAL)
+def test_national_phone_formats_are_found_under_their_region(value, region):
+    text = f"Tel. {value} (office)."
+    assert [text[s.start : s.end] for s in find_pii(text, "US", [region])] == [value]
+
+
+def test_numbers_in_a_list_are_each_found():
+    text = "Call 415.555.0134 / 415 555 0137, or fax 415-555-0199."
+    assert [text[s.start : s.end] for s in find_pii(text)] == ["415.555.0134", "415 555 0137", "415-555-0199"]
+
+
+def test_a_card_followed_by_another_number_is_cut_at_the_group():
+    text = "card 4111 1111 1111 1111 2027"
+    assert [text[s.start : s.end] for s in find_pii(text)] == ["4111 1111 1111 1111"]
+
+
 @pytest.mark.parametrize("value", NOT_PII)
 def test_look_alikes_are_not_pii(value):
-    assert find_pii(f"Details: {value} (see above).") == []
+    assert find_pii(f"Details: {value} (see above).", extra_regions=["GB", "DE", "FR"]) == []
+
+
+def test_spans_map_back_through_invisible_characters():
+    text = "x\u200b ja\u200bne@example.com and (415)\u00a0555\u20132671"
+    spans = find_pii(text)
+    assert [(s.entity, text[s.start : s.end]) for s in spans] == [
+        ("email", "ja\u200bne@example.com"),
+        ("phone", "(415)\u00a0555\u20132671"),
+    ]
+    assert redact(text, spans) == "x\u200b [EMAIL] and [PHONE]"
 
 
 def test_iban_check_digits_decide():
@@ -84,4 +117,7 @@ def test_titled_names_are_people_and_bare_names_are_a_documented_miss():
     spans = find_pii(text)
     names = [text[s.start : s.end] for s in spans if s.entity == "person"]
     assert names == ["Jane Doe", "Li Wei", "Anna Maria Schmidt"]
+    text = "Dr. Seán O'Brien-Ní Dhuibhir met Mme Hélène d'Alembert and Herr Jürgen van der Berg. Dear Zoë Łukasiewicz,"
+    names = [text[s.start : s.end] for s in find_pii(text)]
+    assert names == ["Seán O'Brien-Ní Dhuibhir", "Hélène d'Alembert", "Jürgen van der Berg", "Zoë Łukasiewicz"]
     assert find_pii("Jane Doe said hello.") == []  # no name model: a bare name is not found

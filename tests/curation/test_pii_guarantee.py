@@ -7,7 +7,7 @@ import json
 
 import pyarrow as pa
 from curation_records import build_table, encode, image_row, smooth_image, text_row
-from pii_values import FOUND
+from pii_values import FOUND, IN_CONTEXT, NATIONAL
 from PIL import ExifTags, Image
 from test_privacy import gps_jpeg
 
@@ -21,19 +21,34 @@ from curation.scrub import SCRUB, ScrubConfig
 from labeling.studio_tasks import build_tasks, export_media
 
 PERSON = "Jane Doe"
-PLANTED = [value for _, value in FOUND] + [PERSON]
+# In URLs: a path segment, query values named and unnamed, a fragment token, a reset token, credentials.
+URL_VALUES = ["lena.berg@example.net", "4155550198", "Kx9mQ2vL7pR4sT8wZ3yB6nJ", "hunter2pass", "reset9fK2mQ7xL4pR8sT1"]
+PAGE_URL = f"http://127.0.0.1/account/{URL_VALUES[0]}?tel={URL_VALUES[1]}&page=2#access_token={URL_VALUES[2]}"
+IMAGE_URL = f"http://admin:{URL_VALUES[3]}@127.0.0.1/img/share/{URL_VALUES[4]}/gps.jpg"
+PLANTED = (
+    [value for _, value in FOUND]
+    + [value for _, _, value in IN_CONTEXT]
+    + [value for value, _ in NATIONAL]
+    + [PERSON, *URL_VALUES]
+)
 
 
 def planted_crawl() -> pa.Table:
     body = " ".join(f"Item {k}: {value}." for k, (_, value) in enumerate(FOUND)) + f" Signed, Dr. {PERSON}."
+    body += " " + " ".join(f"{before} {value}." for _, before, value in IN_CONTEXT)
+    body += f" Account page: {PAGE_URL} and picture {IMAGE_URL} ."
     pii_text = ", ".join(value for _, value in FOUND)
-    return build_table(
-        [
-            text_row(body, "http://127.0.0.1/contact", 0, title=f"Contact Dr. {PERSON}"),
-            image_row(gps_jpeg(), "http://127.0.0.1/img/gps.jpg", 1, alt_text=pii_text, caption=pii_text),
-            image_row(encode(smooth_image(31)), "http://127.0.0.1/img/plain.png", 2, caption=f"by Ms. {PERSON}"),
-        ]
-    )
+    image = image_row(gps_jpeg(), IMAGE_URL, 1, alt_text=pii_text, caption=pii_text)
+    image["page_url"] = PAGE_URL
+    rows = [
+        text_row(body, "http://127.0.0.1/contact", 0, title=f"Contact Dr. {PERSON}"),
+        image,
+        image_row(encode(smooth_image(31)), "http://127.0.0.1/img/plain.png", 2, caption=f"by Ms. {PERSON}"),
+    ]
+    # National phone formats, each on a page whose TLD names its country.
+    for k, (value, region) in enumerate(NATIONAL):
+        rows.append(text_row(f"Tel. {value} (office).", f"http://shop.example.{region.lower()}/k{k}", 3 + k))
+    return build_table(rows)
 
 
 def strings_in(table: pa.Table) -> list[str]:
@@ -46,7 +61,7 @@ def test_no_planted_pii_reaches_label_studio_or_a_release(tmp_path):
     curated = run_stage(root, CURATE, CurateConfig(), ["raw/crawl"])
     scrubbed = run_stage(root, SCRUB, ScrubConfig(extra_phone_regions=["GB", "DE"]), [f"{curated['output']}/kept"])
     pool = root.read_table(f"{scrubbed['output']}/kept")
-    assert pool.num_rows == 3
+    assert pool.num_rows == 3 + len(NATIONAL)
 
     # What a label round sends: task JSON and the media files Label Studio serves.
     media = export_media(root, pool)

@@ -101,7 +101,7 @@ def test_scrub_removes_all_planted_pii_and_counts_it(scrub_table):
     assert dict(counts["http://127.0.0.1/contact"]) == {"email": 2, "phone": 3, "credit_card": 2}
     assert dict(counts[U + "gps.jpg"]) == {"email": 1, "phone": 1}
     assert counts["http://127.0.0.1/about"] == []
-    assert set(by_url(out.kept, "scrub_version").values()) == {"2"}
+    assert set(by_url(out.kept, "scrub_version").values()) == {"3"}
     assert out.counters["pii_email"] == 3
     assert out.counters["pii_phone"] == 4
     assert out.counters["pii_credit_card"] == 2
@@ -156,7 +156,7 @@ def test_nothing_is_dropped_from_clean_input():
 
 
 def test_stage_is_named_and_versioned():
-    assert (SCRUB.name, SCRUB.version, SCRUB.apply) == ("scrub", "2", scrub)
+    assert (SCRUB.name, SCRUB.version, SCRUB.apply) == ("scrub", "3", scrub)
 
 
 def test_empty_input_gives_empty_outputs():
@@ -209,3 +209,19 @@ def test_count_scrub_counts_every_entity_and_reason_and_no_text():
     assert counters["pii_email"] == 2 and counters["faces_blurred"] == 1 and counters["records_with_pii"] == 1
     assert {f"pii_{e}" for e in ENTITIES} | set(DROP_REASONS) <= set(counters)
     assert (counters["scrub_failed"], counters["contains_pii"], counters["face_dominant"]) == (1, 1, 0)
+
+
+def test_phone_regions_come_from_the_records_tld_and_language():
+    rows = [
+        text_row("Appelez le 06 12 34 56 78.", "http://shop.example.fr/contact", 0),
+        text_row("Rufen Sie 030 901820 an.", "http://127.0.0.1/kontakt", 1),
+        text_row("Call 06 12 34 56 78.", "http://127.0.0.1/plain", 2),
+    ]
+    rows[1]["lang"] = "de"
+    out = by_url(scrub(build_table(rows), ScrubConfig()).kept, "text")
+    assert out["http://shop.example.fr/contact"] == "Appelez le [PHONE]."
+    assert out["http://127.0.0.1/kontakt"] == "Rufen Sie [PHONE] an."
+    assert out["http://127.0.0.1/plain"] == "Call 06 12 34 56 78."  # no hint: not a US number
+    assert scrub(build_table(rows[:1]), ScrubConfig(phone_region_hints=False)).kept.column("text")[0].as_py() == (
+        "Appelez le 06 12 34 56 78."
+    )
