@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 
 from corpus.settings import get_settings
+from pipelines.cli_export import export_command, releases_app
+from pipelines.cli_import import import_command
 from pipelines.cli_label import label_app
 from pipelines.cli_support import console, prefect_api, print_json
 
@@ -22,6 +24,9 @@ services_app = typer.Typer(
     help="Local services: Label Studio, the sample site, a Prefect server.", no_args_is_help=True
 )
 app.add_typer(label_app, name="label")
+app.add_typer(releases_app, name="releases")
+app.command("export")(export_command)
+app.command("import")(import_command)
 app.add_typer(services_app, name="services")
 
 SUMMARY_PATH = "demo/summary.json"

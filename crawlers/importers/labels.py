@@ -46,7 +46,7 @@ def annotation_rows(labels: Sequence[tuple[str, str]], origin: str, at: datetime
 
 
 def prediction_rows(labels: Sequence[tuple[str, str]]) -> pa.Table:
-    """PREDICTION_SCHEMA rows (confidence 1.0) for (record_id, label) pairs: what labeling.tasks.build_tasks
+    """PREDICTION_SCHEMA rows (confidence 1.0) for (record_id, label) pairs: what labeling.studio_tasks.build_tasks
     attaches to a task as a pre-annotation for the annotator to confirm."""
     n = len(labels)
     return pa.table(

@@ -15,8 +15,8 @@ from prefect.events import DeploymentEventTrigger
 
 from corpus.settings import Settings
 from corpus.store import DataRoot
-from pipelines import ingest, release, round_close, rounds, train
-from pipelines.config import IngestParams, LabelRoundParams, ReleaseParams, TrainParams
+from pipelines import imports, ingest, release, round_close, rounds, train
+from pipelines.config import ImportParams, IngestParams, LabelRoundParams, ReleaseParams, TrainParams
 from pipelines.demo import services
 from pipelines.release import release_flow
 from pipelines.runtime import ROUND_FAILED, ROUND_PASSED, announce
@@ -35,6 +35,7 @@ def _deployments() -> dict[str, dict]:
 def test_prefect_yaml_declares_every_deployment_with_valid_parameters():
     deployments = _deployments()
     assert set(deployments) == {
+        "import",
         "ingest-nightly",
         "label-round",
         "label-check",
@@ -47,6 +48,7 @@ def test_prefect_yaml_declares_every_deployment_with_valid_parameters():
     assert deployments["ingest-nightly"]["schedules"] == [{"cron": "0 3 * * *", "timezone": "UTC"}]
     assert deployments["label-round"]["schedules"] == [{"cron": "0 7 * * 1-5", "timezone": "UTC"}]
     models = {
+        "import": ImportParams,
         "ingest-nightly": IngestParams,
         "label-round": LabelRoundParams,
         "release": ReleaseParams,
@@ -57,7 +59,9 @@ def test_prefect_yaml_declares_every_deployment_with_valid_parameters():
     for deployment in deployments.values():
         module, _, function = deployment["entrypoint"].partition(":")
         flows = {"pipelines/ingest.py": ingest, "pipelines/rounds.py": rounds, "pipelines/release.py": release}
-        flows.update({"pipelines/train.py": train, "pipelines/round_close.py": round_close})
+        flows.update(
+            {"pipelines/train.py": train, "pipelines/round_close.py": round_close, "pipelines/imports.py": imports}
+        )
         assert hasattr(getattr(flows[module], function), "deploy")
         assert deployment["work_pool"]["name"] == services.WORK_POOL
     (trigger,) = deployments["train-on-release"]["triggers"]
