@@ -87,14 +87,18 @@ def test_prefect_yaml_declares_every_deployment_with_valid_parameters():
     assert deployments["label-round"]["parameters"]["params"]["if_open"] == "skip"
 
 
-def _dataset_of(run) -> str | None:
+def _dataset_of(run, data_root: str | None = None) -> str | None:
+    """The dataset a deployment run works on; None when it works on another data root than `data_root`."""
     params = run.parameters or {}
-    return (params.get("params") or params).get("dataset")
+    params = params.get("params") or params
+    if data_root is not None and params.get("data_root") != data_root:
+        return None
+    return params.get("dataset")
 
 
-async def _deployment_state(name: str, timeout_s: float, dataset: str = "colours"):
-    """The first finished run of deployment `name` for `dataset` (the session's server also holds the runs of
-    other tests' loops)."""
+async def _deployment_state(name: str, timeout_s: float, dataset: str = "colours", data_root: str | None = None):
+    """The first finished run of deployment `name` for `dataset` in `data_root` (the session's server also holds
+    other tests' runs, and their events may have started runs that wait for a worker)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
@@ -104,7 +108,7 @@ async def _deployment_state(name: str, timeout_s: float, dataset: str = "colours
             runs = await client.read_flow_runs(
                 deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[name]))
             )
-            done = [r for r in runs if r.state and r.state.is_final() and _dataset_of(r) == dataset]
+            done = [r for r in runs if r.state and r.state.is_final() and _dataset_of(r, data_root) == dataset]
             if done:
                 return done[0]
             await asyncio.sleep(2)
@@ -149,7 +153,7 @@ def test_ui_setup_registers_deployments_and_a_passed_round_releases_and_trains(p
         for dataset, event in (("rejected", ROUND_FAILED), ("colours", ROUND_PASSED)):
             payload = {"dataset": dataset, "data_root": root.url, "pool": pool, "gold_path": None, "round": None}
             announce(event, dataset, payload)
-        release = asyncio.run(_deployment_state("release", timeout_s=300))
+        release = asyncio.run(_deployment_state("release", timeout_s=300, data_root=root.url))
         log = worker.log_file.read_text()[-3000:] if worker.log_file.exists() else ""
         assert release is not None, log
         assert release.state.is_completed(), log
@@ -161,7 +165,7 @@ def test_ui_setup_registers_deployments_and_a_passed_round_releases_and_trains(p
             "round": None,
         }
         assert root.read_json("releases/colours/v0001/manifest.json")["version"] == "v0001"
-        run = asyncio.run(_deployment_state("train-on-release", timeout_s=420))
+        run = asyncio.run(_deployment_state("train-on-release", timeout_s=420, data_root=root.url))
         log = worker.log_file.read_text()[-3000:] if worker.log_file.exists() else ""
         assert run is not None, log
         assert run.state.is_completed(), log
@@ -171,8 +175,8 @@ def test_ui_setup_registers_deployments_and_a_passed_round_releases_and_trains(p
         assert root.exists(f"models/{model}/predictions.parquet")
         assert not root.exists("releases/rejected")
         releases = asyncio.run(_deployment_runs("release"))
-        assert "rejected" not in [_dataset_of(r) for r in releases]  # a failed round is never released
-        assert [_dataset_of(r) for r in releases].count("colours") == 1
+        assert "rejected" not in [_dataset_of(r, root.url) for r in releases]  # a failed round is never released
+        assert [_dataset_of(r, root.url) for r in releases].count("colours") == 1
     finally:
         services.stop_service(worker)
 
