@@ -90,10 +90,17 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
 
 
 @pytest.fixture()
-def own_label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioSession]:
+def task_lock_ttl_s() -> int | None:
+    """How long `own_label_studio` locks a task served by /next to its annotator; None: the supervisor's
+    default (label_studio_server.TASK_LOCK_TTL_S). A test module overrides this fixture to change it."""
+    return None
+
+
+@pytest.fixture()
+def own_label_studio(tmp_path_factory: pytest.TempPathFactory, task_lock_ttl_s) -> Iterator[LabelStudioSession]:
     """A Label Studio server and data root of this test's own, when shared projects, annotations or models
     left by other tests would change what it measures."""
-    with running_label_studio(tmp_path_factory.mktemp("own-label-studio")) as session:
+    with running_label_studio(tmp_path_factory.mktemp("own-label-studio"), task_lock_ttl_s) as session:
         yield session
 
 
