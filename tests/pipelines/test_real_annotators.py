@@ -24,6 +24,7 @@ import pytest
 from annotator_http import sign_up
 from labeled_pools import make_labeled_pool
 
+from corpus.pool import remember_pool
 from corpus.schema import ANNOTATION_SCHEMA
 from corpus.settings import get_settings
 from corpus.store import DataRoot
@@ -116,7 +117,8 @@ class Crowd:
 
 def _pool_with_truth(root: DataRoot, folder: Path, dataset: str, per_class: int, seed: int) -> tuple[str, Path, str]:
     """(the pool, the truth file only annotators read, the gold file under the data root: a third of the pool)."""
-    pool = make_labeled_pool(root, per_class=per_class, seed=seed, annotated=False)
+    # The latest pool, as an ingest leaves it: label-next-round opens each later round on the newest pool.
+    pool = remember_pool(root, make_labeled_pool(root, per_class=per_class, seed=seed, annotated=False))
     records = root.read_table(pool).select(["record_id", "url"]).to_pylist()
     truth = {r["record_id"]: urlsplit(r["url"]).path.split("/")[1] for r in records}  # /<colour>/<i>.png
     truth_path = folder / "truth.json"
