@@ -148,26 +148,44 @@ def start_labeling(round_: LabelRound, tasks: dict[str, int], overlap: dict[str,
     )
 
 
-def _live_votes(annotations: pa.Table, round_: LabelRound) -> dict[str, set[str]]:
-    """record_id -> annotators who answered the round's task of that record: a live label, or a skip (Label
-    Studio's Skip: a cancelled annotation), which finishes that person's part without being a vote."""
+def _live_votes(annotations: pa.Table, round_: LabelRound) -> tuple[dict[str, set[str]], dict[str, datetime]]:
+    """(record_id -> annotators who answered the round's task of that record: a live label, or a skip (Label
+    Studio's Skip: a cancelled annotation), which finishes that person's part without being a vote;
+    annotator -> when they last answered a task of the round)."""
     live = latest_versions(annotations)
     votes: dict[str, set[str]] = defaultdict(set)
+    last_seen: dict[str, datetime] = {}
     if live.num_rows == 0:
-        return votes
+        return votes, last_seen
     skipped = pc.fill_null(live.column("was_cancelled"), False)
     answered = pc.or_kleene(pc.is_valid(live.column("label")), skipped)
     live = live.filter(pc.and_(pc.invert(pc.fill_null(live.column("deleted"), False)), answered))
     ours = {task_id: rid for rid, task_id in round_.tasks.items()}
-    for task_id, project, annotator in zip(
+    for task_id, project, annotator, created, updated in zip(
         live.column("task_id").to_pylist(),
         live.column("project_id").to_pylist(),
         live.column("annotator").to_pylist(),
+        live.column("created_at").to_pylist(),
+        live.column("updated_at").to_pylist(),
         strict=True,
     ):
         if project == round_.project_id and task_id in ours and annotator is not None:
             votes[ours[task_id]].add(annotator)
-    return votes
+            moment = updated or created
+            if moment is not None and (annotator not in last_seen or moment > last_seen[annotator]):
+                last_seen[annotator] = moment
+    return votes, last_seen
+
+
+def _held_to_gold(
+    taking_part: list[str], last_seen: dict[str, datetime], now: datetime, idle_after_hours: float | None
+) -> list[str]:
+    """The people who owe every gold answer: everyone taking part, or (with `idle_after_hours`) those who
+    answered a task of the round within that long; someone who stopped half-way no longer blocks completion."""
+    if idle_after_hours is None:
+        return taking_part
+    since = now - timedelta(hours=idle_after_hours)
+    return [a for a in taking_part if a in last_seen and last_seen[a] >= since]
 
 
 def measure_progress(
@@ -177,27 +195,31 @@ def measure_progress(
 
     `annotations` is every pulled annotation (ANNOTATION_SCHEMA); only live ones on the round's tasks count
     (a skip too: that person is done with the task), one per annotator and task, and an ordinary task counts
-    at most its planned overlap. An annotator
-    takes part once they answered any task of the round; every such annotator must answer every gold
-    task. Complete = every ordinary task has its planned annotations and every taking part annotator has
-    answered every gold task (and someone took part). `names` maps annotator ids to display names.
+    at most its planned overlap. An annotator takes part once they answered any task of the round; every
+    such annotator must answer every gold task, except, when the round's params set `idle_after_hours`, one
+    who has answered nothing of the round for that long (they stopped: the others' gold answers score the
+    round, theirs score only themselves). With nobody held to gold, each gold task needs one answer.
+    Complete = every ordinary task has its planned annotations and the gold answers owed are in (and someone
+    took part). `names` maps annotator ids to display names.
     """
     names = names or {}
-    votes = _live_votes(annotations, round_)
+    votes, last_seen = _live_votes(annotations, round_)
     taking_part = sorted(set().union(*votes.values())) if votes else []
+    held = set(_held_to_gold(taking_part, last_seen, now, round_.params.get("idle_after_hours")))
     done = needed = 0
     for rid, planned in round_.overlap.items():
         needed += planned
         done += min(len(votes.get(rid, ())), planned)
-    gold_needed = max(len(taking_part), 1)
     for rid in round_.gold:
-        needed += gold_needed
-        done += len(votes.get(rid, set()) & set(taking_part))
+        answered = votes.get(rid, set())
+        needed += len(held) if held else 1
+        done += len(answered & held) if held else min(len(answered), 1)
     per_annotator = {
         names.get(a, a): {
             "annotations": sum(a in v for v in votes.values()),
             "gold_answered": sum(a in votes.get(rid, ()) for rid in round_.gold),
             "gold_total": len(round_.gold),
+            "active": a in held,
         }
         for a in taking_part
     }

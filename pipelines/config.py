@@ -93,6 +93,13 @@ class LabelRoundParams(BaseModel):
     deadline_hours: float = Field(
         72.0, gt=0, description="The round closes after this long even if unfinished (3 days: a working week's pace)."
     )
+    idle_after_hours: float | None = Field(
+        24.0,
+        gt=0,
+        description="Someone who answered nothing of the round for this long no longer owes the round's gold answers, "
+        "so one person who stops half-way does not hold the round open until its deadline (a day: overnight pauses "
+        "keep a person's gold owed). Empty: everyone who took part answers every gold task.",
+    )
     min_share_done: float = Field(
         0.8,
         ge=0,

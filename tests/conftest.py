@@ -38,9 +38,9 @@ class LabelStudioSession:
 
 
 @contextlib.contextmanager
-def running_label_studio(base: Path) -> Iterator[LabelStudioSession]:
+def running_label_studio(base: Path, task_lock_ttl_s: int | None = None) -> Iterator[LabelStudioSession]:
     """A real Label Studio server (a copy of a pre-migrated template: ~6-10 s) with its own data and
-    document root under `base`, stopped on exit."""
+    document root under `base`, stopped on exit; `task_lock_ttl_s` overrides how long /next locks a task."""
     from pipelines.demo.label_studio_server import LabelStudioError, LabelStudioServer, ensure_template, find_free_port
 
     if not (LS_VENV / "bin" / "label-studio").exists():
@@ -64,6 +64,7 @@ def running_label_studio(base: Path) -> Iterator[LabelStudioSession]:
             token=LS_TOKEN,
             log_path=base / "label-studio.log",
             template=template,
+            **({"task_lock_ttl_s": task_lock_ttl_s} if task_lock_ttl_s else {}),
         )
         try:
             server.start()
@@ -89,10 +90,17 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
 
 
 @pytest.fixture()
-def own_label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioSession]:
+def task_lock_ttl_s() -> int | None:
+    """How long `own_label_studio` locks a task served by /next to its annotator; None: the supervisor's
+    default (label_studio_server.TASK_LOCK_TTL_S). A test module overrides this fixture to change it."""
+    return None
+
+
+@pytest.fixture()
+def own_label_studio(tmp_path_factory: pytest.TempPathFactory, task_lock_ttl_s) -> Iterator[LabelStudioSession]:
     """A Label Studio server and data root of this test's own, when shared projects, annotations or models
     left by other tests would change what it measures."""
-    with running_label_studio(tmp_path_factory.mktemp("own-label-studio")) as session:
+    with running_label_studio(tmp_path_factory.mktemp("own-label-studio"), task_lock_ttl_s) as session:
         yield session
 
 

@@ -21,6 +21,12 @@ import httpx
 # Settings Label Studio also reads from bare names (LABEL_STUDIO_X, then HEARTEX_X, then X): a stray one in the
 # caller's environment would silently change the server (notes/label-studio.md, gotcha 4).
 _STRAY_ENV = ("USERNAME", "PASSWORD", "HOST", "PORT", "DEBUG", "USER_TOKEN")
+# How long a task served by the queue (/next) stays locked to the person it was served to. Label Studio CE's
+# default is 86400 s (tasks/models.py set_lock): someone who opens a task and walks away holds it for a day, and
+# a task wanted by one annotator is served to nobody else meanwhile, so a round can stall on one closed browser
+# tab until its deadline. Labeling one image takes seconds to a few minutes; 15 minutes covers a slow answer with
+# room to spare and gives an abandoned task back to the queue within a quarter hour.
+TASK_LOCK_TTL_S = 900
 TEMPLATE_MARKER = "_flywheel_template.json"
 
 
@@ -75,6 +81,7 @@ class LabelStudioServer:
         log_path: Path | None = None,
         template: Path | None = None,
         pid_file: Path | None = None,
+        task_lock_ttl_s: int = TASK_LOCK_TTL_S,
     ) -> None:
         # Absolute, because the server runs with the data dir as its working directory.
         self.data_dir = Path(data_dir).absolute()
@@ -88,6 +95,9 @@ class LabelStudioServer:
         self.log_path = Path(log_path) if log_path else self.data_dir.parent / f"{self.data_dir.name}.log"
         self.template = Path(template) if template else None
         self.pid_file = Path(pid_file) if pid_file else None
+        if task_lock_ttl_s < 1:
+            raise ValueError(f"task_lock_ttl_s must be >= 1, got {task_lock_ttl_s}")
+        self.task_lock_ttl_s = int(task_lock_ttl_s)
         self._proc: subprocess.Popen | None = None
 
     def __repr__(self) -> str:
@@ -120,6 +130,7 @@ class LabelStudioServer:
                 "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
                 "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(self.document_root),
                 "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+                "TASK_LOCK_TTL": str(self.task_lock_ttl_s),
                 "SENTRY_DSN": "",
                 "FRONTEND_SENTRY_DSN": "",
                 "LATEST_VERSION_CHECK": "false",
