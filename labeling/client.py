@@ -240,12 +240,6 @@ class LabelStudioClient:
         return out
 
     @_with_retries
-    def is_up(self) -> bool:
-        """True when the server answers an authenticated call (retried like any other call)."""
-        self._sdk.projects.list(page_size=1)
-        return True
-
-    @_with_retries
     def configure_queue(self, project_id: int, *, show_overlap_first: bool = True) -> None:
         """Project settings under which per-task overlaps (set_task_overlaps) are what the queue obeys.
 
@@ -267,13 +261,18 @@ class LabelStudioClient:
 
         The labeling queue (GET /api/projects/<id>/next) serves a task until that many distinct people have
         annotated it and never serves it twice to one person. One PATCH per task (~100 ms), so pass only the
-        tasks whose overlap is not the project's 1 (labeling.queue.overlaps_to_set). Meant for tasks without
-        annotations yet: Label Studio does not recompute a task's is_labeled when its overlap is patched.
+        tasks whose overlap is not the project's 1 (labeling.queue.overlaps_to_set). Meant for just-imported
+        tasks: the queue may have served one to somebody between the import (overlap 1) and this call, and Label
+        Studio does not recompute is_labeled when the overlap changes, so a raised overlap also clears it (the
+        task has fewer annotations than its new overlap), or the queue would never serve it again.
         """
         for task_id, overlap in overlaps.items():
             if overlap < 1:
                 raise ValueError(f"task {task_id}: overlap must be >= 1, got {overlap}")
-            self._patch_task(int(task_id), overlap=int(overlap))
+            fields: dict[str, Any] = {"overlap": int(overlap)}
+            if overlap > 1:
+                fields["is_labeled"] = False
+            self._patch_task(int(task_id), **fields)
         return len(overlaps)
 
     @_with_retries
