@@ -1,1 +1,1 @@
-"""Flywheel core: the record schema, the Parquet store, the stage runner, settings and releases."""
+"""Flywheel core: the record schema, the Parquet store, the stage runner, the pool, settings, releases and exports."""

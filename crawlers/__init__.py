@@ -1,1 +1,1 @@
-"""The Scrapy project that crawls sites into raw Parquet shards, and the demo sample website."""
+"""Acquisition: the Scrapy project that crawls sites into raw Parquet shards, and importers of a team's own data."""

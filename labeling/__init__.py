@@ -1,1 +1,1 @@
-"""Label Studio integration: the client, tasks, active-learning selection, quality control, sync."""
+"""Label Studio and labels: the client, task conversion, rounds and their life, selection, quality control, sync."""

@@ -1,1 +1,1 @@
-"""Prefect tasks and flows composing the packages; deployments, event triggers and the CLI."""
+"""Prefect flows, one module per flow family, their thin tasks, the runtime they share, and the CLI."""
