@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -33,6 +33,8 @@ from pipelines.config import LabelRoundParams
 from pipelines.round_markdown import progress_markdown
 from pipelines.runtime import ROUND_OPENED, announce, artifact_key, data_root_url, open_label_studio, open_root, task
 from training.registry import newest_predictions
+
+CHECK_DEPLOYMENT = "label-check/label-check"  # deploy/prefect.yaml: flow label-check, deployment label-check
 
 
 @dataclasses.dataclass
@@ -212,7 +214,35 @@ def start_round(params: LabelRoundParams, round_: LabelRound, task_ids: dict[str
     create_markdown_artifact(
         key=artifact_key("round", params.dataset), markdown=progress_markdown(started), description=started.id
     )
+    schedule_deadline_check(started, root.url)
     return started
+
+
+# The check that sees a deadline pass runs this long after it: the round's last saves before the deadline are in.
+DEADLINE_GRACE_S = 30
+
+
+def schedule_deadline_check(round_: LabelRound, data_root: str) -> str | None:
+    """Schedule a run of the label-check deployment at the round's deadline, so a round everyone stopped
+    labeling closes then, not at the next 10-minute check. Returns the run's id; None (logged) where the
+    deployments of deploy/prefect.yaml are not registered (the scheduled check still sees the deadline)."""
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    when = datetime.fromisoformat(round_.deadline) + timedelta(seconds=DEADLINE_GRACE_S)
+    try:
+        run = run_deployment(
+            CHECK_DEPLOYMENT,
+            parameters={"dataset": round_.dataset, "data_root": data_root},
+            scheduled_time=when,
+            timeout=0,
+            as_subflow=False,
+            tags=["deadline"],
+        )
+    except ObjectNotFound:
+        get_run_logger().info("no %s deployment: %s's deadline is seen by the next check", CHECK_DEPLOYMENT, round_.id)
+        return None
+    return str(run.id)
 
 
 def round_resource(round_: LabelRound) -> dict[str, str]:
