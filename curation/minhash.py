@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import string
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -17,6 +17,16 @@ BANDS = 14
 ROWS = 8
 SEED = 1  # datatrove MinhashConfig.seed default; any fixed seed works, it only has to stay the same per index
 
+# The higher-recall setting (`cluster_verified`): looser banding finds candidates, their signatures confirm them.
+# 20 bands x 5 rows = 100 permutations makes a pair a candidate with p = 1 - (1 - s^5)^20: 0.9996 at s = 0.8,
+# 0.97 at s = 0.7, 0.05 at s = 0.3 (so most pages sharing only boilerplate never reach the check).
+RECALL_BANDS = 20
+RECALL_ROWS = 5
+# A candidate is kept when the share of its 100 MinHash values that agree, an unbiased estimate of its Jaccard
+# with standard deviation sqrt(s(1 - s)/100), is >= 0.7: 0.8 (the goal: keep pairs of Jaccard >= 0.8) less
+# 2.5 deviations at s = 0.8 (0.04). Then a pair at s = 0.8 passes with p = 0.994, at 0.6 with 0.02, at 0.5 ~0.
+VERIFY_THRESHOLD = 0.7
+
 # Scripts written without spaces between words (Kana, Han, Thai): each character is a token there, so a
 # "5-gram" is five characters, the usual shingle for Chinese/Japanese near-dedup (see `_token_bounds`).
 
@@ -24,11 +34,15 @@ _U64 = np.uint64
 # Odd 64-bit multiplier of the byte-polynomial hash (the FNV-1a 64-bit prime, odd so it is invertible mod 2^64).
 _POLY = _U64(0x100000001B3)
 _POLY_INV = _U64(pow(0x100000001B3, -1, 2**64))
-# Characters of text shingled per batch: the byte-level arrays (a few uint64 per byte) stay ~30 MB, and the
-# cached power tables (2 x 8 bytes per byte of a batch) small.
-_TEXT_BYTES_PER_BATCH = 1 << 20
-# Shingles hashed per block: a (112, block) uint64 matrix is ~29 MB, so memory stays flat whatever the batch size.
-_SHINGLES_PER_BLOCK = 1 << 15
+# Characters of text shingled per batch: the byte-level arrays (a few uint64 per byte) stay ~10 MB, and the
+# cached power tables (2 x 8 bytes per byte of a batch) ~8 MB. Measured on bench/text_dedup.py's corpus:
+# 1 << 18 peaks ~70 MB below 1 << 20 and is no slower (the arrays stay nearer the CPU caches).
+_TEXT_BYTES_PER_BATCH = 1 << 18
+# Candidate pairs whose sketches are compared at once: 2 x 16k x 100 uint32 gathered is ~13 MB.
+_PAIRS_PER_BLOCK = 1 << 14
+# Shingles hashed per block: a (112, block) uint64 matrix is ~7 MB, so memory stays flat whatever the batch size
+# (1 << 15 measured no faster and 22 MB more).
+_SHINGLES_PER_BLOCK = 1 << 13
 
 
 def tokenize(text: str) -> list[str]:
@@ -216,16 +230,11 @@ def compute_bands(signatures: np.ndarray, bands: int = BANDS, rows: int = ROWS) 
     return keys
 
 
-def compute_text_bands(
-    texts: Sequence[str | None], ngram: int = NGRAM, bands: int = BANDS, rows: int = ROWS
-) -> np.ndarray:
-    """Band keys (N, bands) uint64 of texts: shingle, MinHash and band; all-zero rows mean "no shingles".
-
-    Texts go through in batches of about _TEXT_BYTES_PER_BATCH characters, so the working arrays stay a
-    few hundred MB at most whatever N is; the result is 8 * bands bytes per text.
-    """
-    permutations = make_permutations(bands * rows)
-    keys = np.zeros((len(texts), bands), dtype=np.uint64)
+def _batch_signatures(
+    texts: Sequence[str | None], ngram: int, permutations: tuple[np.ndarray, np.ndarray]
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(start, stop, signatures of texts[start:stop]) over sub-batches of about _TEXT_BYTES_PER_BATCH characters,
+    so the working arrays stay a few hundred MB at most whatever len(texts) is."""
     lengths = np.fromiter((len(t) if t else 0 for t in texts), dtype=np.int64, count=len(texts))
     ends = np.cumsum(lengths)
     start = 0
@@ -233,9 +242,57 @@ def compute_text_bands(
         budget = (ends[start - 1] if start else 0) + _TEXT_BYTES_PER_BATCH
         stop = max(start + 1, int(np.searchsorted(ends, budget, side="right")))
         hashes, offsets = hash_shingles(texts[start:stop], ngram)
-        keys[start:stop] = compute_bands(compute_signatures(hashes, offsets, permutations), bands, rows)
+        yield start, stop, compute_signatures(hashes, offsets, permutations)
         start = stop
+
+
+def compute_text_bands(
+    texts: Sequence[str | None], ngram: int = NGRAM, bands: int = BANDS, rows: int = ROWS
+) -> np.ndarray:
+    """Band keys (N, bands) uint64 of texts: shingle, MinHash and band; all-zero rows mean "no shingles".
+
+    Texts go through in sub-batches (see `_batch_signatures`); the result is 8 * bands bytes per text.
+    """
+    permutations = make_permutations(bands * rows)
+    keys = np.zeros((len(texts), bands), dtype=np.uint64)
+    for start, stop, signatures in _batch_signatures(texts, ngram, permutations):
+        keys[start:stop] = compute_bands(signatures, bands, rows)
     return keys
+
+
+def sketch_signatures(signatures: np.ndarray) -> np.ndarray:
+    """The low 32 bits of each MinHash value (N, K) uint32: what `cluster_verified` compares, at half the memory.
+
+    b-bit MinHash (Li & Koenig 2010): two unequal 64-bit minima agree in their low 32 bits with probability
+    2^-32, so the agreement rate still estimates Jaccard (bias ~2e-10). No shingles stays all ones.
+    """
+    return (signatures & _U64(0xFFFFFFFF)).astype(np.uint32)
+
+
+def compute_text_bands_batches(
+    batches: Iterable[Sequence[str | None]],
+    ngram: int = NGRAM,
+    bands: int = BANDS,
+    rows: int = ROWS,
+    *,
+    sketches: bool = False,
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """(band keys (n, bands) uint64, sketches (n, bands*rows) uint32 or None) for each batch of texts, in order.
+
+    For corpora that do not fit in memory as strings: pass e.g. the text column of each RecordBatch of
+    `pyarrow.parquet.ParquetFile(path).iter_batches(batch_size=2000)`; only one batch of texts is alive at a
+    time, and what a batch leaves behind is 8 * bands bytes per text (+ 4 * bands * rows with `sketches`,
+    which `cluster_verified` needs). The keys equal `compute_text_bands` over all texts at once.
+    """
+    permutations = make_permutations(bands * rows)
+    for texts in batches:
+        keys = np.zeros((len(texts), bands), dtype=np.uint64)
+        kept = np.zeros((len(texts), bands * rows), dtype=np.uint32) if sketches else None
+        for start, stop, signatures in _batch_signatures(texts, ngram, permutations):
+            keys[start:stop] = compute_bands(signatures, bands, rows)
+            if kept is not None:
+                kept[start:stop] = sketch_signatures(signatures)
+        yield keys, kept
 
 
 def _compress(parent: np.ndarray) -> None:
@@ -288,6 +345,91 @@ def cluster_bands(keys: np.ndarray, active: np.ndarray | None = None) -> np.ndar
         union(parent, sorted_rows[joined], head[joined])
     _compress(parent)
     return parent
+
+
+def _band_pairs(keys: np.ndarray, rows: np.ndarray, band: int) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs (a, b) of one band among `rows`: each member of a bucket with the bucket's first member
+    and with the member before it (rows ascending within a bucket), so a bucket of m rows gives < 2m pairs."""
+    column = keys[rows, band]
+    order = np.argsort(column, kind="stable")
+    sorted_keys, sorted_rows = column[order], rows[order]
+    new_bucket = np.ones(sorted_keys.size, dtype=bool)
+    new_bucket[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    head = sorted_rows[np.flatnonzero(new_bucket)[np.cumsum(new_bucket) - 1]]
+    joined = np.flatnonzero(~new_bucket)
+    previous = sorted_rows[joined - 1]
+    chained = previous != head[joined]  # the second member's previous one is the head: that pair is there already
+    return (
+        np.concatenate([sorted_rows[joined], sorted_rows[joined][chained]]),
+        np.concatenate([head[joined], previous[chained]]),
+    )
+
+
+def estimate_jaccard(sketches: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Estimated Jaccard (P,) float32 of pairs (a[i], b[i]) of rows of `sketches` (N, K): the share of equal values.
+
+    Compares _PAIRS_PER_BLOCK pairs at a time, so memory stays flat however many pairs come.
+    """
+    out = np.zeros(a.size, dtype=np.float32)
+    for lo in range(0, a.size, _PAIRS_PER_BLOCK):
+        hi = lo + _PAIRS_PER_BLOCK
+        out[lo:hi] = (sketches[a[lo:hi]] == sketches[b[lo:hi]]).mean(axis=1)
+    return out
+
+
+def cluster_verified(
+    keys: np.ndarray, sketches: np.ndarray, threshold: float = VERIFY_THRESHOLD, active: np.ndarray | None = None
+) -> np.ndarray:
+    """Cluster roots (N,) int64 like `cluster_bands`, but a band collision joins two rows only when their
+    estimated Jaccard (`estimate_jaccard` of `sketches`, see `sketch_signatures`) is >= `threshold`.
+
+    Meant for a looser banding (RECALL_BANDS x RECALL_ROWS) than `cluster_bands`: more true pairs become
+    candidates, and the check drops the chance collisions that looser banding also brings. Pairs already in
+    one set are not checked again. Rows where `active` is False, and all-zero rows, join nothing.
+    """
+    n, n_bands = keys.shape
+    if sketches.shape[0] != n:
+        raise ValueError(f"{sketches.shape[0]} sketches for {n} rows of band keys")
+    parent = np.arange(n, dtype=np.int64)
+    usable = (keys != 0).any(axis=1)
+    if active is not None:
+        usable &= active
+    rows = np.flatnonzero(usable)
+    for band in range(n_bands):
+        a, b = _band_pairs(keys, rows, band)
+        _compress(parent)
+        open_pair = parent[a] != parent[b]
+        a, b = a[open_pair], b[open_pair]
+        close = estimate_jaccard(sketches, a, b) >= threshold
+        union(parent, a[close], b[close])
+    _compress(parent)
+    return parent
+
+
+def cluster_text_batches(
+    batches: Iterable[Sequence[str | None]],
+    ngram: int = NGRAM,
+    bands: int = BANDS,
+    rows: int = ROWS,
+    verify_threshold: float | None = None,
+) -> np.ndarray:
+    """Near-duplicate cluster roots (N,) int64 of a stream of text batches (root = smallest index in the set).
+
+    Default: `cluster_bands` over 14 x 8 bands, datatrove's FineWeb setting. With `verify_threshold` (use
+    VERIFY_THRESHOLD with bands=RECALL_BANDS, rows=RECALL_ROWS): `cluster_verified`, which keeps the 32-bit
+    sketches too (4 * bands * rows bytes per text, 400 at 20 x 5) for higher recall at a given precision.
+    """
+    keys, sketches = [], []
+    for batch_keys, batch_sketches in compute_text_bands_batches(
+        batches, ngram, bands, rows, sketches=verify_threshold is not None
+    ):
+        keys.append(batch_keys)
+        sketches.append(batch_sketches)
+    all_keys = np.concatenate(keys) if keys else np.zeros((0, bands), dtype=np.uint64)
+    if verify_threshold is None:
+        return cluster_bands(all_keys)
+    all_sketches = np.concatenate(sketches) if sketches else np.zeros((0, bands * rows), dtype=np.uint32)
+    return cluster_verified(all_keys, all_sketches, verify_threshold)
 
 
 def match_bands(keys: np.ndarray, reference: np.ndarray) -> np.ndarray:

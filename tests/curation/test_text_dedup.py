@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from curation_records import build_table, by_url, text_row
@@ -10,11 +12,18 @@ from curation.curate import curate
 from curation.curate_config import CurateConfig
 from curation.minhash import (
     BANDS,
+    RECALL_BANDS,
+    RECALL_ROWS,
     ROWS,
+    VERIFY_THRESHOLD,
     cluster_bands,
+    cluster_text_batches,
+    cluster_verified,
     compute_bands,
     compute_signatures,
     compute_text_bands,
+    compute_text_bands_batches,
+    estimate_jaccard,
     hash_shingles,
     match_bands,
     tokenize,
@@ -73,6 +82,58 @@ def test_lsh_clusters_planted_near_duplicates_and_nothing_else():
     found = sum(roots[200 + j] == k for j, k in enumerate(range(0, 200, 4)))
     # 2 edits in 120 words leave Jaccard >= 106/126 = 0.84; LSH catches such a pair with p = 1 - (1 - 0.84^8)^14 = 0.98.
     assert found >= 46
+
+
+def shingle_jaccard(a: str, b: str) -> float:
+    hashes, offsets = hash_shingles([a, b])
+    sa, sb = set(hashes[: offsets[1]].tolist()), set(hashes[offsets[1] :].tolist())
+    return len(sa & sb) / len(sa | sb)
+
+
+def test_batches_give_the_band_keys_and_clusters_of_the_whole_list():
+    originals = [article(seed) for seed in range(30)]
+    texts = originals + [edit(originals[k], 500 + k, 2) for k in range(10)] + ["", None]
+    cuts = [0, 7, 7, 20, 41, len(texts)]  # uneven, one empty batch
+    batches = [texts[a:b] for a, b in itertools.pairwise(cuts)]
+    streamed = list(compute_text_bands_batches(batches))
+    assert [keys.shape[0] for keys, _ in streamed] == [7, 0, 13, 21, 1]
+    assert all(sketch is None for _, sketch in streamed)
+    whole = compute_text_bands(texts)
+    assert np.array_equal(np.concatenate([keys for keys, _ in streamed]), whole)
+    assert cluster_text_batches(iter(batches)).tolist() == cluster_bands(whole).tolist()
+    with_sketches = list(compute_text_bands_batches(batches, bands=RECALL_BANDS, rows=RECALL_ROWS, sketches=True))
+    assert [s.shape for _, s in with_sketches] == [(n, RECALL_BANDS * RECALL_ROWS) for n in (7, 0, 13, 21, 1)]
+    assert with_sketches[-1][1].dtype == np.uint32 and (with_sketches[-1][1] == 2**32 - 1).all()  # None: no shingles
+
+
+def test_verified_clustering_joins_pairs_above_jaccard_0_8_and_never_those_below_0_6():
+    originals = [article(seed, 400) for seed in range(100, 140)]
+    near = [edit(originals[k], 2000 + k, 2 + k % 7) for k in range(20)]  # 2-8 edits of 400 words
+    far = [edit(originals[k], 3000 + k, 30) for k in range(20, 40)]  # 30 edits
+    near_j = [shingle_jaccard(originals[k], near[k]) for k in range(20)]
+    far_j = [shingle_jaccard(originals[20 + k], far[k]) for k in range(20)]
+    assert min(near_j) >= 0.8 and max(near_j) <= 0.96  # 0.82-0.95
+    assert min(far_j) >= 0.45 and max(far_j) < 0.6  # 0.47-0.53
+    texts = originals + near + far
+    roots = cluster_text_batches(
+        [texts[:33], texts[33:]], bands=RECALL_BANDS, rows=RECALL_ROWS, verify_threshold=VERIFY_THRESHOLD
+    )
+    assert roots[:40].tolist() == list(range(40))  # no two distinct pages merged
+    assert roots[40:60].tolist() == list(range(20))  # every pair of Jaccard 0.8-0.95 found
+    assert roots[60:80].tolist() == list(range(60, 80))  # no pair below 0.6 merged
+
+    # The same candidates without the check merge below-0.6 pairs: what the verification is there for.
+    keys = compute_text_bands(texts, bands=RECALL_BANDS, rows=RECALL_ROWS)
+    assert (cluster_bands(keys)[60:80] != np.arange(60, 80)).sum() >= 5
+
+
+def test_jaccard_estimate_and_sketch_rows_are_checked():
+    sketches = np.array([[1, 2, 3, 4], [1, 2, 0, 0], [5, 6, 7, 8]], dtype=np.uint32)
+    assert estimate_jaccard(sketches, np.array([0, 0]), np.array([1, 2])).tolist() == [0.5, 0.0]
+    keys = np.ones((3, 2), dtype=np.uint64)  # every row collides in every band
+    assert cluster_verified(keys, sketches, threshold=0.5).tolist() == [0, 0, 2]
+    with pytest.raises(ValueError, match="sketches for"):
+        cluster_verified(keys, sketches[:2])
 
 
 def test_empty_signatures_never_match_and_band_width_is_checked():
