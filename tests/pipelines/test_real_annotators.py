@@ -184,6 +184,13 @@ def _check_every(seconds: int) -> Iterator[None]:
     Only the interval is shortened (ten minutes would outlast the test); nothing runs the flow by hand."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentUpdate
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
     from prefect.client.schemas.schedules import IntervalSchedule
 
     def set_to(schedule_of: Callable[[object], object], description: str) -> dict:
@@ -193,6 +200,17 @@ def _check_every(seconds: int) -> Iterator[None]:
             for schedule in client.read_deployment_schedules(deployment.id):
                 before[schedule.id] = schedule.schedule
                 client.update_deployment_schedule(deployment.id, schedule.id, schedule=schedule_of(schedule.id))
+            # The scheduler fills a schedule's runs for hours ahead and adds none while they last: drop the
+            # ones the old schedule made (what Prefect itself does when a deployment's schedules change).
+            waiting = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=["SCHEDULED"]))
+                ),
+            )
+            for run in waiting:
+                if run.auto_scheduled:
+                    client.delete_flow_run(run.id)
             # A changed deployment is scheduled within seconds (the server's recent-deployments scheduler); a
             # changed schedule alone waits for the main scheduler's minute.
             client.update_deployment(deployment.id, DeploymentUpdate(description=description))
