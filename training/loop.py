@@ -13,25 +13,40 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from corpus.store import DataRoot
+from training.backbones import create_model
 from training.config import TrainConfig
 from training.data import EpochSampler
 from training.devices import pick_precision
 from training.evaluation import compute_confusion
-from training.model import SmallCNN
+from training.transfer import freeze, make_scheduler, set_train_mode, trainable_parameters
+from training.weights import FitReport, LoadedWeights, fit_weights
 
 
 class Run:
-    """Everything the loop needs on a device: model, optimizer, schedule, loss scaling, autocast."""
+    """Everything the loop needs on a device: model, optimizer, schedule, loss scaling, autocast.
 
-    def __init__(self, cfg: TrainConfig, num_classes: int, device: torch.device) -> None:
+    `model` is the plain network (what is saved and evaluated); `net` is what training calls forward on,
+    the same module or a wrapper around it (DistributedDataParallel)."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        num_classes: int,
+        device: torch.device,
+        *,
+        weights: LoadedWeights | None = None,
+        steps_per_epoch: int = 1,
+    ) -> None:
         self.cfg, self.device = cfg, device
         self.amp_dtype = pick_precision(device, cfg.precision)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        self.model = SmallCNN(num_classes, width=cfg.width, dropout=cfg.dropout).to(
-            device, memory_format=self.memory_format
-        )
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs)
+        self.model = create_model(cfg.backbone, num_classes, width=cfg.width, dropout=cfg.dropout)
+        self.weights_report: FitReport | None = fit_weights(self.model, weights) if weights is not None else None
+        self.frozen = freeze(self.model, cfg.transfer)
+        self.model.to(device, memory_format=self.memory_format)
+        self.net: nn.Module = self.model
+        self.optimizer = torch.optim.AdamW(trainable_parameters(self.model), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler, self.step_per_batch = make_scheduler(self.optimizer, cfg, steps_per_epoch)
         # Loss scaling is only needed for fp16; bf16 has fp32's exponent range.
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
 
@@ -47,8 +62,8 @@ class Run:
 
     def train_epoch(self, loader: DataLoader) -> dict[str, float]:
         """One pass over `loader`; the optimizer steps every `accumulate` batches (and on the last one)."""
-        model, acc = self.model, self.cfg.accumulate
-        model.train()
+        net, acc = self.net, self.cfg.accumulate
+        set_train_mode(self.model, self.frozen)
         self.optimizer.zero_grad(set_to_none=True)
         n_batches = len(loader)
         total_loss, seen, wait = 0.0, 0, 0.0
@@ -57,7 +72,7 @@ class Run:
             wait += time.perf_counter() - tick
             x, y = self.to_device(x, y)
             with self.autocast():
-                logits = model(x)
+                logits = net(x)
             loss = nn.functional.cross_entropy(logits.float(), y)
             # Average over the batches of this step's group (the last group may be shorter).
             group = min(acc, n_batches - (step // acc) * acc)
@@ -66,10 +81,13 @@ class Run:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
+                if self.step_per_batch:
+                    self.scheduler.step()
             total_loss += loss.item() * len(y)
             seen += len(y)
             tick = time.perf_counter()
-        self.scheduler.step()
+        if not self.step_per_batch:
+            self.scheduler.step()
         elapsed = time.perf_counter() - started
         return {"train_loss": total_loss / max(seen, 1), "seconds": elapsed, "data_wait_seconds": wait, "images": seen}
 
