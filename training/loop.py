@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,13 +73,17 @@ class Run:
         for step, (x, y) in enumerate(loader):
             wait += time.perf_counter() - tick
             x, y = self.to_device(x, y)
-            with self.autocast():
-                logits = net(x)
-            loss = nn.functional.cross_entropy(logits.float(), y)
-            # Average over the batches of this step's group (the last group may be shorter).
-            group = min(acc, n_batches - (step // acc) * acc)
-            self.scaler.scale(loss / group).backward()
-            if (step + 1) % acc == 0 or step + 1 == n_batches:
+            steps_now = (step + 1) % acc == 0 or step + 1 == n_batches
+            # Under DDP, batches that only accumulate skip the gradient all-reduce (one per optimizer step).
+            quiet = net.no_sync() if not steps_now and hasattr(net, "no_sync") else contextlib.nullcontext()
+            with quiet:
+                with self.autocast():
+                    logits = net(x)
+                loss = nn.functional.cross_entropy(logits.float(), y)
+                # Average over the batches of this step's group (the last group may be shorter).
+                group = min(acc, n_batches - (step // acc) * acc)
+                self.scaler.scale(loss / group).backward()
+            if steps_now:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -218,10 +224,15 @@ def fit(
     root: DataRoot,
     checkpoint_path: str,
     resume: bool,
+    is_main: bool = True,
+    agree: Callable[[bool], bool] | None = None,
 ) -> FitState:
     """Train `run` for up to cfg.epochs, checkpointing to `checkpoint_path` after every epoch (and, with
     `resume`, continuing from a checkpoint found there); `val_loader` None means no val split. The
-    returned state holds the best model's weights; `run.model` is left at the last epoch's."""
+    returned state holds the best model's weights; `run.model` is left at the last epoch's.
+
+    Under DDP only the main process (`is_main`) writes checkpoints, and `agree` makes its early-stopping
+    decision every process's."""
     cfg = run.cfg
     state = load_checkpoint(root, checkpoint_path) if resume else None
     fit_state = FitState.resume(run, state) if state is not None else FitState(best_state=cpu_state(run.model))
@@ -237,6 +248,9 @@ def fit(
             val = (accuracy(compute_confusion(targets, probs.argmax(1), run.model.num_classes)), val_loss)
             record.update(val_accuracy=val[0], val_loss=val_loss)
         fit_state.observe(run, epoch, val, cfg.patience)
+        if agree is not None:
+            fit_state.stopped = agree(fit_state.stopped)
         fit_state.history.append(record)
-        root.write_bytes(checkpoint_path, to_bytes(fit_state.checkpoint(run, epoch)))
+        if is_main:
+            root.write_bytes(checkpoint_path, to_bytes(fit_state.checkpoint(run, epoch)))
     return fit_state

@@ -24,8 +24,9 @@ from corpus.releases.versions import Release, load_release
 from corpus.store import DataRoot
 from training.augment import build_recipe, serialize
 from training.config import TrainConfig
-from training.data import EpochSampler, ReleaseImageDataset, image_rows
+from training.data import ReleaseImageDataset, image_rows
 from training.devices import loader_workers, make_loader, pick_device
+from training.distributed import DistContext, agree, barrier, epoch_sampler, init_distributed, shutdown, wrap_model
 from training.evaluation import ECE_BINS, compute_calibration, compute_confusion, compute_per_class
 from training.loop import FitState, Run, accuracy, cpu_state, fit, to_bytes
 from training.registry import METRICS_FILE, MODELS_DIR, REPORT_FILE, WEIGHTS_FILE, list_models, model_path
@@ -151,13 +152,15 @@ def prepare_run(root: DataRoot, dataset: str, version: str, cfg: TrainConfig) ->
     )
 
 
-def _fit_prepared(root: DataRoot, prep: PreparedRun, cfg: TrainConfig) -> tuple[Run, FitState]:
-    """Build the model and loaders (seeded) and fit; the run's model is left holding the best weights."""
-    sampler = EpochSampler(len(prep.train_ds), cfg.seed, shuffle=True)
+def _fit_prepared(root: DataRoot, prep: PreparedRun, cfg: TrainConfig, ctx: DistContext) -> tuple[Run, FitState]:
+    """Build the model and loaders (seeded) and fit; the run's model is left holding the best weights.
+    Under DDP each process trains on its shard of every epoch (every process evaluates the whole val split)."""
+    sampler = epoch_sampler(len(prep.train_ds), cfg.seed, ctx)
     loader_args = {"device": prep.device, "workers": prep.workers, "worker_start": cfg.worker_start, "seed": cfg.seed}
     train_loader = make_loader(prep.train_ds, cfg.batch_size, sampler=sampler, **loader_args)
     steps = optimizer_steps(len(train_loader), cfg.accumulate)
     run = Run(cfg, len(prep.labels), prep.device, weights=prep.weights, steps_per_epoch=steps)
+    run.net = wrap_model(run.net, ctx, prep.device)
     val_loader = make_loader(prep.val_ds, cfg.batch_size, **loader_args) if len(prep.val_ds) else None
     state = fit(
         run,
@@ -167,6 +170,8 @@ def _fit_prepared(root: DataRoot, prep: PreparedRun, cfg: TrainConfig) -> tuple[
         root=root,
         checkpoint_path=posixpath.join(prep.run_dir, CHECKPOINT_FILE),
         resume=cfg.resume,
+        is_main=ctx.is_main,
+        agree=(lambda flag: agree(flag, ctx)) if ctx.enabled else None,
     )
     run.model.load_state_dict(state.best_state)
     return run, state
@@ -306,16 +311,28 @@ def train_model(root: DataRoot, dataset: str, version: str = "latest", cfg: Trai
     `patience` epochs without a better one; with an empty val split the last epoch is kept and there is
     no early stopping. After every epoch the run is checkpointed under models/.runs/<run key>/, and a
     rerun of the same release + config resumes from there (the checkpoint is removed once published).
+
+    Under torchrun with several processes (training.distributed) each trains on its shard of every epoch
+    and rank 0 alone checkpoints, evaluates and publishes; the other ranks return {"model_version": None}.
     """
     cfg = cfg or TrainConfig()
-    prep = prepare_run(root, dataset, version, cfg)
-    # fork_rng: seed model init and dropout without disturbing the caller's global RNG state.
-    with torch.random.fork_rng(devices=[prep.device] if prep.device.type == "cuda" else []):
-        torch.manual_seed(cfg.seed)
-        run, state = _fit_prepared(root, prep, cfg)
-        test = evaluate(run, prep, cfg)
-    metrics = build_metrics(prep, cfg, run, state, test)
-    published = _publish(root, dataset, prep.release.version, to_bytes(cpu_state(run.model)), metrics)
+    ctx, device = init_distributed(cfg.device)
+    try:
+        prep = prepare_run(root, dataset, version, cfg)
+        prep.device = device
+        # fork_rng: seed model init and dropout without disturbing the caller's global RNG state.
+        with torch.random.fork_rng(devices=[prep.device] if prep.device.type == "cuda" else []):
+            torch.manual_seed(cfg.seed)
+            run, state = _fit_prepared(root, prep, cfg, ctx)
+            if not ctx.is_main:  # rank 0 evaluates and publishes the one model of the job
+                barrier(ctx)
+                return {"model_version": None, "rank": ctx.rank, "world_size": ctx.world_size}
+            test = evaluate(run, prep, cfg)
+        metrics = {**build_metrics(prep, cfg, run, state, test), "world_size": ctx.world_size}
+        published = _publish(root, dataset, prep.release.version, to_bytes(cpu_state(run.model)), metrics)
+        barrier(ctx)
+    finally:
+        shutdown(ctx)
     root.fs.rm(root.path(prep.run_dir), recursive=True)
     if root.is_local:
         # Leave models/ holding only models once no other run is checkpointing (else rmdir fails: fine).
