@@ -60,6 +60,9 @@ class TrainConfig(BaseModel):
         "auto", description="Autocast dtype: auto = bf16 on CUDA that supports it (else fp16), fp32 on CPU."
     )
     channels_last: bool = Field(True, description="NHWC memory format (faster convolutions on tensor cores).")
+    # Off by default: compiling costs tens of seconds up front (minutes on a CPU), which a small model's run
+    # never wins back; on a GPU with a ResNet it usually pays from the first few epochs.
+    compile: bool = Field(False, description="torch.compile the training forward; falls back to eager if it fails.")
     resume: bool = Field(True, description="Continue from the last checkpoint of an identical interrupted run.")
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'.")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,10 +48,32 @@ class Run:
         self.frozen = freeze(self.model, cfg.transfer)
         self.model.to(device, memory_format=self.memory_format)
         self.net: nn.Module = self.model
+        self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.compile_error: str | None = None
         self.optimizer = torch.optim.AdamW(trainable_parameters(self.model), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler, self.step_per_batch = make_scheduler(self.optimizer, cfg, steps_per_epoch)
         # Loss scaling is only needed for fp16; bf16 has fp32's exponent range.
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+
+    def enable_compile(self) -> None:
+        """torch.compile `net` for training; a failure (here or at the first compiled call) falls back to eager."""
+        try:
+            self.compiled = torch.compile(self.net)
+        except Exception as e:  # no compiler toolchain, unsupported platform or Python: train eagerly
+            self._give_up_compile(e)
+
+    def _give_up_compile(self, e: Exception) -> None:
+        self.compiled, self.compile_error = None, f"{type(e).__name__}: {e}"[:500]
+        warnings.warn(f"torch.compile failed, training eagerly: {self.compile_error}", RuntimeWarning, stacklevel=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Training logits: the compiled net when compiling works, else `net` eagerly."""
+        if self.compiled is not None:
+            try:
+                return self.compiled(x)
+            except Exception as e:  # compilation happens lazily, at the first call of each new input shape
+                self._give_up_compile(e)
+        return self.net(x)
 
     def autocast(self) -> torch.autocast:
         dtype = self.amp_dtype or torch.float32
@@ -78,7 +101,7 @@ class Run:
             quiet = net.no_sync() if not steps_now and hasattr(net, "no_sync") else contextlib.nullcontext()
             with quiet:
                 with self.autocast():
-                    logits = net(x)
+                    logits = self.forward(x)
                 loss = nn.functional.cross_entropy(logits.float(), y)
                 # Average over the batches of this step's group (the last group may be shorter).
                 group = min(acc, n_batches - (step // acc) * acc)

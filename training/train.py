@@ -157,10 +157,14 @@ def _fit_prepared(root: DataRoot, prep: PreparedRun, cfg: TrainConfig, ctx: Dist
     Under DDP each process trains on its shard of every epoch (every process evaluates the whole val split)."""
     sampler = epoch_sampler(len(prep.train_ds), cfg.seed, ctx)
     loader_args = {"device": prep.device, "workers": prep.workers, "worker_start": cfg.worker_start, "seed": cfg.seed}
-    train_loader = make_loader(prep.train_ds, cfg.batch_size, sampler=sampler, **loader_args)
+    # A last batch of one image fails BatchNorm wherever its maps are 1x1 (a ResNet's layer4 at 32 px): drop it.
+    lone = len(sampler) % cfg.batch_size == 1 and len(sampler) > 1
+    train_loader = make_loader(prep.train_ds, cfg.batch_size, sampler=sampler, drop_last=lone, **loader_args)
     steps = optimizer_steps(len(train_loader), cfg.accumulate)
     run = Run(cfg, len(prep.labels), prep.device, weights=prep.weights, steps_per_epoch=steps)
     run.net = wrap_model(run.net, ctx, prep.device)
+    if cfg.compile:
+        run.enable_compile()  # after the DDP wrap: dynamo splits the graph at DDP's gradient buckets
     val_loader = make_loader(prep.val_ds, cfg.batch_size, **loader_args) if len(prep.val_ds) else None
     state = fit(
         run,
@@ -283,6 +287,7 @@ def build_metrics(
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "precision": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "fp32",
         "channels_last": cfg.channels_last,
+        "compile": {"requested": cfg.compile, "used": run.compiled is not None, "error": run.compile_error},
         "loader_workers": prep.workers,
         "effective_batch_size": cfg.batch_size * cfg.accumulate,
         "resumed_from_epoch": state.resumed_from,

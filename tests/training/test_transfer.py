@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from corpus.releases.build import build_release
+from corpus.releases.config import ReleaseConfig
 from corpus.store import DataRoot
 from training.backbones import ResNet
 from training.config import TrainConfig
@@ -19,6 +21,14 @@ from training.transfer import make_scheduler
 
 # Tiny on purpose: 32 px, 2 epochs (2 shared CPU cores); the checks are about what trains, not accuracy.
 TINY = {"image_size": 32, "epochs": 2, "batch_size": 16, "num_workers": 0, "backbone": "resnet18"}
+
+
+@pytest.fixture(scope="module")
+def own_root(tmp_path_factory, make_shape_records) -> DataRoot:
+    """This module's own data root (the shared shapes_root's model list belongs to test_training)."""
+    root = DataRoot(str(tmp_path_factory.mktemp("own")))
+    build_release(root, "shapes", make_shape_records(12), ReleaseConfig())
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -36,31 +46,31 @@ def pretrained(tmp_path_factory) -> tuple[str, str, dict[str, torch.Tensor]]:
     return str(path), hashlib.sha256(path.read_bytes()).hexdigest(), model.state_dict()
 
 
-def test_linear_probe_trains_only_the_head_and_scores_the_pool(shapes_root: DataRoot, pretrained, make_shape_records):
+def test_linear_probe_trains_only_the_head_and_scores_the_pool(own_root: DataRoot, pretrained, make_shape_records):
     path, digest, ref = pretrained
     cfg = TrainConfig(**TINY, weights=path, weights_sha256=digest, transfer="linear-probe")
-    metrics = train_model(shapes_root, "shapes", "latest", cfg)
+    metrics = train_model(own_root, "shapes", "latest", cfg)
     m = metrics["model"]
     assert m["arch"] == "resnet18" and m["backbone"] == "resnet18" and m["transfer"] == "linear-probe"
     assert m["weights"]["source"] == path and m["weights"]["sha256"] == digest and m["weights"]["head"] == "replaced"
     assert m["trainable_parameters"] == 512 * 4 + 4
-    model, _ = load_model(shapes_root, metrics["model_version"])
+    model, _ = load_model(own_root, metrics["model_version"])
     state = model.state_dict()
     for key in ("conv1.weight", "bn1.running_mean", "layer3.1.bn2.running_var", "layer4.1.conv2.weight"):
         assert torch.equal(state[key], ref[key]), key  # frozen: weights and BN statistics as loaded
     assert state["fc.weight"].shape == (4, 512)
-    preds = predict_pool(shapes_root, metrics["model_version"], make_shape_records(1, seed=31), batch_size=4)
+    preds = predict_pool(own_root, metrics["model_version"], make_shape_records(1, seed=31), batch_size=4)
     assert preds.num_rows == 4
     assert np.array(preds.column("embedding").to_pylist()).shape == (4, 512)
     assert np.allclose(np.array(preds.column("probs").to_pylist()).sum(1), 1.0, atol=1e-5)
 
 
-def test_freeze_stem_trains_everything_past_conv1(shapes_root: DataRoot, pretrained):
+def test_freeze_stem_trains_everything_past_conv1(own_root: DataRoot, pretrained):
     path, digest, ref = pretrained
     cfg = TrainConfig(**TINY, weights=path, weights_sha256=digest[:8], transfer="freeze-stem", lr_schedule="one-cycle")
-    metrics = train_model(shapes_root, "shapes", "latest", cfg)
+    metrics = train_model(own_root, "shapes", "latest", cfg)
     assert metrics["lr_schedule"] == "one-cycle" and metrics["model"]["transfer"] == "freeze-stem"
-    state = load_model(shapes_root, metrics["model_version"])[0].state_dict()
+    state = load_model(own_root, metrics["model_version"])[0].state_dict()
     assert torch.equal(state["conv1.weight"], ref["conv1.weight"])
     assert torch.equal(state["bn1.running_mean"], ref["bn1.running_mean"])
     assert not torch.equal(state["layer1.0.conv1.weight"], ref["layer1.0.conv1.weight"])
