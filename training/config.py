@@ -4,12 +4,33 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class TrainConfig(BaseModel):
     """How a model is trained."""
 
+    # The small CNN is the default: the product's images are small and it trains in seconds on a CPU.
+    backbone: Literal["small-cnn", "resnet18", "resnet34", "resnet50"] = Field(
+        "small-cnn", description="Network: the small CNN (tiny inputs, from scratch) or a ResNet (torchvision names)."
+    )
+    weights: str | None = Field(
+        None,
+        description="Pretrained weights: a path under the data root, an absolute path or an fsspec URL "
+        "(s3://, https://); safetensors or a torch state dict. Empty = random initialisation.",
+    )
+    weights_sha256: str | None = Field(
+        None, description="Pin of the weights file: its sha256 (or a prefix of >= 8 hex digits, as torchvision names)."
+    )
+    transfer: Literal["fine-tune", "linear-probe", "freeze-stem"] = Field(
+        "fine-tune",
+        description="What trains: everything; only the classifier head; or everything but the stem (conv1 + bn1).",
+    )
+    # cosine to 0 per epoch was the loop's only schedule before; kept as the default.
+    lr_schedule: Literal["cosine", "constant", "one-cycle"] = Field(
+        "cosine",
+        description="cosine-annealed per epoch to 0; constant; or one-cycle (warm-up to lr then down, per step).",
+    )
     image_size: int = Field(64, ge=8, description="Side of the square input, in pixels.")
     epochs: int = Field(30, ge=1, description="Most epochs to run.")
     batch_size: int = Field(32, ge=1, description="Images per forward pass.")
@@ -17,7 +38,7 @@ class TrainConfig(BaseModel):
         1, ge=1, description="Batches per optimizer step (gradient accumulation): effective batch = batch_size x this."
     )
     # 3e-3 with AdamW suits a small BN CNN from scratch (measured on the synthetic test set; 1e-3 is slower).
-    lr: float = Field(3e-3, gt=0, description="AdamW learning rate (cosine-annealed to 0).")
+    lr: float = Field(3e-3, gt=0, description="AdamW learning rate (peak for one-cycle; see lr_schedule).")
     # torch.optim.AdamW's own default.
     weight_decay: float = Field(1e-2, ge=0)
     width: int = Field(32, ge=4, description="Channels of the first SmallCNN block.")
@@ -39,5 +60,15 @@ class TrainConfig(BaseModel):
         "auto", description="Autocast dtype: auto = bf16 on CUDA that supports it (else fp16), fp32 on CPU."
     )
     channels_last: bool = Field(True, description="NHWC memory format (faster convolutions on tensor cores).")
+    # Off by default: compiling costs tens of seconds up front (minutes on a CPU), which a small model's run
+    # never wins back; on a GPU with a ResNet it usually pays from the first few epochs.
+    compile: bool = Field(False, description="torch.compile the training forward; falls back to eager if it fails.")
     resume: bool = Field(True, description="Continue from the last checkpoint of an identical interrupted run.")
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'.")
+
+    @model_validator(mode="after")
+    def _frozen_parts_need_weights(self) -> TrainConfig:
+        # Freezing randomly initialised layers only throws capacity away: a config error, not a silent choice.
+        if self.transfer != "fine-tune" and not self.weights:
+            raise ValueError(f"transfer={self.transfer!r} freezes layers, so it needs pretrained `weights`")
+        return self

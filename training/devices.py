@@ -71,6 +71,7 @@ def make_loader(
     worker_start: str = "spawn",
     sampler: EpochSampler | None = None,
     seed: int = 0,
+    drop_last: bool = False,
 ) -> DataLoader:
     """A DataLoader with pinned memory only on CUDA and persistent workers (started once, not per epoch).
 
@@ -82,6 +83,7 @@ def make_loader(
         batch_size=batch_size,
         sampler=sampler,
         shuffle=False,
+        drop_last=drop_last,
         num_workers=workers,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,

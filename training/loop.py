@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,27 +16,64 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from corpus.store import DataRoot
+from training.backbones import create_model
 from training.config import TrainConfig
 from training.data import EpochSampler
 from training.devices import pick_precision
 from training.evaluation import compute_confusion
-from training.model import SmallCNN
+from training.transfer import freeze, make_scheduler, set_train_mode, trainable_parameters
+from training.weights import FitReport, LoadedWeights, fit_weights
 
 
 class Run:
-    """Everything the loop needs on a device: model, optimizer, schedule, loss scaling, autocast."""
+    """Everything the loop needs on a device: model, optimizer, schedule, loss scaling, autocast.
 
-    def __init__(self, cfg: TrainConfig, num_classes: int, device: torch.device) -> None:
+    `model` is the plain network (what is saved and evaluated); `net` is what training calls forward on,
+    the same module or a wrapper around it (DistributedDataParallel)."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        num_classes: int,
+        device: torch.device,
+        *,
+        weights: LoadedWeights | None = None,
+        steps_per_epoch: int = 1,
+    ) -> None:
         self.cfg, self.device = cfg, device
         self.amp_dtype = pick_precision(device, cfg.precision)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        self.model = SmallCNN(num_classes, width=cfg.width, dropout=cfg.dropout).to(
-            device, memory_format=self.memory_format
-        )
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs)
+        self.model = create_model(cfg.backbone, num_classes, width=cfg.width, dropout=cfg.dropout)
+        self.weights_report: FitReport | None = fit_weights(self.model, weights) if weights is not None else None
+        self.frozen = freeze(self.model, cfg.transfer)
+        self.model.to(device, memory_format=self.memory_format)
+        self.net: nn.Module = self.model
+        self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.compile_error: str | None = None
+        self.optimizer = torch.optim.AdamW(trainable_parameters(self.model), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler, self.step_per_batch = make_scheduler(self.optimizer, cfg, steps_per_epoch)
         # Loss scaling is only needed for fp16; bf16 has fp32's exponent range.
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+
+    def enable_compile(self) -> None:
+        """torch.compile `net` for training; a failure (here or at the first compiled call) falls back to eager."""
+        try:
+            self.compiled = torch.compile(self.net)
+        except Exception as e:  # no compiler toolchain, unsupported platform or Python: train eagerly
+            self._give_up_compile(e)
+
+    def _give_up_compile(self, e: Exception) -> None:
+        self.compiled, self.compile_error = None, f"{type(e).__name__}: {e}"[:500]
+        warnings.warn(f"torch.compile failed, training eagerly: {self.compile_error}", RuntimeWarning, stacklevel=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Training logits: the compiled net when compiling works, else `net` eagerly."""
+        if self.compiled is not None:
+            try:
+                return self.compiled(x)
+            except Exception as e:  # compilation happens lazily, at the first call of each new input shape
+                self._give_up_compile(e)
+        return self.net(x)
 
     def autocast(self) -> torch.autocast:
         dtype = self.amp_dtype or torch.float32
@@ -47,8 +87,8 @@ class Run:
 
     def train_epoch(self, loader: DataLoader) -> dict[str, float]:
         """One pass over `loader`; the optimizer steps every `accumulate` batches (and on the last one)."""
-        model, acc = self.model, self.cfg.accumulate
-        model.train()
+        net, acc = self.net, self.cfg.accumulate
+        set_train_mode(self.model, self.frozen)
         self.optimizer.zero_grad(set_to_none=True)
         n_batches = len(loader)
         total_loss, seen, wait = 0.0, 0, 0.0
@@ -56,20 +96,27 @@ class Run:
         for step, (x, y) in enumerate(loader):
             wait += time.perf_counter() - tick
             x, y = self.to_device(x, y)
-            with self.autocast():
-                logits = model(x)
-            loss = nn.functional.cross_entropy(logits.float(), y)
-            # Average over the batches of this step's group (the last group may be shorter).
-            group = min(acc, n_batches - (step // acc) * acc)
-            self.scaler.scale(loss / group).backward()
-            if (step + 1) % acc == 0 or step + 1 == n_batches:
+            steps_now = (step + 1) % acc == 0 or step + 1 == n_batches
+            # Under DDP, batches that only accumulate skip the gradient all-reduce (one per optimizer step).
+            quiet = net.no_sync() if not steps_now and hasattr(net, "no_sync") else contextlib.nullcontext()
+            with quiet:
+                with self.autocast():
+                    logits = self.forward(x)
+                loss = nn.functional.cross_entropy(logits.float(), y)
+                # Average over the batches of this step's group (the last group may be shorter).
+                group = min(acc, n_batches - (step // acc) * acc)
+                self.scaler.scale(loss / group).backward()
+            if steps_now:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
+                if self.step_per_batch:
+                    self.scheduler.step()
             total_loss += loss.item() * len(y)
             seen += len(y)
             tick = time.perf_counter()
-        self.scheduler.step()
+        if not self.step_per_batch:
+            self.scheduler.step()
         elapsed = time.perf_counter() - started
         return {"train_loss": total_loss / max(seen, 1), "seconds": elapsed, "data_wait_seconds": wait, "images": seen}
 
@@ -200,10 +247,15 @@ def fit(
     root: DataRoot,
     checkpoint_path: str,
     resume: bool,
+    is_main: bool = True,
+    agree: Callable[[bool], bool] | None = None,
 ) -> FitState:
     """Train `run` for up to cfg.epochs, checkpointing to `checkpoint_path` after every epoch (and, with
     `resume`, continuing from a checkpoint found there); `val_loader` None means no val split. The
-    returned state holds the best model's weights; `run.model` is left at the last epoch's."""
+    returned state holds the best model's weights; `run.model` is left at the last epoch's.
+
+    Under DDP only the main process (`is_main`) writes checkpoints, and `agree` makes its early-stopping
+    decision every process's."""
     cfg = run.cfg
     state = load_checkpoint(root, checkpoint_path) if resume else None
     fit_state = FitState.resume(run, state) if state is not None else FitState(best_state=cpu_state(run.model))
@@ -219,6 +271,9 @@ def fit(
             val = (accuracy(compute_confusion(targets, probs.argmax(1), run.model.num_classes)), val_loss)
             record.update(val_accuracy=val[0], val_loss=val_loss)
         fit_state.observe(run, epoch, val, cfg.patience)
+        if agree is not None:
+            fit_state.stopped = agree(fit_state.stopped)
         fit_state.history.append(record)
-        root.write_bytes(checkpoint_path, to_bytes(fit_state.checkpoint(run, epoch)))
+        if is_main:
+            root.write_bytes(checkpoint_path, to_bytes(fit_state.checkpoint(run, epoch)))
     return fit_state

@@ -23,6 +23,10 @@ class SmallCNN(nn.Module):
     deeper blocks still see 16x16, 8x8 and 4x4 maps.
     """
 
+    # What the transfer modes freeze (training.transfer): the first block, and everything but the head.
+    stem_names: tuple[str, ...] = ("features.0",)
+    head_name = "head"
+
     def __init__(self, num_classes: int, width: int = 32, dropout: float = 0.2) -> None:
         super().__init__()
         if num_classes < 1:

@@ -8,9 +8,10 @@ from typing import Any
 
 import pyarrow as pa
 import torch
+from torch import nn
 
 from corpus.store import DataRoot
-from training.model import SmallCNN
+from training.backbones import LAYOUTS, create_model
 
 MODELS_DIR = "models"
 WEIGHTS_FILE = "model.pt"
@@ -53,15 +54,19 @@ def latest_model(root: DataRoot, dataset: str | None = None) -> str | None:
     return max(found)[1] if found else None
 
 
-def build_model(meta: dict[str, Any]) -> SmallCNN:
-    """An untrained model with the architecture recorded in a model's metadata."""
+def build_model(meta: dict[str, Any]) -> nn.Module:
+    """An untrained model with the architecture recorded in a model's metadata: "SmallCNN" (with its width
+    and dropout) or a ResNet ("resnet18", "resnet34", "resnet50")."""
     arch = meta["model"]
-    if arch.get("arch") != "SmallCNN":
-        raise ValueError(f"unknown architecture {arch.get('arch')!r}")
-    return SmallCNN(num_classes=arch["num_classes"], width=arch["width"], dropout=arch.get("dropout", 0.2))
+    name = arch.get("arch")
+    if name == "SmallCNN":
+        return create_model("small-cnn", arch["num_classes"], width=arch["width"], dropout=arch.get("dropout", 0.2))
+    if name in LAYOUTS:
+        return create_model(name, arch["num_classes"])
+    raise ValueError(f"unknown architecture {name!r}; known: SmallCNN, {', '.join(LAYOUTS)}")
 
 
-def load_model(root: DataRoot, model_version: str) -> tuple[SmallCNN, dict[str, Any]]:
+def load_model(root: DataRoot, model_version: str) -> tuple[nn.Module, dict[str, Any]]:
     """The trained model (eval mode, on CPU) and its metadata; weights are loaded with weights_only=True."""
     meta = read_metadata(root, model_version)
     model = build_model(meta)

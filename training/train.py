@@ -8,6 +8,7 @@ import json
 import os
 import posixpath
 import re
+import urllib.parse
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,12 +24,15 @@ from corpus.releases.versions import Release, load_release
 from corpus.store import DataRoot
 from training.augment import build_recipe, serialize
 from training.config import TrainConfig
-from training.data import EpochSampler, ReleaseImageDataset, image_rows
+from training.data import ReleaseImageDataset, image_rows
 from training.devices import loader_workers, make_loader, pick_device
+from training.distributed import DistContext, agree, barrier, epoch_sampler, init_distributed, shutdown, wrap_model
 from training.evaluation import ECE_BINS, compute_calibration, compute_confusion, compute_per_class
 from training.loop import FitState, Run, accuracy, cpu_state, fit, to_bytes
 from training.registry import METRICS_FILE, MODELS_DIR, REPORT_FILE, WEIGHTS_FILE, list_models, model_path
 from training.report import render_report
+from training.transfer import optimizer_steps
+from training.weights import LoadedWeights, load_weights
 
 RUNS_DIR = posixpath.join(MODELS_DIR, ".runs")
 CHECKPOINT_FILE = "last.pt"
@@ -55,12 +59,14 @@ def _recipe_for(release: Release, cfg: TrainConfig) -> tuple[AugmentationRecipe,
     return recipe, source
 
 
-def _run_key(dataset: str, release: Release, cfg: TrainConfig, recipe: AugmentationRecipe) -> str:
-    """Identity of a training run for resuming: the release's content, the recipe and the settings that
-    change the result (not the device, workers or resume flag)."""
-    settings = cfg.model_dump(exclude={"device", "num_workers", "worker_start", "resume"})
+def _run_key(
+    dataset: str, release: Release, cfg: TrainConfig, recipe: AugmentationRecipe, weights_sha256: str | None
+) -> str:
+    """Identity of a training run for resuming: the release's content, the recipe, the pretrained weights'
+    content and the settings that change the result (not the device, workers or resume flag)."""
+    settings = cfg.model_dump(exclude={"device", "num_workers", "worker_start", "resume", "compile"})
     files = {k: v["sha256"] for k, v in release.manifest.get("files", {}).items()}
-    blob = json.dumps([dataset, release.version, files, recipe.model_dump(), settings], sort_keys=True)
+    blob = json.dumps([dataset, release.version, files, recipe.model_dump(), settings, weights_sha256], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -109,6 +115,7 @@ class PreparedRun:
     device: torch.device
     workers: int
     run_dir: str
+    weights: LoadedWeights | None = None
 
 
 def prepare_run(root: DataRoot, dataset: str, version: str, cfg: TrainConfig) -> PreparedRun:
@@ -125,6 +132,7 @@ def prepare_run(root: DataRoot, dataset: str, version: str, cfg: TrainConfig) ->
     device = pick_device(cfg.device)
     recipe, recipe_source = _recipe_for(release, cfg)
     train_tf, eval_tf = build_recipe(recipe, cfg.image_size, seed=cfg.seed)
+    weights = load_weights(cfg.weights, cfg.weights_sha256, root=root) if cfg.weights else None
     return PreparedRun(
         dataset=dataset,
         release=release,
@@ -139,16 +147,24 @@ def prepare_run(root: DataRoot, dataset: str, version: str, cfg: TrainConfig) ->
         n_eval_unknown=val_unknown + test_unknown,
         device=device,
         workers=loader_workers(cfg.num_workers, device),
-        run_dir=posixpath.join(RUNS_DIR, _run_key(dataset, release, cfg, recipe)),
+        run_dir=posixpath.join(RUNS_DIR, _run_key(dataset, release, cfg, recipe, weights and weights.sha256)),
+        weights=weights,
     )
 
 
-def _fit_prepared(root: DataRoot, prep: PreparedRun, cfg: TrainConfig) -> tuple[Run, FitState]:
-    """Build the model and loaders (seeded) and fit; the run's model is left holding the best weights."""
-    run = Run(cfg, len(prep.labels), prep.device)
-    sampler = EpochSampler(len(prep.train_ds), cfg.seed, shuffle=True)
+def _fit_prepared(root: DataRoot, prep: PreparedRun, cfg: TrainConfig, ctx: DistContext) -> tuple[Run, FitState]:
+    """Build the model and loaders (seeded) and fit; the run's model is left holding the best weights.
+    Under DDP each process trains on its shard of every epoch (every process evaluates the whole val split)."""
+    sampler = epoch_sampler(len(prep.train_ds), cfg.seed, ctx)
     loader_args = {"device": prep.device, "workers": prep.workers, "worker_start": cfg.worker_start, "seed": cfg.seed}
-    train_loader = make_loader(prep.train_ds, cfg.batch_size, sampler=sampler, **loader_args)
+    # A last batch of one image fails BatchNorm wherever its maps are 1x1 (a ResNet's layer4 at 32 px): drop it.
+    lone = len(sampler) % cfg.batch_size == 1 and len(sampler) > 1
+    train_loader = make_loader(prep.train_ds, cfg.batch_size, sampler=sampler, drop_last=lone, **loader_args)
+    steps = optimizer_steps(len(train_loader), cfg.accumulate)
+    run = Run(cfg, len(prep.labels), prep.device, weights=prep.weights, steps_per_epoch=steps)
+    run.net = wrap_model(run.net, ctx, prep.device)
+    if cfg.compile:
+        run.enable_compile()  # after the DDP wrap: dynamo splits the graph at DDP's gradient buckets
     val_loader = make_loader(prep.val_ds, cfg.batch_size, **loader_args) if len(prep.val_ds) else None
     state = fit(
         run,
@@ -158,6 +174,8 @@ def _fit_prepared(root: DataRoot, prep: PreparedRun, cfg: TrainConfig) -> tuple[
         root=root,
         checkpoint_path=posixpath.join(prep.run_dir, CHECKPOINT_FILE),
         resume=cfg.resume,
+        is_main=ctx.is_main,
+        agree=(lambda flag: agree(flag, ctx)) if ctx.enabled else None,
     )
     run.model.load_state_dict(state.best_state)
     return run, state
@@ -202,6 +220,44 @@ def _throughput(history: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def redact_source(source: str) -> str:
+    """`source` without a URL's password or query (a presigned URL's signature is a credential)."""
+    parts = urllib.parse.urlsplit(source)
+    if not parts.scheme or parts.scheme == "file":
+        return source
+    netloc = parts.hostname or ""
+    netloc = f"{parts.username}@{netloc}" if parts.username else netloc
+    netloc = f"{netloc}:{parts.port}" if parts.port else netloc
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def describe_model(prep: PreparedRun, cfg: TrainConfig, run: Run) -> dict[str, Any]:
+    """metrics.json "model": the architecture registry.build_model rebuilds, the pretrained weights (source,
+    sha256, how they fitted) and the transfer mode."""
+    arch = "SmallCNN" if cfg.backbone == "small-cnn" else cfg.backbone
+    weights = None
+    if prep.weights is not None:
+        report = run.weights_report.as_dict() if run.weights_report else {}
+        weights = {
+            "source": redact_source(prep.weights.source),
+            "sha256": prep.weights.sha256,
+            "format": prep.weights.fmt,
+            **report,
+        }
+    trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
+    return {
+        "arch": arch,
+        "backbone": cfg.backbone,
+        "num_classes": len(prep.labels),
+        "width": cfg.width,
+        "dropout": cfg.dropout,
+        "weights": weights,
+        "transfer": cfg.transfer,
+        "parameters": sum(p.numel() for p in run.model.parameters()),
+        "trainable_parameters": trainable,
+    }
+
+
 def build_metrics(
     prep: PreparedRun, cfg: TrainConfig, run: Run, state: FitState, test: dict[str, Any]
 ) -> dict[str, Any]:
@@ -215,8 +271,9 @@ def build_metrics(
         "release_id": manifest.get("release_id"),
         "release_manifest_sha256": {k: v["sha256"] for k, v in manifest.get("files", {}).items()},
         "labels": prep.labels,
-        "model": {"arch": "SmallCNN", "num_classes": len(prep.labels), "width": cfg.width, "dropout": cfg.dropout},
+        "model": describe_model(prep, cfg, run),
         "image_size": cfg.image_size,
+        "lr_schedule": cfg.lr_schedule,
         "recipe": prep.recipe.name,
         "eval_recipe": cfg.eval_recipe or "release",
         "augmentation": {
@@ -230,6 +287,7 @@ def build_metrics(
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "precision": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "fp32",
         "channels_last": cfg.channels_last,
+        "compile": {"requested": cfg.compile, "used": run.compiled is not None, "error": run.compile_error},
         "loader_workers": prep.workers,
         "effective_batch_size": cfg.batch_size * cfg.accumulate,
         "resumed_from_epoch": state.resumed_from,
@@ -249,7 +307,8 @@ def build_metrics(
 
 
 def train_model(root: DataRoot, dataset: str, version: str = "latest", cfg: TrainConfig | None = None) -> dict:
-    """Train a SmallCNN on release `version` of `dataset`; write models/<model_version>/; return its metrics.
+    """Train cfg.backbone (SmallCNN or a ResNet, from cfg.weights when given, in cfg.transfer mode) on
+    release `version` of `dataset`; write models/<model_version>/; return its metrics.
 
     The label list is the sorted labels of the train split; val/test rows with other labels are left
     out of evaluation (counted in the metrics). Augmentation is the release's recipe unless the config
@@ -257,16 +316,28 @@ def train_model(root: DataRoot, dataset: str, version: str = "latest", cfg: Trai
     `patience` epochs without a better one; with an empty val split the last epoch is kept and there is
     no early stopping. After every epoch the run is checkpointed under models/.runs/<run key>/, and a
     rerun of the same release + config resumes from there (the checkpoint is removed once published).
+
+    Under torchrun with several processes (training.distributed) each trains on its shard of every epoch
+    and rank 0 alone checkpoints, evaluates and publishes; the other ranks return {"model_version": None}.
     """
     cfg = cfg or TrainConfig()
-    prep = prepare_run(root, dataset, version, cfg)
-    # fork_rng: seed model init and dropout without disturbing the caller's global RNG state.
-    with torch.random.fork_rng(devices=[prep.device] if prep.device.type == "cuda" else []):
-        torch.manual_seed(cfg.seed)
-        run, state = _fit_prepared(root, prep, cfg)
-        test = evaluate(run, prep, cfg)
-    metrics = build_metrics(prep, cfg, run, state, test)
-    published = _publish(root, dataset, prep.release.version, to_bytes(cpu_state(run.model)), metrics)
+    ctx, device = init_distributed(cfg.device)
+    try:
+        prep = prepare_run(root, dataset, version, cfg)
+        prep.device = device
+        # fork_rng: seed model init and dropout without disturbing the caller's global RNG state.
+        with torch.random.fork_rng(devices=[prep.device] if prep.device.type == "cuda" else []):
+            torch.manual_seed(cfg.seed)
+            run, state = _fit_prepared(root, prep, cfg, ctx)
+            if not ctx.is_main:  # rank 0 evaluates and publishes the one model of the job
+                barrier(ctx)
+                return {"model_version": None, "rank": ctx.rank, "world_size": ctx.world_size}
+            test = evaluate(run, prep, cfg)
+        metrics = {**build_metrics(prep, cfg, run, state, test), "world_size": ctx.world_size}
+        published = _publish(root, dataset, prep.release.version, to_bytes(cpu_state(run.model)), metrics)
+        barrier(ctx)
+    finally:
+        shutdown(ctx)
     root.fs.rm(root.path(prep.run_dir), recursive=True)
     if root.is_local:
         # Leave models/ holding only models once no other run is checkpointing (else rmdir fails: fine).
