@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 import typer
 
-from pipelines.cli_support import console, print_json
+from pipelines.cli_support import FlywheelTyper, console, print_json
 
-releases_app = typer.Typer(help="Dataset releases: list versions, show one, diff two.", no_args_is_help=True)
+releases_app = FlywheelTyper(help="Dataset releases: list versions, show one, diff two.", no_args_is_help=True)
 
 _DataRoot = Annotated[str | None, typer.Option("--data-root", help="Data root URL; default FLYWHEEL_DATA_ROOT.")]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,10 +201,12 @@ def fit(
     root: DataRoot,
     checkpoint_path: str,
     resume: bool,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitState:
     """Train `run` for up to cfg.epochs, checkpointing to `checkpoint_path` after every epoch (and, with
     `resume`, continuing from a checkpoint found there); `val_loader` None means no val split. The
-    returned state holds the best model's weights; `run.model` is left at the last epoch's."""
+    returned state holds the best model's weights; `run.model` is left at the last epoch's. `on_epoch`
+    gets each epoch's history record (epoch, train_loss, val_accuracy, ...) as it ends: progress."""
     cfg = run.cfg
     state = load_checkpoint(root, checkpoint_path) if resume else None
     fit_state = FitState.resume(run, state) if state is not None else FitState(best_state=cpu_state(run.model))
@@ -221,4 +224,6 @@ def fit(
         fit_state.observe(run, epoch, val, cfg.patience)
         fit_state.history.append(record)
         root.write_bytes(checkpoint_path, to_bytes(fit_state.checkpoint(run, epoch)))
+        if on_epoch is not None:
+            on_epoch(record)
     return fit_state

@@ -8,6 +8,7 @@ import json
 import os
 import posixpath
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,7 @@ from training.report import render_report
 
 RUNS_DIR = posixpath.join(MODELS_DIR, ".runs")
 CHECKPOINT_FILE = "last.pt"
+EpochHook = Callable[[dict[str, Any]], None]
 
 
 def _known_labels(table: pa.Table, labels: list[str]) -> tuple[pa.Table, int]:
@@ -143,7 +145,9 @@ def prepare_run(root: DataRoot, dataset: str, version: str, cfg: TrainConfig) ->
     )
 
 
-def _fit_prepared(root: DataRoot, prep: PreparedRun, cfg: TrainConfig) -> tuple[Run, FitState]:
+def _fit_prepared(
+    root: DataRoot, prep: PreparedRun, cfg: TrainConfig, on_epoch: EpochHook | None = None
+) -> tuple[Run, FitState]:
     """Build the model and loaders (seeded) and fit; the run's model is left holding the best weights."""
     run = Run(cfg, len(prep.labels), prep.device)
     sampler = EpochSampler(len(prep.train_ds), cfg.seed, shuffle=True)
@@ -158,6 +162,7 @@ def _fit_prepared(root: DataRoot, prep: PreparedRun, cfg: TrainConfig) -> tuple[
         root=root,
         checkpoint_path=posixpath.join(prep.run_dir, CHECKPOINT_FILE),
         resume=cfg.resume,
+        on_epoch=on_epoch,
     )
     run.model.load_state_dict(state.best_state)
     return run, state
@@ -248,7 +253,13 @@ def build_metrics(
     }
 
 
-def train_model(root: DataRoot, dataset: str, version: str = "latest", cfg: TrainConfig | None = None) -> dict:
+def train_model(
+    root: DataRoot,
+    dataset: str,
+    version: str = "latest",
+    cfg: TrainConfig | None = None,
+    on_epoch: EpochHook | None = None,
+) -> dict:
     """Train a SmallCNN on release `version` of `dataset`; write models/<model_version>/; return its metrics.
 
     The label list is the sorted labels of the train split; val/test rows with other labels are left
@@ -257,13 +268,14 @@ def train_model(root: DataRoot, dataset: str, version: str = "latest", cfg: Trai
     `patience` epochs without a better one; with an empty val split the last epoch is kept and there is
     no early stopping. After every epoch the run is checkpointed under models/.runs/<run key>/, and a
     rerun of the same release + config resumes from there (the checkpoint is removed once published).
+    `on_epoch` is called with each epoch's history record as it ends (progress for the caller to show).
     """
     cfg = cfg or TrainConfig()
     prep = prepare_run(root, dataset, version, cfg)
     # fork_rng: seed model init and dropout without disturbing the caller's global RNG state.
     with torch.random.fork_rng(devices=[prep.device] if prep.device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)
-        run, state = _fit_prepared(root, prep, cfg)
+        run, state = _fit_prepared(root, prep, cfg, on_epoch)
         test = evaluate(run, prep, cfg)
     metrics = build_metrics(prep, cfg, run, state, test)
     published = _publish(root, dataset, prep.release.version, to_bytes(cpu_state(run.model)), metrics)
