@@ -151,7 +151,7 @@ def test_a_crawl_that_fetched_nothing_exits_1_and_says_why(tmp_path, prefect_api
     errors = [line for line in _lines(refused) if "error:" in line]
     assert refused.returncode == 1 and len(errors) == 1, refused.stdout + refused.stderr
     assert "crawl fetched nothing: the SSRF guard refused http://127.0.0.1:9/ (loopback)" in errors[0]
-    assert "crawl: 0 pages, 0 images" in refused.stdout and "guard 1 (loopback)" in refused.stdout
+    assert "crawl: 0 pages, 0 images" in refused.stdout and "guard 1 (loopback 1)" in refused.stdout
     url = f"http://127.0.0.1:{find_free_port()}/"  # nothing listens there
     silent = _run(tmp_path, "crawl", url, "--allow-private-host", "127.0.0.1", timeout=300, PREFECT_API_URL=prefect_api)
     errors = [line for line in _lines(silent) if "error:" in line]
