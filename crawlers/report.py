@@ -100,6 +100,31 @@ def build_report(stats: Mapping[str, Any], counts: Mapping[str, int], **identity
     }
 
 
+def nothing_fetched(report: Mapping[str, Any], start_url: str) -> str | None:
+    """Why a crawl fetched nothing, in one line; None when it stored a page or an image, or found them unchanged.
+
+    The reasons, first match wins: the SSRF guard refused the start URL (its categories, e.g. loopback),
+    robots.txt forbids it, the host did not answer (the error kinds, e.g. connection/refused or dns), it
+    answered with HTTP errors only, or it answered with nothing a crawl keeps.
+    """
+    if report.get("pages", 0) or report.get("images", 0) or any((report.get("unchanged") or {}).values()):
+        return None
+    refused = report.get("ssrf_refused") or {}
+    errors = {k: v for k, v in (report.get("errors") or {}).items() if not k.startswith("http/")}
+    statuses = report.get("status_codes") or {}
+    if refused:
+        kinds = ", ".join(sorted(refused))
+        return f"the SSRF guard refused {start_url} ({kinds}); allow it with --allow-private-host if it is yours"
+    if report.get("robots_denied", 0):
+        return f"robots.txt of the host forbids {start_url}"
+    if errors:
+        kinds = ", ".join(f"{k} x{v}" if v > 1 else k for k, v in sorted(errors.items()))
+        return f"the host of {start_url} did not answer ({kinds})"
+    if statuses and all(not str(code).startswith("2") for code in statuses):
+        return f"{start_url} answered only HTTP {', '.join(sorted(str(c) for c in statuses))}"
+    return f"{start_url} answered, but with no HTML page or image the crawl keeps"
+
+
 def report_table(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The report as rows {"figure", "value"} for `prefect.artifacts.create_table_artifact(table=...)`."""
     rows: list[dict[str, Any]] = []

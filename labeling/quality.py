@@ -46,6 +46,11 @@ def latest_versions(annotations: pa.Table) -> pa.Table:
     return order.take(pa.array(keep, pa.int64())).drop_columns(["_row"])
 
 
+def live_votes(annotations: pa.Table) -> dict[str, dict[str, str]]:
+    """record_id -> {annotator -> label}: the live votes aggregation counts (each annotator's newest)."""
+    return _votes(annotations)
+
+
 def _votes(annotations: pa.Table) -> dict[str, dict[str, str]]:
     """record_id -> {annotator -> label}: live annotations only, one vote per annotator (their newest)."""
     live = latest_versions(annotations)

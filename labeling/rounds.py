@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from labeling.quality import live_votes
 from labeling.selection import MODEL_STRATEGIES, compute_cheap_embeddings, select_batch
 
 STRATEGIES = (
@@ -191,25 +193,66 @@ def plan_next_batch(
     return plan
 
 
-def attach_labels(records: pa.Table, aggregated: pa.Table) -> pa.Table:
-    """Records that have an aggregated label, with label, label_source, label_confidence, annotators set.
+def trusted_labels(annotations: pa.Table, trusted_origins: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """record_id -> (label, origin) for records an annotator in `trusted_origins` (e.g. `imported:<source>`)
+    labeled: its newest live vote; when several trusted origins voted, the first of `trusted_origins` wins."""
+    if not trusted_origins:
+        return {}
+    found: dict[str, tuple[str, str]] = {}
+    for record_id, by_annotator in live_votes(annotations).items():
+        for origin in trusted_origins:
+            if origin in by_annotator:
+                found[record_id] = (by_annotator[origin], origin)
+                break
+    return found
 
-    `aggregated` is `quality.aggregate_majority`'s table. A label from one annotator is `human`; from
-    several, `consensus`.
+
+def attach_labels(
+    records: pa.Table,
+    aggregated: pa.Table,
+    *,
+    annotations: pa.Table | None = None,
+    trusted_origins: Sequence[str] = (),
+) -> pa.Table:
+    """Records that have an aggregated (or trusted) label, with label, label_source, label_confidence and
+    annotators set.
+
+    `aggregated` is `quality.aggregate_majority`'s (or Dawid-Skene's) table. A label from one annotator is
+    `human`; from several, `consensus`. With `annotations` and `trusted_origins`, a record that a trusted
+    origin labeled takes that label as it is: label_source is the origin (`imported:<source>`), confidence 1.
     """
+    if trusted_origins and annotations is None:
+        raise ValueError("trusted_origins needs the annotations their votes are in")
+    trusted = trusted_labels(annotations, trusted_origins) if annotations is not None else {}
     labels = {
         row["record_id"]: row
         for row in aggregated.select(
             ["record_id", "label", "label_confidence", "annotators", "n_annotations"]
         ).to_pylist()
     }
-    keep = [rid in labels for rid in records.column("record_id").to_pylist()]
+    keep = [rid in labels or rid in trusted for rid in records.column("record_id").to_pylist()]
     labeled = records.filter(pa.array(keep, type=pa.bool_()))
-    rows = [labels[rid] for rid in labeled.column("record_id").to_pylist()]
+    rows = []
+    for rid in labeled.column("record_id").to_pylist():
+        voted = labels.get(rid)
+        if rid in trusted:
+            label, origin = trusted[rid]
+            annotators = voted["annotators"] if voted else [origin]
+            rows.append({"label": label, "source": origin, "confidence": 1.0, "annotators": annotators})
+        else:
+            source = "consensus" if voted["n_annotations"] > 1 else "human"
+            rows.append(
+                {
+                    "label": voted["label"],
+                    "source": source,
+                    "confidence": voted["label_confidence"],
+                    "annotators": voted["annotators"],
+                }
+            )
     columns = {
         "label": pa.array([r["label"] for r in rows], type=pa.string()),
-        "label_source": pa.array(["consensus" if r["n_annotations"] > 1 else "human" for r in rows], type=pa.string()),
-        "label_confidence": pa.array([r["label_confidence"] for r in rows], type=pa.float32()),
+        "label_source": pa.array([r["source"] for r in rows], type=pa.string()),
+        "label_confidence": pa.array([r["confidence"] for r in rows], type=pa.float32()),
         "annotators": pa.array([r["annotators"] for r in rows], type=pa.list_(pa.string())),
     }
     for name, values in columns.items():

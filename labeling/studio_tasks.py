@@ -130,11 +130,13 @@ def build_tasks(
     `priorities` (record_id -> score in [0, 1], 1 = label first) goes into task data so the Data
     Manager can sort by it; a missing priority is null. With `predictions` (PREDICTION_SCHEMA),
     `labels` and `model_version`, each task carries its record's prediction inline, so task and
-    pre-annotation arrive in one import (labeling.sync.push_tasks) and can never be half-pushed.
+    pre-annotation arrive in one import (labeling.sync.push_tasks) and can never be half-pushed. A
+    `model_version` column in `predictions` (labeling.preannotations) names each row's version instead.
     """
     inline: dict[str, dict] = {}
     if predictions is not None:
-        if labels is None or not model_version:
+        per_row = "model_version" in predictions.column_names
+        if labels is None or not (model_version or per_row):
             raise ValueError("inline predictions need labels and model_version")
         ids = predictions.column("record_id").to_pylist()
         fake_ids = {rid: i for i, rid in enumerate(ids)}
@@ -172,28 +174,34 @@ def build_predictions(
     task_ids_by_record: dict[str, int],
     predictions: pa.Table,
     labels: list[str],
-    model_version: str,
+    model_version: str | None,
     *,
     from_name: str = "label",
     to_name: str = "image",
 ) -> list[dict]:
     """Label Studio prediction dicts (choices result, score = confidence) for records that have a task.
 
-    `predictions` follows PREDICTION_SCHEMA. A predicted label outside `labels` raises ValueError,
-    since Label Studio would store it but the UI could not show it.
+    `predictions` follows PREDICTION_SCHEMA; a `model_version` column, where it has a value, names that row's
+    version instead of `model_version`. A predicted label outside `labels` raises ValueError, since Label
+    Studio would store it but the UI could not show it.
     """
     missing = [c for c in ("record_id", "predicted_label", "confidence") if c not in predictions.column_names]
     if missing:
         raise ValueError(f"predictions lack columns {missing} (see PREDICTION_SCHEMA: {PREDICTION_SCHEMA.names})")
     known = set(labels)
     out = []
+    n = predictions.num_rows
+    versions = (
+        predictions.column("model_version").to_pylist() if "model_version" in predictions.column_names else [None] * n
+    )
     rows = zip(
         predictions.column("record_id").to_pylist(),
         predictions.column("predicted_label").to_pylist(),
         predictions.column("confidence").to_pylist(),
+        versions,
         strict=True,
     )
-    for record_id, label, confidence in rows:
+    for record_id, label, confidence, row_version in rows:
         task_id = task_ids_by_record.get(record_id)
         if task_id is None or label is None:
             continue
@@ -202,7 +210,7 @@ def build_predictions(
         out.append(
             {
                 "task": int(task_id),
-                "model_version": model_version,
+                "model_version": row_version or model_version,
                 "score": float(confidence) if confidence is not None else None,
                 "result": [
                     {"from_name": from_name, "to_name": to_name, "type": "choices", "value": {"choices": [label]}}

@@ -10,23 +10,28 @@ from typing import Annotated
 import typer
 
 from corpus.settings import get_settings
+from pipelines import cli_flows
 from pipelines.cli_export import export_command, releases_app
 from pipelines.cli_import import import_command
 from pipelines.cli_label import label_app
-from pipelines.cli_support import console, prefect_api, print_json
+from pipelines.cli_status import status_command
+from pipelines.cli_support import FlywheelTyper, console, prefect_api, print_json
 
-app = typer.Typer(
+app = FlywheelTyper(
     help="Flywheel: crawl -> curate -> scrub -> label -> release -> train.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-services_app = typer.Typer(
+services_app = FlywheelTyper(
     help="Local services: Label Studio, the sample site, a Prefect server.", no_args_is_help=True
 )
 app.add_typer(label_app, name="label")
 app.add_typer(releases_app, name="releases")
 app.command("export")(export_command)
 app.command("import")(import_command)
+for _flow_command in (cli_flows.crawl, cli_flows.curate, cli_flows.ingest, cli_flows.release, cli_flows.train):
+    app.command()(_flow_command)
+app.command("status")(status_command)
 app.add_typer(services_app, name="services")
 
 SUMMARY_PATH = "demo/summary.json"
@@ -118,126 +123,6 @@ def demo(
         f"(login {settings.label_studio_user} / {settings.label_studio_password.get_secret_value()})"
     )
     console.print(f"Prefect UI: {api.removesuffix('/api')}/runs   stop everything: make down")
-
-
-@app.command()
-def crawl(
-    start_url: str,
-    source: Annotated[str, typer.Option(help="Source name stored on records.")] = "site",
-    max_pages: Annotated[int, typer.Option(help="Page budget.")] = 2000,
-    allowed_domain: Annotated[list[str] | None, typer.Option(help="Extra hosts the crawl may visit.")] = None,
-    allow_private_host: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="An origin (http://127.0.0.1:8765) on a private or loopback address the crawl may reach; "
-            "a bare host means the start URL's scheme and port."
-        ),
-    ] = None,
-    incremental: Annotated[bool, typer.Option(help="Fetch and write only what changed since the last crawl.")] = False,
-) -> None:
-    """Crawl a site into raw/<crawl run>/ (Scrapy, robots.txt obeyed, same host only, no private addresses)."""
-    from crawlers.config import CrawlConfig
-    from pipelines.ingest import crawl_flow
-
-    params = CrawlConfig(
-        start_url=start_url,
-        source=source,
-        max_pages=max_pages,
-        allowed_domains=allowed_domain,
-        allowed_private_hosts=allow_private_host,
-        incremental=incremental,
-    )
-    with prefect_api():
-        print_json(crawl_flow(params))
-
-
-@app.command()
-def curate(
-    raw: Annotated[list[str], typer.Argument(help="Raw folders under the data root, e.g. raw/crawl-...")],
-    shards: Annotated[int, typer.Option(help="Input shards, each curated and scrubbed as its own task.")] = 1,
-    partitions: Annotated[
-        int | None, typer.Option(help="Hash partitions of the duplicate search (default: as many as shards).")
-    ] = None,
-    dask: Annotated[
-        bool, typer.Option(help="Run the shards on Dask: FLYWHEEL_DASK_ADDRESS, else a LocalCluster.")
-    ] = False,
-) -> None:
-    """Curate (validate, deduplicate) and scrub (PII, EXIF, faces) raw records into the label pool."""
-    from pipelines.config import CurateParams, ScaleParams
-    from pipelines.ingest import curate_flow
-
-    scale = ScaleParams(shards=shards, partitions=partitions, dask=dask)
-    with prefect_api():
-        report = curate_flow(CurateParams(inputs=raw, scale=scale))
-    print_json(
-        {
-            k: {kk: v.get(kk) for kk in ("output", "kept", "dropped", "dropped_by_reason", "counters", "shards")}
-            if isinstance(v, dict)
-            else v
-            for k, v in report.items()
-        }
-    )
-
-
-@app.command()
-def ingest(
-    start_url: str,
-    source: Annotated[str, typer.Option(help="Source name stored on records.")] = "site",
-    max_pages: Annotated[int, typer.Option(help="Page budget.")] = 2000,
-    allow_private_host: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="An origin (http://127.0.0.1:8765) on a private or loopback address the crawl may reach; "
-            "a bare host means the start URL's scheme and port."
-        ),
-    ] = None,
-) -> None:
-    """crawl -> curate -> scrub in one flow."""
-    from crawlers.config import CrawlConfig
-    from pipelines.config import IngestParams
-    from pipelines.ingest import ingest_flow
-
-    crawl_params = CrawlConfig(
-        start_url=start_url, source=source, max_pages=max_pages, allowed_private_hosts=allow_private_host
-    )
-    with prefect_api():
-        report = ingest_flow(IngestParams(crawl=crawl_params))
-    print_json({"pool": report["pool"], "crawl": report["crawl"], "kept": report["curate"]["kept"]})
-
-
-@app.command()
-def release(
-    dataset: Annotated[str, typer.Option(help="Dataset name.")] = "demo",
-    pool: Annotated[str | None, typer.Option(help="Pool folder; default: the latest ingest's.")] = None,
-) -> None:
-    """Publish the next immutable release of DATASET from the labeled pool (emits flywheel.dataset.released)."""
-    from pipelines.config import ReleaseParams
-    from pipelines.release import release_flow
-
-    with prefect_api():
-        manifest = release_flow(ReleaseParams(dataset=dataset, pool=pool))
-    print_json({k: manifest.get(k) for k in ("dataset", "version", "parent", "rows", "unchanged", "path")})
-
-
-@app.command()
-def train(
-    release: Annotated[str, typer.Option("--release", help="DATASET@VERSION, e.g. demo@v0002 or demo@latest.")],
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 30,
-    score_pool: Annotated[bool, typer.Option(help="Score the latest pool for the next round.")] = True,
-) -> None:
-    """Train a model on a release (CUDA when present) and score the pool for the next label round."""
-    from corpus.pool import latest_pool
-    from corpus.releases.versions import parse_release_ref
-    from corpus.store import open_data_root
-    from pipelines.config import TrainParams
-    from pipelines.train import train_flow
-    from training.config import TrainConfig
-
-    dataset, version = parse_release_ref(release)
-    pool = latest_pool(open_data_root()) if score_pool else None
-    with prefect_api():
-        metrics = train_flow(TrainParams(dataset=dataset, version=version, pool=pool, train=TrainConfig(epochs=epochs)))
-    print_json({k: metrics.get(k) for k in ("model_version", "release", "test_accuracy", "device", "scored")})
 
 
 @services_app.command("up")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 import typer
 
-from pipelines.cli_support import console, print_json
+from pipelines.cli_support import FlywheelTyper, console, print_json
 
-releases_app = typer.Typer(help="Dataset releases: list versions, show one, diff two.", no_args_is_help=True)
+releases_app = FlywheelTyper(help="Dataset releases: list versions, show one, diff two.", no_args_is_help=True)
 
 _DataRoot = Annotated[str | None, typer.Option("--data-root", help="Data root URL; default FLYWHEEL_DATA_ROOT.")]
 
@@ -25,12 +26,15 @@ def _open(data_root: str | None):
 
 
 def resolve_ref(root, ref: str) -> tuple[str, str]:
-    """(dataset, existing version) of a reference DATASET@vN / DATASET@N / DATASET@latest / DATASET; ValueError
-    for a malformed one, FileNotFoundError (listing the versions) for an unknown dataset or version."""
+    """(dataset, existing version) of a reference DATASET@vN / DATASET@N / DATASET@latest / DATASET (v9 is
+    v0009); ValueError for a malformed one, FileNotFoundError (listing the versions) for an unknown dataset or
+    version."""
     from corpus.releases.versions import VERSION_RE, dataset_folder, parse_release_ref, resolve_version
 
     dataset, version = parse_release_ref(ref)
     dataset_folder(dataset)  # raises ValueError for a name that is no folder name
+    short = re.fullmatch(r"v(\d{1,3})", version)
+    version = f"v{int(short.group(1)):04d}" if short else version  # v9 means v0009
     if version != "latest" and not VERSION_RE.match(version):
         raise ValueError(f"bad release reference {ref!r}: expected DATASET@VERSION, e.g. demo@v0002 or demo@latest")
     return dataset, resolve_version(root, dataset, version)

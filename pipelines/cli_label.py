@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from pipelines.cli_support import console, prefect_api, print_json
+from pipelines.cli_support import FlywheelTyper, console, prefect_api, print_json
 
-label_app = typer.Typer(help="Label rounds in Label Studio: push, status, close, pull, listen.", no_args_is_help=True)
+label_app = FlywheelTyper(help="Label rounds in Label Studio: push, status, close, pull, listen.", no_args_is_help=True)
 
 
 def _split(labels: str) -> list[str]:

@@ -147,6 +147,12 @@ class ReleaseParams(BaseModel):
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
     gold_path: str | None = Field(None, description="Gold answers (record_id -> label) that pin Dawid-Skene.")
     round: int | None = Field(None, ge=1, description="The label round whose passing started this release, if any.")
+    trusted_origins: list[str] | None = Field(
+        None,
+        description="Label origins (imported:<source>) whose labels are taken as they are (label_source "
+        "imported:<source>, confidence 1) instead of voting in aggregation; empty (None): every import whose "
+        "_report.json under raw/ has label_policy trusted. [] trusts none.",
+    )
     exports: list[Literal["imagefolder", "hf", "webdataset", "csv"]] = Field(
         default_factory=list,
         description="Formats written under exports/<dataset>/<vN>/ once the release is published: imagefolder, hf, "

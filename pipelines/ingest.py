@@ -12,7 +12,7 @@ from corpus.pool import remember_pool
 from corpus.settings import get_settings
 from corpus.stages import MapSteps, map_in_process, require_inputs, run_stage_sharded
 from crawlers.config import CrawlConfig
-from crawlers.report import report_table
+from crawlers.report import nothing_fetched, report_table
 from crawlers.run import crawl_to_root
 from curation.curate import run_curate as run_curate_stage
 from curation.scrub import SCRUB
@@ -102,10 +102,16 @@ def remember_latest_pool(data_root: str, pool: str) -> str:
     return remember_pool(open_root(data_root), pool)
 
 
+class NothingFetchedError(RuntimeError):
+    """A crawl stored no page and no image: the guard refused the start URL, the host did not answer, ..."""
+
+
 @flow(name="crawl", log_prints=True)
 def crawl_flow(params: CrawlConfig, data_root: str | None = None) -> dict[str, Any]:
-    """Crawl one source into raw/<crawl run>/ and report pages, images and errors."""
-    return crawl_source(params, data_root_url(data_root), new_run_name("crawl"))
+    """Crawl one source into raw/<crawl run>/ and report pages, images and errors. `nothing_fetched` in the
+    report is None, or the one-line reason the crawl stored nothing (crawlers.report.nothing_fetched)."""
+    report = crawl_source(params, data_root_url(data_root), new_run_name("crawl"))
+    return {**report, "nothing_fetched": nothing_fetched(report, params.start_url)}
 
 
 @flow(name="curate-shards", log_prints=True)
@@ -138,8 +144,11 @@ def curate_flow(params: CurateParams) -> dict[str, Any]:
 
 @flow(name="ingest", log_prints=True)
 def ingest_flow(params: IngestParams) -> dict[str, Any]:
-    """crawl -> curate -> scrub, as one scheduled unit."""
+    """crawl -> curate -> scrub, as one scheduled unit; a crawl that stored nothing fails the run with its reason
+    (NothingFetchedError) before curation."""
     crawl_report = crawl_flow(params.crawl, params.data_root)
+    if crawl_report.get("nothing_fetched"):
+        raise NothingFetchedError(f"crawl fetched nothing: {crawl_report['nothing_fetched']}")
     curate_params = CurateParams(
         inputs=[crawl_report["output"]],
         curate=params.curate,

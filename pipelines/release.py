@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+import pyarrow as pa
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
@@ -12,6 +14,8 @@ from corpus.exports.export import export_release
 from corpus.pool import latest_pool, read_gold
 from corpus.releases.build import build_release
 from corpus.stages import trace_reports
+from crawlers.importers.config import ImportLabelPolicy
+from crawlers.importers.labels import origins_with_policy
 from labeling.quality import aggregate_dawid_skene, compute_agreement
 from labeling.round_state import mark_released
 from labeling.round_store import load_round, save_round
@@ -19,6 +23,14 @@ from labeling.rounds import attach_labels
 from labeling.sync import read_annotations
 from pipelines.config import ReleaseParams
 from pipelines.runtime import DATASET_RELEASED, IO_RETRIES, announce, artifact_key, data_root_url, open_root, task
+
+
+def imported_votes(labeled: pa.Table) -> dict[str, int]:
+    """Per import origin (`imported:<source>`), how many released records it voted on (trusted or not)."""
+    counts: Counter[str] = Counter()
+    for annotators in labeled.column("annotators").to_pylist():
+        counts.update(a for a in set(annotators or ()) if a.startswith("imported:"))
+    return dict(sorted(counts.items()))
 
 
 def _now() -> datetime:
@@ -48,8 +60,17 @@ def publish_release(params: ReleaseParams, data_root: str) -> dict[str, Any]:
     pool = params.pool or latest_pool(root)
     annotations = read_annotations(root)
     aggregated = aggregate_dawid_skene(annotations, gold=read_gold(root, params.gold_path))
-    labeled = attach_labels(root.read_table(pool), aggregated)
-    extra = {"agreement": compute_agreement(annotations), "pool": pool, "curation": trace_reports(root, pool)}
+    trusted = params.trusted_origins
+    if trusted is None:
+        trusted = origins_with_policy(root, ImportLabelPolicy.trusted.value)
+    labeled = attach_labels(root.read_table(pool), aggregated, annotations=annotations, trusted_origins=trusted)
+    extra = {
+        "agreement": compute_agreement(annotations),
+        "pool": pool,
+        "curation": trace_reports(root, pool),
+        "trusted_origins": list(trusted),
+        "imported_votes": imported_votes(labeled),
+    }
     manifest = build_release(root, params.dataset, labeled, params.release, extra=extra)
     manifest = {**manifest, "path": root.uri(f"releases/{params.dataset}/{manifest['version']}")}
     if not manifest.get("unchanged"):

@@ -14,14 +14,28 @@ from pipelines.config import TrainParams
 from pipelines.runtime import MODEL_TRAINED, announce, artifact_key, data_root_url, open_root, task
 from training.config import TrainConfig
 from training.predict import predict_pool
-from training.registry import read_metadata, read_predictions, write_label_issues
+from training.registry import model_path, read_metadata, read_predictions, write_label_issues
 from training.train import train_model
 
 
 @task
 def train_on_release(data_root: str, dataset: str, version: str, cfg: TrainConfig) -> dict[str, Any]:
-    """Train a model on a verified release (GPU when present) and register it under models/."""
-    metrics = train_model(open_root(data_root), dataset, version, cfg)
+    """Train a model on a verified release (GPU when present) and register it under models/; each epoch's loss
+    and val accuracy go to the run's log as it ends."""
+    logger = get_run_logger()
+
+    def log_epoch(record: dict[str, Any]) -> None:
+        val = record.get("val_accuracy")
+        logger.info(
+            "epoch %d/%d: train loss %.4f, val accuracy %s (%.1f s)",
+            record["epoch"],
+            cfg.epochs,
+            record["train_loss"],
+            "-" if val is None else f"{val:.3f}",
+            record.get("seconds", 0.0),
+        )
+
+    metrics = train_model(open_root(data_root), dataset, version, cfg, on_epoch=log_epoch)
     create_table_artifact(
         key=artifact_key("model", dataset),
         table=[{"label": label, "test_accuracy": acc} for label, acc in (metrics.get("per_class") or {}).items()],
@@ -85,6 +99,7 @@ def train_flow(params: TrainParams) -> dict[str, Any]:
     announce_model(data_root, metrics, scored)
     return {
         **metrics,
+        "path": open_root(data_root).uri(model_path(metrics["model_version"])),
         "scored": scored.get("scored", 0),
         "label_issues": scored.get("label_issues", 0),
         "stopping": scored.get("stopping"),

@@ -249,10 +249,12 @@ def fit(
     resume: bool,
     is_main: bool = True,
     agree: Callable[[bool], bool] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitState:
     """Train `run` for up to cfg.epochs, checkpointing to `checkpoint_path` after every epoch (and, with
     `resume`, continuing from a checkpoint found there); `val_loader` None means no val split. The
-    returned state holds the best model's weights; `run.model` is left at the last epoch's.
+    returned state holds the best model's weights; `run.model` is left at the last epoch's. `on_epoch`
+    gets each epoch's history record (epoch, train_loss, val_accuracy, ...) as it ends: progress.
 
     Under DDP only the main process (`is_main`) writes checkpoints, and `agree` makes its early-stopping
     decision every process's."""
@@ -276,4 +278,6 @@ def fit(
         fit_state.history.append(record)
         if is_main:
             root.write_bytes(checkpoint_path, to_bytes(fit_state.checkpoint(run, epoch)))
+            if on_epoch is not None:
+                on_epoch(record)
     return fit_state

@@ -9,6 +9,7 @@ import os
 import posixpath
 import re
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +37,7 @@ from training.weights import LoadedWeights, load_weights
 
 RUNS_DIR = posixpath.join(MODELS_DIR, ".runs")
 CHECKPOINT_FILE = "last.pt"
+EpochHook = Callable[[dict[str, Any]], None]
 
 
 def _known_labels(table: pa.Table, labels: list[str]) -> tuple[pa.Table, int]:
@@ -152,7 +154,9 @@ def prepare_run(root: DataRoot, dataset: str, version: str, cfg: TrainConfig) ->
     )
 
 
-def _fit_prepared(root: DataRoot, prep: PreparedRun, cfg: TrainConfig, ctx: DistContext) -> tuple[Run, FitState]:
+def _fit_prepared(
+    root: DataRoot, prep: PreparedRun, cfg: TrainConfig, ctx: DistContext, on_epoch: EpochHook | None = None
+) -> tuple[Run, FitState]:
     """Build the model and loaders (seeded) and fit; the run's model is left holding the best weights.
     Under DDP each process trains on its shard of every epoch (every process evaluates the whole val split)."""
     sampler = epoch_sampler(len(prep.train_ds), cfg.seed, ctx)
@@ -176,6 +180,7 @@ def _fit_prepared(root: DataRoot, prep: PreparedRun, cfg: TrainConfig, ctx: Dist
         resume=cfg.resume,
         is_main=ctx.is_main,
         agree=(lambda flag: agree(flag, ctx)) if ctx.enabled else None,
+        on_epoch=on_epoch,
     )
     run.model.load_state_dict(state.best_state)
     return run, state
@@ -306,7 +311,13 @@ def build_metrics(
     }
 
 
-def train_model(root: DataRoot, dataset: str, version: str = "latest", cfg: TrainConfig | None = None) -> dict:
+def train_model(
+    root: DataRoot,
+    dataset: str,
+    version: str = "latest",
+    cfg: TrainConfig | None = None,
+    on_epoch: EpochHook | None = None,
+) -> dict:
     """Train cfg.backbone (SmallCNN or a ResNet, from cfg.weights when given, in cfg.transfer mode) on
     release `version` of `dataset`; write models/<model_version>/; return its metrics.
 
@@ -319,6 +330,7 @@ def train_model(root: DataRoot, dataset: str, version: str = "latest", cfg: Trai
 
     Under torchrun with several processes (training.distributed) each trains on its shard of every epoch
     and rank 0 alone checkpoints, evaluates and publishes; the other ranks return {"model_version": None}.
+    `on_epoch` is called with each epoch's history record as it ends (progress for the caller to show).
     """
     cfg = cfg or TrainConfig()
     ctx, device = init_distributed(cfg.device)
@@ -328,7 +340,7 @@ def train_model(root: DataRoot, dataset: str, version: str = "latest", cfg: Trai
         # fork_rng: seed model init and dropout without disturbing the caller's global RNG state.
         with torch.random.fork_rng(devices=[prep.device] if prep.device.type == "cuda" else []):
             torch.manual_seed(cfg.seed)
-            run, state = _fit_prepared(root, prep, cfg, ctx)
+            run, state = _fit_prepared(root, prep, cfg, ctx, on_epoch)
             if not ctx.is_main:  # rank 0 evaluates and publishes the one model of the job
                 barrier(ctx)
                 return {"model_version": None, "rank": ctx.rank, "world_size": ctx.world_size}

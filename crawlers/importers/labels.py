@@ -9,6 +9,7 @@ from datetime import datetime
 import pyarrow as pa
 
 from corpus.schema import ANNOTATION_SCHEMA, PREDICTION_SCHEMA
+from corpus.store import DataRoot
 
 # Imported annotations belong to no Label Studio project: project 0 and task 0 are never Label Studio ids
 # (they start at 1), so a full pull of a real project never marks them deleted.
@@ -59,3 +60,22 @@ def prediction_rows(labels: Sequence[tuple[str, str]]) -> pa.Table:
         },
         schema=PREDICTION_SCHEMA,
     )
+
+
+def origins_with_policy(root: DataRoot, policy: str, raw_dir: str = "raw") -> list[str]:
+    """The label origins (`imported:<source>`) of the imports under `raw_dir/*/_report.json` whose label policy
+    is `policy` (the newest import of a source decides: a source re-imported as `annotator` is no longer
+    trusted), sorted. Crawl reports, which have no label policy, are skipped."""
+    newest: dict[str, tuple[str, str]] = {}
+    for run in root.list_dirs(raw_dir):
+        path = f"{raw_dir}/{run}/_report.json"
+        if not root.exists(path):
+            continue
+        report = root.read_json(path)
+        origin, used = report.get("label_origin"), report.get("label_policy")
+        if not origin or not used:
+            continue
+        at = str(report.get("finished_at") or "")
+        if origin not in newest or at >= newest[origin][0]:
+            newest[origin] = (at, used)
+    return sorted(origin for origin, (_, used) in newest.items() if used == policy)

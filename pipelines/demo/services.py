@@ -279,8 +279,8 @@ def stop_all(settings: Settings) -> dict[str, bool]:
 
 
 def describe(settings: Settings) -> dict[str, dict[str, object]]:
-    """Each service's pid (None when stopped) and where it answers."""
-    run_dir = run_dir_of(settings)
+    """Each service's pid (None when stopped) and where it answers; reads the pid files only (creates nothing)."""
+    run_dir = _local_root(settings) / "run"
     urls = {
         "label-studio": settings.label_studio_base_url,
         "sample-site": f"http://127.0.0.1:{settings.site_port}/",

@@ -34,7 +34,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def test_an_error_is_one_line_and_a_non_zero_exit_and_debug_shows_the_traceback(tmp_path) -> None:
     run = subprocess.run(
-        [*FLYWHEEL, "train", "--release", "demo@v0001"],
+        [*FLYWHEEL, "release", "--dataset", "demo"],
         cwd=tmp_path,
         env=_env(tmp_path),
         capture_output=True,
@@ -45,7 +45,7 @@ def test_an_error_is_one_line_and_a_non_zero_exit_and_debug_shows_the_traceback(
     lines = [line for line in (run.stdout + run.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and "NoPoolError: no label pool under" in lines[0], lines
     debug = subprocess.run(
-        [*FLYWHEEL, "--debug", "train", "--release", "demo@v0001"],
+        [*FLYWHEEL, "--debug", "release", "--dataset", "demo"],
         cwd=tmp_path,
         env=_env(tmp_path),
         capture_output=True,

@@ -89,6 +89,7 @@ def test_flywheel_curate_shards_from_the_command_line(prefect_api, tmp_path, mon
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
+    assert "curate: 60 rows in" in result.output and "scrub: " in result.output and "pool: " in result.output
     report = root.read_json(f"{root.read_json('curated/LATEST_POOL.json')['pool'].removesuffix('/kept')}/_report.json")
     assert (report["stage"], report["shards"]) == ("scrub", 3)
     assert len(root.list(f"{report['inputs'][0]}", ".parquet")) == 3  # curate wrote one part per shard

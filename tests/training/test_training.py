@@ -194,7 +194,9 @@ def test_corrupt_image_names_the_record(tmp_path, make_shape_records):
 def test_empty_val_trains_all_epochs_without_early_stopping(tmp_path, make_shape_records):
     root = DataRoot(str(tmp_path))
     build_release(root, "noval", make_shape_records(6, seed=11), ReleaseConfig(train=0.75, val=0.0, test=0.25))
-    metrics = train_model(root, "noval", cfg=FAST.model_copy(update={"epochs": 3, "patience": 1}))
+    seen: list[dict] = []
+    metrics = train_model(root, "noval", cfg=FAST.model_copy(update={"epochs": 3, "patience": 1}), on_epoch=seen.append)
+    assert [r["epoch"] for r in seen] == [1, 2, 3] and all(r["train_loss"] > 0 for r in seen)  # progress per epoch
     assert metrics["n_val"] == 0 and metrics["val_accuracy"] is None
     assert metrics["epochs_run"] == 3 and metrics["best_epoch"] == 3
     assert metrics["n_test"] > 0 and metrics["test_accuracy"] is not None
