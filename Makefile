@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv demo test lint format ui down services-up browser-check clean
+.PHONY: venv demo test lint format ui down services-up browser-check browser-check-round clean
 
 venv: $(VENV)/.installed $(LS_VENV)/.installed
 
@@ -56,6 +56,15 @@ browser-check: venv
 	command -v chromium >/dev/null || apt-get install -y -q chromium
 	cd deploy/browser && npm install --no-audit --no-fund --silent
 	$(BIN)/python deploy/browser/check_ui.py
+
+# Self-contained (no `make demo`): its own Label Studio with a round's project, opened in headless Chromium at
+# 1400x900 as an annotator and a reviewer would; fails unless the round tab opens first, the internal columns are
+# hidden, the choices fit under the image without scrolling, the instructions show and the review tab's columns fit.
+# Screenshots in data/screenshots/round-ui. Not part of `make test` (needs apt and npm).
+browser-check-round: venv
+	command -v chromium >/dev/null || apt-get install -y -q chromium
+	cd deploy/browser && npm install --no-audit --no-fund --silent
+	$(BIN)/python -m deploy.browser.check_round_ui
 
 clean: down
 	rm -rf data .cache .prefect

@@ -53,9 +53,16 @@ def round_hidden_columns() -> list[str]:
     return _data_columns(INTERNAL_DATA_FIELDS + REVIEW_DATA_FIELDS) + [f"tasks:{c}" for c in NOISE_COLUMNS]
 
 
+# Also hidden in the review tab: when a task was completed says nothing about why it is reviewed, and its wide
+# column pushed aggregated_confidence past the right edge at 1400x900 (seen in Chromium:
+# deploy/browser/check_round_ui.py).
+REVIEW_NOISE_COLUMNS = ("completed_at",)
+
+
 def review_hidden_columns() -> list[str]:
-    """Columns hidden in the review tab: as a round's tab, but the reasons and the aggregated label stay."""
-    return _data_columns(INTERNAL_DATA_FIELDS) + [f"tasks:{c}" for c in NOISE_COLUMNS]
+    """Columns hidden in the review tab: as a round's tab, but the reasons and the aggregated label stay, and
+    the completion date goes too (REVIEW_NOISE_COLUMNS)."""
+    return _data_columns(INTERNAL_DATA_FIELDS) + [f"tasks:{c}" for c in NOISE_COLUMNS + REVIEW_NOISE_COLUMNS]
 
 
 def review_task_fields(review: pa.Table) -> dict[str, dict]:

@@ -71,6 +71,8 @@ def test_round_tab_hides_review_fields_and_review_tab_shows_them() -> None:
     assert "tasks:data.review_reasons" not in review_hidden_columns()
     for hidden in (round_hidden_columns(), review_hidden_columns()):
         assert "tasks:data.record_id" in hidden and "tasks:data.image" not in hidden
+    # The review tab also drops the completion date, so aggregated_confidence fits at 1400 px (seen in Chromium).
+    assert "tasks:completed_at" in review_hidden_columns() and "tasks:completed_at" not in round_hidden_columns()
 
 
 def test_annotators_are_named_by_username_or_a_readable_fallback() -> None:
