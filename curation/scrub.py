@@ -17,9 +17,10 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from corpus.schema import RECORD_SCHEMA, conform
 from corpus.stages import Stage, StageOutput, split_by_reason
 from curation.images import PILLOW_MAX_PIXELS, ImageDecodeError, decode_image, orient
+from curation.ocr import OcrTimeout, pii_boxes, read_words
 from curation.pii import ENTITIES, Entity, Policy, find_pii, redact, regions_from_hints, scrub_url, scrub_urls_in_text
 
-SCRUB_VERSION = "3"
+SCRUB_VERSION = "4"
 TEXT_FIELDS = ("text", "title", "alt_text", "caption", "context_text")
 URL_FIELDS = ("url", "page_url")
 DROP_REASONS = ("scrub_failed", "contains_pii", "face_dominant")
@@ -91,6 +92,29 @@ class ScrubConfig(BaseModel):
         le=1.0,
         description="Drop images where one detected face box covers more than this fraction of the frame "
         "(close-up portraits, where blurring leaves nothing of use) as face_dominant. None keeps them.",
+    )
+    ocr_pii: bool = Field(
+        True,
+        description="Read text drawn inside images with tesseract (Debian's tesseract-ocr) and blur the words of "
+        "every PII span the text detectors find in a line, like faces. Scrubbing raises if the binary is missing.",
+    )
+    ocr_min_side: int = Field(
+        16, ge=1, description="Skip OCR on images whose shorter side is under this many px (no legible line fits)."
+    )
+    ocr_max_side: int = Field(
+        2000,
+        ge=64,
+        description="Read on a copy downscaled to this longest side, to bound cost; tesseract reads text from "
+        "about 10 px high, so a 4000 px scan keeps body text legible at 2000.",
+    )
+    ocr_timeout_s: float = Field(
+        20.0,
+        gt=0.0,
+        description="Per-image limit on tesseract (~0.1-0.4 s per image here); an image past it is dropped as "
+        "scrub_failed (its text is unknown) and counted in ocr_timeouts.",
+    )
+    ocr_languages: str = Field(
+        "eng", description="Tesseract -l value; each language needs its tesseract-ocr-* package."
     )
     jpeg_quality: int = Field(
         95,
@@ -166,13 +190,25 @@ class ScrubbedImage:
     faces: int
     metadata_removed: bool
     largest_face_fraction: float = 0.0
+    ocr_pii: int = 0
 
 
-def scrub_image(data: bytes, cfg: ScrubConfig) -> ScrubbedImage:
-    """Re-encode an image from its pixels: EXIF orientation applied, faces blurred, all metadata but ICC gone.
+def ocr_pii_boxes(rgb: np.ndarray, cfg: ScrubConfig, regions: Sequence[str] | None = None) -> np.ndarray:
+    """Boxes (K, 4) (x, y, w, h) over text in an RGB image that holds PII, one per span (see curation.ocr)."""
+    if min(rgb.shape[:2]) < cfg.ocr_min_side:
+        return np.zeros((0, 4), dtype=np.int64)
+    regions = list(regions or [cfg.phone_region, *cfg.extra_phone_regions])
+    find = partial(find_pii, region=regions[0], extra_regions=regions[1:], entities=cfg.entities)
+    return pii_boxes(read_words(rgb, cfg.ocr_max_side, cfg.ocr_timeout_s, cfg.ocr_languages), find)
+
+
+def scrub_image(data: bytes, cfg: ScrubConfig, regions: Sequence[str] | None = None) -> ScrubbedImage:
+    """Re-encode an image from its pixels: EXIF orientation applied, faces and text holding PII blurred, all
+    metadata but ICC gone.
 
     JPEG and WebP become JPEG at `cfg.jpeg_quality`; every other format becomes PNG (lossless). Only the
-    first frame of an animation is kept. Raises ImageDecodeError (a ValueError) for unusable bytes.
+    first frame of an animation is kept. `regions`: phone regions for text read in the image. Raises
+    ImageDecodeError (a ValueError) for unusable bytes, curation.ocr.OcrTimeout when tesseract runs too long.
     """
     decoded = decode_image(data, cfg.max_pixels)
     metadata_removed = _has_metadata(decoded)
@@ -184,8 +220,14 @@ def scrub_image(data: bytes, cfg: ScrubConfig) -> ScrubbedImage:
     faces = np.zeros((0, 4), dtype=np.int64)
     if cfg.blur_faces:
         faces = detect_faces(np.ascontiguousarray(pixels[..., :3]), cfg)
-        if len(faces):
-            pixels = blur_boxes(pixels, faces, cfg)
+    text_boxes = np.zeros((0, 4), dtype=np.int64)
+    if cfg.ocr_pii:
+        # Read on the pixels before any face blur; the boxes come already padded, so no face margin.
+        text_boxes = ocr_pii_boxes(np.ascontiguousarray(pixels[..., :3]), cfg, regions)
+    if len(faces):
+        pixels = blur_boxes(pixels, faces, cfg)
+    if len(text_boxes):
+        pixels = blur_boxes(pixels, text_boxes, cfg.model_copy(update={"face_box_margin": 0.0}))
     clean = Image.fromarray(pixels)
     # A CMYK profile would mis-describe the RGB pixels written below.
     icc = None if decoded.mode == "CMYK" else decoded.info.get("icc_profile")
@@ -198,7 +240,9 @@ def scrub_image(data: bytes, cfg: ScrubConfig) -> ScrubbedImage:
         clean.save(buffer, "PNG", icc_profile=icc)
         mime = "image/png"
     largest = float((faces[:, 2] * faces[:, 3]).max()) / (clean.width * clean.height) if len(faces) else 0.0
-    return ScrubbedImage(buffer.getvalue(), clean.width, clean.height, mime, len(faces), metadata_removed, largest)
+    return ScrubbedImage(
+        buffer.getvalue(), clean.width, clean.height, mime, len(faces), metadata_removed, largest, len(text_boxes)
+    )
 
 
 # The image columns scrub rewrites (beside TEXT_FIELDS, pii_counts and scrub_version).
@@ -246,17 +290,23 @@ def scrub_url_fields(
     return out, found, any(cfg.policies.get(entity) == "drop" for entity in found)
 
 
-def _scrub_image_row(columns: dict[str, list], i: int, cfg: ScrubConfig, totals: Counter[str]) -> str | None:
+def _scrub_image_row(
+    columns: dict[str, list], i: int, cfg: ScrubConfig, totals: Counter[str], regions: Sequence[str] | None = None
+) -> str | None:
     """Re-encode row `i`'s image in `columns` (IMAGE_FIELDS lists) in place; its drop reason, if any."""
     try:
-        result = scrub_image(columns["image"][i], cfg)
+        result = scrub_image(columns["image"][i], cfg, regions)
     except ImageDecodeError:
+        return "scrub_failed"
+    except OcrTimeout:
+        totals["ocr_timeouts"] += 1
         return "scrub_failed"
     columns["image"][i], columns["width"][i], columns["height"][i] = result.data, result.width, result.height
     columns["mime"][i] = result.mime
     columns["faces_blurred"][i], columns["exif_stripped"][i] = result.faces, result.metadata_removed
     totals["faces_blurred"] += result.faces
     totals["exif_stripped"] += result.metadata_removed
+    totals["ocr_pii_blurred"] += result.ocr_pii
     totals["images_scrubbed"] += 1
     if cfg.max_face_fraction is not None and result.largest_face_fraction > cfg.max_face_fraction:
         return "face_dominant"
@@ -270,6 +320,8 @@ def count_scrub(totals: Counter[str], reasons: list[str | None], records_with_pi
         "faces_blurred": totals["faces_blurred"],
         "exif_stripped": totals["exif_stripped"],
         "images_scrubbed": totals["images_scrubbed"],
+        "ocr_pii_blurred": totals["ocr_pii_blurred"],
+        "ocr_timeouts": totals["ocr_timeouts"],
         "records_with_pii": records_with_pii,
         **{reason: reasons.count(reason) for reason in DROP_REASONS},
     }
@@ -277,7 +329,7 @@ def count_scrub(totals: Counter[str], reasons: list[str | None], records_with_pi
 
 def scrub(table: pa.Table, cfg: ScrubConfig | None = None) -> StageOutput:
     """Rewrite PII in text, title, alt_text, caption, context_text, url and page_url by policy; re-encode images
-    without metadata, faces blurred.
+    without metadata, faces and text holding PII (read by OCR) blurred.
 
     Sets pii_counts (entity -> count, nonzero only; an empty map means "scrubbed, nothing found"),
     scrub_version, and for images image/width/height/mime/faces_blurred/exif_stripped (True where EXIF,
@@ -308,7 +360,7 @@ def scrub(table: pa.Table, cfg: ScrubConfig | None = None) -> StageOutput:
         pii_counts.append(sorted(found.items()))
         totals.update(found)
         records_with_pii += bool(found)
-        image_reason = _scrub_image_row(columns, i, cfg, totals) if kinds[i] == "image" else None
+        image_reason = _scrub_image_row(columns, i, cfg, totals, regions) if kinds[i] == "image" else None
         # scrub_failed wins (the image is unusable); contains_pii comes before face_dominant.
         reasons[i] = "scrub_failed" if image_reason == "scrub_failed" else ("contains_pii" if drop else image_reason)
     columns |= {"pii_counts": pii_counts, "scrub_version": [SCRUB_VERSION] * n}
