@@ -25,6 +25,7 @@ TEXT_FIELDS = ("text", "title", "alt_text", "caption", "context_text")
 URL_FIELDS = ("url", "page_url")
 DROP_REASONS = ("scrub_failed", "contains_pii", "face_dominant")
 _HAAR_FACE = "haarcascade_frontalface_default.xml"
+_HAAR_EYE = "haarcascade_eye.xml"
 
 
 class ScrubConfig(BaseModel):
@@ -74,6 +75,20 @@ class ScrubConfig(BaseModel):
         description="Detect on a copy downscaled to this longest side, to bound cost (detection is ~0.15 s on a "
         "512x384 image on this 2-core machine, and grows with area); faces under face_min_size after the "
         "downscale are missed.",
+    )
+    face_verify: bool = Field(
+        True,
+        description="Keep a cascade box only if OpenCV's eye cascade finds an eye in its upper 60 %, or at least "
+        "face_skin_fraction of its centre is skin-coloured, or the image has no colour (where skin cannot be "
+        "told). Measured (bench/faces.py): boxes on 200 demo textures 4 -> 1; planted faces 100/100 -> 100/100; "
+        "skimage's LFW faces (grey) 99/100 -> 99/100, 93/100 with the eye check alone.",
+    )
+    face_skin_fraction: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Share of the box's centre in the YCrCb skin range (Cr 133-173, Cb 77-127, Chai & Ngan) that "
+        "keeps a box without eyes; planted faces measure 1.0, texture boxes 0.0-0.38 but one skin-coloured 1.0.",
     )
     face_box_margin: float = Field(
         0.2, ge=0.0, description="Enlarge each face box by this fraction per side: Haar boxes cut off hair and chin."
@@ -140,6 +155,35 @@ def _face_cascade() -> cv2.CascadeClassifier:
     return cascade
 
 
+@lru_cache(maxsize=1)
+def _eye_cascade() -> cv2.CascadeClassifier:
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + _HAAR_EYE)
+    if cascade.empty():
+        raise RuntimeError(f"could not load {_HAAR_EYE} from {cv2.data.haarcascades}")
+    return cascade
+
+
+def looks_like_face(rgb: np.ndarray, box: np.ndarray, cfg: ScrubConfig) -> bool:
+    """Whether a cascade box in an RGB image holds an eye, enough skin colour, or the image has no colour."""
+    x, y, w, h = (int(v) for v in box)
+    crop = np.ascontiguousarray(rgb[y : y + h, x : x + w])
+    if crop.size == 0:
+        return True
+    gray = cv2.cvtColor(np.ascontiguousarray(crop[: h * 6 // 10]), cv2.COLOR_RGB2GRAY)
+    if w > 240:  # eyes are found as well at 240 px a face; bounds the cost on large faces
+        gray = cv2.resize(gray, (240, max(1, gray.shape[0] * 240 // w)), interpolation=cv2.INTER_AREA)
+    eye_side = max(6, min(w, 240) // 10)
+    if len(_eye_cascade().detectMultiScale(gray, 1.1, 3, minSize=(eye_side, eye_side))):
+        return True
+    centre = crop[h // 5 : 4 * h // 5, w // 5 : 4 * w // 5].astype(np.int16)
+    if np.abs(np.diff(centre, axis=-1)).max(initial=0) <= 8:
+        return True  # grey (or nearly): skin colour cannot be told, so the eye check alone must not decide
+    ycc = cv2.cvtColor(np.ascontiguousarray(centre.astype(np.uint8)), cv2.COLOR_RGB2YCrCb)
+    cr, cb = ycc[..., 1], ycc[..., 2]
+    skin = (cr >= 133) & (cr <= 173) & (cb >= 77) & (cb <= 127)
+    return float(skin.mean()) >= cfg.face_skin_fraction
+
+
 def detect_faces(rgb: np.ndarray, cfg: ScrubConfig) -> np.ndarray:
     """Face boxes (K, 4) int as (x, y, w, h) in an RGB (H, W, 3) uint8 image."""
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
@@ -153,8 +197,10 @@ def detect_faces(rgb: np.ndarray, cfg: ScrubConfig) -> np.ndarray:
         minNeighbors=cfg.face_min_neighbors,
         minSize=(cfg.face_min_size, cfg.face_min_size),
     )
-    boxes = np.asarray(faces, dtype=np.float64).reshape(-1, 4) / scale
-    return np.round(boxes).astype(np.int64)
+    boxes = np.round(np.asarray(faces, dtype=np.float64).reshape(-1, 4) / scale).astype(np.int64)
+    if cfg.face_verify:
+        boxes = np.asarray([b for b in boxes if looks_like_face(rgb, b, cfg)], dtype=np.int64).reshape(-1, 4)
+    return boxes
 
 
 def blur_boxes(rgb: np.ndarray, boxes: np.ndarray, cfg: ScrubConfig) -> np.ndarray:
