@@ -380,10 +380,10 @@ def scrub(table: pa.Table, cfg: ScrubConfig | None = None) -> StageOutput:
     Sets pii_counts (entity -> count, nonzero only; an empty map means "scrubbed, nothing found"),
     scrub_version, and for images image/width/height/mime/faces_blurred/exif_stripped (True where EXIF,
     XMP or other metadata was present and removed). record_id never changes. An image whose bytes cannot
-    be decoded is dropped as `scrub_failed`; a record holding an entity whose policy is "drop" as
-    `contains_pii` (its text rewritten all the same); with `max_face_fraction`, close-up faces as
-    `face_dominant`. Nothing else is dropped. Raises ValueError if `table` has
-    columns outside the record schema. No text of a record reaches counters, reports or logs.
+    be decoded, or whose OCR runs past `ocr_timeout_s`, is dropped as `scrub_failed`; a record holding an
+    entity whose policy is "drop" as `contains_pii` (its text rewritten all the same); with
+    `max_face_fraction`, close-up faces as `face_dominant`. Nothing else is dropped. Raises ValueError if
+    `table` has columns outside the record schema. No text of a record reaches counters, reports or logs.
     """
     cfg = cfg or ScrubConfig()
     table = conform(table, RECORD_SCHEMA)
