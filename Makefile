@@ -1,6 +1,6 @@
 # Flywheel: `make demo` runs the whole loop on the sample site; `make test` runs the suite.
-# Both create what is missing: the project venv (CPU torch first, then the project) and the
-# Label Studio server's own venv (it pins packages that conflict with Prefect).
+# Both create what is missing: the project venv (CPU torch first, then the project), the
+# Label Studio server's own venv (it pins packages that conflict with Prefect) and Debian's tesseract-ocr.
 
 PYTHON ?= python3
 VENV := .venv
@@ -12,9 +12,14 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv demo test lint format ui down services-up browser-check browser-check-round clean
+.PHONY: venv tesseract demo test lint format ui down services-up browser-check browser-check-round clean
 
-venv: $(VENV)/.installed $(LS_VENV)/.installed
+venv: $(VENV)/.installed $(LS_VENV)/.installed tesseract
+
+# The scrub stage reads text inside images with Debian's tesseract-ocr (Apache-2.0, English model included).
+tesseract:
+	@command -v tesseract >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tesseract-ocr >/dev/null; }
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -30,6 +30,9 @@ _CODE_PREFIX = re.compile(r"[A-Za-z]{2,}[-_/#]$")
 # "24.12.-26.12.", "14.03.": day-month dates, which some regions' plans would accept as numbers. A dotted
 # phone number ("06.12.34.56.78") has a digit after the second dot.
 _DOTTED_DATE = re.compile(r"(?<!\d)\d{1,2}\.\d{1,2}\.(?!\d)")
+# A whole run that is a calendar date with a four-digit year ("14.03.2026", "03/14/2026", "2026-03-14"):
+# phonenumbers' matcher rejects these too, but only after one full pass per region (8 regions: 8 passes).
+_FULL_DATE = re.compile(r"(\d{1,2})([./])(\d{1,2})\2((?:19|20)\d{2})|((?:19|20)\d{2})([./\-])(\d{1,2})\6(\d{1,2})")
 _PHONE_CONTEXT = re.compile(
     r"(?i)\b(?:order|invoice|isbn(?:-1[03])?|issn|sku|item|tracking|serial|ref(?:erence)?|ticket|case|part|"
     r"model|version|build|patent|doi|account|policy|receipt|transaction|booking|id)\b\W{0,6}(?:no\.?|number|#)?\W{0,3}$"
@@ -48,6 +51,8 @@ LANGUAGE_REGIONS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 # Country-code TLDs that are not their ISO 3166 code.
 _TLD_REGIONS = {"uk": "GB", "eu": "", "su": "RU", "ac": "", "tv": "", "io": "", "co": "CO", "me": "ME"}
+# The fewest digits of a run handed to the matcher (see _CANDIDATE).
+MIN_DIGITS = 7
 # The most regions tried per text: each costs one matcher pass over the number-like runs.
 MAX_REGIONS = 8
 
@@ -78,6 +83,18 @@ def _region_shape(region: str) -> tuple[str, int]:
     return metadata.national_prefix or "", min(metadata.general_desc.possible_length or (1,))
 
 
+def is_full_date(run: str) -> bool:
+    """Whether `run` is wholly a date with a four-digit year, day and month in range (either order)."""
+    match = _FULL_DATE.fullmatch(run)
+    if match is None:
+        return False
+    if match.group(1) is not None:
+        a, b = int(match.group(1)), int(match.group(3))
+        return 1 <= a <= 31 and 1 <= b <= 31 and min(a, b) <= 12
+    month, day = int(match.group(7)), int(match.group(8))
+    return 1 <= month <= 12 and 1 <= day <= 31
+
+
 def _regions_to_try(window: str, regions: Sequence[str]) -> list[str]:
     """Regions under which `window` could hold a valid number; parsing is the slow part, so skip the rest.
 
@@ -97,7 +114,11 @@ def find_phones(text: str, regions: Sequence[str], taken: Sequence[PiiSpan] = ()
     for candidate in _CANDIDATE.finditer(text):
         start, end = candidate.span()
         # Runs already claimed by a card, IBAN, SSN or IP need no phone parse.
-        if any(start < t.end and t.start < end for t in taken):
+        if any(start < t.end and t.start < end for t in taken) or is_full_date(candidate.group()):
+            continue
+        # Fewer than 7 digits ("100-200", "48.8566"): no number the matcher accepts here (the regex counts
+        # characters, not digits).
+        if sum(c.isdigit() for c in candidate.group()) < MIN_DIGITS:
             continue
         before = text[max(0, start - 30) : start]
         if _CODE_PREFIX.search(before) or (_NOT_PHONE_CONTEXT.search(before) and not _PHONE_CONTEXT.search(before)):

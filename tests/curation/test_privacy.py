@@ -14,7 +14,16 @@ from skimage import data as skdata
 
 from corpus.schema import empty
 from curation.pii import ENTITIES, PiiSpan, find_pii, redact
-from curation.scrub import DROP_REASONS, SCRUB, ScrubConfig, count_scrub, detect_faces, scrub, scrub_text_fields
+from curation.scrub import (
+    DROP_REASONS,
+    SCRUB,
+    SCRUB_VERSION,
+    ScrubConfig,
+    count_scrub,
+    detect_faces,
+    scrub,
+    scrub_text_fields,
+)
 
 EMAIL = "jane.doe@example.com"
 ALT_EMAIL = "photos+tag@studio.example.org"
@@ -101,7 +110,7 @@ def test_scrub_removes_all_planted_pii_and_counts_it(scrub_table):
     assert dict(counts["http://127.0.0.1/contact"]) == {"email": 2, "phone": 3, "credit_card": 2}
     assert dict(counts[U + "gps.jpg"]) == {"email": 1, "phone": 1}
     assert counts["http://127.0.0.1/about"] == []
-    assert set(by_url(out.kept, "scrub_version").values()) == {"3"}
+    assert set(by_url(out.kept, "scrub_version").values()) == {SCRUB_VERSION}
     assert out.counters["pii_email"] == 3
     assert out.counters["pii_phone"] == 4
     assert out.counters["pii_credit_card"] == 2
@@ -156,7 +165,7 @@ def test_nothing_is_dropped_from_clean_input():
 
 
 def test_stage_is_named_and_versioned():
-    assert (SCRUB.name, SCRUB.version, SCRUB.apply) == ("scrub", "3", scrub)
+    assert (SCRUB.name, SCRUB.version, SCRUB.apply) == ("scrub", SCRUB_VERSION, scrub)
 
 
 def test_empty_input_gives_empty_outputs():

@@ -1,0 +1,120 @@
+"""Text drawn inside images: tesseract's word boxes, grouped into lines, through the text PII detectors.
+
+Tesseract (Debian's `tesseract-ocr`, Apache-2.0, English model in the package) is called as a binary with TSV
+output, one process per image, under a time limit. Each line's words are joined with single spaces, the text
+detectors run on that line, and every PII span maps back to the union box of the words it overlaps.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from curation.pii import PiiSpan
+
+TESSERACT = "tesseract"
+
+
+class OcrUnavailable(RuntimeError):
+    """The tesseract binary is missing; OCR was asked for, so scrubbing must not go on silently without it."""
+
+
+class OcrTimeout(RuntimeError):
+    """Tesseract ran past its time limit on one image: its text is unknown, so the image is not safe to keep."""
+
+
+@dataclass(frozen=True)
+class OcrWord:
+    """One word tesseract read: its line (block, paragraph, line numbers), text and box (x, y, w, h) in px."""
+
+    line: tuple[int, int, int]
+    text: str
+    box: tuple[int, int, int, int]
+
+
+def tesseract_path() -> str:
+    path = shutil.which(TESSERACT)
+    if path is None:
+        raise OcrUnavailable(
+            "tesseract not found: install Debian's tesseract-ocr (`make venv` does) or set ScrubConfig.ocr_pii=False"
+        )
+    return path
+
+
+def parse_tsv(tsv: str, scale: float = 1.0) -> list[OcrWord]:
+    """Word rows (level 5, non-blank text) of tesseract's TSV output, boxes divided by `scale`."""
+    words = []
+    for row in tsv.splitlines()[1:]:
+        cols = row.split("\t")
+        if len(cols) < 12 or cols[0] != "5" or not cols[11].strip():
+            continue
+        left, top, width, height = (int(v) for v in cols[6:10])
+        box = tuple(round(v / scale) for v in (left, top, width, height))
+        words.append(OcrWord((int(cols[2]), int(cols[3]), int(cols[4])), cols[11].strip(), box))  # type: ignore[arg-type]
+    return words
+
+
+def read_words(rgb: np.ndarray, max_side: int, timeout_s: float, languages: str = "eng") -> list[OcrWord]:
+    """Tesseract's words in an RGB (H, W, 3) uint8 image, read on a copy downscaled to `max_side` at most.
+
+    One thread (OMP_THREAD_LIMIT=1): the pipeline runs many images, and tesseract's OpenMP threads only
+    contend with each other on a small machine. Raises OcrTimeout past `timeout_s`, OcrUnavailable without
+    the binary, RuntimeError if tesseract fails.
+    """
+    image = Image.fromarray(rgb)
+    scale = min(1.0, max_side / max(image.size))
+    if scale < 1.0:
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1)
+    env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+    command = [tesseract_path(), "stdin", "stdout", "-l", languages, "tsv"]
+    try:
+        done = subprocess.run(command, input=buffer.getvalue(), capture_output=True, timeout=timeout_s, env=env)
+    except subprocess.TimeoutExpired as exc:
+        raise OcrTimeout(f"tesseract ran past {timeout_s} s") from exc
+    if done.returncode != 0:
+        raise RuntimeError(f"tesseract failed ({done.returncode}): {done.stderr.decode(errors='replace')[-300:]}")
+    return parse_tsv(done.stdout.decode("utf-8", errors="replace"), scale)
+
+
+def lines_of(words: Sequence[OcrWord]) -> list[tuple[str, list[tuple[int, int, OcrWord]]]]:
+    """Words grouped by line in reading order: (line text, [(start, end, word)]) with words joined by a space."""
+    grouped: dict[tuple[int, int, int], list[OcrWord]] = {}
+    for word in words:
+        grouped.setdefault(word.line, []).append(word)
+    lines = []
+    for line_words in grouped.values():
+        parts, text = [], ""
+        for word in line_words:
+            start = len(text) + (1 if text else 0)
+            text = f"{text} {word.text}" if text else word.text
+            parts.append((start, len(text), word))
+        lines.append((text, parts))
+    return lines
+
+
+def pii_boxes(words: Sequence[OcrWord], find: Callable[[str], list[PiiSpan]], pad: float = 0.3) -> np.ndarray:
+    """Boxes (K, 4) int (x, y, w, h) over the words of each PII span `find` reports in a line, one per span.
+
+    Each box is the union of the span's words, grown by `pad` x its height on every side (ascenders,
+    descenders and the gaps between words); words only touched by a span count whole.
+    """
+    boxes = []
+    for text, parts in lines_of(words):
+        for span in find(text):
+            hit = [w.box for start, end, w in parts if start < span.end and span.start < end]
+            if not hit:
+                continue
+            x0, y0 = min(b[0] for b in hit), min(b[1] for b in hit)
+            x1, y1 = max(b[0] + b[2] for b in hit), max(b[1] + b[3] for b in hit)
+            margin = round((y1 - y0) * pad)
+            boxes.append((max(0, x0 - margin), max(0, y0 - margin), x1 - x0 + 2 * margin, y1 - y0 + 2 * margin))
+    return np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
