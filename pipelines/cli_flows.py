@@ -194,6 +194,13 @@ def train(
     image_size: Annotated[int, typer.Option(help="Side of the square input, in pixels.")] = 64,
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate (cosine-annealed to 0).")] = 3e-3,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+    backbone: Annotated[str, typer.Option(help="small-cnn, resnet18, resnet34 or resnet50.")] = "small-cnn",
+    weights: Annotated[
+        str | None, typer.Option(help="Pretrained weights: a path, data-root path or URL (torchvision/timm names).")
+    ] = None,
+    weights_sha256: Annotated[str | None, typer.Option(help="The weights' sha256 (or its first 8+ digits).")] = None,
+    transfer: Annotated[str, typer.Option(help="fine-tune, freeze-stem or linear-probe.")] = "fine-tune",
+    lr_schedule: Annotated[str, typer.Option(help="cosine, constant or one-cycle.")] = "cosine",
     score_pool: Annotated[bool, typer.Option(help="Score the latest pool for the next round.")] = True,
 ) -> None:
     """Train a model on a release (CUDA when present) and score the pool for the next label round.
@@ -213,7 +220,18 @@ def train(
         dataset, version = resolve_ref(root, release)
     except (ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from None
-    cfg = build_config(TrainConfig, epochs=epochs, image_size=image_size, lr=lr, batch_size=batch_size)
+    cfg = build_config(
+        TrainConfig,
+        epochs=epochs,
+        image_size=image_size,
+        lr=lr,
+        batch_size=batch_size,
+        backbone=backbone,
+        weights=weights,
+        weights_sha256=weights_sha256,
+        transfer=transfer,
+        lr_schedule=lr_schedule,
+    )
     pool = latest_pool(root) if score_pool else None
     with prefect_api():
         metrics = train_flow(TrainParams(dataset=dataset, version=version, pool=pool, train=cfg))

@@ -12,7 +12,10 @@ from prefect.artifacts import create_markdown_artifact
 
 from corpus.pool import latest_pool, read_gold, select_records
 from corpus.settings import get_settings
+from crawlers.importers.config import ImportLabelPolicy
+from crawlers.importers.labels import origins_with_policy
 from labeling.label_config import build_instructions, build_label_config
+from labeling.preannotations import merge_preannotations, preannotation_version, read_imported_predictions
 from labeling.queue import overlaps_to_set, plan_task_overlaps
 from labeling.round_state import LabelRound, open_round, start_labeling
 from labeling.round_store import (
@@ -172,6 +175,11 @@ def push_batch(params: LabelRoundParams, inputs: RoundInputs, round_: LabelRound
     if round_.model_version:
         _, everything = newest_predictions(root, params.dataset)
         predictions = select_records(everything, round_.record_ids) if everything is not None else None
+    # Imported labels under the preannotate policy pre-fill what no model predicts.
+    imported = read_imported_predictions(
+        root, origins_with_policy(root, ImportLabelPolicy.preannotate), round_.record_ids
+    )
+    predictions = merge_preannotations(predictions, round_.model_version, imported, labels=params.labels)
     tasks = build_tasks(
         batch,
         export_media(root, batch),
@@ -182,8 +190,8 @@ def push_batch(params: LabelRoundParams, inputs: RoundInputs, round_: LabelRound
         media_url=partial(media_uri, root),
     )
     pushed = push_tasks(client, root, inputs.project_id, tasks)
-    if round_.model_version:
-        client.set_model_version(inputs.project_id, round_.model_version)
+    if version := preannotation_version(predictions, round_.model_version):
+        client.set_model_version(inputs.project_id, version)
     return {rid: pushed["task_ids"][rid] for rid in round_.record_ids if rid in pushed["task_ids"]}
 
 
