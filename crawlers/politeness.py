@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import logging
-from email.utils import parsedate_to_datetime
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
