@@ -1,5 +1,5 @@
 # Crawl benchmark: Flywheel's spider vs a bare Scrapy spider on one generated loopback site (bench/crawl.py).
-# `make bench-crawl QUICK=1` crawls 600 pages instead of 3,000. Needs only the project venv.
+# `make bench-crawl QUICK=1` crawls 600 pages instead of 3,000; both sizes add the 404 case. Needs only the venv.
 .PHONY: bench-crawl
 bench-crawl:
 	@test -x .venv/bin/python || $(MAKE) .venv/.installed

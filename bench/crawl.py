@@ -1,8 +1,11 @@
 """Crawl benchmark: Flywheel's `site` spider (extraction on) against a bare Scrapy spider that only follows links.
 
 Both crawl the same generated loopback site in one run, with the same politeness and concurrency settings
-(crawlers.settings). Prints a table and ends with one line `bench crawl: ... ratio=<value>`, where ratio is
-Flywheel's pages/s over bare Scrapy's. `QUICK=1` crawls a smaller site.
+(crawlers.settings). Then Flywheel crawls the same pages where a third of the links 404, slowly (a CMS renders
+its not-found page; the articles are static), as shipped and with Scrapy's own AutoThrottle. Prints a table and
+ends with one line `bench crawl: ... ratio=<value> ratio_404=<value>`: ratio is Flywheel's pages/s over bare
+Scrapy's, ratio_404 Flywheel's pages/s on the broken-link site over its pages/s on the clean one. `QUICK=1`
+crawls a smaller site.
 
 Run: `make bench-crawl [QUICK=1]` or `.venv/bin/python bench/crawl.py`.
 """
@@ -29,6 +32,16 @@ QUICK_PAGES = 600
 LINKS_PER_PAGE = 6
 IMAGES_PER_PAGE = 2
 UNIQUE_IMAGES = 300
+# The broken-link site: 2 of each page's 6 links go to pages that do not exist (half as many as there are pages,
+# so a third of the responses are 404s), each answered after NOT_FOUND_LATENCY_S.
+BROKEN_LINKS_PER_PAGE = 2
+NOT_FOUND_LATENCY_S = 0.05
+# Scrapy's AutoThrottle in place of crawlers.politeness.CrawlDelayThrottle: the 404 case as it was.
+STOCK_THROTTLE = {
+    "EXTENSIONS": json.dumps(
+        {"crawlers.politeness.CrawlDelayThrottle": None, "scrapy.extensions.throttle.AutoThrottle": 0}
+    )
+}
 # Settings both spiders share, copied from crawlers.settings so the comparison is like for like.
 SHARED_SETTINGS = (
     "USER_AGENT",
@@ -113,8 +126,11 @@ def _slug(i: int) -> str:
     return f"/{_WORDS[i % n]}/{_WORDS[(i // n) % n]}-{_WORDS[(i // (n * n)) % n]}.html"
 
 
-def build_site(site: Path, pages: int) -> dict[str, int]:
-    """Write `pages` linked HTML pages (a few paragraphs, LINKS_PER_PAGE links, IMAGES_PER_PAGE figures each)."""
+def build_site(site: Path, pages: int, broken: bool = False) -> dict[str, int]:
+    """Write `pages` linked HTML pages (a few paragraphs, LINKS_PER_PAGE links, IMAGES_PER_PAGE figures each).
+
+    `broken`: the same pages, but BROKEN_LINKS_PER_PAGE of each page's links point at pages that do not exist.
+    """
     import numpy as np
     from PIL import Image
 
@@ -129,6 +145,9 @@ def build_site(site: Path, pages: int) -> dict[str, int]:
     for i, slug in enumerate(slugs):
         # the next page is always linked, so every page is reachable from the index
         links = [slugs[(i + 1) % pages]] + [slugs[int(j)] for j in rng.integers(0, pages, LINKS_PER_PAGE - 1)]
+        if broken:  # same section shapes as real pages, never written
+            missing = rng.integers(pages, pages + pages // 2, BROKEN_LINKS_PER_PAGE)
+            links[-BROKEN_LINKS_PER_PAGE:] = [_slug(int(k)) for k in missing]
         words = rng.choice(_WORDS, size=(4, 60))
         paragraphs = "".join(f"<p>{' '.join(row).capitalize()}.</p>" for row in words)
         figures = "".join(
@@ -173,7 +192,30 @@ def run_bare(url: str, work: Path, max_pages: int) -> dict[str, Any]:
     return {"pages": data["pages"], "images": 0, "elapsed_s": data["elapsed_s"], "wall_s": wall}
 
 
-def run_flywheel(url: str, work: Path, max_pages: int, name: str, fetch_images: bool) -> dict[str, Any]:
+def slow_not_found_server(site_dir: Path) -> Any:
+    """A SiteServer whose 404s take NOT_FOUND_LATENCY_S: a CMS renders its not-found page, the articles are files."""
+    import functools
+
+    from pipelines.demo.site_server import SiteServer, _Handler
+
+    class Handler(_Handler):
+        def send_error(self, code: int, *args: Any, **kwargs: Any) -> None:
+            if code == 404:
+                time.sleep(NOT_FOUND_LATENCY_S)  # in this request's own thread (ThreadingHTTPServer)
+            super().send_error(code, *args, **kwargs)
+
+    class Server(SiteServer):
+        def start(self) -> SiteServer:
+            super().start()
+            self._server.RequestHandlerClass = functools.partial(Handler, directory=str(self.site_dir))
+            return self
+
+    return Server(site_dir)
+
+
+def run_flywheel(
+    url: str, work: Path, max_pages: int, name: str, fetch_images: bool, settings: dict[str, str] | None = None
+) -> dict[str, Any]:
     from crawlers.config import CrawlConfig
     from crawlers.run import crawl
 
@@ -186,9 +228,12 @@ def run_flywheel(url: str, work: Path, max_pages: int, name: str, fetch_images: 
         fetch_images=fetch_images,
     )
     started = time.perf_counter()
-    report = crawl(config, work / name, crawl_run=name, settings=_shared_settings())
+    report = crawl(config, work / name, crawl_run=name, settings={**_shared_settings(), **(settings or {})})
     wall = time.perf_counter() - started
     return {
+        "responses": report["responses"],
+        "throttle": report["throttle"],
+        "not_found": report["status_codes"].get("404", 0),
         "pages": report["pages"],
         "images": report["images"],
         "elapsed_s": report["elapsed_s"],
@@ -246,34 +291,61 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-crawl-") as tmp:
         work = Path(tmp)
         size = build_site(work / "site", pages)
-        budget = size["pages"] + 10
+        broken_size = build_site(work / "broken", pages, broken=True)
+        # max_pages far above the site (as the issue's crawl had: 2,000 for 481 pages): with a budget within the
+        # broken links' count of the site's size, new links wait in the spider's backlog for 404s to free page
+        # slots, and the crawl of the 404 site ends one 404 at a time (measured: 54 pages/s at budget 611, 119 at
+        # 2,000, on the 600-page site). Every crawl still ends when the site is exhausted.
+        budget = 2 * (size["pages"] + broken_size["pages"])
         with SiteServer(work / "site") as server:
             url = server.url + "/index.html"
             bare = run_bare(url, work, budget)
             text_only = run_flywheel(url, work, budget, "flywheel-text", fetch_images=False)
             full = run_flywheel(url, work, budget, "flywheel-full", fetch_images=True)
+        with slow_not_found_server(work / "broken") as server:
+            url = server.url + "/index.html"
+            broken = run_flywheel(url, work, budget, "flywheel-404", fetch_images=True)
+            stock = run_flywheel(url, work, budget, "flywheel-404-stock", fetch_images=True, settings=STOCK_THROTTLE)
         stages = profile_stages(work / "site")
 
     def rate(run: dict[str, Any], key: str) -> float:
         return run[key] / run["elapsed_s"] if run["elapsed_s"] else 0.0
 
     print(f"site: {size['pages']} pages, {size['images']} unique images, {IMAGES_PER_PAGE} figures/page (loopback)")
-    print(f"{'spider':<34}{'pages':>7}{'images':>8}{'elapsed s':>11}{'wall s':>9}{'pages/s':>10}{'images/s':>10}")
+    print(
+        f"404 site: the same {broken_size['pages']} pages, {BROKEN_LINKS_PER_PAGE} of {LINKS_PER_PAGE} links per page"
+        f" to {pages // 2} missing pages, each 404 after {NOT_FOUND_LATENCY_S * 1000:.0f} ms"
+    )
+    print(
+        f"{'spider':<40}{'pages':>7}{'images':>8}{'404s':>6}{'elapsed s':>11}{'wall s':>9}{'pages/s':>10}"
+        f"{'images/s':>10}"
+    )
     for name, run in (
         ("bare Scrapy (links only)", bare),
         ("Flywheel, text only", text_only),
         ("Flywheel, pages+images", full),
+        ("Flywheel, 404 site", broken),
+        ("Flywheel, 404 site, Scrapy AutoThrottle", stock),
     ):
         print(
-            f"{name:<34}{run['pages']:>7}{run['images']:>8}{run['elapsed_s']:>11.2f}{run['wall_s']:>9.2f}"
-            f"{rate(run, 'pages'):>10.1f}{rate(run, 'images'):>10.1f}"
+            f"{name:<40}{run['pages']:>7}{run['images']:>8}{run.get('not_found', 0):>6}{run['elapsed_s']:>11.2f}"
+            f"{run['wall_s']:>9.2f}{rate(run, 'pages'):>10.1f}{rate(run, 'images'):>10.1f}"
+        )
+    for name, run in (("404 site", broken), ("clean site", full)):
+        throttle = run["throttle"]
+        print(
+            f"throttle, {name}: raised by {throttle['raised']}, backoffs {throttle['backoff']}, "
+            f"max delay {throttle['max_delay_ms']} ms, last {throttle['delay_ms']} ms"
         )
     print("Flywheel's added cost per page, in-process (ms): " + ", ".join(f"{k}={v:.2f}" for k, v in stages.items()))
     bare_rate, text_rate, full_rate = rate(bare, "pages"), rate(text_only, "pages"), rate(full, "pages")
+    broken_rate, stock_rate = rate(broken, "pages"), rate(stock, "pages")
     print(
         f"bench crawl: bare_pages_per_s={bare_rate:.1f} flywheel_text_pages_per_s={text_rate:.1f} "
         f"flywheel_pages_per_s={full_rate:.1f} flywheel_images_per_s={rate(full, 'images'):.1f} "
-        f"ratio_text_only={text_rate / bare_rate:.3f} ratio={full_rate / bare_rate:.3f}"
+        f"flywheel_404_pages_per_s={broken_rate:.1f} ratio_text_only={text_rate / bare_rate:.3f} "
+        f"ratio={full_rate / bare_rate:.3f} ratio_404_stock_throttle={stock_rate / full_rate:.3f} "
+        f"ratio_404={broken_rate / full_rate:.3f}"
     )
 
 

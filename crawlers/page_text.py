@@ -49,6 +49,11 @@ def extract_text(html: str, url: str) -> str | None:
     return visible or None
 
 
+def extract_texts(pages: list[tuple[str, str]]) -> list[str | None]:
+    """extract_text of each (html, url): one task of the extraction pool (crawlers.extraction)."""
+    return [extract_text(html, url) for html, url in pages]
+
+
 def clean_text(value: str | None) -> str | None:
     """`value` with runs of whitespace made one space; None when nothing is left."""
     if value is None:

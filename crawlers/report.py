@@ -86,6 +86,12 @@ def build_report(stats: Mapping[str, Any], counts: Mapping[str, int], **identity
         "robots_denied": robots,
         "robots_forbidden": robots,  # the walking skeleton's name for robots_denied, kept for its readers
         "crawl_delays": _by_prefix(stats, "flywheel/crawl_delay/"),
+        "throttle": {
+            "raised": _by_prefix(stats, "flywheel/throttle/raised/"),
+            "backoff": _by_prefix(stats, "flywheel/throttle/backoff/"),
+            "max_delay_ms": stats.get("flywheel/throttle/max_delay_ms", 0),
+            "delay_ms": _by_prefix(stats, "flywheel/throttle/delay_ms/"),
+        },
         "ssrf_refused": ssrf,
         "offsite_filtered": stats.get("offsite/filtered", 0),
         "duplicates_filtered": stats.get("dupefilter/filtered", 0),

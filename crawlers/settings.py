@@ -39,6 +39,12 @@ FLYWHEEL_IMAGE_MAXSIZE = DOWNLOAD_MAXSIZE
 # Processes that run trafilatura beside the crawl (0 = in the crawl process). On loopback the crawl is CPU
 # bound and extraction is its largest added cost (bench/CRAWL.md); one worker moves it off the reactor's core.
 FLYWHEEL_EXTRACT_WORKERS = 1
+# Pages per extraction task, or what is queued after this wait (crawlers.extraction, which also caps a batch at
+# 1 MiB of HTML): each task costs the reactor ~1-2 ms (cProfile: the pool's wake-up write waiting for the GIL).
+# 16 pages is ~50 ms of trafilatura here; the 20 ms wait delays a page's record, never the crawl (the spider sends
+# a page's links before awaiting its text). 32 pages / 100 ms was slower in paired runs (bench/CRAWL.md).
+FLYWHEEL_EXTRACT_BATCH_PAGES = 16
+FLYWHEEL_EXTRACT_BATCH_WAIT_S = 0.02
 # Sitemaps (and feeds) fetched per crawl; each may list 50,000 URLs (sitemaps.org), far above max_pages.
 FLYWHEEL_MAX_SITEMAPS = 50
 

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import multiprocessing
-import os
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,11 +18,11 @@ from scrapy.utils.gz import gunzip
 from scrapy.utils.sitemap import Sitemap
 from twisted.python.failure import Failure
 
-from crawlers.child import die_with_parent
 from crawlers.config import CrawlConfig, CrawlJob
 from crawlers.content import fingerprint, looks_like_html, sniff_mime
+from crawlers.extraction import ExtractionPool
 from crawlers.items import ImageItem, PageItem
-from crawlers.page_text import clean_text, extract_text, parse_srcset, surrounding_text
+from crawlers.page_text import clean_text, parse_srcset, surrounding_text
 from crawlers.report import classify_failure
 from crawlers.state import CrawlState
 from crawlers.urls import UrlScope, canonicalize_url
@@ -75,6 +70,7 @@ class SiteSpider(scrapy.Spider):
         self.backlog: deque[scrapy.Request] = deque()
         self._topping_up = False
         self._pages_seen: set[str] = set()
+        self._images_requested: set[str] = set()
         self._notes: Counter[str] = Counter()
         self._sitemaps_seen: set[str] = set()
 
@@ -88,10 +84,13 @@ class SiteSpider(scrapy.Spider):
         spider.page_maxsize = settings.getint("FLYWHEEL_PAGE_MAXSIZE")
         spider.image_maxsize = settings.getint("FLYWHEEL_IMAGE_MAXSIZE")
         spider.max_sitemaps = settings.getint("FLYWHEEL_MAX_SITEMAPS")
-        spider.extract_workers = settings.getint("FLYWHEEL_EXTRACT_WORKERS")
-        spider.extract_pool = None
-        crawler.signals.connect(spider._open_pool, signal=signals.spider_opened)
-        crawler.signals.connect(spider._close_pool, signal=signals.spider_closed)
+        spider.extraction = ExtractionPool(
+            settings.getint("FLYWHEEL_EXTRACT_WORKERS"),
+            settings.getint("FLYWHEEL_EXTRACT_BATCH_PAGES"),
+            settings.getfloat("FLYWHEEL_EXTRACT_BATCH_WAIT_S"),
+        )
+        crawler.signals.connect(spider.extraction.start, signal=signals.spider_opened)
+        crawler.signals.connect(spider.extraction.close, signal=signals.spider_closed)
         crawler.signals.connect(spider._request_dropped, signal=signals.request_dropped)
         spider.crawl_state = CrawlState(job.state_path)
         crawler.signals.connect(spider._robots_parsed, signal=signals.robots_parsed)
@@ -129,38 +128,6 @@ class SiteSpider(scrapy.Spider):
         self.bytes_seen += len(response.body)
         if self.max_bytes and self.bytes_seen > self.max_bytes:
             raise CloseSpider("byte_budget")
-
-    async def extract(self, html: str, url: str) -> str | None:
-        """extract_text, in the worker processes when FLYWHEEL_EXTRACT_WORKERS > 0 (the reactor keeps crawling)."""
-        if not self.extract_workers:
-            return extract_text(html, url)
-        self._open_pool()
-        try:
-            return await asyncio.wrap_future(self.extract_pool.submit(extract_text, html, url))
-        except BrokenProcessPool:
-            logger.warning("extraction workers died; extracting in the crawl process from now on")
-            self.extract_workers = 0
-            return extract_text(html, url)
-
-    def _open_pool(self) -> None:
-        """Start the extraction workers and have them import trafilatura while robots.txt is being fetched.
-
-        Measured: a cold spawned worker needs ~1.5-2 s (it re-imports Scrapy and trafilatura) before its first page.
-        """
-        if self.extract_workers and self.extract_pool is None:
-            # spawn, not fork: forking a process that runs a reactor and threads copies their locks mid-use
-            context = multiprocessing.get_context("spawn")
-            self.extract_pool = ProcessPoolExecutor(
-                self.extract_workers, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),)
-            )
-            for _ in range(self.extract_workers):
-                self.extract_pool.submit(extract_text, "<html><body><p>warm-up</p></body></html>", "http://warm.up/")
-
-    def _close_pool(self) -> None:
-        if self.extract_pool is not None:
-            # no wait: the reactor stays free to finish closing; the interpreter joins the workers at exit
-            self.extract_pool.shutdown(wait=False, cancel_futures=True)
-            self.extract_pool = None
 
     # --- requests ------------------------------------------------------------------------------------------
 
@@ -306,9 +273,21 @@ class SiteSpider(scrapy.Spider):
         self._count_page(response.request)
         links = self._links(response)
         images = self._images(response) if self.fetch_images else []
-        if self._changed(response, "page"):
+        changed = self._changed(response, "page")
+        # The requests go first: the scheduler has them while this page's text is extracted (in a worker),
+        # so the crawl never waits on extraction; the index page's links once waited on the worker's start.
+        for request in images:
+            # an image many pages show is fetched once: its repeats would only be dropped by the dupefilter,
+            # after a trip through every spider middleware and the scheduler (90 % of image requests here)
+            if request.url not in self._images_requested:
+                self._images_requested.add(request.url)
+                yield request
+        if self.pages_parsed < self.max_pages:
+            for request in [*links, *self._feed_requests(response)]:
+                yield request
+        if changed:
             title = clean_text(response.css("title::text").get())
-            text = await self.extract(response.text, response.url)
+            text = await self.extraction.extract(response.text, response.url)
             yield PageItem(
                 response.url,
                 body,
@@ -322,11 +301,6 @@ class SiteSpider(scrapy.Spider):
                     for r in images
                 ],
             )
-        for request in images:
-            yield request
-        if self.pages_parsed < self.max_pages:
-            for request in [*links, *self._feed_requests(response)]:
-                yield request
 
     def _revalidated_page(self, response: Response) -> Iterator[scrapy.Request]:
         """304 Not Modified: nothing to write, but the links and images it had last time are still followed."""
