@@ -177,51 +177,40 @@ def _explain(root: DataRoot, dataset: str, crowd: Crowd) -> Callable[[], str]:
     return explain
 
 
+FAST_CHECK = "label-check-every-10s"
+
+
 @contextlib.contextmanager
 def _check_every(seconds: int) -> Iterator[None]:
-    """Run label-check every `seconds` instead of every 10 minutes, the way Prefect runs it in production: the
-    same registered deployment, its schedule fired by the server's scheduler, its runs picked up by the worker.
-    Only the interval is shortened (ten minutes would outlast the test); nothing runs the flow by hand."""
+    """Run the label-check flow every `seconds` the way Prefect runs label-check in production: a deployment of
+    the same flow, entrypoint, pull steps and work pool as the registered one, its interval schedule fired by
+    the server's scheduler and its runs picked up by the worker. Only the interval differs (label-check's ten
+    minutes would outlast the test); nothing runs the flow by hand. A new deployment is scheduled within
+    seconds (the recent-deployments scheduler), where a changed schedule waits behind hours of queued runs."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import DeploymentUpdate
-    from prefect.client.schemas.filters import (
-        DeploymentFilter,
-        DeploymentFilterId,
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
     from prefect.client.schemas.schedules import IntervalSchedule
 
-    def set_to(schedule_of: Callable[[object], object], description: str) -> dict:
-        with get_client(sync_client=True) as client:
-            deployment = client.read_deployment_by_name("label-check/label-check")
-            before = {}
-            for schedule in client.read_deployment_schedules(deployment.id):
-                before[schedule.id] = schedule.schedule
-                client.update_deployment_schedule(deployment.id, schedule.id, schedule=schedule_of(schedule.id))
-            # The scheduler fills a schedule's runs for hours ahead and adds none while they last: drop the
-            # ones the old schedule made (what Prefect itself does when a deployment's schedules change).
-            waiting = client.read_flow_runs(
-                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
-                flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=["SCHEDULED"]))
-                ),
-            )
-            for run in waiting:
-                if run.auto_scheduled:
-                    client.delete_flow_run(run.id)
-            # A changed deployment is scheduled within seconds (the server's recent-deployments scheduler); a
-            # changed schedule alone waits for the main scheduler's minute.
-            client.update_deployment(deployment.id, DeploymentUpdate(description=description))
-            return before
-
-    fast = IntervalSchedule(interval=timedelta(seconds=seconds))
-    before = set_to(lambda _: fast, f"label-check every {seconds} s (a test)")
+    with get_client(sync_client=True) as client:
+        source = client.read_deployment_by_name("label-check/label-check")
+        fast_id = client.create_deployment(
+            flow_id=source.flow_id,
+            name=FAST_CHECK,
+            schedules=[DeploymentScheduleCreate(schedule=IntervalSchedule(interval=timedelta(seconds=seconds)))],
+            work_pool_name=source.work_pool_name,
+            work_queue_name=source.work_queue_name,
+            entrypoint=source.entrypoint,
+            path=source.path,
+            pull_steps=source.pull_steps,
+            parameter_openapi_schema=source.parameter_openapi_schema,
+            job_variables=source.job_variables,
+            description=f"label-check every {seconds} s (a test)",
+        )
     try:
         yield
-    finally:  # the session's later tests get deploy/prefect.yaml's schedule back
-        set_to(before.__getitem__, "label-check (schedule restored)")
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_deployment(fast_id)
 
 
 def _label_check_runs() -> list:
@@ -230,7 +219,7 @@ def _label_check_runs() -> list:
 
     with get_client(sync_client=True) as client:
         return client.read_flow_runs(
-            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["label-check"]))
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["label-check", FAST_CHECK]))
         )
 
 
