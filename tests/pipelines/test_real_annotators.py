@@ -6,19 +6,17 @@ After the first push the tests call no Flywheel flow: they start annotators, wat
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 import pyarrow.compute as pc
 import pytest
 from annotator_http import sign_up
@@ -177,52 +175,6 @@ def _explain(root: DataRoot, dataset: str, crowd: Crowd) -> Callable[[], str]:
     return explain
 
 
-FAST_CHECK = "label-check-every-10s"
-
-
-@contextlib.contextmanager
-def _check_every(seconds: int) -> Iterator[None]:
-    """Run the label-check flow every `seconds` the way Prefect runs label-check in production: a deployment of
-    the same flow, entrypoint, pull steps and work pool as the registered one, its interval schedule fired by
-    the server's scheduler and its runs picked up by the worker. Only the interval differs (label-check's ten
-    minutes would outlast the test); nothing runs the flow by hand. A new deployment is scheduled within
-    seconds (the recent-deployments scheduler), where a changed schedule waits behind hours of queued runs."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import DeploymentScheduleCreate
-    from prefect.client.schemas.schedules import IntervalSchedule
-
-    with get_client(sync_client=True) as client:
-        source = client.read_deployment_by_name("label-check/label-check")
-        fast_id = client.create_deployment(
-            flow_id=source.flow_id,
-            name=FAST_CHECK,
-            schedules=[DeploymentScheduleCreate(schedule=IntervalSchedule(interval=timedelta(seconds=seconds)))],
-            work_pool_name=source.work_pool_name,
-            work_queue_name=source.work_queue_name,
-            entrypoint=source.entrypoint,
-            path=source.path,
-            pull_steps=source.pull_steps,
-            parameter_openapi_schema=source.parameter_openapi_schema,
-            job_variables=source.job_variables,
-            description=f"label-check every {seconds} s (a test)",
-        )
-    try:
-        yield
-    finally:
-        with get_client(sync_client=True) as client:
-            client.delete_deployment(fast_id)
-
-
-def _label_check_runs() -> list:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
-
-    with get_client(sync_client=True) as client:
-        return client.read_flow_runs(
-            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["label-check", FAST_CHECK]))
-        )
-
-
 def _model_of(root: DataRoot, dataset: str, release: str) -> str | None:
     """The model trained on `release` of `dataset`, if there is one yet."""
     for name in list_models(root):
@@ -292,8 +244,8 @@ def test_annotators_who_stop_leave_the_round_to_its_deadline_with_its_reasons(
     root = DataRoot(str(studio.document_root))
     pool, truth_path, gold_path = _pool_with_truth(root, tmp_path, "late", per_class=6, seed=12)
     opened = label_push_flow(_params(root, pool, gold_path, "late", deadline_hours=90 / 3600))
-    # After everyone stopped no webhook comes: the schedule is what sees the deadline pass.
-    with _check_every(10), Crowd(studio, opened["project_id"], truth_path, tmp_path) as crowd:
+    # After everyone stopped no webhook comes: the label-check run scheduled at the deadline sees it pass.
+    with Crowd(studio, opened["project_id"], truth_path, tmp_path) as crowd:
         for i, name in enumerate(("ann", "bob", "cy")):
             crowd.join(name, seed=20 + i, pace=0.5, stop_after=2)
         first = _wait_for(
@@ -309,30 +261,6 @@ def test_annotators_who_stop_leave_the_round_to_its_deadline_with_its_reasons(
     assert any("of the planned annotations done" in reason for reason in first.verdict["reasons"])
     assert datetime.fromisoformat(first.history[-1]["at"]) >= datetime.fromisoformat(first.deadline)
     assert not root.exists("releases/late")  # a failed round releases nothing
-
-
-def test_a_webhook_never_delivered_leaves_the_round_to_the_scheduled_check(studio, turning_flywheel, tmp_path) -> None:
-    since = datetime.now(UTC)
-    root = DataRoot(str(studio.document_root))
-    pool, truth_path, gold_path = _pool_with_truth(root, tmp_path, "quiet", per_class=5, seed=13)
-    opened = label_push_flow(_params(root, pool, gold_path, "quiet", budget=8))
-    headers = {"Authorization": f"Token {studio.token}"}
-    hooks = httpx.get(f"{studio.url}/api/webhooks/", params={"project": opened["project_id"]}, headers=headers)
-    assert len(hooks.json()) == 1  # the push set it; now it is lost
-    for hook in hooks.json():
-        httpx.delete(f"{studio.url}/api/webhooks/{hook['id']}/", headers=headers).raise_for_status()
-    with _check_every(10), Crowd(studio, opened["project_id"], truth_path, tmp_path) as crowd:
-        for i, name in enumerate(("ann", "bob", "cy")):
-            crowd.join(name, seed=30 + i, pace=0.5, skip_rate=0.0, linger=30)
-        first = _wait_for(
-            "round 1 closed by a scheduled check",
-            lambda: _rounds(root, "quiet")[0].status == "closed" and _rounds(root, "quiet")[0],
-            400,
-            _explain(root, "quiet", crowd),
-        )
-    assert first.close_reason == "complete" and first.verdict["passed"]
-    runs = [r for r in _label_check_runs() if r.state and r.state.is_completed() and r.start_time >= since]
-    assert runs and all("auto-scheduled" in r.tags for r in runs)  # no webhook event started one
 
 
 def test_label_studio_restarted_mid_round_loses_and_doubles_nothing(studio, turning_flywheel, tmp_path) -> None:
