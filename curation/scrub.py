@@ -146,21 +146,21 @@ class ScrubConfig(BaseModel):
         return self
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=2)
+def _cascade(name: str) -> cv2.CascadeClassifier:
+    """One of OpenCV's bundled Haar cascades, loaded once per process."""
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + name)
+    if cascade.empty():
+        raise RuntimeError(f"could not load {name} from {cv2.data.haarcascades}")
+    return cascade
+
+
 def _face_cascade() -> cv2.CascadeClassifier:
-    """OpenCV's bundled frontal-face cascade, loaded once per process."""
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + _HAAR_FACE)
-    if cascade.empty():
-        raise RuntimeError(f"could not load {_HAAR_FACE} from {cv2.data.haarcascades}")
-    return cascade
+    return _cascade(_HAAR_FACE)
 
 
-@lru_cache(maxsize=1)
 def _eye_cascade() -> cv2.CascadeClassifier:
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + _HAAR_EYE)
-    if cascade.empty():
-        raise RuntimeError(f"could not load {_HAAR_EYE} from {cv2.data.haarcascades}")
-    return cascade
+    return _cascade(_HAAR_EYE)
 
 
 def looks_like_face(rgb: np.ndarray, box: np.ndarray, cfg: ScrubConfig) -> bool:

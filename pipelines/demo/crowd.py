@@ -6,7 +6,6 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
@@ -112,7 +111,3 @@ class SimulatedCrowd:
         result = [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [answer]}}]
         self.client.create_annotation(task_id, user_id, result, rng.uniform(*LEAD_TIME_RANGE_S))
         self.answered += 1
-
-
-def describe_crowd(crowd: SimulatedCrowd) -> dict[str, Any]:
-    return {"annotators": [a.username for a in crowd.annotators], "answered": crowd.answered}

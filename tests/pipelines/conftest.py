@@ -85,3 +85,17 @@ def turning_flywheel(prefect_api, tmp_path):
             services.stop_service(services.ServiceState(name, run_dir))
         os.environ.pop("FLYWHEEL_WEBHOOK_URL", None)
         get_settings.cache_clear()
+
+
+@pytest.fixture()
+def studio(prefect_api, own_label_studio, monkeypatch):
+    """A Label Studio server of the test's own, with FLYWHEEL_* pointing flows (and a worker) at it and at its
+    document root as the data root."""
+    from corpus.settings import get_settings
+
+    monkeypatch.setenv("FLYWHEEL_LABEL_STUDIO_URL", own_label_studio.url)
+    monkeypatch.setenv("FLYWHEEL_LABEL_STUDIO_TOKEN", own_label_studio.token)
+    monkeypatch.setenv("FLYWHEEL_DATA_ROOT", str(own_label_studio.document_root))
+    get_settings.cache_clear()
+    yield own_label_studio
+    get_settings.cache_clear()

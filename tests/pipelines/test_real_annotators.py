@@ -24,7 +24,6 @@ from labeled_pools import make_labeled_pool
 
 from corpus.pool import remember_pool
 from corpus.schema import ANNOTATION_SCHEMA
-from corpus.settings import get_settings
 from corpus.store import DataRoot
 from labeling.client import LabelStudioClient
 from labeling.gate import QualityGate
@@ -54,16 +53,6 @@ IDLE_AFTER_S = 15
 def task_lock_ttl_s() -> int:
     """own_label_studio's task lock (tests/conftest.py reads this fixture)."""
     return LOCK_TTL_S
-
-
-@pytest.fixture()
-def studio(prefect_api, own_label_studio, monkeypatch):
-    monkeypatch.setenv("FLYWHEEL_LABEL_STUDIO_URL", own_label_studio.url)
-    monkeypatch.setenv("FLYWHEEL_LABEL_STUDIO_TOKEN", own_label_studio.token)
-    monkeypatch.setenv("FLYWHEEL_DATA_ROOT", str(own_label_studio.document_root))
-    get_settings.cache_clear()
-    yield own_label_studio
-    get_settings.cache_clear()
 
 
 class Crowd:

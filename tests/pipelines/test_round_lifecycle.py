@@ -10,7 +10,6 @@ import pytest
 from annotator_http import label_until_empty, sign_up
 from labeled_pools import make_labeled_pool
 
-from corpus.settings import get_settings
 from corpus.store import DataRoot
 from labeling.client import LabelStudioClient
 from labeling.gate import QualityGate
@@ -23,16 +22,6 @@ pytestmark = [pytest.mark.labelstudio, pytest.mark.prefect]
 LABELS = ["red", "green", "blue", "gray"]
 # A gate a 10-task round can meet; production's thresholds (QualityGate()) are for rounds of ~100.
 SMALL_GATE = QualityGate(min_krippendorff_alpha=None, min_gold_accuracy=None, min_new_labels=4)
-
-
-@pytest.fixture()
-def studio(prefect_api, own_label_studio, monkeypatch):
-    monkeypatch.setenv("FLYWHEEL_LABEL_STUDIO_URL", own_label_studio.url)
-    monkeypatch.setenv("FLYWHEEL_LABEL_STUDIO_TOKEN", own_label_studio.token)
-    monkeypatch.setenv("FLYWHEEL_DATA_ROOT", str(own_label_studio.document_root))
-    get_settings.cache_clear()
-    yield own_label_studio
-    get_settings.cache_clear()
 
 
 def _params(root: DataRoot, pool: str, dataset: str, **extra) -> LabelRoundParams:
