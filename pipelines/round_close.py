@@ -49,11 +49,16 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def pull_and_measure(data_root: str, round_: LabelRound) -> dict[str, Any]:
+    """Pull the round's project, then how far the round is (labeling.round_state.measure_progress)."""
+    pull_labels(data_root, round_.project_id)
+    return measure_progress(round_, read_annotations(open_root(data_root)), _now())
+
+
 @task
 def measure_round(data_root: str, round_: LabelRound) -> LabelRound:
     """Pull the round's project and store how far the round is; its progress artifact is updated."""
-    pull_labels(data_root, round_.project_id)
-    progress = measure_progress(round_, read_annotations(open_root(data_root)), _now())
+    progress = pull_and_measure(data_root, round_)
     measured = with_progress(round_, {**round_.progress, **progress}, _now())
     save_round(open_root(data_root), measured)
     create_markdown_artifact(
@@ -144,8 +149,7 @@ def close_round(data_root: str, round_: LabelRound, reason: str) -> LabelRound:
     claim = f"{round_path(closing.dataset, closing.number)}.closing"
     root.create_exclusive(claim, f"{reason} {_now().isoformat()} {uuid.uuid4().hex}".encode())
     save_round(root, closing)
-    pull_labels(data_root, closing.project_id)
-    progress = measure_progress(closing, read_annotations(root), _now())
+    progress = pull_and_measure(data_root, closing)
     closing.progress = {**closing.progress, **progress}
     summary = review_round(data_root, closing)
     closed = finish_round(closing, judge_round(closing, summary), summary, _now())
