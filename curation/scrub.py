@@ -12,13 +12,13 @@ import cv2
 import numpy as np
 import pyarrow as pa
 from PIL import Image
-from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from corpus.schema import RECORD_SCHEMA, conform
 from corpus.stages import Stage, StageOutput, split_by_reason
-from curation.images import PILLOW_MAX_PIXELS, ImageDecodeError, decode_image, orient
-from curation.ocr import OcrTimeout, pii_boxes, read_words
-from curation.pii import ENTITIES, Entity, Policy, find_pii, redact, regions_from_hints, scrub_url, scrub_urls_in_text
+from curation.images import ImageDecodeError, decode_image, orient
+from curation.ocr import pii_boxes, read_words, read_words_in_batch
+from curation.pii import ENTITIES, find_pii, redact, regions_from_hints, scrub_url, scrub_urls_in_text
+from curation.scrub_config import ScrubConfig
 
 SCRUB_VERSION = "4"
 TEXT_FIELDS = ("text", "title", "alt_text", "caption", "context_text")
@@ -26,124 +26,6 @@ URL_FIELDS = ("url", "page_url")
 DROP_REASONS = ("scrub_failed", "contains_pii", "face_dominant")
 _HAAR_FACE = "haarcascade_frontalface_default.xml"
 _HAAR_EYE = "haarcascade_eye.xml"
-
-
-class ScrubConfig(BaseModel):
-    """What the scrub stage looks for and how hard it blurs."""
-
-    entities: list[Entity] = Field(default_factory=lambda: list(ENTITIES), description="PII types to look for.")
-    policies: dict[Entity, Policy] = Field(
-        default_factory=dict,
-        description='What to do per entity: "redact" (typed placeholder, the default), "mask" (keep separators '
-        'and, for numbers, the last 4), "hash" (keyed token: the same value gives the same token, so joins '
-        'still work) or "drop" (the whole record is dropped as contains_pii, its text redacted).',
-    )
-    hash_key: SecretStr = Field(
-        SecretStr(""),
-        description="Key of the hash policy (HMAC-SHA256); required when a policy is hash. Reports show it masked.",
-    )
-    phone_region: str = Field("US", description="Default region for phone numbers written without +country code.")
-    extra_phone_regions: list[str] = Field(
-        default_factory=list,
-        description='More regions whose national formats to accept, e.g. ["GB"] finds "(020) 7946 0958".',
-    )
-    phone_region_hints: bool = Field(
-        True,
-        description="Also try the regions a record suggests: its URLs' country TLDs (.fr -> FR) and its "
-        "language's countries (de -> DE, AT, CH); at most curation.pii.phones.MAX_REGIONS in all.",
-    )
-    max_pixels: int = Field(PILLOW_MAX_PIXELS, ge=1, description="Decompression-bomb guard (Pillow's default).")
-    blur_faces: bool = Field(True, description="Blur faces found by OpenCV's frontal-face Haar cascade.")
-    face_scale_factor: float = Field(
-        1.1, gt=1.0, description="detectMultiScale scaleFactor; 1.1 is OpenCV's documented default."
-    )
-    face_min_neighbors: int = Field(
-        3,
-        ge=0,
-        description="detectMultiScale minNeighbors; 3 is OpenCV's documented default. Lower than the 5 many "
-        "tutorials use on purpose: a false blur costs little, a missed face leaks identity.",
-    )
-    face_min_size: int = Field(
-        24,
-        ge=1,
-        description="Smallest face side in px; 24 is the cascade's training window, which is what "
-        "detectMultiScale's default minSize=(0, 0) amounts to.",
-    )
-    face_detect_max_side: int = Field(
-        1024,
-        ge=64,
-        description="Detect on a copy downscaled to this longest side, to bound cost (detection is ~0.15 s on a "
-        "512x384 image on this 2-core machine, and grows with area); faces under face_min_size after the "
-        "downscale are missed.",
-    )
-    face_verify: bool = Field(
-        True,
-        description="Keep a cascade box only if OpenCV's eye cascade finds an eye in its upper 60 %, or at least "
-        "face_skin_fraction of its centre is skin-coloured, or the image has no colour (where skin cannot be "
-        "told). Measured (bench/faces.py): boxes on 200 demo textures 4 -> 1; planted faces 100/100 -> 100/100; "
-        "skimage's LFW faces (grey) 99/100 -> 99/100, 93/100 with the eye check alone.",
-    )
-    face_skin_fraction: float = Field(
-        0.5,
-        ge=0.0,
-        le=1.0,
-        description="Share of the box's centre in the YCrCb skin range (Cr 133-173, Cb 77-127, Chai & Ngan) that "
-        "keeps a box without eyes; planted faces measure 1.0, texture boxes 0.0-0.38 but one skin-coloured 1.0.",
-    )
-    face_box_margin: float = Field(
-        0.2, ge=0.0, description="Enlarge each face box by this fraction per side: Haar boxes cut off hair and chin."
-    )
-    blur_sigma_fraction: float = Field(
-        0.2,
-        gt=0.0,
-        le=1.0,
-        description="Gaussian sigma as a fraction of the enlarged face box side. Measured on skimage's astronaut "
-        "(tests/curation): from 0.1 the cascade no longer finds the face and Laplacian variance in the box falls "
-        "from ~900 to ~2; 0.2 leaves margin for larger or higher-contrast faces.",
-    )
-    max_face_fraction: float | None = Field(
-        None,
-        gt=0.0,
-        le=1.0,
-        description="Drop images where one detected face box covers more than this fraction of the frame "
-        "(close-up portraits, where blurring leaves nothing of use) as face_dominant. None keeps them.",
-    )
-    ocr_pii: bool = Field(
-        True,
-        description="Read text drawn inside images with tesseract (Debian's tesseract-ocr) and blur the words of "
-        "every PII span the text detectors find in a line, like faces. Scrubbing raises if the binary is missing.",
-    )
-    ocr_min_side: int = Field(
-        16, ge=1, description="Skip OCR on images whose shorter side is under this many px (no legible line fits)."
-    )
-    ocr_max_side: int = Field(
-        2000,
-        ge=64,
-        description="Read on a copy downscaled to this longest side, to bound cost; tesseract reads text from "
-        "about 10 px high, so a 4000 px scan keeps body text legible at 2000.",
-    )
-    ocr_timeout_s: float = Field(
-        20.0,
-        gt=0.0,
-        description="Per-image limit on tesseract (~0.1-0.4 s per image here); an image past it is dropped as "
-        "scrub_failed (its text is unknown) and counted in ocr_timeouts.",
-    )
-    ocr_languages: str = Field(
-        "eng", description="Tesseract -l value; each language needs its tesseract-ocr-* package."
-    )
-    jpeg_quality: int = Field(
-        95,
-        ge=1,
-        le=100,
-        description="Quality for re-encoded JPEGs: 95 is the top of Pillow's recommended range; higher only "
-        "grows files, lower adds a second round of visible compression loss to training images.",
-    )
-
-    @model_validator(mode="after")
-    def _hash_needs_key(self) -> ScrubConfig:
-        if "hash" in self.policies.values() and not self.hash_key.get_secret_value():
-            raise ValueError("a hash policy needs hash_key")
-        return self
 
 
 @lru_cache(maxsize=2)
@@ -239,13 +121,86 @@ class ScrubbedImage:
     ocr_pii: int = 0
 
 
+def _pii_finder(cfg: ScrubConfig, regions: Sequence[str] | None) -> partial:
+    regions = list(regions or [cfg.phone_region, *cfg.extra_phone_regions])
+    return partial(find_pii, region=regions[0], extra_regions=regions[1:], entities=cfg.entities)
+
+
 def ocr_pii_boxes(rgb: np.ndarray, cfg: ScrubConfig, regions: Sequence[str] | None = None) -> np.ndarray:
     """Boxes (K, 4) (x, y, w, h) over text in an RGB image that holds PII, one per span (see curation.ocr)."""
     if min(rgb.shape[:2]) < cfg.ocr_min_side:
         return np.zeros((0, 4), dtype=np.int64)
-    regions = list(regions or [cfg.phone_region, *cfg.extra_phone_regions])
-    find = partial(find_pii, region=regions[0], extra_regions=regions[1:], entities=cfg.entities)
-    return pii_boxes(read_words(rgb, cfg.ocr_max_side, cfg.ocr_timeout_s, cfg.ocr_languages), find)
+    words = read_words(rgb, cfg.ocr_max_side, cfg.ocr_timeout_s, cfg.ocr_languages)
+    return pii_boxes(words, _pii_finder(cfg, regions))
+
+
+def ocr_pii_boxes_in_batch(
+    rgbs: Sequence[np.ndarray], cfg: ScrubConfig, regions: Sequence[Sequence[str] | None]
+) -> list[np.ndarray | None]:
+    """`ocr_pii_boxes` of each RGB image (with its own phone `regions`), read by one tesseract process for the
+    batch (curation.ocr.read_words_in_batch); None for an image whose OCR ran past `cfg.ocr_timeout_s`."""
+    out: list[np.ndarray | None] = [np.zeros((0, 4), dtype=np.int64) for _ in rgbs]
+    legible = [k for k, rgb in enumerate(rgbs) if min(rgb.shape[:2]) >= cfg.ocr_min_side]
+    read = read_words_in_batch([rgbs[k] for k in legible], cfg.ocr_max_side, cfg.ocr_timeout_s, cfg.ocr_languages)
+    for k, words in zip(legible, read, strict=True):
+        out[k] = None if words is None else pii_boxes(words, _pii_finder(cfg, regions[k]))
+    return out
+
+
+@dataclass(frozen=True)
+class OpenedImage:
+    """An image decoded for scrubbing, its faces found, before OCR: RGB(A) pixels (H, W, C) after orientation."""
+
+    pixels: np.ndarray
+    faces: np.ndarray
+    lossy: bool
+    metadata_removed: bool
+    icc: bytes | None
+
+
+def open_for_scrub(data: bytes, cfg: ScrubConfig) -> OpenedImage:
+    """Decode and orient an image and find its faces (the part of `scrub_image` before OCR); raises as it does."""
+    decoded = decode_image(data, cfg.max_pixels)
+    oriented = orient(decoded)
+    lossy = decoded.format in ("JPEG", "WEBP", "MPO")
+    has_alpha = oriented.mode in ("RGBA", "LA", "PA") or (oriented.mode == "P" and "transparency" in oriented.info)
+    pixels = np.asarray(oriented.convert("RGBA" if has_alpha and not lossy else "RGB"))
+    faces = np.zeros((0, 4), dtype=np.int64)
+    if cfg.blur_faces:
+        faces = detect_faces(np.ascontiguousarray(pixels[..., :3]), cfg)
+    # A CMYK profile would mis-describe the RGB pixels written.
+    icc = None if decoded.mode == "CMYK" else decoded.info.get("icc_profile")
+    return OpenedImage(pixels, faces, lossy, _has_metadata(decoded), icc)
+
+
+def finish_scrub(opened: OpenedImage, text_boxes: np.ndarray, cfg: ScrubConfig) -> ScrubbedImage:
+    """Blur the faces and the PII text boxes of an opened image and re-encode it (the rest of `scrub_image`)."""
+    pixels, faces = opened.pixels, opened.faces
+    if len(faces):
+        pixels = blur_boxes(pixels, faces, cfg)
+    if len(text_boxes):
+        # The text boxes come already padded, so no face margin.
+        pixels = blur_boxes(pixels, text_boxes, cfg.model_copy(update={"face_box_margin": 0.0}))
+    clean = Image.fromarray(pixels)
+    buffer = io.BytesIO()
+    # ICC is kept: it is colour calibration, not personal data, and dropping it shifts colours.
+    if opened.lossy:
+        clean.save(buffer, "JPEG", quality=cfg.jpeg_quality, icc_profile=opened.icc)
+        mime = "image/jpeg"
+    else:
+        clean.save(buffer, "PNG", icc_profile=opened.icc)
+        mime = "image/png"
+    largest = float((faces[:, 2] * faces[:, 3]).max()) / (clean.width * clean.height) if len(faces) else 0.0
+    return ScrubbedImage(
+        buffer.getvalue(),
+        clean.width,
+        clean.height,
+        mime,
+        len(faces),
+        opened.metadata_removed,
+        largest,
+        len(text_boxes),
+    )
 
 
 def scrub_image(data: bytes, cfg: ScrubConfig, regions: Sequence[str] | None = None) -> ScrubbedImage:
@@ -256,39 +211,12 @@ def scrub_image(data: bytes, cfg: ScrubConfig, regions: Sequence[str] | None = N
     first frame of an animation is kept. `regions`: phone regions for text read in the image. Raises
     ImageDecodeError (a ValueError) for unusable bytes, curation.ocr.OcrTimeout when tesseract runs too long.
     """
-    decoded = decode_image(data, cfg.max_pixels)
-    metadata_removed = _has_metadata(decoded)
-    oriented = orient(decoded)
-    lossy = decoded.format in ("JPEG", "WEBP", "MPO")
-    has_alpha = oriented.mode in ("RGBA", "LA", "PA") or (oriented.mode == "P" and "transparency" in oriented.info)
-    mode = "RGBA" if has_alpha and not lossy else "RGB"
-    pixels = np.asarray(oriented.convert(mode))
-    faces = np.zeros((0, 4), dtype=np.int64)
-    if cfg.blur_faces:
-        faces = detect_faces(np.ascontiguousarray(pixels[..., :3]), cfg)
+    opened = open_for_scrub(data, cfg)
     text_boxes = np.zeros((0, 4), dtype=np.int64)
     if cfg.ocr_pii:
-        # Read on the pixels before any face blur; the boxes come already padded, so no face margin.
-        text_boxes = ocr_pii_boxes(np.ascontiguousarray(pixels[..., :3]), cfg, regions)
-    if len(faces):
-        pixels = blur_boxes(pixels, faces, cfg)
-    if len(text_boxes):
-        pixels = blur_boxes(pixels, text_boxes, cfg.model_copy(update={"face_box_margin": 0.0}))
-    clean = Image.fromarray(pixels)
-    # A CMYK profile would mis-describe the RGB pixels written below.
-    icc = None if decoded.mode == "CMYK" else decoded.info.get("icc_profile")
-    buffer = io.BytesIO()
-    # ICC is kept: it is colour calibration, not personal data, and dropping it shifts colours.
-    if lossy:
-        clean.save(buffer, "JPEG", quality=cfg.jpeg_quality, icc_profile=icc)
-        mime = "image/jpeg"
-    else:
-        clean.save(buffer, "PNG", icc_profile=icc)
-        mime = "image/png"
-    largest = float((faces[:, 2] * faces[:, 3]).max()) / (clean.width * clean.height) if len(faces) else 0.0
-    return ScrubbedImage(
-        buffer.getvalue(), clean.width, clean.height, mime, len(faces), metadata_removed, largest, len(text_boxes)
-    )
+        # Read on the pixels before any face blur.
+        text_boxes = ocr_pii_boxes(np.ascontiguousarray(opened.pixels[..., :3]), cfg, regions)
+    return finish_scrub(opened, text_boxes, cfg)
 
 
 # The image columns scrub rewrites (beside TEXT_FIELDS, pii_counts and scrub_version).
@@ -336,17 +264,16 @@ def scrub_url_fields(
     return out, found, any(cfg.policies.get(entity) == "drop" for entity in found)
 
 
-def _scrub_image_row(
-    columns: dict[str, list], i: int, cfg: ScrubConfig, totals: Counter[str], regions: Sequence[str] | None = None
+# Images scrubbed (and read by one tesseract process) together: at most this many, holding at most this many bytes
+# of decoded pixels at once. 32 pays tesseract's start on 1/32 of the images; 64 MiB bounds what a batch holds.
+SCRUB_BATCH_IMAGES = 32
+SCRUB_BATCH_BYTES = 64 * 2**20
+
+
+def _store_scrubbed(
+    columns: dict[str, list], i: int, result: ScrubbedImage, cfg: ScrubConfig, totals: Counter
 ) -> str | None:
-    """Re-encode row `i`'s image in `columns` (IMAGE_FIELDS lists) in place; its drop reason, if any."""
-    try:
-        result = scrub_image(columns["image"][i], cfg, regions)
-    except ImageDecodeError:
-        return "scrub_failed"
-    except OcrTimeout:
-        totals["ocr_timeouts"] += 1
-        return "scrub_failed"
+    """Put row `i`'s scrubbed image into `columns` (IMAGE_FIELDS lists) and count it; its drop reason, if any."""
     columns["image"][i], columns["width"][i], columns["height"][i] = result.data, result.width, result.height
     columns["mime"][i] = result.mime
     columns["faces_blurred"][i], columns["exif_stripped"][i] = result.faces, result.metadata_removed
@@ -357,6 +284,46 @@ def _scrub_image_row(
     if cfg.max_face_fraction is not None and result.largest_face_fraction > cfg.max_face_fraction:
         return "face_dominant"
     return None
+
+
+def _scrub_image_batch(
+    columns: dict[str, list], rows: list[int], cfg: ScrubConfig, totals: Counter[str], regions: dict[int, list[str]]
+) -> dict[int, str | None]:
+    """Scrub the images of `rows` in `columns` in place, their OCR in one tesseract process; row -> drop reason."""
+    reasons: dict[int, str | None] = {}
+    opened: dict[int, OpenedImage] = {}
+    for i in rows:
+        try:
+            opened[i] = open_for_scrub(columns["image"][i], cfg)
+        except ImageDecodeError:
+            reasons[i] = "scrub_failed"
+    boxes: list[np.ndarray | None] = [np.zeros((0, 4), dtype=np.int64)] * len(opened)
+    if cfg.ocr_pii:
+        rgbs = [np.ascontiguousarray(o.pixels[..., :3]) for o in opened.values()]
+        boxes = ocr_pii_boxes_in_batch(rgbs, cfg, [regions[i] for i in opened])
+    for (i, one), text_boxes in zip(opened.items(), boxes, strict=True):
+        if text_boxes is None:
+            totals["ocr_timeouts"] += 1
+            reasons[i] = "scrub_failed"
+        else:
+            reasons[i] = _store_scrubbed(columns, i, finish_scrub(one, text_boxes, cfg), cfg, totals)
+    return reasons
+
+
+def _image_batches(columns: dict[str, list], rows: list[int]) -> list[list[int]]:
+    """`rows` cut into batches of at most SCRUB_BATCH_IMAGES images and about SCRUB_BATCH_BYTES of pixels
+    (estimated as 4 bytes per pixel from each image's width and height, 2 MB when unknown)."""
+    batches: list[list[int]] = [[]]
+    held = 0
+    for i in rows:
+        width, height = columns["width"][i], columns["height"][i]
+        size = 4 * width * height if width and height else 2 * 2**20
+        if batches[-1] and (len(batches[-1]) >= SCRUB_BATCH_IMAGES or held + size > SCRUB_BATCH_BYTES):
+            batches.append([])
+            held = 0
+        batches[-1].append(i)
+        held += size
+    return [b for b in batches if b]
 
 
 def count_scrub(totals: Counter[str], reasons: list[str | None], records_with_pii: int) -> dict[str, int]:
@@ -395,20 +362,24 @@ def scrub(table: pa.Table, cfg: ScrubConfig | None = None) -> StageOutput:
     records_with_pii = 0
     key = cfg.hash_key.get_secret_value().encode()
     langs = table.column("lang").to_pylist()
+    regions: dict[int, list[str]] = {}
     for i in range(n):
-        regions = phone_regions(cfg, langs[i], [columns["url"][i], columns["page_url"][i]])
-        fields, found, drop = scrub_text_fields({name: columns[name][i] for name in TEXT_FIELDS}, cfg, key, regions)
-        urls, in_urls, url_drop = scrub_url_fields({name: columns[name][i] for name in URL_FIELDS}, cfg, key, regions)
+        regions[i] = phone_regions(cfg, langs[i], [columns["url"][i], columns["page_url"][i]])
+        fields, found, drop = scrub_text_fields({name: columns[name][i] for name in TEXT_FIELDS}, cfg, key, regions[i])
+        urls, in_urls, url_drop = scrub_url_fields(
+            {name: columns[name][i] for name in URL_FIELDS}, cfg, key, regions[i]
+        )
         found.update(in_urls)
-        drop = drop or url_drop
         for name, value in (fields | urls).items():
             columns[name][i] = value
         pii_counts.append(sorted(found.items()))
         totals.update(found)
         records_with_pii += bool(found)
-        image_reason = _scrub_image_row(columns, i, cfg, totals, regions) if kinds[i] == "image" else None
-        # scrub_failed wins (the image is unusable); contains_pii comes before face_dominant.
-        reasons[i] = "scrub_failed" if image_reason == "scrub_failed" else ("contains_pii" if drop else image_reason)
+        reasons[i] = "contains_pii" if drop or url_drop else None
+    for batch in _image_batches(columns, [i for i in range(n) if kinds[i] == "image"]):
+        for i, image_reason in _scrub_image_batch(columns, batch, cfg, totals, regions).items():
+            # scrub_failed wins (the image is unusable); contains_pii comes before face_dominant.
+            reasons[i] = image_reason if image_reason == "scrub_failed" else (reasons[i] or image_reason)
     columns |= {"pii_counts": pii_counts, "scrub_version": [SCRUB_VERSION] * n}
     updated = table
     for name, values in columns.items():

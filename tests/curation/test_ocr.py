@@ -146,3 +146,25 @@ def test_spans_map_back_to_the_union_of_their_words():
     boxes = pii_boxes(words, find_pii, pad=0.5)
     assert boxes.tolist() == [[50, 0, 210, 40]]  # words 60..250 x 10..30, grown by 10 px per side
     assert parse_tsv(TSV, scale=0.5)[0] == OcrWord((1, 1, 1), "Call", (20, 20, 80, 40))
+
+
+def test_a_batch_reads_each_image_as_its_own_process_would():
+    pictures = [text_picture(PII_LINES), text_picture(["Ring us on (020) 7946 0958"], (700, 140))]
+    pictures.append(text_picture(["Fresh bread"], (300, 90)).resize((1800, 540)))
+    rgbs = [np.asarray(p) for p in pictures]
+    alone = [read_words(rgb, 820, 30) for rgb in rgbs]
+    together = ocr.read_words_in_batch(rgbs, 820, 30)
+    assert together == alone
+    assert EMAIL in " ".join(w.text for w in together[0])  # the pages are not empty to begin with
+    # the page read at 820 px has its boxes in full-size coordinates
+    assert max(w.box[0] + w.box[2] for w in together[2]) > 820
+
+
+def test_a_batch_past_its_limit_gives_each_image_its_own_verdict():
+    rgbs = [np.asarray(text_picture(PII_LINES)), np.asarray(text_picture(["Open Monday"], (400, 120)))]
+    assert ocr.read_words_in_batch(rgbs, 2000, 0.001) == [None, None]
+    table = build_table(
+        [image_row(encode(Image.fromarray(rgb), "PNG"), f"{U}{k}.png", k) for k, rgb in enumerate(rgbs)]
+    )
+    out = scrub(table, ScrubConfig(ocr_timeout_s=0.001))
+    assert out.kept.num_rows == 0 and out.counters["ocr_timeouts"] == 2 and out.counters["scrub_failed"] == 2
