@@ -4,6 +4,11 @@ Run: `make bench-image-dedup` (QUICK=1 for 1,000 images). The corpus (10k JPEGs,
 resize, JPEG re-encode, small crop or brightness change) is written to one folder; each side reads the files,
 hashes and searches at Hamming distance <= 10 (imagededup's PHash default max_distance_threshold) with 2
 workers, in its own process. ratio = Flywheel images/s over imagededup's.
+
+A third side, `curate`, runs Flywheel's whole curate stage (`curation.curate.curate`, one process) on the same
+files as records: every image decoded to catch truncated and bomb files, size/shape/information checks, SHA-256,
+pHash + layout signature, exact and near-duplicate search. Its images/s stands beside the hash-only figure
+(`curate_images_per_s=`, `curate_over_hash=`), with its own precision and recall against the plant.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from corpora import emit, is_quick, make_image_corpus, pair_scores, peak_rss_mb,
 
 MAX_DISTANCE = 10
 WORKERS = 2  # the machine's cores; imagededup's num_enc_workers / num_dist_workers get the same
-SIDES = ("flywheel", "imagededup")
+SIDES = ("flywheel", "curate", "imagededup")
 
 
 def _components(names: list[str], duplicates: dict[str, list[str]]) -> np.ndarray:
@@ -54,6 +59,34 @@ def run_flywheel(folder: Path, names: list[str]) -> np.ndarray:
     return find_near_duplicates(hashes, MAX_DISTANCE)
 
 
+def run_curate(folder: Path, names: list[str]) -> np.ndarray:
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+
+    from corpus.schema import RECORD_SCHEMA, conform, make_record_id
+    from curation.curate import curate
+
+    images = [(folder / name).read_bytes() for name in names]
+    fetched = pa.array([datetime(2026, 1, 1, tzinfo=UTC)] * len(names), RECORD_SCHEMA.field("fetched_at").type)
+    table = pa.table(
+        {
+            "record_id": [make_record_id(data) for data in images],
+            "kind": ["image"] * len(names),
+            "url": [f"http://127.0.0.1/{name}" for name in names],
+            "fetched_at": fetched,
+            "image": pa.array(images, pa.binary()),
+        }
+    )
+    out = curate(conform(table, RECORD_SCHEMA))
+    rows = pa.concat_tables(
+        [out.kept.select(["url", "near_dup_cluster"]), out.dropped.select(["url", "near_dup_cluster"])]
+    )
+    cluster = dict(zip(rows.column("url").to_pylist(), rows.column("near_dup_cluster").to_pylist(), strict=True))
+    ids = {c: k for k, c in enumerate(dict.fromkeys(cluster[f"http://127.0.0.1/{name}"] for name in names))}
+    return np.array([ids[cluster[f"http://127.0.0.1/{name}"]] for name in names], dtype=np.int64)
+
+
 def run_imagededup(folder: Path, names: list[str]) -> np.ndarray:
     from imagededup.methods import PHash
 
@@ -68,7 +101,9 @@ def run_imagededup(folder: Path, names: list[str]) -> np.ndarray:
 def run_side(side: str, work: Path) -> None:
     names = json.loads((work / "names.json").read_text())
     started = time.perf_counter()
-    labels = {"flywheel": run_flywheel, "imagededup": run_imagededup}[side](work / "images", names)
+    labels = {"flywheel": run_flywheel, "curate": run_curate, "imagededup": run_imagededup}[side](
+        work / "images", names
+    )
     seconds = time.perf_counter() - started
     np.save(work / f"labels-{side}.npy", labels)
     emit({"seconds": seconds, "images": len(names), "peak_mb": peak_rss_mb()})
@@ -108,7 +143,7 @@ def main() -> None:
                 f"{side:<11}{r['images_per_s']:>10.0f}{r['seconds']:>9.1f}{r['peak_mb']:>9.0f}"
                 f"{r['precision']:>11.3f}{r['recall']:>8.3f}{r['f1']:>7.3f}"
             )
-        fw, peer = rows.get("flywheel"), rows.get("imagededup")
+        fw, peer, whole = rows.get("flywheel"), rows.get("imagededup"), rows.get("curate")
         if fw is None:
             raise SystemExit("flywheel side failed")
         ratio = fw["images_per_s"] / peer["images_per_s"] if peer else float("nan")
@@ -118,9 +153,16 @@ def main() -> None:
             if peer
             else ""
         )
+        curated = (
+            f"curate_images_per_s={whole['images_per_s']:.0f} "
+            f"curate_over_hash={whole['images_per_s'] / fw['images_per_s']:.2f} "
+            f"curate_precision={whole['precision']:.3f} curate_recall={whole['recall']:.3f} "
+            if whole
+            else ""
+        )
         print(
             f"bench image-dedup: images={n} images_per_s={fw['images_per_s']:.0f} precision={fw['precision']:.3f} "
-            f"recall={fw['recall']:.3f} {theirs}ratio={ratio:.2f}"
+            f"recall={fw['recall']:.3f} {theirs}{curated}ratio={ratio:.2f}"
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -20,9 +20,12 @@ PILLOW_MAX_PIXELS = 89_478_485
 # reduced DCT scale where a check or a hash is all that is needed, so only their reduced pixels count.
 DECODE_BUDGET_BYTES = 160 * 2**20
 # Checks and hashes read a working copy whose shorter side is at least this: pHash reads a >= 64 px box
-# reduction, the information score a <= 128 px one and the layout signature 32x32. Images whose shorter side is
-# under twice this are measured at full size, exactly as before.
-WORK_SIDE = 256
+# reduction, the information score a <= 128 px one and the layout signature 32x32, so 64 px loses none of them.
+# A baseline JPEG is decoded straight to it by libjpeg's DCT scaling, which still entropy-decodes every block
+# (a truncated stream still fails) but skips most of the inverse DCT and colour conversion: on 200-480 px photos
+# the decode costs half of a full one (bench/image_dedup.py, `curate_images_per_s`; 256 px before). Images whose
+# shorter side is under twice this are measured at full size.
+WORK_SIDE = 64
 # Rows of the full-size image converted and reduced at once while making a working copy (bounded by this many
 # bytes of strip), so no full-size RGB or greyscale copy of a large non-JPEG image is ever made.
 _STRIP_BYTES = 4 * 2**20
@@ -90,15 +93,20 @@ def _jpeg_scale(image: Image.Image, least_side: int | None, budget: int) -> int:
     return scale
 
 
-def _open_within(data: bytes, max_pixels: int, max_decode_bytes: int, least_side: int | None) -> Image.Image:
-    """Open, check the pixel limit and the stream (verify), choose a JPEG draft scale and check the decode
-    budget; the image is not yet loaded. Raises ImageDecodeError as decode_image does."""
-    with Image.open(io.BytesIO(data)) as probe:
-        width, height = probe.size
-        if width * height > max_pixels:
-            raise ImageDecodeError("too_large", f"{width}x{height} exceeds {max_pixels} pixels")
-        probe.verify()
+def _open_within(
+    data: bytes, max_pixels: int, max_decode_bytes: int, least_side: int | None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Open, check the pixel limit and (PNG) the stream, choose a JPEG draft scale and check the decode budget;
+    the image, not yet loaded, and the file's own size. Raises ImageDecodeError as decode_image does."""
     image = Image.open(io.BytesIO(data))
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageDecodeError("too_large", f"{width}x{height} exceeds {max_pixels} pixels")
+    if image.format == "PNG":
+        # Only PNG's verify checks anything (every chunk's CRC, up to IEND); Pillow's is a no-op for the others,
+        # whose truncation the full read of load() finds. A verified image must be opened again to load.
+        image.verify()
+        image = Image.open(io.BytesIO(data))
     cost = width * height * pixel_bytes(image.mode)
     if image.format in ("JPEG", "MPO"):
         coefficients = _coefficient_bytes(image) if _scans_buffered(image, data) else 0
@@ -115,18 +123,21 @@ def _open_within(data: bytes, max_pixels: int, max_decode_bytes: int, least_side
             f"{width}x{height} {image.format} needs {cost >> 20} MiB to decode, over the "
             f"{max_decode_bytes >> 20} MiB budget",
         )
-    return image
+    return image, (width, height)
 
 
-def _decode(data: bytes | None, max_pixels: int, max_decode_bytes: int, least_side: int | None) -> Image.Image:
-    """The loaded image (maybe at a JPEG draft scale), or ImageDecodeError with its reason."""
+def _decode(
+    data: bytes | None, max_pixels: int, max_decode_bytes: int, least_side: int | None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """The loaded image (maybe at a JPEG draft scale) and the file's own size, or ImageDecodeError with its
+    reason."""
     if not data:
         raise ImageDecodeError("undecodable", "no bytes")
     try:
         with warnings.catch_warnings():
             # Our own limit decides; Pillow's global bomb warning would only add noise to the logs.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = _open_within(data, max_pixels, max_decode_bytes, least_side)
+            image, full_size = _open_within(data, max_pixels, max_decode_bytes, least_side)
             image.load()
     except ImageDecodeError:
         raise
@@ -142,7 +153,7 @@ def _decode(data: bytes | None, max_pixels: int, max_decode_bytes: int, least_si
         raise ImageDecodeError("undecodable", f"{type(exc).__name__}: {exc}") from exc
     if image.width <= 0 or image.height <= 0:
         raise ImageDecodeError("undecodable", "zero-sized image")
-    return image
+    return image, full_size
 
 
 def decode_image(
@@ -158,7 +169,7 @@ def decode_image(
     Raises ImageDecodeError (a ValueError) with reason `undecodable`, `truncated` or `too_large`. The limits
     are checked here per call, so no process-wide `Image.MAX_IMAGE_PIXELS` is changed and no warning leaks.
     """
-    return _decode(data, max_pixels, max_decode_bytes, None)
+    return _decode(data, max_pixels, max_decode_bytes, None)[0]
 
 
 @dataclass(frozen=True)
@@ -201,13 +212,12 @@ def decode_for_checks(
     other image is decoded at full size (within `max_decode_bytes`) and box-reduced in strips. Smaller images
     are decoded and oriented exactly as `decode_image` and `orient` do, so their hashes are unchanged.
     """
-    image = _decode(data, max_pixels, max_decode_bytes, WORK_SIDE)
+    image, full_size = _decode(data, max_pixels, max_decode_bytes, WORK_SIDE)
     image_format, orientation = image.format, orientation_of(image)
     factor = min(image.size) // WORK_SIDE
-    if factor >= 2:  # not a baseline JPEG: draft already scaled those
+    if factor >= 2:  # not a baseline JPEG, or one larger than 8x the working size (draft's smallest scale)
         image = reduce_in_strips(image, factor)
-    with Image.open(io.BytesIO(data)) as header:  # the file's own size; reads the header only
-        width, height = header.size
+    width, height = full_size
     full = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
     return Measurable(orient(image, orientation), full, image_format)
 

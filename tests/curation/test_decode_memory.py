@@ -97,16 +97,17 @@ def test_large_photo_is_kept_and_hashed_like_its_quarter_size_copy():
     assert by_url(out.dropped, "drop_reason") == {"http://127.0.0.1/img/quarter.jpg": "near_duplicate"}
     assert by_url(out.kept, "width") == {"http://127.0.0.1/img/large.jpg": 4000, "http://127.0.0.1/img/other.jpg": 4000}
     assert set(by_url(out.kept, "height").values()) == {3000}
-    # The 1/8-scale decode hashes within a few bits of the full decode (pHash copies differ by 0-4 bits).
+    # The 1/8-scale decode (then box-reduced to the working size) hashes within a few bits of the full decode (pHash copies differ by 0-4 bits).
     full, reduced = decode_image(large), decode_for_checks(large)
-    assert reduced.image.size == (500, 375) and reduced.size == (4000, 3000)
+    assert WORK_SIDE <= min(reduced.image.size) < 2 * WORK_SIDE and reduced.size == (4000, 3000)
     assert bin(int(compute_phash(full)) ^ int(compute_phash(reduced.image))).count("1") <= 4
     assert np.abs(compute_signature(full) - compute_signature(reduced.image)).mean() < 0.01
 
 
-def test_ordinary_images_are_measured_exactly_as_before():
+def test_small_images_are_measured_at_full_size():
     # Shorter side under 2 * WORK_SIDE: no reduction, the same pixels, so the same hashes as decode + orient.
-    for data in (encode(smooth_image(2, (640, 2 * WORK_SIDE - 1)), "JPEG"), encode(smooth_image(3, (700, 500)))):
+    small = (3 * WORK_SIDE, 2 * WORK_SIDE - 1)
+    for data in (encode(smooth_image(2, small), "JPEG"), encode(smooth_image(3, small))):
         before, now = orient(decode_image(data)), decode_for_checks(data)
         assert now.image.size == now.size == before.size
         assert compute_phash(now.image) == compute_phash(before)
@@ -122,13 +123,16 @@ def test_reducing_in_strips_equals_reducing_the_whole_image(mode):
 
 
 def test_large_png_is_reduced_and_its_exif_orientation_applied():
-    image = photo((1800, 1200), seed=8)
+    # 1152 = 18 * WORK_SIDE and 1800 = 100 * 18: the reduction's blocks fall alike whether it comes before the turn
+    # (measuring) or after it (the reference), so only rounding separates the two hashes.
+    image = photo((1800, 1152), seed=8)
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
     data = encode(image, "PNG", exif=exif)
     measured = decode_for_checks(data)
-    assert measured.size == (1200, 1800) and measured.format == "PNG"
-    assert measured.image.size == (300, 450)  # box-reduced by 1200 // 256 = 4, then turned
+    assert measured.size == (1152, 1800) and measured.format == "PNG"
+    factor = 1152 // WORK_SIDE  # box-reduced by it, then turned
+    assert measured.image.size == (1152 // factor, 1800 // factor)
     upright = image.transpose(Image.Transpose.ROTATE_270)
     assert bin(int(compute_phash(upright)) ^ int(compute_phash(measured.image))).count("1") <= 4
 
@@ -138,6 +142,48 @@ def test_truncated_large_jpeg_is_still_found_at_reduced_scale():
     with pytest.raises(ImageDecodeError) as caught:
         decode_for_checks(data[: len(data) // 2])
     assert caught.value.reason == "truncated"
+
+
+def _cut(data: bytes, keep: float) -> bytes:
+    return data[: int(len(data) * keep)]
+
+
+def _defects() -> dict[str, tuple[bytes, str]]:
+    """Damaged files of each format that curate must drop, with the reason it gives (measured: Pillow calls a
+    cut PNG stream "Truncated File Read" while verifying, and a cut WebP has no decodable frame at all)."""
+    picture = photo((900, 600), seed=13)
+    jpeg = encode(picture, "JPEG", quality=90)
+    progressive = encode(picture, "JPEG", quality=90, progressive=True)
+    png, gif = encode(picture, "PNG"), encode(picture.convert("P"), "GIF")
+    webp, lossless = encode(picture, "WEBP", quality=80), encode(picture, "WEBP", lossless=True)
+    return {
+        "jpeg cut mid-scan": (_cut(jpeg, 0.6), "truncated"),
+        "jpeg without its EOI marker": (jpeg[:-2], "truncated"),
+        "progressive jpeg cut after its first scans": (_cut(progressive, 0.5), "truncated"),
+        "progressive jpeg cut in its last scan": (_cut(progressive, 0.95), "truncated"),
+        "png without IEND": (png[:-12], "truncated"),
+        "png cut mid-IDAT": (_cut(png, 0.5), "undecodable"),
+        "gif cut mid-frame": (_cut(gif, 0.5), "truncated"),
+        "webp cut": (_cut(webp, 0.5), "undecodable"),
+        "lossless webp cut": (_cut(lossless, 0.8), "undecodable"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_defects()))
+def test_damaged_files_of_every_format_are_dropped_though_decoded_at_reduced_scale(name):
+    data, reason = _defects()[name]
+    with pytest.raises(ImageDecodeError) as caught:
+        decode_for_checks(data)
+    assert caught.value.reason == reason
+    out = curate(build_table([image_row(data, "http://127.0.0.1/img/bad", 0)]), CurateConfig())
+    assert out.dropped.column("drop_reason").to_pylist() == [reason]
+
+
+def test_the_undamaged_originals_of_the_defects_are_kept():
+    picture = photo((900, 600), seed=13)
+    for fmt, kwargs in (("JPEG", {}), ("JPEG", {"progressive": True}), ("PNG", {}), ("GIF", {}), ("WEBP", {})):
+        measured = decode_for_checks(encode(picture.convert("P") if fmt == "GIF" else picture, fmt, **kwargs))
+        assert measured.size == (900, 600) and min(measured.image.size) < 600 // 2  # read at a working size
 
 
 def test_decode_budget_scales_jpegs_and_refuses_other_formats():
