@@ -8,6 +8,8 @@ fresh process so that its peak RSS is its own:
   scrub (EXIF strip, faces, PII) as the `import` flow runs them, without the Prefect server around them;
 - the plain loop: for each file, read it, SHA-256 it and decode it with Pillow; nothing is written.
 
+`--per-class N` sets the tree's size (e.g. 200 for 2,000 images, to compare peak memory with the 10,000 run).
+
 Figures: images/s over the whole run and peak RSS (MB) of each child; ratio = Flywheel's images/s over the plain
 loop's (higher is better; 1.0 would be an import that costs no more than decoding and hashing).
 Closing line: `bench import: ... ratio=<Flywheel images/s over the plain loop>`.
@@ -70,8 +72,9 @@ def run_flywheel(tree: Path, data: Path) -> dict:
     started = time.perf_counter()
     report = import_to_root(root, ImportConfig(source=str(tree), name="bench"), import_run="import-1", work_dir=data)
     imported = time.perf_counter()
+    # Shards sized from the input (the flow's default), one after another in this process.
     curated = run_curate(root, CurateConfig(), [report["output"]])
-    scrubbed = run_stage_sharded(root, SCRUB, ScrubConfig(), [f"{curated['output']}/kept"], 1)
+    scrubbed = run_stage_sharded(root, SCRUB, ScrubConfig(), [f"{curated['output']}/kept"])
     done = time.perf_counter()
     return {
         "images": report["files"],
@@ -80,6 +83,7 @@ def run_flywheel(tree: Path, data: Path) -> dict:
         "curate_scrub_s": done - imported,
         "kept": scrubbed["kept"],
         "dropped": curated["dropped_by_reason"],
+        "shards": curated["shards"],
     }
 
 
@@ -114,12 +118,13 @@ def run_child(side: str, tree: Path, data: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", default=os.environ.get("QUICK") not in (None, "", "0"))
+    parser.add_argument("--per-class", type=int, help="images per class (default 1,000; QUICK: 100)")
     parser.add_argument("--child", nargs=3, metavar=("SIDE", "TREE", "DATA"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], Path(args.child[1]), Path(args.child[2]))
         return
-    per_class = 100 if args.quick else 1000
+    per_class = args.per_class or (100 if args.quick else 1000)
     scratch = Path(tempfile.mkdtemp(prefix="flywheel-bench-import-"))
     try:
         started = time.perf_counter()
@@ -135,7 +140,10 @@ def main() -> None:
     print(f"{'side':<34}{'images':>8}{'seconds':>9}{'images/s':>10}{'peak MB':>9}")
     for name, r in (("plain loop (read, sha256, decode)", plain), ("flywheel import + curate + scrub", fly)):
         print(f"{name:<34}{r['images']:>8}{r['seconds']:>9.1f}{r['images'] / r['seconds']:>10.1f}{r['peak_mb']:>9.0f}")
-    print(f"flywheel: import {fly['import_s']:.1f} s, curate + scrub {fly['curate_scrub_s']:.1f} s")
+    print(
+        f"flywheel: import {fly['import_s']:.1f} s, curate + scrub {fly['curate_scrub_s']:.1f} s "
+        f"({fly['shards']} shards)"
+    )
     fly_rate, plain_rate = fly["images"] / fly["seconds"], plain["images"] / plain["seconds"]
     print(
         f"bench import: images={n} flywheel_images_per_s={fly_rate:.1f} plain_images_per_s={plain_rate:.1f} "

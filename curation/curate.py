@@ -11,6 +11,8 @@ import pyarrow as pa
 from corpus.schema import RECORD_SCHEMA, conform
 from corpus.stages import (
     MapSteps,
+    Shard,
+    ShardSize,
     Stage,
     StageOutput,
     compute_run_key,
@@ -113,13 +115,16 @@ def run_curate(
     cfg: CurateConfig | None,
     inputs: Sequence[str],
     *,
-    shards: int = 1,
+    shards: int | None = None,
     partitions: int | None = None,
     index_path: str | None = INDEX_PATH,
     map_steps: MapSteps = map_in_process,
+    size: ShardSize | None = None,
 ) -> dict[str, Any]:
     """Curate `inputs` in `shards` shards and `partitions` partitions (default: as many as shards), write the
     outputs under `curated/curate-<run key>/` and, with `index_path`, add the kept rows to the dedup index.
+    `shards=None` (the default) sizes the shards from the input, at most `size` each (corpus.stages.ShardSize),
+    so that a run in one process holds one shard at a time, whatever the input's size.
 
     With `index_path`, each crawl is deduplicated against everything kept before without rereading earlier
     crawls: the index (a few hundred bytes per kept record) is the only history read, and its content is part
@@ -142,7 +147,10 @@ def run_curate(
     stage = curate_stage(index) if index is not None else CURATE
     run_key, out, finished = find_finished(root, stage, cfg, inputs)
     if not finished:
-        finished = _curate_into(root, cfg, inputs, stage, run_key, out, shards, partitions or shards, map_steps, index)
+        planned = plan_shards(root, inputs, shards, size)
+        finished = _curate_into(
+            root, cfg, inputs, stage, run_key, out, planned, partitions or len(planned), map_steps, index
+        )
     return _commit_index(root, finished, index, index_path, inputs_key)
 
 
@@ -153,7 +161,7 @@ def _curate_into(
     stage: Stage,
     run_key: str,
     out: str,
-    shards: int,
+    planned: list[Shard],
     partitions: int,
     map_steps: MapSteps,
     index: DedupIndex | None,
@@ -164,7 +172,6 @@ def _curate_into(
     if root.exists(out):  # what an attempt that crashed left behind
         root.fs.rm(root.path(out), recursive=True)
     space = FileScratch(root, f"{out}/_work", out)
-    planned = plan_shards(root, inputs, shards)
     with removed_on_failure(root, out):
         done = run_rounds(space, planned, cfg, load_known(index=index), partitions, map_steps, index is not None)
         space.clear()

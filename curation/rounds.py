@@ -178,12 +178,17 @@ class FileScratch:
 def measure_shard(
     space: Scratch, shard: Shard, cfg: CurateConfig, known: KnownRecords, partitions: int
 ) -> dict[str, int]:
-    """Round 1: measure one shard, keep its features and its keys for every partition."""
-    features, known_count = measure_records(space.read_input(shard), cfg, known, shard.first_row)
+    """Round 1: measure one shard, keep its features and its keys for every partition. Its rows, content bytes
+    and the rows its own checks dropped (before the run-wide duplicate search) come back for progress."""
+    table = space.read_input(shard)
+    lengths = (pc.binary_length(table.column("image")), pc.utf8_length(table.column("text")))
+    content = sum(pc.sum(length).as_py() or 0 for length in lengths)
+    features, known_count = measure_records(table, cfg, known, shard.first_row)
     space.put_features(shard, features)
     for p, part in enumerate(split_partitions(features, cfg, partitions)):
         space.put_keys(p, shard, part)
-    return {"known": known_count, "pid": os.getpid()}
+    dropped = features.num_rows - features.column("reason").null_count
+    return {"known": known_count, "pid": os.getpid(), "rows": shard.rows, "bytes": content, "dropped": dropped}
 
 
 def search_partition_files(space: Scratch, partition: int, cfg: CurateConfig) -> Found:

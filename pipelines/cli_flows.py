@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
 
-from pipelines.cli_support import console, fail, prefect_api, print_json
+from pipelines.cli_support import console, fail, prefect_api, print_json, print_progress
 
 _PrivateHosts = Annotated[
     list[str] | None,
@@ -96,7 +97,13 @@ def _stage_line(name: str, report: dict[str, Any]) -> str:
 
 def curate(
     raw: Annotated[list[str], typer.Argument(help="Raw folders under the data root, e.g. raw/crawl-...")],
-    shards: Annotated[int, typer.Option(help="Input shards, each curated and scrubbed as its own task.")] = 1,
+    shards: Annotated[
+        int | None,
+        typer.Option(
+            help="Input shards, each curated and scrubbed as its own task. Default: sized from the input, "
+            "curated one after another, so memory stays bounded."
+        ),
+    ] = None,
     partitions: Annotated[
         int | None, typer.Option(help="Hash partitions of the duplicate search (default: as many as shards).")
     ] = None,
@@ -111,9 +118,11 @@ def curate(
     per stage."""
     from pipelines.config import CurateParams, ScaleParams
     from pipelines.ingest import curate_flow
+    from pipelines.progress import reporting_shards
 
     scale = build_config(ScaleParams, shards=shards, partitions=partitions, dask=dask)
-    with prefect_api(), console.status(f"curating and scrubbing {', '.join(raw)}"):
+    status = console.status(f"curating and scrubbing {', '.join(raw)}")
+    with prefect_api(), status, reporting_shards(partial(print_progress, as_json=as_json)):
         report = curate_flow(CurateParams(inputs=raw, scale=scale))
     if as_json:
         keys = ("output", "rows_in", "kept", "dropped", "dropped_by_reason", "counters", "shards")

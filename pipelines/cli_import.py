@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from pipelines.cli_support import console, prefect_api, print_json
+from pipelines.cli_support import console, prefect_api, print_json, print_progress
 
 SOURCE_HELP = (
     "Folder, ImageFolder tree, s3://bucket/prefix, .csv/.jsonl/.parquet manifest, Label Studio .json export, "
@@ -49,13 +49,17 @@ def import_command(
         list[str] | None,
         typer.Option(help="An origin (http://127.0.0.1:8765) on a private address manifest URLs may reach."),
     ] = None,
-    shards: Annotated[int, typer.Option(help="Curation shards, each its own task.")] = 1,
+    shards: Annotated[
+        int | None,
+        typer.Option(help="Curation shards, each its own task. Default: sized from the input, one after another."),
+    ] = None,
 ) -> None:
     """Import your own images (and their labels) and curate + scrub them into the label pool, as a crawl's are."""
     from crawlers.importers.config import ImportConfig
     from crawlers.importers.sources import ImportSourceError, check_source
     from pipelines.config import ImportParams, ScaleParams
     from pipelines.imports import import_flow, reporting_progress
+    from pipelines.progress import reporting_shards
 
     config = ImportConfig(
         source=source,
@@ -78,6 +82,6 @@ def import_command(
         def show(totals) -> None:
             bar.update(task, files=totals.files, mb=totals.bytes / 1e6, drops=totals.drops)
 
-        with reporting_progress(show):
+        with reporting_progress(show), reporting_shards(print_progress):
             report = import_flow(params)
     print_json(_summary(report))

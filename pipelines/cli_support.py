@@ -17,6 +17,13 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from corpus.settings import get_settings
 
 console = Console()
+# Progress lines of a command whose stdout is JSON go here, so the JSON stays parseable.
+stderr_console = Console(stderr=True)
+
+
+def print_progress(line: str, as_json: bool = False) -> None:
+    """One line of a long step's progress: above the console's live status, or on stderr beside JSON output."""
+    (stderr_console if as_json else console).print(line, highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager

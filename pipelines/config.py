@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from corpus.releases.config import ReleaseConfig
+from corpus.stages import AUTO_SHARD_BYTES, AUTO_SHARD_ROWS, ShardSize
 from crawlers.config import CrawlConfig
 from crawlers.importers.config import ImportConfig
 from curation.curate_config import CurateConfig
@@ -18,11 +19,17 @@ from training.config import TrainConfig
 class ScaleParams(BaseModel):
     """How curation spreads out: shards of the input, hash partitions of the duplicate search, and where they run."""
 
-    shards: int = Field(
-        1,
+    shards: int | None = Field(
+        None,
         ge=1,
-        description="Input shards curated as separate tasks; 1 runs the stage as one task. Each task costs "
-        "~0.3 s of overhead on a Dask worker (notes/prefect-stack.md), so give each shard thousands of rows.",
+        description="Input shards curated as separate tasks (2 or more spread them over the task runner). "
+        "Default: sized from the input (at most shard_rows rows or shard_mb MB each) and run one after another "
+        "in one task, so memory stays bounded whatever the input's size. Each task costs ~0.3 s of overhead on "
+        "a Dask worker (notes/prefect-stack.md), so give each shard thousands of rows.",
+    )
+    shard_rows: int = Field(AUTO_SHARD_ROWS, ge=1, description="Rows per automatic shard at most.")
+    shard_mb: int = Field(
+        AUTO_SHARD_BYTES // 2**20, ge=1, description="MiB of uncompressed input per automatic shard at most."
     )
     partitions: int | None = Field(
         None, ge=1, description="Hash partitions of the duplicate search; default: as many as shards."
@@ -32,6 +39,16 @@ class ScaleParams(BaseModel):
         description="Run the shards on Dask: the cluster at FLYWHEEL_DASK_ADDRESS, else a LocalCluster of "
         "FLYWHEEL_DASK_WORKERS processes started for the run. Off: shards run on threads in the flow's process.",
     )
+
+    @property
+    def shard_size(self) -> ShardSize:
+        """The most one automatic shard holds."""
+        return ShardSize(rows=self.shard_rows, bytes=self.shard_mb * 2**20)
+
+    @property
+    def spread(self) -> bool:
+        """Whether the shards run as tasks on a task runner (asked for), not one after another in one task."""
+        return (self.shards or 1) > 1 or self.dask
 
 
 class CurateParams(BaseModel):

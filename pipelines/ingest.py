@@ -10,13 +10,14 @@ from prefect.artifacts import create_table_artifact
 
 from corpus.pool import remember_pool
 from corpus.settings import get_settings
-from corpus.stages import MapSteps, map_in_process, require_inputs, run_stage_sharded
+from corpus.stages import MapSteps, require_inputs, run_stage_sharded
 from crawlers.config import CrawlConfig
 from crawlers.report import nothing_fetched, report_table
 from crawlers.run import crawl_to_root
 from curation.curate import run_curate as run_curate_stage
 from curation.scrub import SCRUB
 from pipelines.config import CurateParams, IngestParams
+from pipelines.progress import map_telling
 from pipelines.runtime import (
     IO_RETRIES,
     artifact_key,
@@ -57,9 +58,10 @@ def publish_stage_report(report: dict[str, Any]) -> None:
     )
 
 
-def curate_inputs(params: CurateParams, data_root: str, map_steps: MapSteps = map_in_process) -> dict[str, Any]:
+def curate_inputs(params: CurateParams, data_root: str, map_steps: MapSteps | None = None) -> dict[str, Any]:
     """The curate stage over the raw inputs, deduplicated against the dedup index; its report artifact. A
-    missing or empty input fails before anything is written (the pool pointer stays where it was)."""
+    missing or empty input fails before anything is written (the pool pointer stays where it was). By default
+    the shards run here one after another, a line of progress after each (pipelines.progress)."""
     require_inputs(open_root(data_root), params.inputs)
     scale = params.scale
     report = run_curate_stage(
@@ -68,18 +70,24 @@ def curate_inputs(params: CurateParams, data_root: str, map_steps: MapSteps = ma
         params.inputs,
         shards=scale.shards,
         partitions=scale.partitions,
-        map_steps=map_steps,
+        map_steps=map_steps or map_telling("curate"),
+        size=scale.shard_size,
     )
     publish_stage_report(report)
     return report
 
 
 def scrub_curated(
-    params: CurateParams, data_root: str, curated: dict[str, Any], map_steps: MapSteps = map_in_process
+    params: CurateParams, data_root: str, curated: dict[str, Any], map_steps: MapSteps | None = None
 ) -> dict[str, Any]:
-    """The scrub stage over what curate kept; its report artifact."""
+    """The scrub stage over what curate kept; its report artifact. Shards as in `curate_inputs`."""
     inputs = [f"{curated['output']}/kept"]
-    report = run_stage_sharded(open_root(data_root), SCRUB, params.scrub, inputs, params.scale.shards, map_steps)
+    scale = params.scale
+    report = run_stage_sharded(
+        *(open_root(data_root), SCRUB, params.scrub, inputs, scale.shards),
+        map_steps or map_telling("scrub"),
+        size=scale.shard_size,
+    )
     publish_stage_report(report)
     return report
 
@@ -128,10 +136,11 @@ def curate_flow(params: CurateParams) -> dict[str, Any]:
     """Curate raw records (validation, exact and near-duplicates) and scrub what is kept (PII, EXIF, faces).
 
     The scrubbed kept records become the label pool (`pool`), remembered as the latest one. Sharded or on
-    Dask when `params.scale` asks for it (or a Dask cluster is configured), else as two tasks here.
+    Dask when `params.scale` asks for it (or a Dask cluster is configured), else as two tasks here, each over
+    shards sized from the input one after another (bounded memory).
     """
     data_root = data_root_url(params.data_root)
-    if params.scale.shards > 1 or params.scale.dask or get_settings().dask_address:
+    if params.scale.spread or get_settings().dask_address:
         sharded = curate_shards_flow.with_options(task_runner=make_task_runner(params.scale.dask))
         reports = sharded(data_root, params)
         curated, scrubbed = reports["curate"], reports["scrub"]

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from corpus.schema import RECORD_SCHEMA, RecordSchemaError, conform, make_record_id
 from corpus.stages import (
+    ShardSize,
     Stage,
     StageOutput,
     UndeclaredDropReason,
@@ -285,3 +286,21 @@ def test_a_file_that_turns_bad_after_planning_leaves_no_partial_output(tmp_path,
 def test_conform_names_the_column_it_cannot_cast():
     with pytest.raises(RecordSchemaError, match=r"x.parquet: column 'width'"):
         conform(pa.table({"record_id": ["a"], "kind": ["image"], "width": ["wide"]}), source="x.parquet")
+
+
+def test_automatic_shards_are_sized_from_the_input_rows_and_bytes(tmp_path):
+    root = DataRoot(str(tmp_path))
+    for k in range(3):
+        root.write_table(f"raw/r/part-000{k}.parquet", _records(40).slice(0, 40))
+    by_rows = plan_shards(root, ["raw/r"], None, ShardSize(rows=25))
+    assert len(by_rows) == 5 and all(s.rows == 24 for s in by_rows)  # 120 rows, at most 25 a shard
+    assert [s.first_row for s in by_rows] == [0, 24, 48, 72, 96]
+    data_bytes = sum(
+        pq.ParquetFile(root.path(f)).metadata.row_group(0).total_byte_size for f in root.list("raw/r", ".parquet")
+    )
+    by_bytes = plan_shards(root, ["raw/r"], None, ShardSize(rows=10**6, bytes=data_bytes // 4 + 1))
+    assert len(by_bytes) == 4
+    assert len(plan_shards(root, ["raw/r"], None)) == 1  # the defaults: 2,000 rows, 128 MiB
+    report = run_stage_sharded(root, DROP_SHORT, _MinLength(), ["raw/r"], size=ShardSize(rows=25))
+    assert report["shards"] == 5 and report["rows_in"] == 120
+    assert len(root.list(f"{report['output']}/kept", ".parquet")) == 5

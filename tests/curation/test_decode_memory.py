@@ -97,7 +97,8 @@ def test_large_photo_is_kept_and_hashed_like_its_quarter_size_copy():
     assert by_url(out.dropped, "drop_reason") == {"http://127.0.0.1/img/quarter.jpg": "near_duplicate"}
     assert by_url(out.kept, "width") == {"http://127.0.0.1/img/large.jpg": 4000, "http://127.0.0.1/img/other.jpg": 4000}
     assert set(by_url(out.kept, "height").values()) == {3000}
-    # The 1/8-scale decode (then box-reduced to the working size) hashes within a few bits of the full decode (pHash copies differ by 0-4 bits).
+    # The 1/8-scale decode, box-reduced to the working size, hashes within a few bits of the full decode
+    # (pHash copies differ by 0-4 bits).
     full, reduced = decode_image(large), decode_for_checks(large)
     assert WORK_SIDE <= min(reduced.image.size) < 2 * WORK_SIDE and reduced.size == (4000, 3000)
     assert bin(int(compute_phash(full)) ^ int(compute_phash(reduced.image))).count("1") <= 4

@@ -84,4 +84,7 @@ def test_the_cli_command_imports_with_a_progress_bar_and_fails_in_one_line(prefe
     done = runner.invoke(app, ["import", str(tree), "--name", "pets"])
     assert done.exit_code == 0, done.output
     assert "6 files" in done.output and '"kept": 6' in done.output
+    # Curate and scrub tell each shard as it finishes (the 6 files are one automatic shard).
+    assert "curate: shard 1/1 measured, 6/6 rows" in done.output, done.output
+    assert "scrub: shard 1/1 written, 6/6 rows, 6 kept, 0 dropped" in done.output, done.output
     get_settings.cache_clear()
