@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from curation_records import encode, smooth_image
 from PIL import Image
 
+import curation.search as search
+from curation.curate_config import CurateConfig
 from curation.dedup import (
     find_near_duplicates,
     find_nearest,
@@ -15,6 +18,7 @@ from curation.dedup import (
     normalize_text,
 )
 from curation.images import compute_phash, decode_image
+from curation.measure import SIGNATURE_DIM
 
 
 def test_hamming_distance_matrix_counts_differing_bits():
@@ -82,3 +86,20 @@ def test_multi_index_search_finds_exactly_the_pairs_brute_force_finds():
     reference = hashes[:50]
     pairs = find_pairs_within(hashes[3000:3010], 10, reference)
     assert sorted(pairs[:, 0].tolist()) == list(range(10)) and (pairs[:, 1] == pairs[:, 0]).all()
+
+
+def test_candidate_links_are_confirmed_alike_in_chunks(monkeypatch):
+    rng = np.random.default_rng(7)
+    base = rng.random((6, SIGNATURE_DIM), dtype=np.float32)
+    signatures = np.concatenate([base, base + rng.normal(0, 0.004, base.shape).astype(np.float32)])
+    features = pa.table(
+        {
+            "g": pa.array(np.arange(12, dtype=np.int64)),
+            "signature": pa.array(list(signatures), pa.large_list(pa.float32())),
+        }
+    )
+    links = np.array([(k, k + 6) for k in range(6)] + [(k, (k + 1) % 6) for k in range(6)], dtype=np.int64)
+    whole = search.confirm_image_links(links, features, CurateConfig())
+    assert whole.tolist() == [[k, k + 6] for k in range(6)]  # the copies agree, the distinct images do not
+    monkeypatch.setattr(search, "_LINKS_AT_ONCE", 5)
+    assert np.array_equal(search.confirm_image_links(links, features, CurateConfig()), whole)
