@@ -205,12 +205,25 @@ def gather_shard(
     members = select_members(features, wanted)
     if len(links) == 0:
         return links.reshape(0, 2), members
-    others = sorted(set(links[:, 1].tolist()) - set(features.column("g").to_pylist()))
-    tables = [features.select(["g", "signature"])]
-    for other in _shards_holding(shards, others):
-        inside = [g for g in others if other.first_row <= g < other.first_row + other.rows]
-        tables.append(space.get_features(other, ["g", "signature"], inside))
-    return confirm_image_links(links, pa.concat_tables(tables), cfg), members
+    own = features.select(["g", "signature"])
+    mine = set(own.column("g").to_pylist())
+    confirmed = []
+    # The other ends' signatures are read for one piece of links at a time: in a collection of lookalike
+    # images a shard's links can name rows in every other shard, and holding all of those would grow with
+    # the input.
+    for start in range(0, len(links), GATHER_LINKS):
+        part = links[start : start + GATHER_LINKS]
+        others = sorted(set(part[:, 1].tolist()) - mine)
+        tables = [own]
+        for other in _shards_holding(shards, others):
+            inside = [g for g in others if other.first_row <= g < other.first_row + other.rows]
+            tables.append(space.get_features(other, ["g", "signature"], inside))
+        confirmed.append(confirm_image_links(part, pa.concat_tables(tables), cfg))
+    return np.concatenate(confirmed), members
+
+
+# Links of a shard whose other ends are read at once while gathering (their 12 KB signatures: <= ~50 MB).
+GATHER_LINKS = 4096
 
 
 def _shards_holding(shards: Sequence[Shard], rows: Iterable[int]) -> list[Shard]:

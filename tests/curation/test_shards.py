@@ -107,6 +107,20 @@ def test_sharded_run_matches_one_process_and_finds_the_planted_copies(tmp_path, 
     assert not missed_pages
 
 
+def test_gathering_links_a_piece_at_a_time_changes_nothing(tmp_path, corpus, monkeypatch):
+    whole, pieces = DataRoot(str(tmp_path / "whole")), DataRoot(str(tmp_path / "pieces"))
+    inputs = [write_inputs(whole, corpus.table, "crawl-1", 3)]
+    write_inputs(pieces, corpus.table, "crawl-1", 3)
+    expected = run_curate(whole, CurateConfig(), inputs, shards=4)
+    monkeypatch.setattr("curation.rounds.GATHER_LINKS", 1)  # every link's other end read on its own
+    report = run_curate(pieces, CurateConfig(), inputs, shards=4)
+    assert report["counters"]["near_duplicates"] > 0  # there were links to gather
+    for part in ("kept", "dropped"):
+        assert outcome(pieces.read_table(f"{report['output']}/{part}")) == outcome(
+            whole.read_table(f"{expected['output']}/{part}")
+        )
+
+
 def test_second_crawl_against_the_index_matches_too(tmp_path, corpus):
     later = generate_corpus(images=60, pages=60, seed=4, duplicate_rate=0.0).table
     again = corpus.table.slice(0, 40)  # refetched a day later: same content at the same urls
