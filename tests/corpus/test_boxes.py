@@ -44,7 +44,7 @@ def test_a_box_overhanging_by_a_rounding_error_is_clipped_and_one_further_out_re
     assert (clipped["x"], clipped["w"], clipped["h"]) == (0.0, 19.5, 10.0)
     with pytest.raises(ValueError, match=r"box 1: .* outside the 200x100 image"):
         build_boxes(np.array([[0, 0, 5, 5], [190, 0, 20, 5]]), ["a", "b"], 200, 100)
-    with pytest.raises(ValueError, match="box 0: .* no area"):
+    with pytest.raises(ValueError, match=r"box 0: .* no area"):
         build_boxes(np.array([[5, 5, 0, 5]]), ["a"], 200, 100)
     with pytest.raises(ValueError, match="box 0: score"):
         build_boxes(np.array([[5, 5, 5, 5]]), ["a"], 200, 100, scores=[1.5])

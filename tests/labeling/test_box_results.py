@@ -63,7 +63,7 @@ def test_bad_results_name_the_item() -> None:
         boxes_from_studio_result([{k: v for k, v in item.items() if k != "original_width"}])
     with pytest.raises(ValueError, match="result label-0: value needs numeric"):
         boxes_from_studio_result([{**item, "value": {"rectanglelabels": ["cat"]}}])
-    with pytest.raises(ValueError, match="rectanglelabels box 0: .* outside"):
+    with pytest.raises(ValueError, match=r"rectanglelabels box 0: .* outside"):
         boxes_from_studio_result([{**item, "value": {**item["value"], "x": 95.0}}])
     assert boxes_from_studio_result([], 64, 48) == ([], 64, 48)
 
@@ -74,7 +74,8 @@ def test_a_real_server_keeps_predicted_and_annotated_boxes(label_studio) -> None
     project = client.ensure_project("boxes round trip", build_box_label_config(["cat", "dog"]))
     [task] = client.import_tasks(project, [{"image": "/data/none.png", "record_id": "r-boxes"}])
     predicted = boxes_to_studio_result([{**b, "score": 0.5} for b in BOXES], 200, 100)
-    assert client.import_predictions(project, [{"task": task, "model_version": "m1", "score": 0.5, "result": predicted}])
+    prediction = {"task": task, "model_version": "m1", "score": 0.5, "result": predicted}
+    assert client.import_predictions(project, [prediction])
     user = client.ensure_user("boxer", "boxer@flywheel.local")
     client.create_annotation(task, user, boxes_to_studio_result(BOXES[1:], 200, 100), lead_time=3.0)
     [listed] = [t for t in client.list_tasks(project) if t["id"] == task]
