@@ -36,12 +36,13 @@ def match_boxes(
 
 @dataclass(frozen=True)
 class FusedBoxes:
-    """Fused boxes of one image. `boxes.scores` is each box's support: the weighted share of annotators who
-    drew it (times their box scores), in [0, 1] (low = few saw it). `label_share` (K,): the weighted share of
-    its drawers who chose its label (low = they disagree). `members` (K, A): index of the box of annotator a
-    in it, -1 if none."""
+    """Fused boxes of one image, each score in [0, 1], low = doubtful. `support` (K,): the weighted share of
+    annotators who drew the box (times their box scores). `label_share` (K,): the weighted share of its
+    drawers who chose its label. `boxes.scores` = support x label_share: the share who drew this box with this
+    label, its confidence. `members` (K, A): index of the box of annotator a in it, -1 if none."""
 
     boxes: BoxSet
+    support: np.ndarray
     label_share: np.ndarray
     members: np.ndarray
 
@@ -118,15 +119,15 @@ def _assemble(
     xyxy = np.array([c / m for c, m in zip(corners, mass, strict=True)]).reshape(-1, 4)
     # Support as WBF's rescaled confidence: the summed weight x score of the drawers over all annotators' weight.
     support = np.minimum(np.asarray(mass, dtype=np.float64) / weights.sum(), 1.0)
-    boxes = BoxSet(xyxy, np.asarray(labels, dtype=object), support)
-    return FusedBoxes(boxes, np.asarray(shares, dtype=np.float64), members)
+    share = np.asarray(shares, dtype=np.float64)
+    return FusedBoxes(BoxSet(xyxy, np.asarray(labels, dtype=object), support * share), support, share, members)
 
 
 def keep_supported(fused: FusedBoxes, min_support: float) -> FusedBoxes:
     """The fused boxes whose support is at least `min_support`."""
-    keep = fused.boxes.scores >= min_support
+    keep = fused.support >= min_support
     boxes = BoxSet(fused.boxes.xyxy[keep], fused.boxes.labels[keep], fused.boxes.scores[keep])
-    return FusedBoxes(boxes, fused.label_share[keep], fused.members[keep])
+    return FusedBoxes(boxes, fused.support[keep], fused.label_share[keep], fused.members[keep])
 
 
 def annotator_weights(names: Sequence[str], accuracy: Mapping[str, float] | None, floor: float = 0.05) -> np.ndarray:

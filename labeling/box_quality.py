@@ -109,8 +109,8 @@ def fuse_annotations(
     min_support: float = MIN_SUPPORT,
     iou_threshold: float = FUSION_IOU,
 ) -> pa.Table:
-    """One row per image (record_id, width, height, boxes as BOXES_TYPE with each box's support as its score,
-    annotators) fusing every annotator's boxes (BOX_ANNOTATION_SCHEMA) by weighted boxes fusion, each
+    """One row per image (record_id, width, height, boxes as BOXES_TYPE scored by the weighted share of
+    annotators who drew the box with its label, annotators) fusing every annotator's boxes (BOX_ANNOTATION_SCHEMA) by weighted boxes fusion, each
     annotator weighted by `accuracy` (e.g. gold-task accuracy; equal without), keeping boxes of support >=
     min_support."""
     out: dict[str, list] = {"record_id": [], "width": [], "height": [], "boxes": [], "annotators": []}

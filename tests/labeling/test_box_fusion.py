@@ -42,8 +42,9 @@ def test_fusion_averages_matched_boxes_and_votes_their_label() -> None:
     fused = fuse_boxes(SETS)
     np.testing.assert_allclose(fused.boxes.xyxy, [[1 / 3, 1 / 3, 31 / 3, 31 / 3], [20, 20, 40, 40], [50, 50, 60, 60]])
     assert list(fused.boxes.labels) == ["cat", "dog", "dog"]  # the dog's tie goes to the first annotator
-    np.testing.assert_allclose(fused.boxes.scores, [1, 2 / 3, 1 / 3])
+    np.testing.assert_allclose(fused.support, [1, 2 / 3, 1 / 3])
     np.testing.assert_allclose(fused.label_share, [1, 0.5, 1])
+    np.testing.assert_allclose(fused.boxes.scores, [1, 1 / 3, 1 / 3])  # drew it with this label
     assert fused.members.tolist() == [[0, 0, 0], [1, 1, -1], [-1, -1, 1]]
     kept = keep_supported(fused, 0.5)
     assert list(kept.boxes.labels) == ["cat", "dog"]
@@ -53,7 +54,8 @@ def test_a_heavier_annotator_pulls_the_corners_and_wins_the_vote() -> None:
     fused = fuse_boxes(SETS, weights=[1.0, 2.0, 1.0])
     assert fused.boxes.xyxy[0].tolist() == pytest.approx([0.5, 0.5, 10.5, 10.5])  # (0 + 2 x 1 + 0) / 4
     assert fused.boxes.labels[1] == "cat"
-    np.testing.assert_allclose(fused.boxes.scores, [1, 3 / 4, 1 / 4])
+    np.testing.assert_allclose(fused.support, [1, 3 / 4, 1 / 4])
+    np.testing.assert_allclose(fused.label_share, [1, 2 / 3, 1])
     with pytest.raises(ValueError, match="one positive weight per annotator"):
         fuse_boxes(SETS, weights=[1.0, 0.0, 1.0])
 
@@ -99,7 +101,7 @@ def test_a_rounds_boxes_fuse_agree_and_flag_per_image() -> None:
     fused = fuse_annotations(annotations)
     assert fused["record_id"].to_pylist() == ["r1", "r2", "r3"]
     r1 = fused["boxes"].to_pylist()[0]
-    assert [(b["label"], round(b["score"], 3)) for b in r1] == [("cat", 1.0), ("dog", 0.667)]
+    assert [(b["label"], round(b["score"], 3)) for b in r1] == [("cat", 1.0), ("dog", 0.333)]
     assert r1[0]["x_norm"] == pytest.approx(1 / 300) and fused["boxes"].to_pylist()[2] == []
     agreement = compute_box_agreement(annotations)
     # Per image: a-b 0.5, a-c 0.5, b-c 0.5 (the cats only); r3 has one annotator and is not a pair.
