@@ -9,9 +9,11 @@ equal to pycocotools' COCOeval in tests) of:
   - Flywheel: labeling.box_fusion.fuse_boxes of the three (score = support), all fused boxes and those of
     support >= MIN_SUPPORT (what a release keeps);
   - ensemble-boxes' weighted_boxes_fusion (Solovyev et al. 2021, MIT) on the same boxes, its defaults
-    (iou_thr 0.55, conf_type avg), when it is installed (`make bench-boxes` installs it).
+    (iou_thr 0.55, conf_type avg), when it is installed (`make bench-boxes` installs it);
+each fusion with equal annotator weights, agreement weights (each annotator's mean F1 with the others, what
+fuse_annotations uses without gold) and gold weights (F1 on gold images all five annotators draw).
 Run: `.venv/bin/python bench/boxes.py` (QUICK=1 for a small run). Closing line:
-`bench boxes: ... ratio=<Flywheel mAP@[.5:.95] over the single annotator's>`.
+`bench boxes: ... ratio=<Flywheel's (agreement-weighted) mAP@[.5:.95] over the single annotator's>`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 
 from corpus.boxes import BoxSet, make_box_set
 from labeling.box_fusion import annotator_weights, fuse_boxes, keep_supported, match_boxes
-from labeling.box_quality import MATCH_IOU, MIN_SUPPORT, compute_box_f1
+from labeling.box_quality import MATCH_IOU, MIN_SUPPORT, compute_annotator_agreement, compute_box_f1
 from training.box_evaluation import compute_map
 
 SIZE = 128
@@ -158,42 +160,49 @@ def run(n_images: int, seed: int) -> dict:
     """Per method: (the ranked boxes mAP is measured on, the kept boxes F1 is measured on); fusion seconds."""
     rng = np.random.default_rng(seed)
     names = list(ANNOTATORS)
-    weights = _gold_weights(rng, max(5, n_images // 20))
-    methods: dict[str, tuple[list[BoxSet], list[BoxSet]]] = {}
-    truth: list[BoxSet] = []
-    seconds = {"flywheel": 0.0, "ensemble-boxes": 0.0}
-    peer_installed = _have_ensemble_boxes()
-
-    def add(method: str, ranked: BoxSet, kept: BoxSet) -> None:
-        methods.setdefault(method, ([], []))
-        methods[method][0].append(ranked)
-        methods[method][1].append(kept)
-
+    gold = _gold_weights(rng, max(5, n_images // 20))
+    truth, drawn, chosen = [], [], []
     for _ in range(n_images):
         _, true = generate_image(rng)
-        chosen = [int(a) for a in rng.choice(len(names), OVERLAP, replace=False)]
-        sets = [annotate(true, ANNOTATORS[names[a]], rng) for a in chosen]
+        picked = [int(a) for a in rng.choice(len(names), OVERLAP, replace=False)]
         truth.append(true)
-        add("one annotator", sets[0], sets[0])
-        started = time.perf_counter()
-        ours = fuse_boxes(sets)
-        seconds["flywheel"] += time.perf_counter() - started
-        add("Flywheel WBF", ours.boxes, keep_supported(ours, MIN_SUPPORT).boxes)
-        weighted = fuse_boxes(sets, weights[chosen])
-        add("Flywheel WBF, gold-weighted", weighted.boxes, keep_supported(weighted, MIN_SUPPORT).boxes)
-        if peer_installed:
+        chosen.append(np.array(picked))
+        drawn.append([annotate(true, ANNOTATORS[names[a]], rng) for a in picked])
+    # What fuse_annotations does without gold: each annotator's mean F1 with the others over the round.
+    agreement = compute_annotator_agreement(
+        [list(zip([names[a] for a in c], d, strict=True)) for c, d in zip(chosen, drawn, strict=True)]
+    )
+    agreed = annotator_weights(names, agreement["per_annotator"])
+    schemes = {"": None, ", agreement-weighted": agreed, ", gold-weighted": gold}
+    methods: dict[str, tuple[list[BoxSet], list[BoxSet]]] = {
+        "one annotator": ([d[0] for d in drawn], [d[0] for d in drawn])
+    }
+    seconds = {"flywheel": 0.0, "ensemble-boxes": 0.0}
+    peer_installed = _have_ensemble_boxes()
+    for suffix, weights in schemes.items():
+        ours, theirs = ([], []), ([], [])
+        for sets, picked in zip(drawn, chosen, strict=True):
+            w = None if weights is None else weights[picked]
             started = time.perf_counter()
-            theirs = fuse_with_ensemble_boxes(sets)
-            seconds["ensemble-boxes"] += time.perf_counter() - started
-            # Its clusters are per label: a box at least half the annotators drew with that label is kept.
-            add("ensemble-boxes WBF", theirs, _above(theirs, MIN_SUPPORT))
-            theirs = fuse_with_ensemble_boxes(sets, weights[chosen])
-            add("ensemble-boxes WBF, gold-weighted", theirs, _above(theirs, MIN_SUPPORT))
+            fused = fuse_boxes(sets, w)
+            seconds["flywheel"] += time.perf_counter() - started
+            ours[0].append(fused.boxes)
+            ours[1].append(keep_supported(fused, MIN_SUPPORT).boxes)
+            if peer_installed:
+                started = time.perf_counter()
+                peer = fuse_with_ensemble_boxes(sets, w)
+                seconds["ensemble-boxes"] += time.perf_counter() - started
+                # Its clusters are per label: a box at least half the annotators drew with that label is kept.
+                theirs[0].append(peer)
+                theirs[1].append(_above(peer, MIN_SUPPORT))
+        methods["Flywheel WBF" + suffix] = ours
+        if peer_installed:
+            methods["ensemble-boxes WBF" + suffix] = theirs
     results = {
         method: {**compute_map(ranked, truth), "f1_kept": _micro_f1(kept, truth)}
         for method, (ranked, kept) in methods.items()
     }
-    return {"results": results, "seconds": seconds}
+    return {"results": results, "seconds": seconds, "fusions": len(schemes) * n_images}
 
 
 def main() -> int:
@@ -220,9 +229,10 @@ def main() -> int:
     mean = {method: {k: float(np.mean(v)) for k, v in values.items()} for method, values in table.items()}
     for method, values in mean.items():
         print(f"| mean | {method} | {values['map_50']:.3f} | {values['map_50_95']:.3f} | {values['f1_kept']:.3f} |")
-    ms = {k: 1e3 * v / (n_images * len(seeds)) for k, v in timing.items()}
+    ms = {k: 1e3 * v / (out["fusions"] * len(seeds)) for k, v in timing.items()}
     print(f"fusion time per image: Flywheel {ms['flywheel']:.2f} ms, ensemble-boxes {ms['ensemble-boxes']:.2f} ms")
-    ours, one = mean["Flywheel WBF"], mean["one annotator"]
+    # The product's default without gold (fuse_annotations) beside the peer's default (equal weights).
+    ours, one = mean["Flywheel WBF, agreement-weighted"], mean["one annotator"]
     peer = mean.get("ensemble-boxes WBF")
     peer_text = ""
     if peer:

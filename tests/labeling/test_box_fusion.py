@@ -119,3 +119,20 @@ def test_a_rounds_boxes_fuse_agree_and_flag_per_image() -> None:
     ]
     weighted = fuse_annotations(annotations, {"a": 0.5, "b": 0.9, "c": 0.5})
     assert [b["label"] for b in weighted["boxes"].to_pylist()[0]] == ["cat", "cat"]
+
+
+def test_without_gold_a_split_vote_goes_to_the_annotator_who_agrees_with_the_others() -> None:
+    def row(record: str, name: str, labels: list[str]) -> dict:
+        boxes = build_boxes(xyxy_to_xywh(np.array([[0, 0, 10, 10], [20, 20, 40, 40]][: len(labels)])), labels, 100, 100)
+        return {"record_id": record, "annotator": name, "width": 100, "height": 100, "boxes": boxes}
+
+    # "ann" labels the dog a cat on r1 and r2, where "bob" and "cy" agree; on r3 only ann and bob drew it.
+    rows = [row(r, "ann", ["cat", "cat"]) for r in ("r1", "r2")]
+    rows += [row(r, name, ["cat", "dog"]) for r in ("r1", "r2") for name in ("bob", "cy")]
+    rows += [row("r3", "ann", ["cat"]), row("r3", "bob", ["dog"])]
+    annotations = pa.Table.from_pylist(rows, schema=BOX_ANNOTATION_SCHEMA)
+    agreement = compute_box_agreement(annotations)["per_annotator"]
+    assert agreement["ann"] < agreement["bob"]
+    fused = {r["record_id"]: [b["label"] for b in r["boxes"]] for r in fuse_annotations(annotations).to_pylist()}
+    equal = {r["record_id"]: [b["label"] for b in r["boxes"]] for r in fuse_annotations(annotations, {}).to_pylist()}
+    assert fused["r3"] == ["dog"] and equal["r3"] == ["cat"]  # equal weights: the tie goes to the first name
