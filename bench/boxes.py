@@ -6,8 +6,8 @@ noise (corner jitter relative to the box size, missed boxes, extra boxes, wrong 
 they are given; three annotate each image. mAP@0.5 and mAP@[.5:.95] against the truth (training.box_evaluation,
 equal to pycocotools' COCOeval in tests) of:
   - one annotator: the first annotator of each image, as a single-pass labeling would keep (boxes scored 1);
-  - Flywheel: labeling.box_fusion.fuse_boxes of the three (score = support), all fused boxes and those of
-    support >= MIN_SUPPORT (what a release keeps);
+  - Flywheel: labeling.box_fusion.fuse_boxes of the three: all fused boxes, ranked by the share who drew
+    the box with its label, for mAP; those of support >= MIN_SUPPORT (what a release keeps) for F1;
   - ensemble-boxes' weighted_boxes_fusion (Solovyev et al. 2021, MIT) on the same boxes, its defaults
     (iou_thr 0.55, conf_type avg), when it is installed (`make bench-boxes` installs it);
 each fusion with equal annotator weights, agreement weights (each annotator's mean F1 with the others, what

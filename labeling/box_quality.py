@@ -168,3 +168,32 @@ def find_box_label_errors(annotations: pa.Table, reference: pa.Table) -> pa.Tabl
             for flag in find_box_errors(box_set_from_rows(row["boxes"]), truth):
                 flags.append({"record_id": record, "annotator": row["annotator"], **flag})
     return pa.Table.from_pylist(flags, schema=BOX_ERROR_SCHEMA)
+
+
+def build_box_scorecards(annotations: pa.Table, reference: pa.Table) -> pa.Table:
+    """One row per annotator: images and boxes drawn, F1 against the reference boxes of the same images (gold
+    boxes for a gold score, a fuse_annotations table for agreement with the consensus; same label at IoU >=
+    MATCH_IOU, counted over all its boxes; in [0, 1], low = unreliable, null without a judged image) and its
+    flags per reason (BOX_ERROR_REASONS). Images the reference lacks count as drawn but are not judged."""
+    references = dict(zip(reference["record_id"].to_pylist(), reference["boxes"].to_pylist(), strict=True))
+    per: dict[str, dict] = {}
+    for record, rows in _by_record(annotations).items():
+        for row in rows:
+            entry = per.setdefault(row["annotator"], {"images": 0, "boxes": 0, "matched": 0, "judged": 0})
+            entry["images"] += 1
+            entry["boxes"] += len(row["boxes"])
+            if record in references:
+                mine, truth = box_set_from_rows(row["boxes"]), box_set_from_rows(references[record])
+                entry["matched"] += len(match_boxes(mine, truth, MATCH_IOU, same_label=True)[0])
+                entry["judged"] += len(mine.xyxy) + len(truth.xyxy)
+    flags = find_box_label_errors(annotations, reference).to_pylist()
+    out = []
+    for name in sorted(per):
+        entry = per[name]
+        reasons = {reason: 0 for reason in BOX_ERROR_REASONS}
+        for flag in flags:
+            if flag["annotator"] == name:
+                reasons[flag["reason"]] += 1
+        f1 = 2.0 * entry["matched"] / entry["judged"] if entry["judged"] else None
+        out.append({"annotator": name, "images": entry["images"], "boxes": entry["boxes"], "f1": f1, **reasons})
+    return pa.Table.from_pylist(out)

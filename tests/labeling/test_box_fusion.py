@@ -9,6 +9,7 @@ import pytest
 from corpus.boxes import BOX_ANNOTATION_SCHEMA, build_boxes, make_box_set, xyxy_to_xywh
 from labeling.box_fusion import fuse_boxes, keep_supported, match_boxes
 from labeling.box_quality import (
+    build_box_scorecards,
     compute_box_agreement,
     compute_box_f1,
     find_box_errors,
@@ -136,3 +137,15 @@ def test_without_gold_a_split_vote_goes_to_the_annotator_who_agrees_with_the_oth
     fused = {r["record_id"]: [b["label"] for b in r["boxes"]] for r in fuse_annotations(annotations).to_pylist()}
     equal = {r["record_id"]: [b["label"] for b in r["boxes"]] for r in fuse_annotations(annotations, {}).to_pylist()}
     assert fused["r3"] == ["dog"] and equal["r3"] == ["cat"]  # equal weights: the tie goes to the first name
+
+
+def test_scorecards_count_each_annotators_boxes_f1_and_flags() -> None:
+    annotations = _annotations()
+    cards = {
+        row["annotator"]: row for row in build_box_scorecards(annotations, fuse_annotations(annotations)).to_pylist()
+    }
+    # a drew both fused boxes right: F1 1 over r1, r2 (and r3, empty on both sides). c: 1 match of 2 + 2 boxes.
+    assert cards["a"] == {"annotator": "a", "images": 3, "boxes": 4, "f1": 1.0, "missing": 0, "extra": 0,
+                          "misplaced": 0, "wrong_label": 0}  # fmt: skip
+    assert cards["c"]["f1"] == 0.5 and (cards["c"]["missing"], cards["c"]["extra"]) == (2, 2)
+    assert cards["b"]["f1"] == 0.5 and cards["b"]["wrong_label"] == 2
