@@ -38,7 +38,7 @@ from curation.pii import (
     scrub_urls_in_text,
 )
 
-SCRUB_VERSION = "4"
+SCRUB_VERSION = "5"
 TEXT_FIELDS = ("text", "title", "alt_text", "caption", "context_text")
 URL_FIELDS = ("url", "page_url")
 DROP_REASONS = ("scrub_failed", "contains_pii", "face_dominant")
@@ -150,7 +150,8 @@ class ScrubConfig(BaseModel):
         True,
         description="Read each image a second time binarized (3x3 Gaussian, Otsu; curation.ocr.binarize) and blur "
         "the PII of both reads: on noisy light backgrounds and thin fonts tesseract's own thresholding misreads "
-        "digits that this read gets right (tests/pipelines/test_crawled_pii.py). Doubles OCR time.",
+        "digits that this read gets right (tests/curation/test_ocr.py). Measured 0.33 -> 0.56 s per image (30 "
+        "demo pictures and 4 drawn signs, 2 loaded cores); no extra box on the demo pictures.",
     )
     ocr_number_digits: int | None = Field(
         MISREAD_NUMBER_DIGITS,
