@@ -140,10 +140,12 @@ def test_no_planted_pii_of_a_crawled_site_reaches_label_studio_a_release_or_the_
     tasks = client.list_tasks(opened["project_id"])
     assert_no_leak(planted, [json.dumps(tasks, ensure_ascii=False), *strings_of(tasks)], "Label Studio's tasks")
     headers = {"Authorization": f"Token {studio.token}"}
+    served_images = set()
     for task in tasks:
         served = httpx.get(studio.url + task["data"]["image"], headers=headers, timeout=60)
         assert served.status_code == 200
         assert_clean_image(served.content, planted, f"task {task['id']}")
+        served_images.add(served.content)
         original = drawn.get(task["data"]["record_id"])
         if original is None:
             continue
@@ -166,6 +168,7 @@ def test_no_planted_pii_of_a_crawled_site_reaches_label_studio_a_release_or_the_
             texts += table_strings(root, path)
             for k, data in enumerate(root.read_table(path, schema=None).column("image").to_pylist()):
                 assert_clean_image(data, planted, f"{path} row {k}")
+                assert data in served_images, f"{path} row {k}: not the image annotators saw (and OCR read above)"
         else:
             texts.append(root.read_bytes(path).decode("utf-8", errors="replace"))
     assert_no_leak(planted, texts, "the release")
