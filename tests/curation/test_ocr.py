@@ -11,7 +11,16 @@ from curation_records import build_table, by_url, encode, image_row
 from PIL import Image, ImageDraw, ImageFont
 
 import curation.ocr as ocr
-from curation.ocr import OcrTimeout, OcrUnavailable, OcrWord, lines_of, parse_tsv, pii_boxes, read_words
+from curation.ocr import (
+    OcrTimeout,
+    OcrUnavailable,
+    OcrWord,
+    find_misread_numbers,
+    lines_of,
+    parse_tsv,
+    pii_boxes,
+    read_words,
+)
 from curation.pii import find_pii
 from curation.scrub import ScrubConfig, scrub, scrub_image
 
@@ -146,3 +155,40 @@ def test_spans_map_back_to_the_union_of_their_words():
     boxes = pii_boxes(words, find_pii, pad=0.5)
     assert boxes.tolist() == [[50, 0, 210, 40]]  # words 60..250 x 10..30, grown by 10 px per side
     assert parse_tsv(TSV, scale=0.5)[0] == OcrWord((1, 1, 1), "Call", (20, 20, 80, 40))
+
+
+def test_long_numbers_with_misread_digits_are_found_and_short_or_wordy_numbers_are_not():
+    # Tesseract's reads of drawn numbers: a card whose "6011" became "GOq1" (Luhn fails), a phone with S for 5.
+    for line, number in [
+        ("Card GOq1 1111 1111 1117 exp", "GOq1 1111 1111 1117"),
+        ("Call (415) S55-2671 today", "(415) S55-2671"),
+        ("tel +1-\u2014415-555-\u20140134", "+1-\u2014415-555-\u20140134"),
+        ("Tel. 06 l2 34 56 78", "06 l2 34 56 78"),
+    ]:
+        assert [line[s.start : s.end] for s in find_misread_numbers(line)] == [number], line
+    harmless = [
+        "Since 1987, 12 Main Street",
+        "2026-03-14 10:30",
+        "Open 10:30-18:00, Mon-Sat",
+        "$1,234.56 or 1.000.000 visitors",
+        "Room 12 Floor 3 Desk 45",
+        "ISBN-free 4417-2291",
+        "Boss 2024 Gold",
+    ]
+    for line in harmless:
+        assert find_misread_numbers(line) == [], line
+    assert find_misread_numbers("0134 5678 9", min_digits=9) and not find_misread_numbers("0134 5678 9")
+
+
+def test_a_card_in_a_font_tesseract_misreads_is_read_binarized_and_blurred():
+    """OpenCV's Hershey font on a noisy light background: tesseract's own read is letters ("Coy wld vidi wily");
+    the binarized second read gets the digits."""
+    import cv2
+
+    pixels = np.array(Image.new("RGB", (700, 120), (170, 205, 235)))
+    cv2.putText(pixels, "6011 1111 1111 1117", (28, 70), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (10, 20, 60), 2, cv2.LINE_AA)
+    pixels = np.clip(pixels + np.random.default_rng(0).normal(0, 4, pixels.shape), 0, 255).astype(np.uint8)
+    data = encode(Image.fromarray(pixels), "PNG")
+    result = scrub_image(data, ScrubConfig())
+    assert result.ocr_pii == 1
+    assert "1111" not in digits(read_text(result.data)) and "1117" not in digits(read_text(result.data))
