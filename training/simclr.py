@@ -93,6 +93,27 @@ def build_embedding_transform(size: int) -> A.Compose:
     )
 
 
+# A border row or column is "bar" when no pixel in it differs from the corners' colour by more than this (of 255):
+# JPEG ringing next to a black bar stays within ~10 at quality 75 (measured on bench/semantic_dedup.py's copies).
+BORDER_TOLERANCE = 16
+
+
+def trim_borders(image: np.ndarray, tolerance: int = BORDER_TOLERANCE) -> np.ndarray:
+    """`image` (H, W, 3) uint8 without the uniform bars around it (letterboxing, pillarboxing, a flat frame):
+    the rows and columns at its edges whose pixels all stay within `tolerance` of the median corner colour.
+    An image that is all bar, or would keep under a quarter of its area, is returned whole."""
+    corners = np.stack([image[0, 0], image[0, -1], image[-1, 0], image[-1, -1]]).astype(np.int16)
+    colour = np.median(corners, axis=0)
+    content = (np.abs(image.astype(np.int16) - colour) > tolerance).any(axis=2)
+    rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
+    if rows.size == 0 or cols.size == 0:
+        return image
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    if (bottom - top) * (right - left) < image.shape[0] * image.shape[1] / 4:
+        return image
+    return image[top:bottom, left:right]
+
+
 def _chw(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
 
@@ -247,10 +268,11 @@ def embed_images(
     batch_size: int = 256,
     device: str = "auto",
     head: nn.Module | None = None,
+    trim: bool = True,
 ) -> np.ndarray:
-    """L2-normalised embeddings (N, D) float32 of encoded `images` by `backbone.embed` (resized, normalised),
-    passed through the projection `head` when given, so a dot product is the cosine similarity. A broken
-    image raises ImageDecodeError naming its record."""
+    """L2-normalised embeddings (N, D) float32 of encoded `images` by `backbone.embed` (bars trimmed when
+    `trim`, see trim_borders; resized, normalised), passed through the projection `head` when given, so a dot
+    product is the cosine similarity. A broken image raises ImageDecodeError naming its record."""
     dev = pick_device(device)
     amp_dtype = pick_precision(dev, "auto")
     transform = build_embedding_transform(image_size)
@@ -259,7 +281,8 @@ def embed_images(
     out = []
     for start in range(0, len(images), batch_size):
         chunk = zip(images[start : start + batch_size], record_ids[start : start + batch_size], strict=True)
-        x = torch.stack([_chw(transform(image=decode_image(data, rid))["image"]) for data, rid in chunk])
+        decoded = (decode_image(data, rid) for data, rid in chunk)
+        x = torch.stack([_chw(transform(image=trim_borders(a) if trim else a)["image"]) for a in decoded])
         with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             emb = project(backbone.embed(x.to(dev)))
         out.append(nn.functional.normalize(emb.float(), dim=1).cpu().numpy())

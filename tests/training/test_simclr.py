@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from corpus.store import DataRoot
+from training.backbones import create_model
 from training.encoders import (
     compute_pool_digest,
     latest_encoder,
@@ -18,7 +19,8 @@ from training.encoders import (
     pretrain_pool_encoder,
     read_encoder_metadata,
 )
-from training.simclr import SimCLRConfig, build_views, embed_images, nt_xent_loss, pretrain_simclr
+from training.simclr import SimCLRConfig, build_views, embed_images, nt_xent_loss, pretrain_simclr, trim_borders
+from training.weights import fit_weights, load_weights
 
 TINY = {"image_size": 32, "batch_size": 16, "width": 8, "device": "cpu"}
 
@@ -81,3 +83,28 @@ def test_a_pool_of_one_image_cannot_be_contrasted(make_shape_records) -> None:
     records = make_shape_records(1).slice(0, 1)
     with pytest.raises(ValueError, match="at least 2 images"):
         pretrain_simclr(records.column("image").to_pylist(), ["a"], SimCLRConfig(epochs=1, **TINY))
+
+
+def test_the_encoder_weights_start_a_classifier(tmp_path, make_shape_records) -> None:
+    root = DataRoot(str(tmp_path))
+    records = make_shape_records(2)
+    meta = pretrain_pool_encoder(root, records, cfg=SimCLRConfig(epochs=1, **TINY))
+    weights = load_weights(f"encoders/{meta['encoder_version']}/encoder.pt", root=root)
+    model = create_model("small-cnn", 4, width=8)
+    report = fit_weights(model, weights)
+    assert report.head == "replaced"  # the 1-class placeholder head gives way to the classifier's own
+    backbone, _ = load_encoder(root, meta["encoder_version"])
+    assert torch.equal(model.features[0][0].weight, backbone.features[0][0].weight)
+
+
+def test_trim_borders_removes_letterbox_bars_and_nothing_else() -> None:
+    rng = np.random.default_rng(1)
+    photo = rng.integers(40, 255, size=(30, 40, 3), dtype=np.uint8)
+    boxed = np.zeros((50, 40, 3), np.uint8)
+    boxed[10:40] = photo
+    boxed[9, :] = 6  # JPEG-like ringing next to the bar stays bar
+    assert np.array_equal(trim_borders(boxed), photo)
+    assert np.array_equal(trim_borders(photo), photo)  # no bars: unchanged
+    tiny = np.zeros((40, 40, 3), np.uint8)
+    tiny[18:22, 18:22] = 200  # a dot on black is not a letterboxed photo
+    assert trim_borders(tiny).shape == tiny.shape
