@@ -254,7 +254,7 @@ def pretrain(
     from corpus.store import open_data_root
     from pipelines.config import PretrainParams
     from pipelines.pretrain import pretrain_flow
-    from training.simclr import SimCLRConfig
+    from training.config import SimCLRConfig
 
     cfg = build_config(SimCLRConfig, epochs=epochs, image_size=image_size, batch_size=batch_size, backbone=backbone)
     root = open_data_root()

@@ -12,8 +12,7 @@ from crawlers.importers.config import ImportConfig
 from curation.curate_config import CurateConfig
 from curation.scrub import ScrubConfig
 from labeling.gate import QualityGate
-from training.config import TrainConfig
-from training.simclr import SimCLRConfig
+from training.config import SimCLRConfig, TrainConfig
 
 
 class ScaleParams(BaseModel):

@@ -10,8 +10,8 @@ from prefect.artifacts import create_markdown_artifact
 from corpus.pool import latest_pool
 from pipelines.config import PretrainParams
 from pipelines.runtime import artifact_key, data_root_url, open_root, task
+from training.config import SimCLRConfig
 from training.encoders import encoder_path, pretrain_pool_encoder
-from training.simclr import SimCLRConfig
 
 
 @task

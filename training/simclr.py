@@ -10,50 +10,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import albumentations as A
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from training.augment import build_transforms
 from training.backbones import create_model
+from training.config import SimCLRConfig
 from training.data import EpochSampler, decode_image, mix_seed
 from training.devices import loader_workers, make_loader, pick_device, pick_precision
 
 # ImageNet statistics, as every recipe of the release (corpus.releases.recipes) normalises.
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
-
-
-class SimCLRConfig(BaseModel):
-    """How the pool encoder is pretrained; each default says where it comes from."""
-
-    backbone: Literal["small-cnn", "resnet18", "resnet34", "resnet50"] = Field(
-        "small-cnn", description="Network to pretrain (training.backbones); its pooled features are the embedding."
-    )
-    width: int = Field(32, ge=4, description="Channels of the first SmallCNN block (as TrainConfig).")
-    image_size: int = Field(64, ge=16, description="Side of each view, in pixels (the train loop's default, 64).")
-    # "few epochs": the paper trains 100-1000; on a pool of 10^3-10^4 small images 30 already separate
-    # photos from their transformed copies (bench/semantic_dedup.py) and take minutes on a CPU.
-    epochs: int = Field(30, ge=1, description="Passes over the pool.")
-    # The paper's batch is 256-8192; 256 is its smallest and fits a CPU; a pool smaller than it is one batch.
-    batch_size: int = Field(256, ge=2, description="Images per batch (2 views each).")
-    # The paper's CIFAR-10 setting (Appendix B.9) and the brief's: 0.5.
-    temperature: float = Field(0.5, gt=0, description="NT-Xent temperature tau.")
-    # 128-d output of a 2-layer MLP: the paper's projection head (Section 2.1, Figure 8).
-    projection_dim: int = Field(128, ge=8, description="Output size of the projection head.")
-    # The paper's LARS only pays at batches >= 1024; Adam at 1e-3 is what small-batch re-implementations use
-    # (e.g. the SimCLR CIFAR-10 notebooks of the UvA deep learning course use AdamW 5e-4 to 1e-3).
-    lr: float = Field(1e-3, gt=0, description="AdamW learning rate, cosine-annealed over the epochs.")
-    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay (the paper: 1e-6 with LARS).")
-    seed: int = 0
-    num_workers: int | None = Field(None, ge=0, description="DataLoader workers; empty = sized to the machine.")
-    device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'.")
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="Autocast dtype, as TrainConfig.")
 
 
 def build_views(size: int, seed: int | None = None) -> A.Compose:
