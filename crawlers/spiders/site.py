@@ -37,6 +37,12 @@ _FEED_TYPES = ("application/rss+xml", "application/atom+xml")
 # Over-budget links kept per page of budget, to replace scheduled page requests that turn out to be no page
 # (a 404, a redirect off-site, not HTML); beyond this they are dropped and counted (skipped/page_budget).
 BACKLOG_PER_PAGE = 4
+# <meta> tags naming a page's card image (Open Graph, Twitter), in the order they are taken.
+_CARD_IMAGE_PROPERTIES = ("og:image", "og:image:url", "og:image:secure_url", "twitter:image")
+_CARD_IMAGE_META = (
+    "//meta[@content][starts-with(@property, 'og:image') or starts-with(@name, 'og:image')"
+    " or @property = 'twitter:image' or @name = 'twitter:image']"
+)
 # Request.meta key of a page request that holds one of the max_pages slots.
 PAGE_SLOT = "flywheel_page_slot"
 
@@ -359,11 +365,14 @@ class SiteSpider(scrapy.Spider):
             urls = [node.attrib["src"]] if node.attrib.get("src") else []
             urls += parse_srcset(node.attrib.get("srcset", ""))
             found += [(url, alt, caption, context) for url in urls]
-        # Open Graph / Twitter card images: the picture a page chose to represent itself
-        og_alt = clean_text(response.css('meta[property="og:image:alt"]::attr(content)').get())
-        for prop in ("og:image", "og:image:url", "og:image:secure_url", "twitter:image"):
-            for url in response.css(f'meta[property="{prop}"]::attr(content), meta[name="{prop}"]::attr(content)'):
-                found.append((url.get(), og_alt, None, None))
+        # Open Graph / Twitter card images: the picture a page chose to represent itself (one query for all the
+        # card's tags: a query per tag was 6 of a page's ~20 XPath evaluations)
+        metas = [node.attrib for node in response.xpath(_CARD_IMAGE_META)]
+        og_alt = clean_text(next((m["content"] for m in metas if m.get("property") == "og:image:alt"), None))
+        for prop in _CARD_IMAGE_PROPERTIES:
+            for meta in metas:
+                if prop in (meta.get("property"), meta.get("name")):
+                    found.append((meta["content"], og_alt, None, None))
         requests = []
         for url, alt, caption, context in found:
             url = url.strip()
