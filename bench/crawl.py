@@ -359,7 +359,8 @@ def main() -> None:
         throttle = run["throttle"]
         print(
             f"throttle, {name}: raised by {throttle['raised']}, backoffs {throttle['backoff']}, "
-            f"max delay {throttle['max_delay_ms']} ms, last {throttle['delay_ms']} ms"
+            f"max delay {throttle['max_delay_ms']} ms, mean {throttle['mean_delay_ms']} ms (a request every"
+            f" {1000 / rate(run, 'responses'):.1f} ms), last {throttle['delay_ms']} ms"
         )
     print("Flywheel's added cost per page, in-process (ms): " + ", ".join(f"{k}={v:.2f}" for k, v in stages.items()))
     bare_rate, text_rate, full_rate = rate(bare, "pages"), rate(text_only, "pages"), rate(full, "pages")

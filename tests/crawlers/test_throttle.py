@@ -121,4 +121,5 @@ def test_a_crawl_where_a_third_of_the_links_404(tmp_path) -> None:
     # recovered: later articles took the delay back down, far below both the backoff and what a 404 would set
     (last,) = throttle["delay_ms"].values()
     assert last < throttle["max_delay_ms"] / 2
+    assert 0 < throttle["mean_delay_ms"] < throttle["max_delay_ms"]  # one backoff among many small delays
     assert NOT_FOUND_LATENCY_S > 0
