@@ -19,11 +19,15 @@ from training.registry import REPORT_FILE, model_path, read_metadata, read_predi
 from training.train import train_model
 
 
+def _score(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
 def _eval_summary(metrics: dict[str, Any]) -> str:
     eval_set = metrics.get("eval_set")
-    if not eval_set:
-        return "no fixed eval set"
-    return f"eval-set accuracy {eval_set['accuracy']:.3f} on {eval_set['n']} items"
+    if not eval_set or eval_set.get("accuracy") is None:
+        return "no fixed eval set items"
+    return f"eval-set accuracy {_score(eval_set['accuracy'])} on {eval_set['n']} items"
 
 
 @task
@@ -53,7 +57,7 @@ def train_on_release(data_root: str, dataset: str, version: str, cfg: TrainConfi
     create_markdown_artifact(
         key=artifact_key("model", dataset),
         markdown=root.read_bytes(model_path(metrics["model_version"], REPORT_FILE)).decode(),
-        description=f"{metrics['model_version']}: test accuracy {metrics['test_accuracy']:.3f}, "
+        description=f"{metrics['model_version']}: test accuracy {_score(metrics.get('test_accuracy'))}, "
         + _eval_summary(metrics),
     )
     return metrics
