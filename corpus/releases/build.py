@@ -7,9 +7,9 @@ import platform
 import posixpath
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
