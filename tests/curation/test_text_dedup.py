@@ -13,13 +13,14 @@ from curation.curate_config import CurateConfig
 from curation.minhash import (
     BANDS,
     RECALL_BANDS,
-    RECALL_ROWS,
     ROWS,
+    SKETCH_WIDTH,
     VERIFY_THRESHOLD,
     cluster_bands,
     cluster_text_batches,
     cluster_verified,
     compute_bands,
+    compute_page_keys,
     compute_signatures,
     compute_text_bands,
     compute_text_bands_batches,
@@ -101,9 +102,14 @@ def test_batches_give_the_band_keys_and_clusters_of_the_whole_list():
     whole = compute_text_bands(texts)
     assert np.array_equal(np.concatenate([keys for keys, _ in streamed]), whole)
     assert cluster_text_batches(iter(batches)).tolist() == cluster_bands(whole).tolist()
-    with_sketches = list(compute_text_bands_batches(batches, bands=RECALL_BANDS, rows=RECALL_ROWS, sketches=True))
-    assert [s.shape for _, s in with_sketches] == [(n, RECALL_BANDS * RECALL_ROWS) for n in (7, 0, 13, 21, 1)]
-    assert with_sketches[-1][1].dtype == np.uint32 and (with_sketches[-1][1] == 2**32 - 1).all()  # None: no shingles
+    with_sketches = list(compute_text_bands_batches(batches, recall=True))
+    assert [s.shape for _, s in with_sketches] == [(n, SKETCH_WIDTH) for n in (7, 0, 13, 21, 1)]
+    assert [k.shape for k, _ in with_sketches] == [(n, RECALL_BANDS) for n in (7, 0, 13, 21, 1)]
+    assert with_sketches[-1][1].dtype == np.uint16 and (with_sketches[-1][1] == 2**16 - 1).all()  # None: no shingles
+    plain, recall, sketches = compute_page_keys(texts)
+    assert np.array_equal(plain, whole)  # one signature serves both settings and the dedup index's keys
+    assert np.array_equal(recall, np.concatenate([k for k, _ in with_sketches]))
+    assert np.array_equal(sketches, np.concatenate([s for _, s in with_sketches]))
 
 
 def test_verified_clustering_joins_pairs_above_jaccard_0_8_and_never_those_below_0_6():
@@ -115,15 +121,13 @@ def test_verified_clustering_joins_pairs_above_jaccard_0_8_and_never_those_below
     assert min(near_j) >= 0.8 and max(near_j) <= 0.96  # 0.82-0.95
     assert min(far_j) >= 0.45 and max(far_j) < 0.6  # 0.47-0.53
     texts = originals + near + far
-    roots = cluster_text_batches(
-        [texts[:33], texts[33:]], bands=RECALL_BANDS, rows=RECALL_ROWS, verify_threshold=VERIFY_THRESHOLD
-    )
+    roots = cluster_text_batches([texts[:33], texts[33:]], verify_threshold=VERIFY_THRESHOLD)
     assert roots[:40].tolist() == list(range(40))  # no two distinct pages merged
     assert roots[40:60].tolist() == list(range(20))  # every pair of Jaccard 0.8-0.95 found
     assert roots[60:80].tolist() == list(range(60, 80))  # no pair below 0.6 merged
 
     # The same candidates without the check merge below-0.6 pairs: what the verification is there for.
-    keys = compute_text_bands(texts, bands=RECALL_BANDS, rows=RECALL_ROWS)
+    keys = compute_page_keys(texts)[1]
     assert (cluster_bands(keys)[60:80] != np.arange(60, 80)).sum() >= 5
 
 
