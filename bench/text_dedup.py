@@ -246,6 +246,8 @@ def main() -> None:
             if fv
             else ""
         )
+        if fv and dt:
+            verify += f"verify_ratio={fv['docs_per_s'] / dt['docs_per_s']:.2f} "
         print(
             f"bench text-dedup: docs={n_docs} docs_per_s={fw['docs_per_s']:.0f} f1={fw['f1']:.3f} "
             f"f1_j80={fw['f1_j80']:.3f} flywheel_peak_mb={fw['peak_mb']:.0f} {verify}{peer}ratio={ratio:.2f}"
