@@ -90,8 +90,8 @@ def curate(
     search as a cluster would (the answer does not depend on it).
     """
     cfg = cfg or CurateConfig()
-    space = MemoryScratch(conform(table, RECORD_SCHEMA))
-    done = run_rounds(space, space.shards(), cfg, load_known(reference, index), partitions)
+    space = MemoryScratch(conform(table, RECORD_SCHEMA), known=load_known(reference, index))
+    done = run_rounds(space, space.shards(), cfg, partitions)
     kept, dropped = space.output()
     return StageOutput(kept=kept, dropped=dropped, counters=count_curation(done.reasons, done.kinds_kept, done.known))
 
@@ -99,11 +99,16 @@ def curate(
 CURATE = Stage(name="curate", version="3", apply=curate, drop_reasons=frozenset(DROP_REASONS))
 
 
+def index_digest(index: DedupIndex) -> str:
+    """What names one state of the dedup index: a digest of its rows' fetch keys."""
+    return digest_of(index.table.column("fetch_key").to_pylist())
+
+
 def curate_stage(index: DedupIndex) -> Stage:
     """The curate stage against a dedup index, keyed on the index's content (it is part of the input)."""
     return Stage(
         name=CURATE.name,
-        version=f"{CURATE.version}+index-{digest_of(index.table.column('fetch_key').to_pylist())}",
+        version=f"{CURATE.version}+index-{index_digest(index)}",
         apply=lambda table, config: curate(table, config, index=index),
         drop_reasons=CURATE.drop_reasons,
     )
@@ -143,7 +148,8 @@ def run_curate(
     stage = curate_stage(index) if index is not None else CURATE
     run_key, out, finished = find_finished(root, stage, cfg, inputs)
     if not finished:
-        finished = _curate_into(root, cfg, inputs, stage, run_key, out, shards, partitions or shards, map_steps, index)
+        scale = (shards, partitions or shards, map_steps)
+        finished = _curate_into(root, cfg, inputs, stage, run_key, out, *scale, index, index_path)
     return _commit_index(root, finished, index, index_path, inputs_key)
 
 
@@ -158,16 +164,19 @@ def _curate_into(
     partitions: int,
     map_steps: MapSteps,
     index: DedupIndex | None,
+    index_path: str | None,
 ) -> dict[str, Any]:
-    """Run the rounds into `out` (anything an earlier attempt left there removed first) against `index`, and
-    write its report, its index rows (with an index) and `_SUCCESS`; on failure `out` is removed."""
+    """Run the rounds into `out` (anything an earlier attempt left there removed first) against `index` (as
+    read from `index_path`: each shard's task reads it there), and write its report, its index rows (with an
+    index) and `_SUCCESS`; on failure `out` is removed."""
     started = time.perf_counter()
     if root.exists(out):  # what an attempt that crashed left behind
         root.fs.rm(root.path(out), recursive=True)
-    space = FileScratch(root, f"{out}/_work", out)
+    known = (index_path, index_digest(index)) if index is not None and index.num_rows else (None, None)
+    space = FileScratch(root, f"{out}/_work", out, *known)
     planned = plan_shards(root, inputs, shards)
     with removed_on_failure(root, out):
-        done = run_rounds(space, planned, cfg, load_known(index=index), partitions, map_steps, index is not None)
+        done = run_rounds(space, planned, cfg, partitions, map_steps, index is not None)
         space.clear()
         if index is not None:
             rows = done.index_rows if done.index_rows is not None else empty_index().table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import timedelta
 
 import numpy as np
@@ -11,13 +12,14 @@ import pytest
 from curation_records import build_table, by_url, planted_pairs_table, text_row
 
 from bench.planted import generate_corpus
-from corpus.stages import plan_shards, run_stage, run_stage_sharded
+from corpus.stages import map_in_process, plan_shards, run_stage, run_stage_sharded
 from corpus.store import DataRoot
 from curation.curate import curate, run_curate
 from curation.curate_config import CurateConfig
 from curation.dedup import find_pairs_within
-from curation.index import INDEX_PATH, load_index
-from curation.partitions import find_image_links, image_buckets
+from curation.index import INDEX_PATH, DedupIndex, load_index
+from curation.measure import KnownRecords, load_known
+from curation.partitions import Settlement, find_image_links, image_buckets
 from curation.scrub import SCRUB, ScrubConfig
 
 
@@ -213,3 +215,28 @@ def test_sharded_run_on_an_s3_root_matches_local_disk(tmp_path, corpus, moto_s3)
         )
     assert not roots[1].exists(f"{remote['output']}/_work")
     assert load_index(roots[1]).table.equals(load_index(roots[0]).table)
+
+
+def test_pieces_are_sent_names_and_their_own_rows_not_the_index_or_the_settlement(tmp_path, corpus):
+    # Same second crawl on two roots: one with an index of the first crawl's kept rows, one with none.
+    second = pa.concat_tables([generate_corpus(images=30, pages=30, seed=8).table, corpus.table.slice(0, 60)])
+    roots = {name: DataRoot(str(tmp_path / name)) for name in ("known", "fresh")}
+    write_inputs(roots["known"], corpus.table, "crawl-1", 2)
+    run_curate(roots["known"], None, ["raw/crawl-1"], shards=2)
+    index_bytes = len(pickle.dumps(load_known(index=load_index(roots["known"]))))
+    sent: dict[str, dict[str, list[int]]] = {}
+    for name, root in roots.items():
+        write_inputs(root, second, "crawl-2", 2)
+
+        def recording(step, args, name=name):
+            for piece in args:
+                assert not any(isinstance(a, KnownRecords | DedupIndex | Settlement) for a in piece), step.__name__
+            sent.setdefault(name, {}).setdefault(step.__name__, []).extend(len(pickle.dumps(a)) for a in args)
+            return map_in_process(step, args)
+
+        report = run_curate(root, None, ["raw/crawl-2"], shards=3, partitions=2, map_steps=recording)
+        assert (report["counters"]["known_duplicates"] > 0) is (name == "known")
+    assert index_bytes > 20_000  # what every measure task was sent before it read the index itself
+    for step in ("measure_shard", "write_shard"):  # a path and a digest more, the same with any index
+        assert all(abs(k - f) <= 100 for k, f in zip(sent["known"][step], sent["fresh"][step], strict=True)), step
+    assert max(sent["known"]["write_shard"]) < 2_000  # a shard's settled rows are read from the scratch space
