@@ -117,17 +117,27 @@ def open_label_studio_export(path: Path, media_root: Path) -> Items:
     return items
 
 
-def _coco_locator(name: str, media_root: Path) -> str:
+def _coco_locator(name: str, media_root: Path, path: Path) -> str:
+    """Where an image of a COCO file is: under media_root, its images/ folder, or (the COCO 2017 layout,
+    annotations/instances_<split>.json beside <split>/, which Flywheel's coco export writes) ../<split>/."""
     locator = resolve_reference(name, media_root)
-    if "://" not in locator and not os.path.exists(locator) and os.path.exists(media_root / "images" / name):
-        locator = str(media_root / "images" / name)
+    if "://" in locator or os.path.exists(locator):
+        return locator
+    split = path.stem.removeprefix("instances_") if path.stem.startswith("instances_") else None
+    for candidate in (media_root / "images" / name, *([path.parent.parent / split / name] if split else [])):
+        if os.path.exists(candidate):
+            return str(candidate)
     return locator
 
 
 def _coco_item(path: Path, media_root: Path, image: dict[str, Any], anns: list, names: dict) -> SourceItem:
     file_name = str(image.get("file_name") or "")
-    locator = _coco_locator(file_name, media_root)
-    meta = {"coco_image_id": image.get("id")}
+    locator = _coco_locator(file_name, media_root, path)
+    meta: dict[str, Any] = {"coco_image_id": image.get("id")}
+    crowd = [a.get("id") for a in anns if a.get("iscrowd")]
+    if crowd:  # a crowd region covers many objects at once: no box of one object, so kept aside, by id
+        meta["coco_crowd_annotations"] = crowd
+        anns = [a for a in anns if not a.get("iscrowd")]
     declared = (image.get("width"), image.get("height"))
     size = tuple(int(v) for v in declared) if all(isinstance(v, int) and v > 0 for v in declared) else None
     size = size or read_image_size(locator)
@@ -145,8 +155,9 @@ def _coco_item(path: Path, media_root: Path, image: dict[str, Any], anns: list, 
 def open_coco(path: Path, media_root: Path) -> Items:
     """A COCO file: each image with its boxes (bbox [x, y, w, h] in pixels, checked against the image's width
     and height, read from the file where the COCO file has none) and, as its label, the category most of its
-    boxes have. Files are found under `media_root`, or its images/ folder. An annotation of an image the file
-    does not list is a drop naming it."""
+    boxes have. Files are found under `media_root`, its images/ folder or ../<split>/ (see _coco_locator).
+    Crowd annotations (iscrowd 1) are no boxes; their ids are kept in the record's metadata. An annotation of
+    an image the file does not list is a drop naming it."""
     doc = load_json(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
         raise ImportSourceError(f"{path}: a COCO file is an object with an 'images' list")

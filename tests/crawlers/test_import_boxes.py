@@ -72,10 +72,11 @@ def test_coco_boxes_are_imported_and_each_malformed_annotation_is_one_line_namin
         (16, 6, 7, [1, 1, 5, 5]),
         (17, 42, 7, [1, 1, 5, 5]),  # an image the file does not list
     ]
+    crowd = {"id": 18, "image_id": 1, "category_id": 7, "bbox": [0, 0, 40, 30], "iscrowd": 1}
     doc = {
         "images": images,
         "categories": [{"id": 7, "name": "car"}, {"id": 8, "name": "bike"}],
-        "annotations": [{"id": a, "image_id": i, "category_id": c, "bbox": b} for a, i, c, b in anns],
+        "annotations": [{"id": a, "image_id": i, "category_id": c, "bbox": b} for a, i, c, b in anns] + [crowd],
     }
     (folder / "instances.json").write_text(json.dumps(doc))
     report, rows = run(tmp_path, folder / "instances.json", name="street")
@@ -85,6 +86,9 @@ def test_coco_boxes_are_imported_and_each_malformed_annotation_is_one_line_namin
     assert first["boxes"][1]["x_norm"] == 10.5 / 80 and first["boxes"][1]["h_norm"] == 15 / 60
     assert _xywh(second["boxes"]) == [["bike", 49, 39, 1, 1]] and second["label_source"] == "imported:street"
     assert (first["width"], first["height"]) == (80, 60)
+    metadata = DataRoot(str(tmp_path / "data")).read_table("imports/street/metadata", schema=None).to_pylist()
+    by_id = {m["record_id"]: json.loads(m["metadata"]) for m in metadata}
+    assert by_id[first["record_id"]]["coco_crowd_annotations"] == [18]  # a crowd region is no box, kept aside
     path = folder / "instances.json"
     assert _details(report) == sorted(
         [
@@ -147,6 +151,17 @@ def test_a_yolo_export_imports_back_to_the_same_boxes(tmp_path):
         assert np.allclose([[b[k] for k in keys] for b in got], [[b[k] for k in keys] for b in row["boxes"]], atol=1e-6)
     table = pa.Table.from_pylist(list(rows.values())).select(["record_id", "width", "height", "boxes"])
     check_box_release_table(table.cast(BOX_RELEASE_SCHEMA))
+
+
+def test_a_coco_export_imports_back_from_its_own_layout(tmp_path):
+    root = DataRoot(str(tmp_path / "root"))
+    build_release(root, "shapes", box_records(), ReleaseConfig())
+    export_release(root, "shapes", "v0001", "coco", str(tmp_path / "export"))
+    release = load_release(root, "shapes")
+    report, rows = run(tmp_path, tmp_path / "export" / "annotations" / "instances_val.json")
+    assert report["kind"] == "coco" and report["records"] == release.val.num_rows and report["dropped"] == 0
+    for row in release.val.to_pylist():
+        assert rows[row["record_id"]]["boxes"] == row["boxes"]
 
 
 def test_label_studio_rectangles_come_with_their_boxes_and_a_bad_result_is_named(tmp_path):
