@@ -121,7 +121,9 @@ def write_coco(rows: ExportRows, manifest: dict[str, Any]) -> Files:
         for row in table.select(["record_id", "image", "mime"]).to_pylist():
             yield f"{name}/{_image_file(row)}", row["image"]
         document = coco_document(table, rows, manifest, name)
-        yield f"annotations/instances_{name}.json", json.dumps(document, indent=1, sort_keys=True).encode()
+        # compact, as COCO files are: with an indent, json falls back to its pure-Python encoder (5x slower here)
+        text = json.dumps(document, sort_keys=True, separators=(",", ":"))
+        yield f"annotations/instances_{name}.json", text.encode()
 
 
 def yolo_data_yaml(rows: ExportRows, manifest: dict[str, Any]) -> bytes:
