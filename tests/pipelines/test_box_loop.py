@@ -8,12 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
 from PIL import Image
 from pycocotools.coco import COCO
+from typer.testing import CliRunner
 
 from corpus.schema import make_record_id
 from corpus.store import DataRoot
 from crawlers.importers.config import ImportConfig
+from pipelines.cli_import import import_command
 from pipelines.config import ImportParams, ReleaseParams
 from pipelines.imports import import_flow
 from pipelines.release import release_flow
@@ -69,3 +72,23 @@ def test_a_yolo_folder_imported_released_and_exported_as_coco_keeps_its_boxes(pr
     for rid, boxes in truth.items():
         assert [n for n, _ in found[rid]] == [n for n, _ in boxes]
         assert np.allclose([b for _, b in found[rid]], [b for _, b in boxes], atol=1e-6)
+
+
+def test_the_import_command_names_each_malformed_annotation_in_one_line(prefect_api, tmp_path, monkeypatch):
+    from corpus.settings import get_settings
+
+    monkeypatch.setenv("FLYWHEEL_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.setenv("FLYWHEEL_WORK_DIR", str(tmp_path / "work"))
+    get_settings.cache_clear()
+    _yolo_folder(tmp_path / "boxes", n=6)
+    bad = tmp_path / "boxes" / "labels" / "3.txt"
+    bad.write_text(bad.read_text() + "0 0.5 0.5 0.25\n")
+    app = typer.Typer()
+    app.command("import")(import_command)
+    app.command("noop")(lambda: None)  # two commands, so `import` is a sub-command as under `flywheel`
+    out = CliRunner().invoke(app, ["import", str(tmp_path / "boxes"), "--labels", "trusted"])
+    get_settings.cache_clear()
+    assert out.exit_code == 0, out.output
+    refused = [line for line in out.output.splitlines() if line.startswith("refused:")]
+    assert refused == [f"refused: {bad}: line 3: needs 5 values 'class cx cy w h', got 4: '0 0.5 0.5 0.25'"]
+    assert '"kept": 5' in out.output and '"bad_box": 1' in out.output
