@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from corpus.box_formats import coco_bbox, yolo_line
+from corpus.box_formats import boxes_from_yolo, coco_bbox, yolo_line
 from corpus.boxes import BOX_RELEASE_SCHEMA, check_box_release_table
 from corpus.exports.formats import SPLIT_NAMES, Files
 from corpus.exports.rows import ExportRows, image_extension
@@ -147,3 +147,47 @@ def write_yolo(rows: ExportRows, manifest: dict[str, Any]) -> Files:
             text = "".join(yolo_line(rows.label_index(b["label"]), b) + "\n" for b in row["boxes"])
             yield f"labels/{name}/{row['record_id']}.txt", text.encode()
     yield "data.yaml", yolo_data_yaml(rows, manifest)
+
+
+def _expected_boxes(rows: ExportRows) -> dict[str, tuple[int, int, list[dict[str, Any]]]]:
+    return {
+        r["record_id"]: (r["width"], r["height"], r["boxes"])
+        for table in rows.splits.values()
+        for r in table.select(["record_id", "width", "height", "boxes"]).to_pylist()
+    }
+
+
+def _coco_boxes(data: bytes) -> dict[str, list[tuple[str, list[float]]]]:
+    document = json.loads(data)
+    names = {c["id"]: c["name"] for c in document["categories"]}
+    ids = {image["id"]: image["flywheel_record_id"] for image in document["images"]}
+    found: dict[str, list[tuple[str, list[float]]]] = {rid: [] for rid in ids.values()}
+    for ann in document["annotations"]:
+        found[ids[ann["image_id"]]].append((names[ann["category_id"]], ann["bbox"]))
+    return found
+
+
+def check_box_files(fmt: str, rows: ExportRows, files: list[str], read: Any) -> None:
+    """Read the written annotations back as their consumer would: every image's boxes must be the release's,
+    exactly (COCO: pixels, as JSON keeps floats) or within 1e-6 normalised (YOLO's 9 decimals); ValueError names
+    the file and the record that differ."""
+    expected = _expected_boxes(rows)
+    for path in files:
+        if fmt == "coco" and path.startswith("annotations/"):
+            for rid, boxes in _coco_boxes(read(path)).items():
+                want = [(b["label"], coco_bbox(b)) for b in expected[rid][2]]
+                if boxes != want:
+                    raise ValueError(f"{path}: the boxes of {rid} are not the release's")
+        elif fmt == "yolo" and path.startswith("labels/"):
+            rid = path.rsplit("/", 1)[-1].removesuffix(".txt")
+            width, height, want = expected[rid]
+            try:
+                got = boxes_from_yolo(read(path).decode(), rows.labels, width, height)
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from None
+            keys = ("x_norm", "y_norm", "w_norm", "h_norm")
+            same = [b["label"] for b in got] == [b["label"] for b in want] and all(
+                abs(g[k] - w[k]) <= 1e-6 for g, w in zip(got, want, strict=True) for k in keys
+            )
+            if not same:
+                raise ValueError(f"{path}: the boxes of {rid} are not the release's")

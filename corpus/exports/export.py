@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from corpus.exports.box_formats import BOX_FORMATS, select_box_rows, write_coco, write_yolo
+from corpus.exports.box_formats import BOX_FORMATS, check_box_files, select_box_rows, write_coco, write_yolo
 from corpus.exports.formats import (
     DEFAULT_SHARD_BYTES,
     FORMATS,
@@ -136,6 +136,11 @@ def _check_written(fmt: str, rows: ExportRows, files: dict[str, dict], read: Any
             seen.add(rid)
     if seen != set(expected):
         raise ExportError(f"{len(set(expected) - seen)} images of the release are missing from the export")
+    if fmt in BOX_FORMATS:
+        try:
+            check_box_files(fmt, rows, list(files), read)
+        except (ValueError, KeyError) as exc:
+            raise ExportError(f"the written boxes differ from the release's: {exc}") from exc
 
 
 def _read_existing(target: DataRoot, rel: str, identity: dict[str, Any]) -> dict[str, Any] | None:

@@ -186,3 +186,26 @@ def test_the_cli_exports_coco_and_yolo_and_refuses_a_class_label_release_in_one_
     out = runner.invoke(app, ["export", "animals@v1", "--format", "coco", "--to", str(tmp_path / "no"), *base])
     assert out.exit_code == 2 and "has no boxes column" in out.output and len(out.output.strip().splitlines()) == 1
     assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize("fmt", ["coco", "yolo"])
+def test_written_boxes_are_read_back_and_a_changed_box_is_named(tmp_path, fmt):
+    from corpus.exports.box_formats import check_box_files, select_box_rows, write_coco, write_yolo
+    from corpus.exports.rows import select_rows
+
+    root = _box_release(tmp_path)
+    release = load_release(root, "shapes")
+    rows = select_box_rows(release, select_rows(release))
+    files = dict((write_coco if fmt == "coco" else write_yolo)(rows, release.manifest))
+    check_box_files(fmt, rows, list(files), files.__getitem__)
+    if fmt == "coco":
+        path = "annotations/instances_val.json"
+        document = json.loads(files[path])
+        document["annotations"][0]["bbox"][0] += 0.5  # half a pixel to the right
+        files[path] = json.dumps(document).encode()
+    else:
+        path = next(p for p, data in files.items() if p.startswith("labels/val/") and data)
+        other = (int(files[path][:1]) + 1) % len(rows.labels)  # the first box's class changed
+        files[path] = str(other).encode() + files[path][1:]
+    with pytest.raises(ValueError, match=f"{path}: the boxes of .* are not the release's"):
+        check_box_files(fmt, rows, list(files), files.__getitem__)
