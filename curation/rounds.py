@@ -7,8 +7,9 @@ spread over machines (a Dask cluster through Prefect in `pipelines`, or a plain 
    features, and each partition's keys (`search.split_partitions`) beside them;
 2. search, per partition: take that partition's keys from every shard and find exact copies and
    near-duplicate candidate links (`search.search_partition`);
-3. gather, per shard: confirm the image links that start in the shard by their layout signatures, and
-   take the few rows the settling needs;
+3. gather, per shard: confirm the image links that start in the shard by their layout signatures (and,
+   with `text_near_dup_verify`, its page candidate links by their MinHash sketches), and take the few rows
+   the settling needs;
 4. write, per shard: apply the settled reasons and clusters and put its kept/dropped parts.
 
 Between rounds 3 and 4 one process settles the clusters (`partitions.settle_duplicates`) from links and
@@ -34,11 +35,13 @@ from corpus.store import DataRoot
 from curation.curate_config import CurateConfig
 from curation.index import empty_index, update_index
 from curation.measure import KnownRecords, measure_records
+from curation.minhash import VERIFY_THRESHOLD
 from curation.partitions import Settlement, settle_duplicates
 from curation.search import (
     Found,
     apply_settlement,
     confirm_image_links,
+    confirm_page_links,
     involved_rows,
     merge_found,
     search_partition,
@@ -47,6 +50,8 @@ from curation.search import (
 )
 
 ROLES = ("exact", "bands", "images")
+# What round 3 hands the settling per shard: confirmed image links, member rows, confirmed page links (or None).
+Gathered = tuple[np.ndarray, pa.Table, np.ndarray | None]
 
 
 class Scratch(Protocol):
@@ -192,20 +197,37 @@ def search_partition_files(space: Scratch, partition: int, cfg: CurateConfig) ->
 
 
 def gather_shard(
-    space: Scratch, shards: Sequence[Shard], shard: Shard, links: np.ndarray, wanted: set[int], cfg: CurateConfig
-) -> tuple[np.ndarray, pa.Table]:
-    """Round 3: the image links starting in `shard` that the layout signatures confirm, and the shard's rows
-    that settling needs (`wanted`, and its pages matching earlier runs)."""
+    space: Scratch,
+    shards: Sequence[Shard],
+    shard: Shard,
+    links: np.ndarray,
+    wanted: set[int],
+    cfg: CurateConfig,
+    page_links: np.ndarray | None = None,
+) -> Gathered:
+    """Round 3: the image links starting in `shard` that the layout signatures confirm, the shard's rows that
+    settling needs (`wanted`, and its pages matching earlier runs), and the `page_links` starting in it that
+    their sketches confirm (None when not given: the links need no check)."""
     features = space.get_features(shard)
     members = select_members(features, wanted)
+    confirmed_pages = None
+    if page_links is not None:
+        sketches = _ends_of(space, shards, features, page_links, "sketch")
+        confirmed_pages = confirm_page_links(page_links, sketches, VERIFY_THRESHOLD)
     if len(links) == 0:
-        return links.reshape(0, 2), members
+        return links.reshape(0, 2), members, confirmed_pages
+    signatures = _ends_of(space, shards, features, links, "signature")
+    return confirm_image_links(links, signatures, cfg), members, confirmed_pages
+
+
+def _ends_of(space: Scratch, shards: Sequence[Shard], features: pa.Table, links: np.ndarray, column: str) -> pa.Table:
+    """(g, `column`) of both ends of `links`: this shard's `features`, and the other ends read from their shards."""
     others = sorted(set(links[:, 1].tolist()) - set(features.column("g").to_pylist()))
-    tables = [features.select(["g", "signature"])]
+    tables = [features.select(["g", column])]
     for other in _shards_holding(shards, others):
         inside = [g for g in others if other.first_row <= g < other.first_row + other.rows]
-        tables.append(space.get_features(other, ["g", "signature"], inside))
-    return confirm_image_links(links, pa.concat_tables(tables), cfg), members
+        tables.append(space.get_features(other, ["g", column], inside))
+    return pa.concat_tables(tables)
 
 
 def _shards_holding(shards: Sequence[Shard], rows: Iterable[int]) -> list[Shard]:
@@ -256,12 +278,15 @@ class _Clock:
         self.seconds[name], self._tick = now - self._tick, now
 
 
-def settle(found: Found, gathered: list[tuple[np.ndarray, pa.Table]], cfg: CurateConfig) -> Settlement:
+def settle(found: Found, gathered: list[Gathered], cfg: CurateConfig) -> Settlement:
     """Join the confirmed links into clusters and decide who is kept (one process, links and members only)."""
     confirmed = np.concatenate([g[0] for g in gathered]) if gathered else found["image_links"]
     members = pa.concat_tables([g[1] for g in gathered]) if gathered else None
+    page_links = found["page_links"]
+    if cfg.text_near_dup_verify and gathered:
+        page_links = np.concatenate([g[2] for g in gathered])
     return settle_duplicates(
-        found["exact"], confirmed, found["page_links"], members, text_near_duplicates=cfg.text_near_duplicates
+        found["exact"], confirmed, page_links, members, text_near_duplicates=cfg.text_near_duplicates
     )
 
 
@@ -280,9 +305,18 @@ def run_rounds(
     clock.lap("measure")
     found = merge_found(map_steps(search_partition_files, [(space, p, cfg) for p in range(partitions)]))
     clock.lap("search")
-    links, wanted = found["image_links"], involved_rows(found)
-    starts = np.searchsorted([s.first_row for s in planned], links[:, 0], side="right") - 1
-    gathered = map_steps(gather_shard, [(space, planned, s, links[starts == s.number], wanted, cfg) for s in planned])
+    links, wanted, pages = found["image_links"], involved_rows(found), found["page_links"]
+    firsts = [s.first_row for s in planned]
+    starts = np.searchsorted(firsts, links[:, 0], side="right") - 1
+    page_starts = np.searchsorted(firsts, pages[:, 0], side="right") - 1
+    gathered = map_steps(
+        gather_shard,
+        [
+            (space, planned, s, links[starts == s.number], wanted, cfg)
+            + ((pages[page_starts == s.number],) if cfg.text_near_dup_verify else ())
+            for s in planned
+        ],
+    )
     settlement = settle(found, gathered, cfg)
     clock.lap("settle")
     written = map_steps(write_shard, [(space, s, _settlement_of(settlement, s), build_index) for s in planned])

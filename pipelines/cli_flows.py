@@ -202,18 +202,24 @@ def train(
     transfer: Annotated[str, typer.Option(help="fine-tune, freeze-stem or linear-probe.")] = "fine-tune",
     lr_schedule: Annotated[str, typer.Option(help="cosine, constant or one-cycle.")] = "cosine",
     score_pool: Annotated[bool, typer.Option(help="Score the latest pool for the next round.")] = True,
+    devices: Annotated[
+        int, typer.Option(min=1, help="Processes under torchrun DDP, one GPU each (gloo on CPU); batch is per process.")
+    ] = 1,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """Train a model on a release (CUDA when present) and score the pool for the next label round.
 
     In: release DATASET@VERSION under releases/ (checked before anything runs). Out: models/<model version>/
-    under the data root (weights, metrics.json, report) and, with --score-pool, the model's predictions over
-    the latest pool. Logs each epoch's loss and val accuracy; prints the model's path."""
+    under the data root (weights, metrics.json, report.md: also the run's Prefect artifact) and, with
+    --score-pool, the model's predictions over the latest pool. With --devices N, N processes train one model
+    under torchrun (DDP). Logs each epoch's loss and val accuracy; prints the model's path."""
     from corpus.pool import latest_pool
     from corpus.store import open_data_root
     from pipelines.cli_export import resolve_ref
     from pipelines.config import TrainParams
     from pipelines.train import train_flow
     from training.config import TrainConfig
+    from training.launch import check_devices
 
     root = open_data_root()
     try:
@@ -231,11 +237,18 @@ def train(
         weights_sha256=weights_sha256,
         transfer=transfer,
         lr_schedule=lr_schedule,
+        devices=devices,
+        device=device,
     )
+    try:
+        check_devices(cfg)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     pool = latest_pool(root) if score_pool else None
     with prefect_api():
         metrics = train_flow(TrainParams(dataset=dataset, version=version, pool=pool, train=cfg))
-    print_json({k: metrics.get(k) for k in ("model_version", "release", "test_accuracy", "device", "scored", "path")})
+    keys = ("model_version", "release", "test_accuracy", "device", "world_size", "scored", "path")
+    print_json({k: metrics.get(k) for k in keys} | {"eval_accuracy": (metrics.get("eval_set") or {}).get("accuracy")})
     console.print(f"model: {metrics['path']}", highlight=False, soft_wrap=True)
 
 

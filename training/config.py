@@ -65,6 +65,11 @@ class TrainConfig(BaseModel):
     # never wins back; on a GPU with a ResNet it usually pays from the first few epochs.
     compile: bool = Field(False, description="torch.compile the training forward; falls back to eager if it fails.")
     resume: bool = Field(True, description="Continue from the last checkpoint of an identical interrupted run.")
+    devices: int = Field(
+        1,
+        ge=1,
+        description="Processes under torchrun DDP, one GPU each (or CPU with gloo); batch_size is per process.",
+    )
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'.")
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from curation_records import build_table, by_url, planted_pairs_table, text_row
 
 from bench.planted import generate_corpus
 from corpus.stages import plan_shards, run_stage, run_stage_sharded
@@ -105,6 +106,33 @@ def test_sharded_run_matches_one_process_and_finds_the_planted_copies(tmp_path, 
             assert cluster[url] == cluster[original] and cluster[original] in record.values()
     missed_pages = [u for u, (d, _) in corpus.planted.items() if d == "near_duplicate_page" and u not in reason]
     assert not missed_pages
+
+
+def test_sharded_run_with_verified_page_candidates_matches_one_process(tmp_path, corpus):
+    texts, near, far = planted_pairs_table()
+    pages = build_table([text_row(t, f"http://127.0.0.1/pair-{k}", 10_000 + k) for k, t in enumerate(texts)])
+    # Interleaved, so the pairs' ends and their candidate links fall in different shards and partitions.
+    table = pa.concat_tables([corpus.table, pages]).take(
+        np.random.default_rng(1).permutation(corpus.table.num_rows + 70)
+    )
+    cfg = CurateConfig(text_near_dup_verify=True)
+    single, sharded = DataRoot(str(tmp_path / "single")), DataRoot(str(tmp_path / "sharded"))
+    inputs = [write_inputs(single, table, "crawl-1", 3)]
+    write_inputs(sharded, table, "crawl-1", 3)
+
+    expected = run_curate(single, cfg, inputs)
+    report = run_curate(sharded, cfg, inputs, shards=4, partitions=3)
+    in_memory = curate(table, cfg)
+    for part in ("kept", "dropped"):
+        one = outcome(single.read_table(f"{expected['output']}/{part}"))
+        assert outcome(sharded.read_table(f"{report['output']}/{part}")) == one == outcome(getattr(in_memory, part))
+    assert report["counters"] == expected["counters"] == in_memory.counters
+    reasons = by_url(in_memory.dropped, "drop_reason")
+    assert all(reasons.get(f"http://127.0.0.1/pair-{k}") == "near_duplicate_page" for k in near)
+    assert not any(f"http://127.0.0.1/pair-{k}" in reasons for k in far)
+    # The default banding, unchecked, merges some of these far copies (14 x 8 links Jaccard 0.5 with p = 0.03).
+    default = by_url(curate(table).dropped, "drop_reason")
+    assert any(f"http://127.0.0.1/pair-{k}" in default for k in far)
 
 
 def test_second_crawl_against_the_index_matches_too(tmp_path, corpus):
