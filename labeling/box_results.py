@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
+# Reading results back is pure JSON, so it lives in corpus where the importers (crawlers) reach it too.
+from corpus.box_formats import STUDIO_RESULT_TYPE as RESULT_TYPE
+from corpus.box_formats import boxes_from_studio_result
 
-from corpus.boxes import build_boxes
-
-RESULT_TYPE = "rectanglelabels"
+__all__ = ["RESULT_TYPE", "boxes_from_studio_result", "boxes_to_studio_result"]
 
 
 def boxes_to_studio_result(
@@ -47,63 +46,3 @@ def boxes_to_studio_result(
             item["score"] = float(box["score"])
         result.append(item)
     return result
-
-
-def _envelope(x: float, y: float, w: float, h: float, degrees: float) -> tuple[float, float, float, float]:
-    """The axis-aligned box around a rectangle turned `degrees` clockwise about its top-left corner, which is
-    where Label Studio anchors a rotated rectangle's x, y."""
-    if not degrees:
-        return x, y, w, h
-    theta = math.radians(degrees)
-    cos, sin = math.cos(theta), math.sin(theta)
-    corners = np.array([[0.0, 0.0], [w, 0.0], [w, h], [0.0, h]])
-    turned = corners @ np.array([[cos, sin], [-sin, cos]]) + [x, y]
-    x0, y0 = turned.min(axis=0)
-    x1, y1 = turned.max(axis=0)
-    return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
-
-
-def boxes_from_studio_result(
-    result: Sequence[dict[str, Any]],
-    width: int | None = None,
-    height: int | None = None,
-    *,
-    from_name: str | None = None,
-) -> tuple[list[dict[str, Any]], int, int]:
-    """(rows of BOX_TYPE, width, height) from a Label Studio result list: its rectanglelabels items (of
-    `from_name` when given; other items are ignored). The image size is each item's original_width/height,
-    else `width`/`height`. A rotated rectangle becomes the axis-aligned box around it. An item without a
-    size, a label, or whose sizes disagree raises ValueError naming the item's id."""
-    xywh, labels, scores = [], [], []
-    for item in result:
-        if item.get("type") != RESULT_TYPE or (from_name is not None and item.get("from_name") != from_name):
-            continue
-        name = item.get("id", "?")
-        value = item.get("value") or {}
-        item_size = (item.get("original_width") or width, item.get("original_height") or height)
-        if not item_size[0] or not item_size[1]:
-            raise ValueError(f"result {name}: no original_width/original_height and no image size given")
-        if (width and height) and (int(item_size[0]), int(item_size[1])) != (int(width), int(height)):
-            raise ValueError(f"result {name}: image size {item_size} differs from {width}x{height}")
-        width, height = int(item_size[0]), int(item_size[1])
-        chosen = value.get("rectanglelabels") or []
-        if len(chosen) != 1:
-            raise ValueError(f"result {name}: needs exactly one label in value.rectanglelabels, got {chosen}")
-        try:
-            scales = (width, height, width, height)
-            box = [float(value[k]) * f / 100.0 for k, f in zip(("x", "y", "width", "height"), scales, strict=True)]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"result {name}: value needs numeric x, y, width, height ({exc})") from exc
-        xywh.append(_envelope(*box, float(value.get("rotation") or 0.0)))
-        labels.append(str(chosen[0]))
-        scores.append(item.get("score"))
-    if not width or not height:
-        raise ValueError("no rectanglelabels result and no image size given")
-    has_scores = any(s is not None for s in scores)
-    if has_scores and any(s is None for s in scores):
-        raise ValueError("some rectanglelabels results have a score and others none")
-    try:
-        boxes = build_boxes(np.array(xywh).reshape(-1, 4), labels, width, height, scores if has_scores else None)
-    except ValueError as exc:
-        raise ValueError(f"rectanglelabels {exc}") from exc
-    return boxes, width, height

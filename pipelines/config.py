@@ -154,10 +154,10 @@ class ReleaseParams(BaseModel):
         "imported:<source>, confidence 1) instead of voting in aggregation; empty (None): every import whose "
         "_report.json under raw/ has label_policy trusted. [] trusts none.",
     )
-    exports: list[Literal["imagefolder", "hf", "webdataset", "csv"]] = Field(
+    exports: list[Literal["imagefolder", "hf", "webdataset", "csv", "coco", "yolo"]] = Field(
         default_factory=list,
         description="Formats written under exports/<dataset>/<vN>/ once the release is published: imagefolder, hf, "
-        "webdataset, csv.",
+        "webdataset, csv; coco and yolo for a release whose records carry boxes (e.g. a trusted COCO/YOLO import).",
     )
     data_root: str | None = None
 

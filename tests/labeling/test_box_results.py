@@ -63,7 +63,7 @@ def test_bad_results_name_the_item() -> None:
         boxes_from_studio_result([{k: v for k, v in item.items() if k != "original_width"}])
     with pytest.raises(ValueError, match="result label-0: value needs numeric"):
         boxes_from_studio_result([{**item, "value": {"rectanglelabels": ["cat"]}}])
-    with pytest.raises(ValueError, match=r"rectanglelabels box 0: .* outside"):
+    with pytest.raises(ValueError, match=r"result label-0: .* outside"):
         boxes_from_studio_result([{**item, "value": {**item["value"], "x": 95.0}}])
     assert boxes_from_studio_result([], 64, 48) == ([], 64, 48)
 
