@@ -4,8 +4,9 @@ Both crawl the same generated loopback site in one run, with the same politeness
 (crawlers.settings). Then Flywheel crawls the same pages where a third of the links 404, slowly (a CMS renders
 its not-found page; the articles are static), as shipped and with Scrapy's own AutoThrottle. Prints a table and
 ends with one line `bench crawl: ... ratio=<value> ratio_404=<value>`: ratio is Flywheel's pages/s over bare
-Scrapy's, ratio_404 Flywheel's pages/s on the broken-link site over its pages/s on the clean one. `QUICK=1`
-crawls a smaller site.
+Scrapy's, ratio_404 Flywheel's pages/s on the broken-link site over its pages/s on the clean one; cpu_ratio is
+bare Scrapy's CPU time per page over Flywheel's (its extraction workers included), ratio_404_responses the 404
+site's responses/s over the clean site's. `QUICK=1` crawls a smaller site.
 
 Run: `make bench-crawl [QUICK=1]` or `.venv/bin/python bench/crawl.py`.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -53,6 +55,7 @@ SHARED_SETTINGS = (
     "AUTOTHROTTLE_TARGET_CONCURRENCY",
     "CONCURRENT_REQUESTS",
     "CONCURRENT_REQUESTS_PER_DOMAIN",
+    "CONCURRENT_ITEMS",
     "DOWNLOAD_TIMEOUT",
     "COOKIES_ENABLED",
     "TELNETCONSOLE_ENABLED",
@@ -172,6 +175,12 @@ def build_site(site: Path, pages: int, broken: bool = False) -> dict[str, int]:
     return {"pages": pages + 1, "images": len(images)}
 
 
+def _children_cpu_s() -> float:
+    """CPU seconds (user + system) of this process's finished children and theirs (the crawl's extraction workers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _shared_settings() -> dict[str, str]:
     import crawlers.settings as project
 
@@ -184,12 +193,19 @@ def run_bare(url: str, work: Path, max_pages: int) -> dict[str, Any]:
     for key, value in {**_shared_settings(), "CLOSESPIDER_PAGECOUNT": str(max_pages * 2)}.items():
         cmd += ["-s", f"{key}={value}"]
     env = {k: v for k, v in os.environ.items() if k != "SCRAPY_SETTINGS_MODULE"}
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _children_cpu_s()
     with (work / "bare.log").open("wb") as log:
         subprocess.run(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=900)
     wall = time.perf_counter() - started
     data = json.loads(result.read_text())
-    return {"pages": data["pages"], "images": 0, "elapsed_s": data["elapsed_s"], "wall_s": wall}
+    return {
+        "pages": data["pages"],
+        "images": 0,
+        "responses": data["pages"] + 1,  # and robots.txt
+        "elapsed_s": data["elapsed_s"],
+        "wall_s": wall,
+        "cpu_s": _children_cpu_s() - cpu,
+    }
 
 
 def slow_not_found_server(site_dir: Path) -> Any:
@@ -227,7 +243,7 @@ def run_flywheel(
         allowed_private_hosts=["127.0.0.1"],
         fetch_images=fetch_images,
     )
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _children_cpu_s()
     report = crawl(config, work / name, crawl_run=name, settings={**_shared_settings(), **(settings or {})})
     wall = time.perf_counter() - started
     return {
@@ -238,6 +254,7 @@ def run_flywheel(
         "images": report["images"],
         "elapsed_s": report["elapsed_s"],
         "wall_s": wall,
+        "cpu_s": _children_cpu_s() - cpu,
         "requests": report["requests"],
     }
 
@@ -297,15 +314,17 @@ def main() -> None:
         # slots, and the crawl of the 404 site ends one 404 at a time (measured: 54 pages/s at budget 611, 119 at
         # 2,000, on the 600-page site). Every crawl still ends when the site is exhausted.
         budget = 2 * (size["pages"] + broken_size["pages"])
-        with SiteServer(work / "site") as server:
-            url = server.url + "/index.html"
+        # The pairs behind the ratios run back to back (bare then Flywheel, clean then 404 site), so that a shared
+        # host's load moves both of a pair alike.
+        with SiteServer(work / "site") as server, slow_not_found_server(work / "broken") as broken_server:
+            url, broken_url = server.url + "/index.html", broken_server.url + "/index.html"
             bare = run_bare(url, work, budget)
-            text_only = run_flywheel(url, work, budget, "flywheel-text", fetch_images=False)
             full = run_flywheel(url, work, budget, "flywheel-full", fetch_images=True)
-        with slow_not_found_server(work / "broken") as server:
-            url = server.url + "/index.html"
-            broken = run_flywheel(url, work, budget, "flywheel-404", fetch_images=True)
-            stock = run_flywheel(url, work, budget, "flywheel-404-stock", fetch_images=True, settings=STOCK_THROTTLE)
+            broken = run_flywheel(broken_url, work, budget, "flywheel-404", fetch_images=True)
+            text_only = run_flywheel(url, work, budget, "flywheel-text", fetch_images=False)
+            stock = run_flywheel(
+                broken_url, work, budget, "flywheel-404-stock", fetch_images=True, settings=STOCK_THROTTLE
+            )
         stages = profile_stages(work / "site")
 
     def rate(run: dict[str, Any], key: str) -> float:
@@ -318,7 +337,7 @@ def main() -> None:
     )
     print(
         f"{'spider':<40}{'pages':>7}{'images':>8}{'404s':>6}{'elapsed s':>11}{'wall s':>9}{'pages/s':>10}"
-        f"{'images/s':>10}"
+        f"{'images/s':>10}{'responses/s':>13}{'CPU ms/page':>13}"
     )
     for name, run in (
         ("bare Scrapy (links only)", bare),
@@ -330,22 +349,31 @@ def main() -> None:
         print(
             f"{name:<40}{run['pages']:>7}{run['images']:>8}{run.get('not_found', 0):>6}{run['elapsed_s']:>11.2f}"
             f"{run['wall_s']:>9.2f}{rate(run, 'pages'):>10.1f}{rate(run, 'images'):>10.1f}"
+            f"{rate(run, 'responses'):>13.1f}{1000 * run['cpu_s'] / run['pages']:>13.2f}"
         )
+    print(
+        "CPU ms/page: user + system time of the crawl process and its extraction workers (getrusage), process start"
+        " included, per page; a shared host's load moves it far less than it moves pages/s"
+    )
     for name, run in (("404 site", broken), ("clean site", full)):
         throttle = run["throttle"]
         print(
             f"throttle, {name}: raised by {throttle['raised']}, backoffs {throttle['backoff']}, "
-            f"max delay {throttle['max_delay_ms']} ms, last {throttle['delay_ms']} ms"
+            f"max delay {throttle['max_delay_ms']} ms, mean {throttle['mean_delay_ms']} ms (a request every"
+            f" {1000 / rate(run, 'responses'):.1f} ms), last {throttle['delay_ms']} ms"
         )
     print("Flywheel's added cost per page, in-process (ms): " + ", ".join(f"{k}={v:.2f}" for k, v in stages.items()))
     bare_rate, text_rate, full_rate = rate(bare, "pages"), rate(text_only, "pages"), rate(full, "pages")
     broken_rate, stock_rate = rate(broken, "pages"), rate(stock, "pages")
+    # 404 site over clean site in responses/s: 1 when a 404 costs the crawl what any other response costs
+    responses_404 = rate(broken, "responses") / rate(full, "responses")
+    cpu_ratio = (bare["cpu_s"] / bare["pages"]) / (full["cpu_s"] / full["pages"])
     print(
         f"bench crawl: bare_pages_per_s={bare_rate:.1f} flywheel_text_pages_per_s={text_rate:.1f} "
         f"flywheel_pages_per_s={full_rate:.1f} flywheel_images_per_s={rate(full, 'images'):.1f} "
         f"flywheel_404_pages_per_s={broken_rate:.1f} ratio_text_only={text_rate / bare_rate:.3f} "
         f"ratio={full_rate / bare_rate:.3f} ratio_404_stock_throttle={stock_rate / full_rate:.3f} "
-        f"ratio_404={broken_rate / full_rate:.3f}"
+        f"cpu_ratio={cpu_ratio:.3f} ratio_404_responses={responses_404:.3f} ratio_404={broken_rate / full_rate:.3f}"
     )
 
 

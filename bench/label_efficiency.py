@@ -1,6 +1,7 @@
 """Label-efficiency benchmark: accuracy vs labels for each selection strategy against random, several seeds.
 
-Data ships in packages or is generated: scikit-learn's digits (8x8, 10 classes), scikit-image's LFW subset
+Strategies include typiclust (every round by TypiClust, no model) and typiclust+hybrid (TypiClust cold start,
+then hybrid). Data ships in packages or is generated: scikit-learn's digits (8x8, 10 classes), scikit-image's LFW subset
 (faces vs non-faces, 25x25) and the sample site's four classes (generated, embedded with
 labeling.selection.compute_cheap_embeddings, as the pipeline's cold start does). The model is a logistic
 regression over standardised features, retrained each round; its "embedding" for core-set/hybrid is a PCA
@@ -29,7 +30,18 @@ from sklearn.preprocessing import StandardScaler
 from labeling.selection import select_batch
 
 DEFAULT = "hybrid"
-ALL_STRATEGIES = ("random", "least-confidence", "margin", "entropy", "coreset", "hybrid")
+# typiclust: every round by TypiClust over the PCA embeddings, no model (the paper's low-budget setting);
+# typiclust+hybrid: TypiClust for the cold start, hybrid once a model exists.
+ALL_STRATEGIES = (
+    "random",
+    "least-confidence",
+    "margin",
+    "entropy",
+    "coreset",
+    "hybrid",
+    "typiclust",
+    "typiclust+hybrid",
+)
 
 
 @dataclass
@@ -102,12 +114,16 @@ def run_curve(data: Dataset, strategy: str, seed: int, max_labels: int, pool_fac
         b = min(data.batch, max_labels - int(labeled.sum()), len(free))
         if strategy == "random":
             picks, _ = select_batch("random", b, n=len(free), seed=rng_seed + int(labeled.sum()))
+        elif strategy == "typiclust" or (strategy == "typiclust+hybrid" and pool_probs is None):
+            picks, _ = select_batch(
+                "typiclust", b, n=len(free), cold_embeddings=emb[free], labeled_embeddings=emb[labeled], seed=seed
+            )
         elif pool_probs is None:
             # Cold start for every Flywheel strategy: diversity (k-center) over unsupervised embeddings.
             picks, _ = select_batch("diversity", b, n=len(free), cold_embeddings=emb[free], seed=seed)
         else:
             picks, _ = select_batch(
-                strategy,
+                strategy.removeprefix("typiclust+"),
                 b,
                 n=len(free),
                 probs=pool_probs[free],
@@ -137,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     seeds = (0, 1) if args.quick else (0, 1, 2, 3, 4)
-    strategies = ("random", "margin", "hybrid") if args.quick else ALL_STRATEGIES
+    strategies = ("random", "margin", "hybrid", "typiclust", "typiclust+hybrid") if args.quick else ALL_STRATEGIES
     datasets = [load_digits_data(), load_faces_data()]
     if not args.quick:
         datasets.append(load_sample_site_data(per_class=100))

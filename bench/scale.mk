@@ -1,6 +1,7 @@
-# Scale-out benchmark: curation on 1 vs 2 Dask workers and an s3:// data root (moto on loopback) vs local disk.
-# Needs only the project venv. `make bench-scale QUICK=1` runs a small corpus in a few minutes.
+# Scale-out benchmark: curation in one process vs on 2 Dask workers, interleaved pairs (50,000 rows at full size).
+# Needs only the project venv. `make bench-scale QUICK=1` runs 800 rows in a few minutes; ROWS=20000 a smaller
+# full run; EXTRA=1 adds a 1-worker case and an s3:// data root (moto on loopback).
 .PHONY: bench-scale
 bench-scale:
 	test -x $(BIN)/python || $(MAKE) venv
-	QUICK=$(QUICK) $(BIN)/python bench/scale.py
+	QUICK=$(QUICK) ROWS=$(ROWS) EXTRA=$(EXTRA) $(BIN)/python bench/scale.py

@@ -38,15 +38,14 @@ GOAL_JACCARD = 0.8
 def _run_flywheel(work: Path, side: str, verify: bool) -> dict:
     import pyarrow.parquet as pq
 
-    from curation.minhash import RECALL_BANDS, RECALL_ROWS, VERIFY_THRESHOLD, cluster_text_batches
+    from curation.minhash import VERIFY_THRESHOLD, cluster_text_batches
 
     started = time.perf_counter()
-    source = pq.ParquetFile(work / "corpus.parquet")
+    # pre_buffer=False: with pyarrow's default (True) the reader keeps every column chunk it has read, so
+    # "streaming" ended holding the corpus' compressed text (~100 MB here); without it one row group is alive.
+    source = pq.ParquetFile(work / "corpus.parquet", pre_buffer=False)
     batches = (b.column(0).to_pylist() for b in source.iter_batches(batch_size=BATCH_ROWS, columns=["text"]))
-    if verify:
-        roots = cluster_text_batches(batches, NGRAM, RECALL_BANDS, RECALL_ROWS, verify_threshold=VERIFY_THRESHOLD)
-    else:
-        roots = cluster_text_batches(batches, NGRAM, BANDS, ROWS)
+    roots = cluster_text_batches(batches, NGRAM, verify_threshold=VERIFY_THRESHOLD if verify else None)
     seconds = time.perf_counter() - started
     np.save(work / f"labels-{side}.npy", roots)
     return {"seconds": seconds, "docs": int(roots.size)}
@@ -247,6 +246,8 @@ def main() -> None:
             if fv
             else ""
         )
+        if fv and dt:
+            verify += f"verify_ratio={fv['docs_per_s'] / dt['docs_per_s']:.2f} "
         print(
             f"bench text-dedup: docs={n_docs} docs_per_s={fw['docs_per_s']:.0f} f1={fw['f1']:.3f} "
             f"f1_j80={fw['f1_j80']:.3f} flywheel_peak_mb={fw['peak_mb']:.0f} {verify}{peer}ratio={ratio:.2f}"

@@ -4,3 +4,9 @@
 bench-train:
 	test -x $(BIN)/python || $(MAKE) venv
 	QUICK=$(QUICK) NO_ALBUMENTATIONS_UPDATE=1 $(BIN)/python bench/train.py
+
+# Semantic near-dup benchmark: pHash vs SimCLR embeddings trained on the photo set itself (CPU, minutes).
+.PHONY: bench-semantic-dedup
+bench-semantic-dedup:
+	test -x $(BIN)/python || $(MAKE) venv
+	QUICK=$(QUICK) NO_ALBUMENTATIONS_UPDATE=1 $(BIN)/python bench/semantic_dedup.py

@@ -6,6 +6,8 @@ import hashlib
 
 import pyarrow as pa
 
+from corpus.boxes import BOXES_TYPE
+
 SCHEMA_VERSION = "1"
 
 KINDS = ("image", "text")
@@ -47,6 +49,9 @@ _FIELDS: list[pa.Field] = [
     pa.field("label_source", pa.string()),
     pa.field("label_confidence", pa.float32()),
     pa.field("annotators", pa.list_(pa.string())),
+    # an image's labeled boxes (corpus.boxes, versioned there); null where nobody drew boxes, [] for "no object".
+    # Added as a nullable column: files written before it conform with nulls, so the record version stays.
+    pa.field("boxes", BOXES_TYPE),
     # release
     pa.field("split", pa.string()),
 ]

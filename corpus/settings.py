@@ -61,6 +61,13 @@ class Settings(BaseSettings):
         description="Where Label Studio sends annotation webhooks (the `flywheel label listen` bridge); each "
         "round's project gets one. Unset: rounds are watched by the scheduled check only.",
     )
+    label_check_every_s: int | None = Field(
+        None,
+        ge=10,
+        description="How often the scheduled label-check runs, in seconds, where Flywheel registers the deployments "
+        "(`flywheel ui`, `flywheel demo`): an interval in place of deploy/prefect.yaml's every-10-minutes cron, for "
+        "rounds watched without webhooks. Unset: the cron.",
+    )
     webhook_secret: SecretStr | None = Field(
         None, description="Shared secret Label Studio sends in the X-Flywheel-Webhook header; the bridge checks it."
     )

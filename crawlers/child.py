@@ -42,9 +42,9 @@ PR_SET_PDEATHSIG = 1
 def die_with_parent(parent_pid: int) -> None:
     """Have the kernel SIGKILL this process when its parent dies (Linux; elsewhere nothing happens).
 
-    For the extraction workers (a ProcessPoolExecutor initializer): they hold their own task queue's write
-    end, so they never see it close, and a crawl process killed outright (a SIGKILL after the grace, the OOM
-    killer) left them running. They have nothing to save, so SIGKILL. The pool starts its workers from the
+    For the extraction workers (crawlers.extraction): they also end when their input pipe closes, but only
+    after the batch in hand; this stops them at once when the crawl process is killed outright (a SIGKILL after
+    the grace, the OOM killer). They have nothing to save, so SIGKILL. The pool starts its workers from the
     reactor's (main) thread, which lives as long as the crawl process.
     """
     if not sys.platform.startswith("linux"):

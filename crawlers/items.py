@@ -11,6 +11,8 @@ class PageItem:
     """An HTML page as fetched: its raw bytes (the record's identity) and the text extracted from it.
 
     `etag`, `last_modified`, `links` and `images` ([url, alt, caption]) feed the incremental crawl state.
+    `markup`: the HTML decoded as the response's encoding says, until the extraction stage
+    (crawlers.extraction.TextExtractionPipeline) has turned it into `text`.
     """
 
     url: str
@@ -22,6 +24,7 @@ class PageItem:
     last_modified: str | None = None
     links: list[str] = field(default_factory=list)
     images: list[list[str | None]] = field(default_factory=list)
+    markup: str | None = None
 
 
 @dataclass

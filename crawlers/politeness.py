@@ -82,7 +82,8 @@ class CrawlDelayThrottle(AutoThrottle):
       rule (may raise, never lower): an erroring server is the one to be careful with.
 
     In the stats (the report's `throttle`): `raised/<status>` (responses that raised the delay),
-    `backoff/<status>`, `max_delay_ms` (the highest delay a response set) and `delay_ms/<host>` (the last).
+    `backoff/<status>`, `max_delay_ms` (the highest delay a response set), `delay_ms/<host>` (the last) and
+    `adjustments` / `delay_total_ms` (for the report's mean delay).
     """
 
     def __init__(self, crawler: Crawler) -> None:
@@ -138,3 +139,6 @@ class CrawlDelayThrottle(AutoThrottle):
             stats.inc_value(f"flywheel/throttle/raised/{status}")
             stats.max_value("flywheel/throttle/max_delay_ms", round(slot.delay * 1000, 1))
         stats.set_value(f"flywheel/throttle/delay_ms/{host}", round(slot.delay * 1000, 1))
+        # the mean delay: when it is near the time between requests, the throttle, not the crawl's CPU, sets the pace
+        stats.inc_value("flywheel/throttle/adjustments")
+        stats.inc_value("flywheel/throttle/delay_total_ms", slot.delay * 1000)

@@ -90,6 +90,11 @@ def build_report(stats: Mapping[str, Any], counts: Mapping[str, int], **identity
             "raised": _by_prefix(stats, "flywheel/throttle/raised/"),
             "backoff": _by_prefix(stats, "flywheel/throttle/backoff/"),
             "max_delay_ms": stats.get("flywheel/throttle/max_delay_ms", 0),
+            "mean_delay_ms": round(
+                stats.get("flywheel/throttle/delay_total_ms", 0)
+                / max(1, stats.get("flywheel/throttle/adjustments", 0)),
+                2,
+            ),
             "delay_ms": _by_prefix(stats, "flywheel/throttle/delay_ms/"),
         },
         "ssrf_refused": ssrf,

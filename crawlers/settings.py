@@ -21,6 +21,14 @@ AUTOTHROTTLE_MAX_DELAY = 10.0
 AUTOTHROTTLE_TARGET_CONCURRENCY = 4.0
 CONCURRENT_REQUESTS = 16
 CONCURRENT_REQUESTS_PER_DOMAIN = 8  # Scrapy's default
+# Outputs of one callback processed at once. Scrapy starts this many worker tasks for every response, whatever it
+# yields (Scraper.handle_spider_output_async); 100, its default, is ~100 idle tasks a page for a page's ~10 links
+# and images and one item (cProfile of the crawl child: 230,000 queue gets for 1,000 pages).
+CONCURRENT_ITEMS = 16
+# Scrapy's check that a generator callback has no `return value` re-reads and parses the callback's source file
+# whenever its cache (keyed by the bound method) misses: ~0.7 ms a response, 4.5 % of the crawl child's time in
+# cProfile. A lint for spider authors; this project's callbacks are fixed and tested.
+WARN_ON_GENERATOR_RETURN_VALUE = False
 DOWNLOAD_TIMEOUT = 30
 
 # Cap bodies: 32 MiB is far above any web photo or page (Scrapy's default cap is 1 GiB), so only
@@ -36,13 +44,13 @@ REDIRECT_MAX_TIMES = 5
 # applies the same cap to the decompressed body, which is what stops a gzip bomb.
 FLYWHEEL_PAGE_MAXSIZE = 15 * 1024 * 1024
 FLYWHEEL_IMAGE_MAXSIZE = DOWNLOAD_MAXSIZE
-# Processes that run trafilatura beside the crawl (0 = in the crawl process). On loopback the crawl is CPU
-# bound and extraction is its largest added cost (bench/CRAWL.md); one worker moves it off the reactor's core.
+# Processes that run trafilatura beside the crawl (0 = in the crawl process), for the item pipeline's extraction
+# stage (crawlers.extraction). On loopback the crawl is CPU bound and extraction is its largest added cost
+# (bench/CRAWL.md); one worker moves it off the reactor's core. More workers pay only where cores are free.
 FLYWHEEL_EXTRACT_WORKERS = 1
-# Pages per extraction task, or what is queued after this wait (crawlers.extraction, which also caps a batch at
-# 1 MiB of HTML): each task costs the reactor ~1-2 ms (cProfile: the pool's wake-up write waiting for the GIL).
-# 16 pages is ~50 ms of trafilatura here; the 20 ms wait delays a page's record, never the crawl (the spider sends
-# a page's links before awaiting its text). 32 pages / 100 ms was slower in paired runs (bench/CRAWL.md).
+# Pages per extraction batch, or what is queued after this wait (crawlers.extraction, which also caps a batch at
+# 1 MiB of HTML): a batch is one pipe write and one read for the reactor. 16 pages is ~30-50 ms of trafilatura
+# here; the 20 ms wait delays a page's record, never the crawl (the spider never waits on extraction).
 FLYWHEEL_EXTRACT_BATCH_PAGES = 16
 FLYWHEEL_EXTRACT_BATCH_WAIT_S = 0.02
 # Sitemaps (and feeds) fetched per crawl; each may list 50,000 URLs (sitemaps.org), far above max_pages.
@@ -73,7 +81,8 @@ CLOSESPIDER_PAGECOUNT = 0
 # Scraped items are logged by URL only: the default dumps whole pages (and whatever they contain) at DEBUG.
 LOG_FORMATTER = "crawlers.report.UrlOnlyLogFormatter"
 
-ITEM_PIPELINES = {"crawlers.pipelines.ParquetShardPipeline": 300}
+# Page text first (in the extraction workers), then the shards.
+ITEM_PIPELINES = {"crawlers.extraction.TextExtractionPipeline": 200, "crawlers.pipelines.ParquetShardPipeline": 300}
 
 # What to crawl, where the shards go and what every record is stamped with: a crawlers.config.CrawlJob as
 # JSON, set with -s by crawlers.run (per-crawl options live in CrawlConfig, project-wide ones here).

@@ -75,7 +75,8 @@ def curate(
     Images: undecodable, truncated, too_large (pixel limit, before decoding), too_small,
     extreme_aspect_ratio, low_information; then exact_duplicate (same bytes) and near_duplicate (pHash
     and layout signature). Pages: empty_text, the language/quality reasons of `cfg.quality` (when enabled),
-    duplicate_page (same normalised text) and near_duplicate_page (MinHash LSH). The first copy in fetch
+    duplicate_page (same normalised text) and near_duplicate_page (MinHash LSH; with `cfg.text_near_dup_verify`
+    looser bands whose candidate pairs must show estimated Jaccard >= 0.7). The first copy in fetch
     order is kept, except that a near-duplicate image cluster keeps its largest image.
 
     `reference` (optional) holds images kept by earlier runs (record_id, content_hash, phash, and
@@ -91,8 +92,8 @@ def curate(
     search as a cluster would (the answer does not depend on it).
     """
     cfg = cfg or CurateConfig()
-    space = MemoryScratch(conform(table, RECORD_SCHEMA))
-    done = run_rounds(space, space.shards(), cfg, load_known(reference, index), partitions)
+    space = MemoryScratch(conform(table, RECORD_SCHEMA), known=load_known(reference, index))
+    done = run_rounds(space, space.shards(), cfg, partitions)
     kept, dropped = space.output()
     return StageOutput(kept=kept, dropped=dropped, counters=count_curation(done.reasons, done.kinds_kept, done.known))
 
@@ -100,11 +101,16 @@ def curate(
 CURATE = Stage(name="curate", version="3", apply=curate, drop_reasons=frozenset(DROP_REASONS))
 
 
+def index_digest(index: DedupIndex) -> str:
+    """What names one state of the dedup index: a digest of its rows' fetch keys."""
+    return digest_of(index.table.column("fetch_key").to_pylist())
+
+
 def curate_stage(index: DedupIndex) -> Stage:
     """The curate stage against a dedup index, keyed on the index's content (it is part of the input)."""
     return Stage(
         name=CURATE.name,
-        version=f"{CURATE.version}+index-{digest_of(index.table.column('fetch_key').to_pylist())}",
+        version=f"{CURATE.version}+index-{index_digest(index)}",
         apply=lambda table, config: curate(table, config, index=index),
         drop_reasons=CURATE.drop_reasons,
     )
@@ -148,9 +154,8 @@ def run_curate(
     run_key, out, finished = find_finished(root, stage, cfg, inputs)
     if not finished:
         planned = plan_shards(root, inputs, shards, size)
-        finished = _curate_into(
-            root, cfg, inputs, stage, run_key, out, planned, partitions or len(planned), map_steps, index
-        )
+        scale = (planned, partitions or len(planned), map_steps)
+        finished = _curate_into(root, cfg, inputs, stage, run_key, out, *scale, index, index_path)
     return _commit_index(root, finished, index, index_path, inputs_key)
 
 
@@ -165,15 +170,18 @@ def _curate_into(
     partitions: int,
     map_steps: MapSteps,
     index: DedupIndex | None,
+    index_path: str | None,
 ) -> dict[str, Any]:
-    """Run the rounds into `out` (anything an earlier attempt left there removed first) against `index`, and
-    write its report, its index rows (with an index) and `_SUCCESS`; on failure `out` is removed."""
+    """Run the rounds into `out` (anything an earlier attempt left there removed first) against `index` (as
+    read from `index_path`: each shard's task reads it there), and write its report, its index rows (with an
+    index) and `_SUCCESS`; on failure `out` is removed."""
     started = time.perf_counter()
     if root.exists(out):  # what an attempt that crashed left behind
         root.fs.rm(root.path(out), recursive=True)
-    space = FileScratch(root, f"{out}/_work", out)
+    known = (index_path, index_digest(index)) if index is not None and index.num_rows else (None, None)
+    space = FileScratch(root, f"{out}/_work", out, *known)
     with removed_on_failure(root, out):
-        done = run_rounds(space, planned, cfg, load_known(index=index), partitions, map_steps, index is not None)
+        done = run_rounds(space, planned, cfg, partitions, map_steps, index is not None)
         space.clear()
         if index is not None:
             rows = done.index_rows if done.index_rows is not None else empty_index().table

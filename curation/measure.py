@@ -21,7 +21,7 @@ from curation.images import (
     mime_of,
 )
 from curation.index import DedupIndex, compute_fetch_keys
-from curation.minhash import BANDS, compute_text_bands, match_bands
+from curation.minhash import BANDS, SKETCH_WIDTH, compute_page_keys, compute_text_bands, match_bands
 from curation.quality import find_text_issues
 
 
@@ -127,7 +127,10 @@ FEATURE_SCHEMA = pa.schema(
         pa.field("area", pa.int64()),
         pa.field("in_index", pa.bool_()),
         pa.field("earlier", pa.string()),  # pages: the cluster kept by an earlier run that this page matches
-        pa.field("bands", pa.list_(pa.uint64(), BANDS)),
+        # Pages: the LSH keys the run searches with (BANDS, or RECALL_BANDS with cfg.text_near_dup_verify) and,
+        # with that setting, the SKETCH_WIDTH 16-bit MinHash values that confirm a candidate pair.
+        pa.field("bands", pa.list_(pa.uint64())),
+        pa.field("sketch", pa.large_list(pa.uint16())),
         pa.field("signature", pa.large_list(pa.float32())),  # SIGNATURE_DIM values, for images still kept
     ]
 )
@@ -146,6 +149,7 @@ class Measuring:
     values: dict[str, list]
     signatures: dict[int, np.ndarray] = field(default_factory=dict)
     bands: dict[int, list[int]] = field(default_factory=dict)
+    sketches: dict[int, np.ndarray] = field(default_factory=dict)
     known_count: int = 0
 
     @classmethod
@@ -230,26 +234,33 @@ def measure_pages(m: Measuring, cfg: CurateConfig) -> None:
     unique = m.rows_of("text")
     if not (cfg.text_near_duplicates and unique):
         return
-    keys = compute_text_bands([texts[i] for i in unique])
+    if cfg.text_near_dup_verify:
+        keys, search_keys, sketches = compute_page_keys([texts[i] for i in unique])
+        m.sketches.update(zip(unique, sketches, strict=True))
+    else:
+        keys = search_keys = compute_text_bands([texts[i] for i in unique])
+    # Earlier runs are matched on the dedup index's 14 x 8 keys, unchecked: the index holds no sketches.
     matched = match_bands(keys, known.page_bands)
     record_ids = m.table.column("record_id").to_pylist()
     for k, i in enumerate(unique):
-        m.bands[i] = keys[k].tolist()
+        m.bands[i] = search_keys[k].tolist()
         before = known.page_fetches.get(m.fetch_keys[i])
         v["earlier"][i] = before or (known.page_cluster[matched[k]] if matched[k] >= 0 else None)
         v["cluster"][i] = before or record_ids[i]
 
 
-def _signature_column(signatures: dict[int, np.ndarray], n: int) -> pa.Array:
-    """The signature column from numpy arrays directly (a Python list per image costs ~0.5 ms each)."""
-    rows = sorted(signatures)
+def _vector_column(vectors: dict[int, np.ndarray], n: int, width: int, value_type: pa.DataType) -> pa.Array:
+    """A large_list column of `n` rows from numpy vectors of `width` values (rows absent from `vectors` are
+    null), built directly: a Python list per row costs ~0.5 ms for an image signature."""
+    rows = sorted(vectors)
     lengths = np.zeros(n, dtype=np.int64)
-    lengths[rows] = SIGNATURE_DIM
-    values = np.concatenate([signatures[i] for i in rows]) if rows else np.zeros(0, dtype=np.float32)
+    lengths[rows] = width
+    dtype = value_type.to_pandas_dtype()
+    values = np.concatenate([vectors[i] for i in rows]) if rows else np.zeros(0, dtype=dtype)
     missing = np.ones(n, dtype=bool)
     missing[rows] = False
     return pa.LargeListArray.from_arrays(
-        pa.array(np.r_[0, np.cumsum(lengths)]), pa.array(values, pa.float32()), mask=pa.array(missing)
+        pa.array(np.r_[0, np.cumsum(lengths)]), pa.array(values, value_type), mask=pa.array(missing)
     )
 
 
@@ -266,7 +277,8 @@ def features_table(m: Measuring, first_row: int) -> pa.Table:
             **columns,
             "area": pa.array(area, pa.int64()),
             "bands": pa.array(bands, FEATURE_SCHEMA.field("bands").type),
-            "signature": _signature_column(m.signatures, n),
+            "sketch": _vector_column(m.sketches, n, SKETCH_WIDTH, pa.uint16()),
+            "signature": _vector_column(m.signatures, n, SIGNATURE_DIM, pa.float32()),
         },
         schema=FEATURE_SCHEMA,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+import tempfile
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
@@ -18,13 +19,15 @@ ROWS = 8
 SEED = 1  # datatrove MinhashConfig.seed default; any fixed seed works, it only has to stay the same per index
 
 # The higher-recall setting (`cluster_verified`): looser banding finds candidates, their signatures confirm them.
-# 20 bands x 5 rows = 100 permutations makes a pair a candidate with p = 1 - (1 - s^5)^20: 0.9996 at s = 0.8,
-# 0.97 at s = 0.7, 0.05 at s = 0.3 (so most pages sharing only boilerplate never reach the check).
+# It reuses the default's 112 MinHash values: 20 bands x 5 rows over the first 100 make a pair a candidate with
+# p = 1 - (1 - s^5)^20: 0.9996 at s = 0.8, 0.97 at s = 0.7, 0.05 at s = 0.3 (so most pages sharing only
+# boilerplate never reach the check); all 112 are the sketch that confirms it.
 RECALL_BANDS = 20
 RECALL_ROWS = 5
-# A candidate is kept when the share of its 100 MinHash values that agree, an unbiased estimate of its Jaccard
-# with standard deviation sqrt(s(1 - s)/100), is >= 0.7: 0.8 (the goal: keep pairs of Jaccard >= 0.8) less
-# 2.5 deviations at s = 0.8 (0.04). Then a pair at s = 0.8 passes with p = 0.994, at 0.6 with 0.02, at 0.5 ~0.
+SKETCH_WIDTH = BANDS * ROWS
+# A candidate is kept when the share of its 112 MinHash values that agree, an unbiased estimate of its Jaccard
+# with standard deviation sqrt(s(1 - s)/112), is >= 0.7: 0.8 (the goal: keep pairs of Jaccard >= 0.8) less
+# 2.6 deviations at s = 0.8 (0.038). Then a pair at s = 0.8 passes with p = 0.995, at 0.6 with 0.015, at 0.5 ~0.
 VERIFY_THRESHOLD = 0.7
 
 # Scripts written without spaces between words (Kana, Han, Thai): each character is a token there, so a
@@ -38,7 +41,7 @@ _POLY_INV = _U64(pow(0x100000001B3, -1, 2**64))
 # cached power tables (2 x 8 bytes per byte of a batch) ~8 MB. Measured on bench/text_dedup.py's corpus:
 # 1 << 18 peaks ~70 MB below 1 << 20 and is no slower (the arrays stay nearer the CPU caches).
 _TEXT_BYTES_PER_BATCH = 1 << 18
-# Candidate pairs whose sketches are compared at once: 2 x 16k x 100 uint32 gathered is ~13 MB.
+# Candidate pairs whose sketches are compared at once: 2 x 16k x 112 uint16 gathered is ~7 MB.
 _PAIRS_PER_BLOCK = 1 << 14
 # Shingles hashed per block: a (112, block) uint64 matrix is ~7 MB, so memory stays flat whatever the batch size
 # (1 << 15 measured no faster and 22 MB more).
@@ -261,38 +264,76 @@ def compute_text_bands(
 
 
 def sketch_signatures(signatures: np.ndarray) -> np.ndarray:
-    """The low 32 bits of each MinHash value (N, K) uint32: what `cluster_verified` compares, at half the memory.
+    """The low 16 bits of each MinHash value (N, K) uint16: what `cluster_verified` compares, at a quarter the memory.
 
-    b-bit MinHash (Li & Koenig 2010): two unequal 64-bit minima agree in their low 32 bits with probability
-    2^-32, so the agreement rate still estimates Jaccard (bias ~2e-10). No shingles stays all ones.
+    b-bit MinHash (Li & Koenig 2010): two unequal 64-bit minima agree in their low 16 bits with probability
+    2^-16, so the agreement rate still estimates Jaccard (bias < 2e-5). No shingles stays all ones.
     """
-    return (signatures & _U64(0xFFFFFFFF)).astype(np.uint32)
+    return (signatures & _U64(0xFFFF)).astype(np.uint16)
+
+
+def compute_recall_keys(signatures: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(recall band keys (N, RECALL_BANDS) uint64, sketches (N, SKETCH_WIDTH) uint16) of default-width
+    signatures (N, BANDS * ROWS): the higher-recall setting's bands over the first 100 values, and the sketch."""
+    keys = compute_bands(signatures[:, : RECALL_BANDS * RECALL_ROWS], RECALL_BANDS, RECALL_ROWS)
+    return keys, sketch_signatures(signatures)
 
 
 def compute_text_bands_batches(
-    batches: Iterable[Sequence[str | None]],
-    ngram: int = NGRAM,
-    bands: int = BANDS,
-    rows: int = ROWS,
-    *,
-    sketches: bool = False,
+    batches: Iterable[Sequence[str | None]], ngram: int = NGRAM, *, recall: bool = False
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """(band keys (n, bands) uint64, sketches (n, bands*rows) uint32 or None) for each batch of texts, in order.
+    """(band keys, sketches or None) for each batch of texts, in order: 14 x 8 keys (N, BANDS) uint64, or with
+    `recall` the higher-recall setting's (`compute_recall_keys`): (N, RECALL_BANDS) keys and (N, SKETCH_WIDTH)
+    uint16 sketches, which `cluster_verified` needs.
 
     For corpora that do not fit in memory as strings: pass e.g. the text column of each RecordBatch of
-    `pyarrow.parquet.ParquetFile(path).iter_batches(batch_size=2000)`; only one batch of texts is alive at a
-    time, and what a batch leaves behind is 8 * bands bytes per text (+ 4 * bands * rows with `sketches`,
-    which `cluster_verified` needs). The keys equal `compute_text_bands` over all texts at once.
+    `pyarrow.parquet.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=2000)`; only one batch of texts
+    is alive at a time, and what a batch leaves behind is 112 bytes per text (384 with `recall`). The default
+    keys equal `compute_text_bands` over all texts at once.
     """
-    permutations = make_permutations(bands * rows)
+    permutations = make_permutations(BANDS * ROWS)
     for texts in batches:
-        keys = np.zeros((len(texts), bands), dtype=np.uint64)
-        kept = np.zeros((len(texts), bands * rows), dtype=np.uint32) if sketches else None
+        keys = np.zeros((len(texts), RECALL_BANDS if recall else BANDS), dtype=np.uint64)
+        kept = np.zeros((len(texts), SKETCH_WIDTH), dtype=np.uint16) if recall else None
         for start, stop, signatures in _batch_signatures(texts, ngram, permutations):
-            keys[start:stop] = compute_bands(signatures, bands, rows)
-            if kept is not None:
-                kept[start:stop] = sketch_signatures(signatures)
+            if kept is None:
+                keys[start:stop] = compute_bands(signatures)
+            else:
+                keys[start:stop], kept[start:stop] = compute_recall_keys(signatures)
         yield keys, kept
+
+
+def compute_page_keys(texts: Sequence[str | None], ngram: int = NGRAM) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(14 x 8 band keys (N, BANDS), recall band keys (N, RECALL_BANDS), sketches (N, SKETCH_WIDTH) uint16) of
+    texts from one signature each: what curate's higher-recall setting needs (the first are what the dedup
+    index holds, the others what `cluster_verified` compares)."""
+    permutations = make_permutations(BANDS * ROWS)
+    keys = np.zeros((len(texts), BANDS), dtype=np.uint64)
+    recall = np.zeros((len(texts), RECALL_BANDS), dtype=np.uint64)
+    sketches = np.zeros((len(texts), SKETCH_WIDTH), dtype=np.uint16)
+    for start, stop, signatures in _batch_signatures(texts, ngram, permutations):
+        keys[start:stop] = compute_bands(signatures)
+        recall[start:stop], sketches[start:stop] = compute_recall_keys(signatures)
+    return keys, recall, sketches
+
+
+class _SpilledRows:
+    """Rows (n, width) of one dtype appended to a temporary file and read back as one array, so the batches'
+    parts and the whole (what np.concatenate would hold at once) are never in memory together."""
+
+    def __init__(self, width: int, dtype: type) -> None:
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by read()
+        self._width, self._dtype, self._rows = width, np.dtype(dtype), 0
+
+    def append(self, rows: np.ndarray) -> None:
+        np.ascontiguousarray(rows, self._dtype).tofile(self._file)
+        self._rows += rows.shape[0]
+
+    def read(self) -> np.ndarray:
+        self._file.flush()
+        self._file.seek(0)
+        with self._file:
+            return np.fromfile(self._file, self._dtype, self._rows * self._width).reshape(self._rows, self._width)
 
 
 def _compress(parent: np.ndarray) -> None:
@@ -407,29 +448,26 @@ def cluster_verified(
 
 
 def cluster_text_batches(
-    batches: Iterable[Sequence[str | None]],
-    ngram: int = NGRAM,
-    bands: int = BANDS,
-    rows: int = ROWS,
-    verify_threshold: float | None = None,
+    batches: Iterable[Sequence[str | None]], ngram: int = NGRAM, verify_threshold: float | None = None
 ) -> np.ndarray:
     """Near-duplicate cluster roots (N,) int64 of a stream of text batches (root = smallest index in the set).
 
     Default: `cluster_bands` over 14 x 8 bands, datatrove's FineWeb setting. With `verify_threshold` (use
-    VERIFY_THRESHOLD with bands=RECALL_BANDS, rows=RECALL_ROWS): `cluster_verified`, which keeps the 32-bit
-    sketches too (4 * bands * rows bytes per text, 400 at 20 x 5) for higher recall at a given precision.
+    VERIFY_THRESHOLD): the higher-recall setting, `cluster_verified` over 20 x 5 bands and 16-bit sketches.
+    What the batches leave (112 bytes a text, 384 with the check) goes to a temporary file as it comes and is
+    read back once, so memory holds it once: no list of parts beside their concatenation.
     """
-    keys, sketches = [], []
-    for batch_keys, batch_sketches in compute_text_bands_batches(
-        batches, ngram, bands, rows, sketches=verify_threshold is not None
-    ):
+    recall = verify_threshold is not None
+    keys = _SpilledRows(RECALL_BANDS if recall else BANDS, np.uint64)
+    sketches = _SpilledRows(SKETCH_WIDTH, np.uint16) if recall else None
+    for batch_keys, batch_sketches in compute_text_bands_batches(batches, ngram, recall=recall):
         keys.append(batch_keys)
-        sketches.append(batch_sketches)
-    all_keys = np.concatenate(keys) if keys else np.zeros((0, bands), dtype=np.uint64)
-    if verify_threshold is None:
+        if sketches is not None:
+            sketches.append(batch_sketches)
+    all_keys = keys.read()
+    if sketches is None or verify_threshold is None:
         return cluster_bands(all_keys)
-    all_sketches = np.concatenate(sketches) if sketches else np.zeros((0, bands * rows), dtype=np.uint32)
-    return cluster_verified(all_keys, all_sketches, verify_threshold)
+    return cluster_verified(all_keys, sketches.read(), verify_threshold)
 
 
 def match_bands(keys: np.ndarray, reference: np.ndarray) -> np.ndarray:

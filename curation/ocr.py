@@ -5,18 +5,22 @@ output under a time limit: one process per image (`read_words`), or one per batc
 an uncompressed multi-page TIFF (`read_words_in_batch`), which reads every page exactly as a process of its own
 would but pays tesseract's ~90 ms start (loading its model) once per batch instead of once per image. Each
 line's words are joined with single spaces, the text detectors run on that line, and every PII span maps back
-to the union box of the words it overlaps.
+to the union box of the words it overlaps. OCR misreads digits ("6011" as "GOq1"), which breaks the checksums
+and formats the text detectors rely on while a person still reads the number: `find_misread_numbers` also
+marks every long run of digit-like words.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -134,6 +138,30 @@ def _words_or_none(rgb: np.ndarray, max_side: int, timeout_s: float, languages: 
         return None
 
 
+def binarize(rgb: np.ndarray) -> np.ndarray:
+    """Black and white RGB copy of an RGB (H, W, 3) uint8 image: a 3x3 Gaussian, then Otsu's global threshold.
+
+    A second read for tesseract: on light-noise backgrounds and low-contrast ink its own thresholding
+    misreads digits ("6011 1111" as "GOq1 Tilt" in OpenCV's Hershey font, tests/pipelines/pii_site.py), which
+    this copy reads right; on a photo with text over it the raw read stays the better one, so both are read.
+    """
+    grey = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (3, 3), 0)
+    _, bw = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return np.ascontiguousarray(np.dstack([bw, bw, bw]))
+
+
+def new_boxes(boxes: np.ndarray, seen: np.ndarray, covered: float = 0.5) -> np.ndarray:
+    """The (x, y, w, h) rows of `boxes` of which no row of `seen` covers `covered` of the area or more."""
+    keep = []
+    for x, y, w, h in boxes:
+        overlap = [
+            max(0, min(x + w, sx + sw) - max(x, sx)) * max(0, min(y + h, sy + sh) - max(y, sy))
+            for sx, sy, sw, sh in seen
+        ]
+        keep.append(max(overlap, default=0) < covered * max(1, w * h))
+    return boxes[np.asarray(keep, dtype=bool)] if len(boxes) else boxes
+
+
 def lines_of(words: Sequence[OcrWord]) -> list[tuple[str, list[tuple[int, int, OcrWord]]]]:
     """Words grouped by line in reading order: (line text, [(start, end, word)]) with words joined by a space."""
     grouped: dict[tuple[int, int, int], list[OcrWord]] = {}
@@ -148,6 +176,46 @@ def lines_of(words: Sequence[OcrWord]) -> list[tuple[str, list[tuple[int, int, O
             parts.append((start, len(text), word))
         lines.append((text, parts))
     return lines
+
+
+# Letters tesseract puts for digits (measured on Pillow's and OpenCV's Hershey fonts: "6011" read as "GOq1",
+# "5" as "S", "1" as "l"), read back as the digit they stand for, inside a word that holds a real digit.
+_LOOKALIKES = str.maketrans("OoDQIl|i!ZzSsGbTBgq", "0000111112255667899")
+_NUMBER_WORD = re.compile(r"[+(]*\d[\d.\-‐-―/()]*")  # digits with the separators of phone and card numbers
+_WORD = re.compile(r"\S+")
+MISREAD_NUMBER_DIGITS = 10
+
+
+def read_as_number(word: str) -> str | None:
+    """`word` with look-alike letters read as digits, if it holds a real digit and is then all digits and
+    separators ("GOq1" -> "6091", "S55-2671" -> "555-2671"); None for any other word ("Tel.", "10:30", "$1,234")."""
+    if not any(c.isdigit() for c in word):
+        return None
+    number = word.translate(_LOOKALIKES)
+    return number if _NUMBER_WORD.fullmatch(number) else None
+
+
+def find_misread_numbers(text: str, min_digits: int = MISREAD_NUMBER_DIGITS) -> list[PiiSpan]:
+    """Runs of consecutive number words (see `read_as_number`) in an OCR line holding at least `min_digits`
+    digits, as spans (entity "credit_card" from 12 digits, else "phone"), with no checksum or format check.
+
+    A misread digit breaks the Luhn sum of a card or the numbering plan of a phone, yet the number stays
+    legible to people; in pixels a blur costs little, so long numbers go whole. The default, 10, is the
+    length of a national phone number in the NANP and most European plans and below every card (12-19); dates
+    (8 digits), times, prices and house numbers stay shorter or are not number words.
+    """
+    spans: list[PiiSpan] = []
+    run: list[tuple[int, int, int]] = []  # (start, end, digits) of the current run's words
+    for match in [*_WORD.finditer(text), None]:
+        number = read_as_number(match.group()) if match else None
+        if number is not None:
+            run.append((match.start(), match.end(), sum(c.isdigit() for c in number)))
+            continue
+        digits = sum(n for _, _, n in run)
+        if run and digits >= min_digits:
+            spans.append(PiiSpan("credit_card" if digits >= 12 else "phone", run[0][0], run[-1][1]))
+        run = []
+    return spans
 
 
 def pii_boxes(words: Sequence[OcrWord], find: Callable[[str], list[PiiSpan]], pad: float = 0.3) -> np.ndarray:

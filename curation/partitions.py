@@ -121,6 +121,27 @@ def find_band_links(g: np.ndarray, band: np.ndarray, keys: np.ndarray) -> np.nda
     return np.unique(links, axis=0) if links.size else links.reshape(0, 2)
 
 
+def find_band_candidates(g: np.ndarray, band: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Within one partition: candidate pairs (L, 2) int64 of pages sharing a (band, key), for a check that may
+    refuse some: each page with its bucket's smallest g and with the page before it (g ascending), so a bucket
+    of m pages gives < 2m pairs and a page refused by the head can still join a neighbour. Key 0 joins nothing.
+
+    The same pairs `minhash.cluster_verified` checks in one process, so both find the same clusters.
+    """
+    usable = keys != 0
+    g, band, keys = g[usable], band[usable], keys[usable]
+    if g.size == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    order = np.lexsort((g, keys, band))
+    g, band, keys = g[order], band[order], keys[order]
+    new_bucket = np.ones(g.size, dtype=bool)
+    new_bucket[1:] = (keys[1:] != keys[:-1]) | (band[1:] != band[:-1])
+    head = g[np.flatnonzero(new_bucket)[np.cumsum(new_bucket) - 1]]
+    joined = np.flatnonzero(~new_bucket)
+    pairs = np.concatenate([np.stack([head[joined], g[joined]], 1), np.stack([g[joined - 1], g[joined]], 1)])
+    return np.unique(pairs, axis=0) if pairs.size else pairs.reshape(0, 2)
+
+
 def find_image_links(
     query_g: np.ndarray, query_hash: np.ndarray, resident_g: np.ndarray, resident_hash: np.ndarray, max_distance: int
 ) -> np.ndarray:

@@ -7,21 +7,27 @@ spread over machines (a Dask cluster through Prefect in `pipelines`, or a plain 
    features, and each partition's keys (`search.split_partitions`) beside them;
 2. search, per partition: take that partition's keys from every shard and find exact copies and
    near-duplicate candidate links (`search.search_partition`);
-3. gather, per shard: confirm the image links that start in the shard by their layout signatures, and
-   take the few rows the settling needs;
+3. gather, per shard: confirm the image links that start in the shard by their layout signatures (and,
+   with `text_near_dup_verify`, its page candidate links by their MinHash sketches), and take the few rows
+   the settling needs;
 4. write, per shard: apply the settled reasons and clusters and put its kept/dropped parts.
 
 Between rounds 3 and 4 one process settles the clusters (`partitions.settle_duplicates`) from links and
 member rows only. Where the partial results live is a `Scratch`: `MemoryScratch` for one table in one
 process (`curate.curate`), `FileScratch` for files under a run's `<output>/_work/` (`curate.run_curate`).
+A piece is sent names and its own slices only: what earlier runs kept (the dedup index) and the settlement
+are read from the scratch space by the piece that needs them (the index once per worker process, the
+settlement as the rows of one shard), so a task's arguments do not grow with the index or the run.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -32,13 +38,15 @@ import pyarrow.parquet as pq
 from corpus.stages import MapSteps, Shard, map_in_process, read_shard
 from corpus.store import DataRoot
 from curation.curate_config import CurateConfig
-from curation.index import empty_index, update_index
-from curation.measure import KnownRecords, measure_records
-from curation.partitions import Settlement, settle_duplicates
+from curation.index import empty_index, load_index, update_index
+from curation.measure import KnownRecords, load_known, measure_records
+from curation.minhash import VERIFY_THRESHOLD
+from curation.partitions import Settlement, digest_of, settle_duplicates
 from curation.search import (
     Found,
     apply_settlement,
     confirm_image_links,
+    confirm_page_links,
     involved_rows,
     merge_found,
     search_partition,
@@ -47,12 +55,18 @@ from curation.search import (
 )
 
 ROLES = ("exact", "bands", "images")
+# What round 3 hands the settling per shard: confirmed image links, member rows, confirmed page links (or None).
+Gathered = tuple[np.ndarray, pa.Table, np.ndarray | None]
 
 
 class Scratch(Protocol):
     """Where a curate run reads its input shards and keeps what one round hands the next."""
 
     def read_input(self, shard: Shard) -> pa.Table: ...
+    def load_known(self) -> KnownRecords:
+        """What earlier runs kept, to compare the run's records with."""
+        ...
+
     def put_features(self, shard: Shard, features: pa.Table) -> None: ...
     def get_features(self, shard: Shard, columns: list[str] | None = None, rows: list[int] | None = None) -> pa.Table:
         """The shard's features (only `columns`, only the rows numbered `rows`, when given)."""
@@ -61,6 +75,11 @@ class Scratch(Protocol):
     def put_keys(self, partition: int, shard: Shard, keys: dict[str, pa.Table]) -> None: ...
     def get_keys(self, partition: int) -> dict[str, pa.Table]:
         """A partition's key tables by role, every shard's rows in shard order."""
+        ...
+
+    def put_settlement(self, settlement: Settlement) -> None: ...
+    def get_settlement(self, shard: Shard) -> Settlement:
+        """The settled reasons and clusters of the shard's rows (`known` left at 0)."""
         ...
 
     def put_output(self, shard: Shard, kept: pa.Table, dropped: pa.Table) -> None: ...
@@ -77,8 +96,10 @@ class MemoryScratch:
     """One record table and every partial result in this process's memory (an in-process map only)."""
 
     table: pa.Table
+    known: KnownRecords = field(default_factory=KnownRecords)
     features: dict[int, pa.Table] = field(default_factory=dict)
     keys: dict[int, dict[int, dict[str, pa.Table]]] = field(default_factory=dict)
+    settlement: Settlement = field(default_factory=Settlement)
     outputs: dict[int, tuple[pa.Table, pa.Table]] = field(default_factory=dict)
 
     def shards(self) -> list[Shard]:
@@ -87,6 +108,9 @@ class MemoryScratch:
 
     def read_input(self, shard: Shard) -> pa.Table:
         return self.table.slice(shard.first_row, shard.rows)
+
+    def load_known(self) -> KnownRecords:
+        return self.known
 
     def put_features(self, shard: Shard, features: pa.Table) -> None:
         self.features[shard.number] = features
@@ -100,6 +124,12 @@ class MemoryScratch:
     def get_keys(self, partition: int) -> dict[str, pa.Table]:
         by_shard = [self.keys[partition][s] for s in sorted(self.keys.get(partition, {}))]
         return {role: pa.concat_tables([k[role] for k in by_shard]) for role in ROLES}
+
+    def put_settlement(self, settlement: Settlement) -> None:
+        self.settlement = settlement
+
+    def get_settlement(self, shard: Shard) -> Settlement:
+        return settlement_of_rows(self.settlement, shard.first_row, shard.first_row + shard.rows)
 
     def put_output(self, shard: Shard, kept: pa.Table, dropped: pa.Table) -> None:
         self.outputs[shard.number] = (kept, dropped)
@@ -131,22 +161,83 @@ def unpack_keys(packed: pa.Table) -> dict[str, pa.Table]:
     return out
 
 
+SETTLEMENT_SCHEMA = pa.schema([("g", pa.int64()), ("reason", pa.string()), ("cluster", pa.string())])
+
+
+def settlement_table(settlement: Settlement) -> pa.Table:
+    """A settlement as SETTLEMENT_SCHEMA rows sorted by g (null reason: clustered, kept)."""
+    rows = sorted(settlement.reason.keys() | settlement.cluster.keys())
+    return pa.table(
+        [rows, [settlement.reason.get(g) for g in rows], [settlement.cluster.get(g) for g in rows]],
+        schema=SETTLEMENT_SCHEMA,
+    )
+
+
+def settlement_from_table(table: pa.Table) -> Settlement:
+    """The inverse of `settlement_table` (of all its rows or some)."""
+    rows = table.to_pydict()
+    decided = list(zip(rows["g"], rows["reason"], rows["cluster"], strict=True))
+    return Settlement(
+        reason={g: r for g, r, _ in decided if r is not None},
+        cluster={g: c for g, _, c in decided if c is not None},
+    )
+
+
+def settlement_of_rows(settlement: Settlement, start: int, stop: int) -> Settlement:
+    """The part of a settlement about rows g in [start, stop)."""
+    inside = range(start, stop)
+    return Settlement(
+        reason={g: r for g, r in settlement.reason.items() if g in inside},
+        cluster={g: c for g, c in settlement.cluster.items() if g in inside},
+    )
+
+
+# Per worker process: the KnownRecords of the last index read, by (data root, path, digest of its rows).
+_known_cache: dict[tuple[str, str, str], KnownRecords] = {}
+_known_lock = threading.Lock()
+
+
+def read_known(root: DataRoot, index_path: str, digest: str) -> KnownRecords:
+    """The KnownRecords of the dedup index at `index_path`, read once per process for one index state.
+
+    `digest` is `digest_of` the index's fetch keys as the run's planner read them (part of its run key);
+    raises RuntimeError if the index read here differs (another writer replaced it during the run).
+    """
+    key = (root.url, index_path, digest)
+    with _known_lock:
+        if key not in _known_cache:
+            index = load_index(root, index_path)
+            if digest_of(index.table.column("fetch_key").to_pylist()) != digest:
+                raise RuntimeError(f"the dedup index {root.uri(index_path)} changed during the curate run")
+            _known_cache.clear()
+            _known_cache[key] = load_known(index=index)
+        return _known_cache[key]
+
+
 @dataclass(frozen=True)
 class FileScratch:
     """Input shards read from a data root; partial results as Parquet under `work`; outputs under `out`.
 
-    Holds only names, so it pickles to any worker that can reach the data root.
+    Holds only names, so it pickles to any worker that can reach the data root. `index_path` and
+    `index_digest` name the dedup index the run compares against (none: nothing known from earlier runs).
     """
 
     root: DataRoot
     work: str
     out: str
+    index_path: str | None = None
+    index_digest: str | None = None
 
     def _features_path(self, shard: int) -> str:
         return f"{self.work}/features/shard-{shard:05d}.parquet"
 
     def read_input(self, shard: Shard) -> pa.Table:
         return read_shard(self.root, shard)
+
+    def load_known(self) -> KnownRecords:
+        if self.index_path is None or self.index_digest is None:
+            return KnownRecords()
+        return read_known(self.root, self.index_path, self.index_digest)
 
     def put_features(self, shard: Shard, features: pa.Table) -> None:
         self.root.write_table(self._features_path(shard.number), features, row_group_size=256)
@@ -165,6 +256,14 @@ class FileScratch:
         files = self.root.list(f"{self.work}/partition-{partition:05d}", ".parquet")
         return unpack_keys(pa.concat_tables([pq.read_table(self.root.path(f), filesystem=self.root.fs) for f in files]))
 
+    def put_settlement(self, settlement: Settlement) -> None:
+        self.root.write_table(f"{self.work}/settlement.parquet", settlement_table(settlement))
+
+    def get_settlement(self, shard: Shard) -> Settlement:
+        path = self.root.path(f"{self.work}/settlement.parquet")
+        inside = [("g", ">=", shard.first_row), ("g", "<", shard.first_row + shard.rows)]
+        return settlement_from_table(pq.read_table(path, filesystem=self.root.fs, filters=inside))
+
     def put_output(self, shard: Shard, kept: pa.Table, dropped: pa.Table) -> None:
         self.root.write_table(f"{self.out}/kept/part-{shard.number:04d}.parquet", kept)
         self.root.write_table(f"{self.out}/dropped/part-{shard.number:04d}.parquet", dropped)
@@ -175,15 +274,14 @@ class FileScratch:
             self.root.fs.rm(self.root.path(self.work), recursive=True)
 
 
-def measure_shard(
-    space: Scratch, shard: Shard, cfg: CurateConfig, known: KnownRecords, partitions: int
-) -> dict[str, int]:
-    """Round 1: measure one shard, keep its features and its keys for every partition. Its rows, content bytes
-    and the rows its own checks dropped (before the run-wide duplicate search) come back for progress."""
+def measure_shard(space: Scratch, shard: Shard, cfg: CurateConfig, partitions: int) -> dict[str, int]:
+    """Round 1: measure one shard against what earlier runs kept, keep its features and its keys for every
+    partition. Its rows, content bytes and the rows its own checks dropped (before the run-wide duplicate
+    search) come back for progress."""
     table = space.read_input(shard)
     lengths = (pc.binary_length(table.column("image")), pc.utf8_length(table.column("text")))
     content = sum(pc.sum(length).as_py() or 0 for length in lengths)
-    features, known_count = measure_records(table, cfg, known, shard.first_row)
+    features, known_count = measure_records(table, cfg, space.load_known(), shard.first_row)
     space.put_features(shard, features)
     for p, part in enumerate(split_partitions(features, cfg, partitions)):
         space.put_keys(p, shard, part)
@@ -197,33 +295,55 @@ def search_partition_files(space: Scratch, partition: int, cfg: CurateConfig) ->
 
 
 def gather_shard(
-    space: Scratch, shards: Sequence[Shard], shard: Shard, links: np.ndarray, wanted: set[int], cfg: CurateConfig
-) -> tuple[np.ndarray, pa.Table]:
-    """Round 3: the image links starting in `shard` that the layout signatures confirm, and the shard's rows
-    that settling needs (`wanted`, and its pages matching earlier runs)."""
+    space: Scratch,
+    shards: Sequence[Shard],
+    shard: Shard,
+    links: np.ndarray,
+    wanted: set[int],
+    cfg: CurateConfig,
+    page_links: np.ndarray | None = None,
+) -> Gathered:
+    """Round 3: the image links starting in `shard` that the layout signatures confirm, the shard's rows that
+    settling needs (`wanted`, and its pages matching earlier runs), and the `page_links` starting in it that
+    their sketches confirm (None when not given: the links need no check)."""
     features = space.get_features(shard)
     members = select_members(features, wanted)
-    if len(links) == 0:
-        return links.reshape(0, 2), members
-    own = features.select(["g", "signature"])
+    confirmed_pages = None
+    if page_links is not None:
+        check_pages = partial(confirm_page_links, threshold=VERIFY_THRESHOLD)
+        confirmed_pages = _confirmed_in_pieces(space, shards, features, page_links, "sketch", check_pages)
+    check_images = partial(confirm_image_links, cfg=cfg)
+    return _confirmed_in_pieces(space, shards, features, links, "signature", check_images), members, confirmed_pages
+
+
+# Links of a shard whose other ends are read at once while gathering (their 12 KB signatures: <= ~50 MB).
+GATHER_LINKS = 4096
+
+
+def _confirmed_in_pieces(
+    space: Scratch,
+    shards: Sequence[Shard],
+    features: pa.Table,
+    links: np.ndarray,
+    column: str,
+    confirm: Callable[[np.ndarray, pa.Table], np.ndarray],
+) -> np.ndarray:
+    """The `links` (L, 2) starting in the shard of `features` that `confirm` keeps, given (g, `column`) of both
+    ends; the other ends are read from their shards for GATHER_LINKS links at a time: in a collection of
+    lookalike images a shard's links can name rows in every other shard, and holding all of those would grow
+    with the input."""
+    own = features.select(["g", column])
     mine = set(own.column("g").to_pylist())
-    confirmed = []
-    # The other ends' signatures are read for one piece of links at a time: in a collection of lookalike
-    # images a shard's links can name rows in every other shard, and holding all of those would grow with
-    # the input.
+    confirmed = [links[:0].reshape(0, 2)]
     for start in range(0, len(links), GATHER_LINKS):
         part = links[start : start + GATHER_LINKS]
         others = sorted(set(part[:, 1].tolist()) - mine)
         tables = [own]
         for other in _shards_holding(shards, others):
             inside = [g for g in others if other.first_row <= g < other.first_row + other.rows]
-            tables.append(space.get_features(other, ["g", "signature"], inside))
-        confirmed.append(confirm_image_links(part, pa.concat_tables(tables), cfg))
-    return np.concatenate(confirmed), members
-
-
-# Links of a shard whose other ends are read at once while gathering (their 12 KB signatures: <= ~50 MB).
-GATHER_LINKS = 4096
+            tables.append(space.get_features(other, ["g", column], inside))
+        confirmed.append(confirm(part, pa.concat_tables(tables)))
+    return np.concatenate(confirmed)
 
 
 def _shards_holding(shards: Sequence[Shard], rows: Iterable[int]) -> list[Shard]:
@@ -232,23 +352,16 @@ def _shards_holding(shards: Sequence[Shard], rows: Iterable[int]) -> list[Shard]
     return [shards[n] for n in numbers]
 
 
-def write_shard(space: Scratch, shard: Shard, settlement: Settlement, build_index: bool) -> dict[str, Any]:
-    """Round 4: the shard's kept and dropped rows, put as its parts of the run's output."""
-    result = apply_settlement(space.read_input(shard), space.get_features(shard), settlement)
+def write_shard(space: Scratch, shard: Shard, build_index: bool) -> dict[str, Any]:
+    """Round 4: the shard's kept and dropped rows under the settlement of its rows, put as its parts of the
+    run's output."""
+    result = apply_settlement(space.read_input(shard), space.get_features(shard), space.get_settlement(shard))
     space.put_output(shard, result.kept, result.dropped)
     return {
         "reasons": result.dropped.column("drop_reason").to_pylist(),
         "kinds_kept": result.kept.column("kind").to_pylist(),
         "index_rows": update_index(empty_index(), result.kept).table if build_index else None,
     }
-
-
-def _settlement_of(settlement: Settlement, shard: Shard) -> Settlement:
-    inside = range(shard.first_row, shard.first_row + shard.rows)
-    return Settlement(
-        reason={g: r for g, r in settlement.reason.items() if g in inside},
-        cluster={g: c for g, c in settlement.cluster.items() if g in inside},
-    )
 
 
 @dataclass
@@ -274,12 +387,15 @@ class _Clock:
         self.seconds[name], self._tick = now - self._tick, now
 
 
-def settle(found: Found, gathered: list[tuple[np.ndarray, pa.Table]], cfg: CurateConfig) -> Settlement:
+def settle(found: Found, gathered: list[Gathered], cfg: CurateConfig) -> Settlement:
     """Join the confirmed links into clusters and decide who is kept (one process, links and members only)."""
     confirmed = np.concatenate([g[0] for g in gathered]) if gathered else found["image_links"]
     members = pa.concat_tables([g[1] for g in gathered]) if gathered else None
+    page_links = found["page_links"]
+    if cfg.text_near_dup_verify and gathered:
+        page_links = np.concatenate([g[2] for g in gathered])
     return settle_duplicates(
-        found["exact"], confirmed, found["page_links"], members, text_near_duplicates=cfg.text_near_duplicates
+        found["exact"], confirmed, page_links, members, text_near_duplicates=cfg.text_near_duplicates
     )
 
 
@@ -287,23 +403,36 @@ def run_rounds(
     space: Scratch,
     planned: Sequence[Shard],
     cfg: CurateConfig,
-    known: KnownRecords,
     partitions: int,
     map_steps: MapSteps = map_in_process,
     build_index: bool = False,
 ) -> Rounds:
-    """The curate stage's steps, in order, over `planned` shards and `partitions` partitions of `space`."""
+    """The curate stage's steps, in order, over `planned` shards and `partitions` partitions of `space`.
+
+    Each piece gets the rows of its own shard (links, wanted rows) and reads the rest from `space`.
+    """
     clock = _Clock()
-    measured = map_steps(measure_shard, [(space, s, cfg, known, partitions) for s in planned])
+    measured = map_steps(measure_shard, [(space, s, cfg, partitions) for s in planned])
     clock.lap("measure")
     found = merge_found(map_steps(search_partition_files, [(space, p, cfg) for p in range(partitions)]))
     clock.lap("search")
-    links, wanted = found["image_links"], involved_rows(found)
-    starts = np.searchsorted([s.first_row for s in planned], links[:, 0], side="right") - 1
-    gathered = map_steps(gather_shard, [(space, planned, s, links[starts == s.number], wanted, cfg) for s in planned])
+    links, pages = found["image_links"], found["page_links"]
+    wanted = np.array(sorted(involved_rows(found)), dtype=np.int64)
+    firsts = [s.first_row for s in planned]
+    starts = np.searchsorted(firsts, links[:, 0], side="right") - 1
+    page_starts = np.searchsorted(firsts, pages[:, 0], side="right") - 1
+    wanted_in = np.split(wanted, np.searchsorted(wanted, firsts[1:]))
+    pieces = [
+        (space, planned, s, links[starts == k], set(wanted_in[k].tolist()), cfg)
+        + ((pages[page_starts == k],) if cfg.text_near_dup_verify else ())
+        for k, s in enumerate(planned)
+    ]
+    gathered = map_steps(gather_shard, pieces)
+    clock.lap("gather")
     settlement = settle(found, gathered, cfg)
+    space.put_settlement(settlement)
     clock.lap("settle")
-    written = map_steps(write_shard, [(space, s, _settlement_of(settlement, s), build_index) for s in planned])
+    written = map_steps(write_shard, [(space, s, build_index) for s in planned])
     clock.lap("write")
     rows = [w["index_rows"] for w in written if w["index_rows"] is not None]
     return Rounds(

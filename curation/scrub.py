@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
 
@@ -16,11 +16,27 @@ from PIL import Image
 from corpus.schema import RECORD_SCHEMA, conform
 from corpus.stages import Stage, StageOutput, split_by_reason
 from curation.images import ImageDecodeError, decode_image, orient
-from curation.ocr import pii_boxes, read_words, read_words_in_batch
-from curation.pii import ENTITIES, find_pii, redact, regions_from_hints, scrub_url, scrub_urls_in_text
+from curation.ocr import (
+    OcrWord,
+    binarize,
+    find_misread_numbers,
+    new_boxes,
+    pii_boxes,
+    read_words,
+    read_words_in_batch,
+)
+from curation.pii import (
+    ENTITIES,
+    PiiSpan,
+    find_pii,
+    redact,
+    regions_from_hints,
+    scrub_url,
+    scrub_urls_in_text,
+)
 from curation.scrub_config import ScrubConfig
 
-SCRUB_VERSION = "4"
+SCRUB_VERSION = "5"
 TEXT_FIELDS = ("text", "title", "alt_text", "caption", "context_text")
 URL_FIELDS = ("url", "page_url")
 DROP_REASONS = ("scrub_failed", "contains_pii", "face_dominant")
@@ -121,17 +137,26 @@ class ScrubbedImage:
     ocr_pii: int = 0
 
 
-def _pii_finder(cfg: ScrubConfig, regions: Sequence[str] | None) -> partial:
+def _pii_finder(cfg: ScrubConfig, regions: Sequence[str] | None) -> Callable[[str], list[PiiSpan]]:
+    """The text detectors OCR lines go through: `find_pii` in the record's phone regions, plus the long numbers
+    OCR may have misread (`_with_misread_numbers`) while phone or credit_card is looked for."""
     regions = list(regions or [cfg.phone_region, *cfg.extra_phone_regions])
-    return partial(find_pii, region=regions[0], extra_regions=regions[1:], entities=cfg.entities)
+    find = partial(find_pii, region=regions[0], extra_regions=regions[1:], entities=cfg.entities)
+    if cfg.ocr_number_digits and {"phone", "credit_card"} & set(cfg.entities):
+        find = partial(_with_misread_numbers, find, cfg.ocr_number_digits)
+    return find
 
 
 def ocr_pii_boxes(rgb: np.ndarray, cfg: ScrubConfig, regions: Sequence[str] | None = None) -> np.ndarray:
     """Boxes (K, 4) (x, y, w, h) over text in an RGB image that holds PII, one per span (see curation.ocr)."""
     if min(rgb.shape[:2]) < cfg.ocr_min_side:
         return np.zeros((0, 4), dtype=np.int64)
-    words = read_words(rgb, cfg.ocr_max_side, cfg.ocr_timeout_s, cfg.ocr_languages)
-    return pii_boxes(words, _pii_finder(cfg, regions))
+    finder = _pii_finder(cfg, regions)
+    boxes = pii_boxes(read_words(rgb, cfg.ocr_max_side, cfg.ocr_timeout_s, cfg.ocr_languages), finder)
+    if cfg.ocr_binarized_read:
+        words = read_words(binarize(rgb), cfg.ocr_max_side, cfg.ocr_timeout_s, cfg.ocr_languages)
+        boxes = _with_binarized_boxes(boxes, words, finder)
+    return boxes
 
 
 def ocr_pii_boxes_in_batch(
@@ -141,10 +166,34 @@ def ocr_pii_boxes_in_batch(
     batch (curation.ocr.read_words_in_batch); None for an image whose OCR ran past `cfg.ocr_timeout_s`."""
     out: list[np.ndarray | None] = [np.zeros((0, 4), dtype=np.int64) for _ in rgbs]
     legible = [k for k, rgb in enumerate(rgbs) if min(rgb.shape[:2]) >= cfg.ocr_min_side]
-    read = read_words_in_batch([rgbs[k] for k in legible], cfg.ocr_max_side, cfg.ocr_timeout_s, cfg.ocr_languages)
-    for k, words in zip(legible, read, strict=True):
-        out[k] = None if words is None else pii_boxes(words, _pii_finder(cfg, regions[k]))
+    # Each image's binarized copy is the page after it in the same TIFF: one tesseract start for both reads, and
+    # each read keeps its own time limit, as two processes would.
+    step = 2 if cfg.ocr_binarized_read else 1
+    pages = [copy for k in legible for copy in ((rgbs[k], binarize(rgbs[k])) if step == 2 else (rgbs[k],))]
+    read = read_words_in_batch(pages, cfg.ocr_max_side, cfg.ocr_timeout_s, cfg.ocr_languages)
+    for n, k in enumerate(legible):
+        reads = read[n * step : (n + 1) * step]
+        if any(words is None for words in reads):
+            out[k] = None
+            continue
+        finder = _pii_finder(cfg, regions[k])
+        boxes = pii_boxes(reads[0], finder)
+        out[k] = _with_binarized_boxes(boxes, reads[1], finder) if step == 2 else boxes
     return out
+
+
+def _with_binarized_boxes(
+    boxes: np.ndarray, words: list[OcrWord], finder: Callable[[str], list[PiiSpan]]
+) -> np.ndarray:
+    """`boxes` of the raw read plus the PII boxes of the binarized read's `words` that no raw box covers."""
+    return np.concatenate([boxes, new_boxes(pii_boxes(words, finder), boxes)])
+
+
+def _with_misread_numbers(find: Callable[[str], list[PiiSpan]], min_digits: int, text: str) -> list[PiiSpan]:
+    """The spans of `find` plus the long number runs OCR may have misread that no span of `find` covers."""
+    found = find(text)
+    misread = find_misread_numbers(text, min_digits)
+    return found + [m for m in misread if not any(f.start <= m.start and m.end <= f.end for f in found)]
 
 
 @dataclass(frozen=True)
@@ -265,7 +314,8 @@ def scrub_url_fields(
 
 
 # Images scrubbed (and read by one tesseract process) together: at most this many, holding at most this many bytes
-# of decoded pixels at once. 32 pays tesseract's start on 1/32 of the images; 64 MiB bounds what a batch holds.
+# of decoded pixels at once. 32 pays tesseract's start on 1/32 of the images (both reads of each go to that one
+# process); 64 MiB bounds what a batch holds (the binarized copies and the TIFF add to it while it is read).
 SCRUB_BATCH_IMAGES = 32
 SCRUB_BATCH_BYTES = 64 * 2**20
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from curation.images import PILLOW_MAX_PIXELS
+from curation.ocr import MISREAD_NUMBER_DIGITS
 from curation.pii import ENTITIES, Entity, Policy
 
 
@@ -107,6 +108,22 @@ class ScrubConfig(BaseModel):
         gt=0.0,
         description="Per-image limit on tesseract (~0.1-0.4 s per image here); an image past it is dropped as "
         "scrub_failed (its text is unknown) and counted in ocr_timeouts.",
+    )
+    ocr_binarized_read: bool = Field(
+        True,
+        description="Read each image a second time binarized (3x3 Gaussian, Otsu; curation.ocr.binarize) and blur "
+        "the PII of both reads: on noisy light backgrounds and thin fonts tesseract's own thresholding misreads "
+        "digits that this read gets right (tests/curation/test_ocr.py). Both copies go to the same "
+        "tesseract as neighbouring pages of a batch: 17 -> 27 ms per image (bench/ocr_batch.py: 30 demo pictures "
+        "and 4 drawn signs, 2 loaded cores); no extra box on the demo pictures.",
+    )
+    ocr_number_digits: int | None = Field(
+        MISREAD_NUMBER_DIGITS,
+        ge=1,
+        description="Also blur every run of number words read in an image holding at least this many digits, with "
+        "no checksum or numbering-plan check (curation.ocr.find_misread_numbers): OCR misreads digits, which "
+        "breaks those checks while the number stays legible. Only while phone or credit_card is looked for; "
+        "None turns it off.",
     )
     ocr_languages: str = Field(
         "eng", description="Tesseract -l value; each language needs its tesseract-ocr-* package."

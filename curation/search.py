@@ -10,10 +10,11 @@ from corpus.schema import RECORD_SCHEMA, conform
 from corpus.stages import StageOutput, split_by_reason
 from curation.curate_config import CurateConfig
 from curation.measure import SIGNATURE_DIM
-from curation.minhash import BANDS
+from curation.minhash import estimate_jaccard
 from curation.partitions import (
     Settlement,
     close_signatures,
+    find_band_candidates,
     find_band_links,
     find_exact_groups,
     find_image_links,
@@ -44,7 +45,8 @@ def split_partitions(features: pa.Table, cfg: CurateConfig, partitions: int) -> 
     pages = live.filter(pc.is_valid(live.column("bands")))
     page_g = pages.column("g").to_numpy()
     keys = pc.list_flatten(pages.column("bands")).to_numpy(zero_copy_only=False).astype(np.uint64)
-    band_g, band = np.repeat(page_g, BANDS), np.tile(np.arange(BANDS, dtype=np.int64), page_g.size)
+    width = keys.size // max(page_g.size, 1)  # every page of a run has as many keys (cfg's banding)
+    band_g, band = np.repeat(page_g, width), np.tile(np.arange(width, dtype=np.int64), page_g.size)
     band_part = partition_of_band(keys, partitions)
 
     images = live.filter(pc.equal(live.column("kind"), "image"))
@@ -73,7 +75,8 @@ def split_partitions(features: pa.Table, cfg: CurateConfig, partitions: int) -> 
 
 
 def search_partition(part: dict[str, pa.Table], cfg: CurateConfig) -> Found:
-    """One partition's duplicate search: exact copies (g, original), image candidate links and page links."""
+    """One partition's duplicate search: exact copies (g, original), image candidate links and page links
+    (with `cfg.text_near_dup_verify`, candidate pairs that `confirm_page_links` checks)."""
     images = part["images"]
     role = images.column("role").to_numpy()
     g = images.column("g").to_numpy()
@@ -81,9 +84,8 @@ def search_partition(part: dict[str, pa.Table], cfg: CurateConfig) -> Found:
     bands = part["bands"]
     page_links = np.zeros((0, 2), dtype=np.int64)
     if cfg.text_near_duplicates:
-        page_links = find_band_links(
-            bands.column("g").to_numpy(), bands.column("band").to_numpy(), bands.column("key").to_numpy()
-        )
+        find = find_band_candidates if cfg.text_near_dup_verify else find_band_links
+        page_links = find(bands.column("g").to_numpy(), bands.column("band").to_numpy(), bands.column("key").to_numpy())
     return {
         "exact": find_exact_groups(part["exact"]),
         "image_links": find_image_links(
@@ -116,6 +118,19 @@ def confirm_image_links(links: np.ndarray, features: pa.Table, cfg: CurateConfig
 
 # Candidate links whose signatures are compared at once: 1,024 pairs hold ~37 MB of signatures meanwhile.
 _LINKS_AT_ONCE = 1024
+
+
+def confirm_page_links(links: np.ndarray, features: pa.Table, threshold: float) -> np.ndarray:
+    """The page candidate links (L, 2) whose estimated Jaccard (`minhash.estimate_jaccard` of their sketches)
+    is >= `threshold`; `features` (g, sketch) holds both ends."""
+    if len(links) == 0:
+        return links
+    pages = features.filter(pc.is_valid(features.column("sketch")))  # every linked page has one
+    g = pages.column("g").to_numpy()
+    order = np.argsort(g)
+    rows = order[np.searchsorted(g[order], links)]  # (L, 2) positions in `pages`
+    sketches = pc.list_flatten(pages.column("sketch")).to_numpy(zero_copy_only=False).reshape(pages.num_rows, -1)
+    return links[estimate_jaccard(sketches, rows[:, 0], rows[:, 1]) >= threshold]
 
 
 def select_members(features: pa.Table, wanted: set[int]) -> pa.Table:

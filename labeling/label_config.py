@@ -32,12 +32,34 @@ def build_label_config(labels: list[str], *, from_name: str = "label", to_name: 
     )
 
 
+def build_box_label_config(labels: list[str], *, from_name: str = "label", to_name: str = "image") -> str:
+    """A Label Studio config for boxes: the image (at most IMAGE_MAX_HEIGHT tall) and RectangleLabels over
+    `labels`. Rotation is off: a release keeps axis-aligned boxes, and an envelope of a turned box is looser."""
+    if not labels:
+        raise ValueError("labels must not be empty")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"labels must be unique; got {labels}")
+    choices = "\n".join(f"    <Label value={quoteattr(str(label))}/>" for label in labels)
+    return (
+        "<View>\n"
+        f'  <Image name={quoteattr(to_name)} value="$image" maxHeight="{IMAGE_MAX_HEIGHT}"/>\n'
+        f'  <RectangleLabels name={quoteattr(from_name)} toName={quoteattr(to_name)} canRotate="false" '
+        'showInline="true">\n'
+        f"{choices}\n"
+        "  </RectangleLabels>\n"
+        "</View>"
+    )
+
+
 def config_labels(label_config: str) -> list[str]:
-    """The Choice values of a Label Studio config, in config order (empty when it has none)."""
+    """The Choice values (or, in a boxes config, the Label values) of a Label Studio config, in config order
+    (empty when it has none)."""
     if not label_config.strip():
         return []
     root = ElementTree.fromstring(label_config)
-    return [str(choice.get("value")) for choice in root.iter("Choice") if choice.get("value") is not None]
+    return [
+        str(tag.get("value")) for tag in root.iter() if tag.tag in ("Choice", "Label") and tag.get("value") is not None
+    ]
 
 
 def build_instructions(

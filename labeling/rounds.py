@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ from labeling.selection import MODEL_STRATEGIES, compute_cheap_embeddings, selec
 STRATEGIES = (
     "auto",
     "diversity",
+    "typiclust",
     "uncertainty",
     "random",
     "least-confidence",
@@ -30,7 +32,8 @@ class RoundPlan:
     """The records chosen for one round, in labeling order, with each one's priority in [0, 1].
 
     `uses_model` says the newest model's predictions chose the batch; `gold` lists the record ids
-    mixed in as gold (known answers), a subset of `record_ids`.
+    mixed in as gold (known answers), a subset of `record_ids`. `embeddings` names what a cold-start batch
+    was chosen over: an encoder version (self-supervised), "pixels" (compute_cheap_embeddings) or None.
     """
 
     record_ids: list[str]
@@ -40,6 +43,42 @@ class RoundPlan:
     uses_model: bool = False
     gold: list[str] = field(default_factory=list)
     model_version: str | None = None
+    embeddings: str | None = None
+
+
+def _embedding_rows(table: pa.Table | None, ids: list[str]) -> np.ndarray | None:
+    """Rows (len(ids), D) of an embeddings table (record_id, embedding) for `ids`; None unless all are there."""
+    if table is None:
+        return None
+    by_id = {rid: i for i, rid in enumerate(table.column("record_id").to_pylist())}
+    if not all(rid in by_id for rid in ids):
+        return None
+    if not ids:
+        dim = len(table.column("embedding")[0].as_py()) if table.num_rows else 0
+        return np.zeros((0, dim))
+    rows = table.column("embedding").take(pa.array([by_id[rid] for rid in ids], pa.int64())).to_pylist()
+    return np.asarray(rows, dtype=np.float64)
+
+
+def _cold_arrays(
+    images: pa.Table, candidates: pa.Table, already_pushed: set[str], pool_embeddings: pa.Table | None
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(candidate embeddings, embeddings of pushed pool records, their source) for a cold start: the
+    self-supervised pool embeddings when they cover every candidate, else cheap pixel features."""
+    ids = candidates.column("record_id").to_pylist()
+    pushed_rows = images.filter(pc.is_in(images.column("record_id"), pa.array(sorted(already_pushed), pa.string())))
+    pushed_ids = list(dict.fromkeys(pushed_rows.column("record_id").to_pylist()))
+    learned = _embedding_rows(pool_embeddings, ids)
+    if learned is not None:
+        embedded = set(pool_embeddings.column("record_id").to_pylist())
+        known = [rid for rid in pushed_ids if rid in embedded]
+        labeled = _embedding_rows(pool_embeddings, known)
+        source = (pool_embeddings.schema.metadata or {}).get(b"flywheel.encoder", b"self-supervised").decode()
+        return learned, labeled if labeled is not None else np.zeros((0, learned.shape[1])), source
+    cheap = compute_cheap_embeddings(candidates.column("image").to_pylist())
+    first = {rid: i for i, rid in reversed(list(enumerate(pushed_rows.column("record_id").to_pylist())))}
+    pushed_images = [pushed_rows.column("image")[first[rid]].as_py() for rid in pushed_ids]
+    return cheap, compute_cheap_embeddings(pushed_images), "pixels"
 
 
 def _prediction_arrays(predictions: pa.Table, ids: list[str]) -> tuple[list[str], np.ndarray, np.ndarray | None]:
@@ -58,6 +97,16 @@ def _prediction_arrays(predictions: pa.Table, ids: list[str]) -> tuple[list[str]
     return scored, probs, embeddings
 
 
+def _fresh(images: pa.Table, already_pushed: set[str]) -> pa.Table:
+    """The image rows not pushed yet; a record listed twice in the pool is a candidate once."""
+    seen: set[str] = set()
+    fresh = []
+    for rid in images.column("record_id").to_pylist():
+        fresh.append(rid not in already_pushed and rid not in seen)
+        seen.add(rid)
+    return images.filter(pa.array(fresh, type=pa.bool_()))
+
+
 def plan_round(
     pool: pa.Table,
     already_pushed: set[str],
@@ -68,12 +117,16 @@ def plan_round(
     seed: int = 0,
     min_per_class: int = 0,
     pool_factor: int = 3,
+    pool_embeddings: pa.Table | None = None,
 ) -> RoundPlan:
     """Choose up to `budget` image records of `pool` that are not in Label Studio yet (never one twice).
 
-    `predictions` (PREDICTION_SCHEMA) are the newest model's scores over the pool. "auto" is "hybrid"
-    (margin pre-filter, then core-set over the model's embeddings around what is already pushed) when
-    predictions exist, else "diversity" (k-center greedy over cheap pixel embeddings): the cold start.
+    `predictions` (PREDICTION_SCHEMA) are the newest model's scores over the pool; `pool_embeddings`
+    (record_id, embedding) a self-supervised encoder's (training.encoders), named by the schema metadata
+    key `flywheel.encoder`. "auto" is "hybrid" (margin pre-filter, then core-set over the model's embeddings
+    around what is already pushed) when predictions exist; else the cold start: "typiclust" (labeling.typicality)
+    over the pool embeddings when they cover every candidate, else "diversity" (k-center greedy over cheap
+    pixel embeddings). "typiclust" asked for without pool embeddings runs over the pixel features.
     "least-confidence", "margin", "entropy" rank by that uncertainty alone; "coreset" is k-center around
     what is pushed; "uncertainty" is the earlier margin + diversity recipe; "random" is the baseline.
     `min_per_class` > 0 guarantees that many picks per predicted class where the pool has them.
@@ -84,18 +137,12 @@ def plan_round(
     if budget < 0:
         raise ValueError(f"budget must be >= 0; got {budget}")
     images = pool.filter(pc.equal(pool.column("kind"), "image"))
-    ids = images.column("record_id").to_pylist()
-    # A record listed twice in the pool is a candidate once.
-    seen: set[str] = set()
-    fresh = []
-    for rid in ids:
-        fresh.append(rid not in already_pushed and rid not in seen)
-        seen.add(rid)
-    candidates = images.filter(pa.array(fresh, type=pa.bool_()))
+    candidates = _fresh(images, already_pushed)
     candidate_ids = candidates.column("record_id").to_pylist()
     has_model = predictions is not None and predictions.num_rows > 0
     if strategy == "auto":
-        strategy = "hybrid" if has_model else "diversity"
+        covered = _embedding_rows(pool_embeddings, candidate_ids) is not None
+        strategy = "hybrid" if has_model else ("typiclust" if pool_embeddings is not None and covered else "diversity")
     uses_model = strategy in MODEL_STRATEGIES
     k = min(budget, len(candidate_ids))
     if k == 0:
@@ -108,6 +155,14 @@ def plan_round(
         embeddings = compute_cheap_embeddings(candidates.column("image").to_pylist())
         picks, prio = select_batch("diversity", k, n=len(candidate_ids), cold_embeddings=embeddings, seed=seed)
         chosen = candidate_ids
+    elif strategy == "typiclust":
+        embeddings, labeled, source = _cold_arrays(images, candidates, already_pushed, pool_embeddings)
+        picks, prio = select_batch(
+            "typiclust", k, n=len(candidate_ids), cold_embeddings=embeddings, labeled_embeddings=labeled, seed=seed
+        )
+        record_ids = [candidate_ids[i] for i in picks]
+        priorities = {rid: float(p) for rid, p in zip(record_ids, prio, strict=True)}
+        return RoundPlan(record_ids, priorities, strategy, len(candidate_ids), False, embeddings=source)
     else:
         if not has_model:
             raise ValueError(f"strategy {strategy!r} needs model predictions over the pool")
@@ -156,9 +211,7 @@ def add_gold(plan: RoundPlan, gold: dict[str, str], n: int, *, already_pushed: s
         neighbour = order[at - 1] if at > 0 else (order[0] if order else None)
         priorities[rid] = priorities.get(neighbour, 1.0) if neighbour else 1.0
         order.insert(at, rid)
-    return RoundPlan(
-        order, priorities, plan.strategy, plan.candidates, plan.uses_model, plan.gold + picked, plan.model_version
-    )
+    return dataclasses.replace(plan, record_ids=order, priorities=priorities, gold=plan.gold + picked)
 
 
 def plan_next_batch(
@@ -173,10 +226,12 @@ def plan_next_batch(
     model_version: str | None = None,
     seed: int = 0,
     min_per_class: int = 0,
+    pool_embeddings: pa.Table | None = None,
 ) -> RoundPlan:
     """The next batch: plan_round over the pool minus what Label Studio has and minus gold, then
     `gold_per_round` gold records mixed in (add_gold). `model_version` names the model behind
-    `predictions`; the plan keeps it only when the model chose the batch.
+    `predictions`; the plan keeps it only when the model chose the batch. `pool_embeddings` are a
+    self-supervised encoder's (plan_round's cold start).
     """
     plan = plan_round(
         pool,
@@ -186,6 +241,7 @@ def plan_next_batch(
         predictions=predictions,
         seed=seed,
         min_per_class=min_per_class,
+        pool_embeddings=pool_embeddings,
     )
     if gold and gold_per_round:
         plan = add_gold(plan, gold, gold_per_round, already_pushed=already_pushed, seed=seed)

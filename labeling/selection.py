@@ -7,6 +7,8 @@ import io
 import numpy as np
 from PIL import Image
 
+from labeling.typicality import select_typical
+
 # Thumbnail side and histogram bins of the cold-start embedding: 8x8 RGB (192 values) is the classic
 # "tiny image" descriptor (Torralba et al. 2008, at a smaller size); 8x4x4 HSV bins follow the usual
 # hue-heavy split of colour histograms. Together 320 dims, cheap enough for a pool of 10^5 images.
@@ -14,7 +16,17 @@ _THUMB = 8
 _HSV_BINS = (8, 4, 4)
 UNCERTAINTY_METHODS = ("least_confidence", "margin", "entropy")
 # Batch strategies over arrays; labeling.rounds maps the pipeline's strategy names onto these.
-BATCH_STRATEGIES = ("random", "diversity", "least-confidence", "margin", "entropy", "coreset", "hybrid", "uncertainty")
+BATCH_STRATEGIES = (
+    "random",
+    "diversity",
+    "typiclust",
+    "least-confidence",
+    "margin",
+    "entropy",
+    "coreset",
+    "hybrid",
+    "uncertainty",
+)
 MODEL_STRATEGIES = ("least-confidence", "margin", "entropy", "coreset", "hybrid", "uncertainty")
 # Stabilizing predictions (Bloodgood & Vijay-Shanker 2009, "A Method for Stopping Active Learning Based on
 # Stabilizing Predictions"): stop once Cohen's kappa between consecutive models' predictions on a stop set
@@ -288,8 +300,9 @@ def select_batch(
     """One batch of `k` of `n` candidates by `strategy` (one of BATCH_STRATEGIES): (indices, priorities).
 
     Model strategies need `probs` (n, K) and, for coreset/hybrid/uncertainty, the model's `embeddings`
-    (n, D) (and `labeled_embeddings` (L, D) of what is already labeled); "diversity" needs
-    `cold_embeddings` (n, D) (e.g. compute_cheap_embeddings); "random" needs nothing. With
+    (n, D) (and `labeled_embeddings` (L, D) of what is already labeled); "diversity" and "typiclust" need
+    `cold_embeddings` (n, D) (self-supervised ones, or compute_cheap_embeddings); "typiclust" counts
+    `labeled_embeddings` (in the same space) as covering their clusters; "random" needs nothing. With
     `min_per_class` > 0 and `probs`, each predicted class gets at least that many picks when it has them.
     Priorities are in [0, 1], 1 = label first: the uncertainty score for uncertainty strategies,
     1 - rank / k for the others. No index appears twice.
@@ -301,8 +314,8 @@ def select_batch(
         raise ValueError(f"strategy {strategy!r} needs model probabilities")
     if strategy in ("coreset", "hybrid", "uncertainty") and embeddings is None:
         raise ValueError(f"strategy {strategy!r} needs model embeddings")
-    if strategy == "diversity" and cold_embeddings is None:
-        raise ValueError("strategy 'diversity' needs cold-start embeddings")
+    if strategy in ("diversity", "typiclust") and cold_embeddings is None:
+        raise ValueError(f"strategy {strategy!r} needs cold-start embeddings")
     for name, array in (("probs", probs), ("embeddings", embeddings), ("cold_embeddings", cold_embeddings)):
         if array is not None and len(array) != n:
             raise ValueError(f"{name} has {len(array)} rows but there are {n} candidates")
@@ -311,6 +324,8 @@ def select_batch(
         order = np.random.default_rng(seed).permutation(n)
     elif strategy == "diversity":
         order = select_diverse(cold_embeddings, n if min_per_class else k, seed=seed)
+    elif strategy == "typiclust":
+        order = select_typical(cold_embeddings, k, labeled=labeled_embeddings, seed=seed)
     elif strategy in ("least-confidence", "margin", "entropy"):
         scores = get_uncertainty_scores(probs, strategy.replace("-", "_"))
         order = np.argsort(-scores, kind="stable")

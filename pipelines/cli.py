@@ -29,7 +29,14 @@ app.add_typer(label_app, name="label")
 app.add_typer(releases_app, name="releases")
 app.command("export")(export_command)
 app.command("import")(import_command)
-for _flow_command in (cli_flows.crawl, cli_flows.curate, cli_flows.ingest, cli_flows.release, cli_flows.train):
+for _flow_command in (
+    cli_flows.crawl,
+    cli_flows.curate,
+    cli_flows.ingest,
+    cli_flows.release,
+    cli_flows.train,
+    cli_flows.pretrain,
+):
     app.command()(_flow_command)
 app.command("status")(status_command)
 app.add_typer(services_app, name="services")

@@ -49,7 +49,9 @@ def _resolve_or_exit(root, ref: str) -> tuple[str, str]:
 
 def export_command(
     ref: Annotated[str, typer.Argument(help="DATASET@VERSION, e.g. demo@v0002 or demo@latest.")],
-    fmt: Annotated[str, typer.Option("--format", help="imagefolder, hf, webdataset or csv.")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="imagefolder, hf, webdataset, csv; coco or yolo for a release with boxes.")
+    ],
     to: Annotated[
         str | None, typer.Option("--to", help="Folder or URL (s3://...); default exports/DATASET/vN/FORMAT.")
     ] = None,
@@ -57,14 +59,16 @@ def export_command(
     data_root: _DataRoot = None,
 ) -> None:
     """Export a verified release in FORMAT to a folder or URL (idempotent; export.json lists every file)."""
-    from corpus.exports.export import export_release
-    from corpus.exports.formats import FORMATS
+    from corpus.exports.export import EXPORT_FORMATS, ExportError, export_release
 
-    if fmt not in FORMATS:
-        raise _fail(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
+    if fmt not in EXPORT_FORMATS:
+        raise _fail(f"unknown format {fmt!r}; formats: {', '.join(EXPORT_FORMATS)}")
     root = _open(data_root)
     dataset, version = _resolve_or_exit(root, ref)
-    out = export_release(root, dataset, version, fmt, to, shard_bytes=shard_mb * 1024 * 1024)
+    try:
+        out = export_release(root, dataset, version, fmt, to, shard_bytes=shard_mb * 1024 * 1024)
+    except (ValueError, ExportError) as exc:  # a release that cannot be written in fmt, a folder holding another
+        raise _fail(str(exc)) from None
     keys = ("format", "dataset", "version", "release_id", "splits", "skipped", "path", "unchanged")
     print_json({**{k: out.get(k) for k in keys}, "files": len(out["files"])})
 

@@ -1,4 +1,4 @@
-"""`flywheel crawl | curate | ingest | release | train`: each flow by hand, its inputs checked before it starts."""
+"""`flywheel crawl | curate | ingest | release | train | pretrain`: each flow by hand, its inputs checked first."""
 
 from __future__ import annotations
 
@@ -211,18 +211,24 @@ def train(
     transfer: Annotated[str, typer.Option(help="fine-tune, freeze-stem or linear-probe.")] = "fine-tune",
     lr_schedule: Annotated[str, typer.Option(help="cosine, constant or one-cycle.")] = "cosine",
     score_pool: Annotated[bool, typer.Option(help="Score the latest pool for the next round.")] = True,
+    devices: Annotated[
+        int, typer.Option(min=1, help="Processes under torchrun DDP, one GPU each (gloo on CPU); batch is per process.")
+    ] = 1,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """Train a model on a release (CUDA when present) and score the pool for the next label round.
 
     In: release DATASET@VERSION under releases/ (checked before anything runs). Out: models/<model version>/
-    under the data root (weights, metrics.json, report) and, with --score-pool, the model's predictions over
-    the latest pool. Logs each epoch's loss and val accuracy; prints the model's path."""
+    under the data root (weights, metrics.json, report.md: also the run's Prefect artifact) and, with
+    --score-pool, the model's predictions over the latest pool. With --devices N, N processes train one model
+    under torchrun (DDP). Logs each epoch's loss and val accuracy; prints the model's path."""
     from corpus.pool import latest_pool
     from corpus.store import open_data_root
     from pipelines.cli_export import resolve_ref
     from pipelines.config import TrainParams
     from pipelines.train import train_flow
     from training.config import TrainConfig
+    from training.launch import check_devices
 
     root = open_data_root()
     try:
@@ -240,9 +246,45 @@ def train(
         weights_sha256=weights_sha256,
         transfer=transfer,
         lr_schedule=lr_schedule,
+        devices=devices,
+        device=device,
     )
+    try:
+        check_devices(cfg)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     pool = latest_pool(root) if score_pool else None
     with prefect_api():
         metrics = train_flow(TrainParams(dataset=dataset, version=version, pool=pool, train=cfg))
-    print_json({k: metrics.get(k) for k in ("model_version", "release", "test_accuracy", "device", "scored", "path")})
+    keys = ("model_version", "release", "test_accuracy", "device", "world_size", "scored", "path")
+    print_json({k: metrics.get(k) for k in keys} | {"eval_accuracy": (metrics.get("eval_set") or {}).get("accuracy")})
     console.print(f"model: {metrics['path']}", highlight=False, soft_wrap=True)
+
+
+def pretrain(
+    epochs: Annotated[int, typer.Option(help="Passes of SimCLR over the pool.")] = 30,
+    image_size: Annotated[int, typer.Option(help="Side of each view, in pixels.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Images per batch (two views each).")] = 256,
+    backbone: Annotated[str, typer.Option(help="small-cnn, resnet18, resnet34 or resnet50.")] = "small-cnn",
+    pool: Annotated[str | None, typer.Option(help="Pool folder; default: the latest ingest's.")] = None,
+) -> None:
+    """Pretrain an encoder on the unlabeled pool with SimCLR (CUDA when present) and embed the pool.
+
+    In: the pool's images. Out: encoders/simclr-NNNN/ under the data root (weights, the pool's embeddings,
+    encoder.json); the next cold-start label round picks by TypiClust over those embeddings. Prints its path."""
+    from corpus.pool import latest_pool
+    from corpus.store import open_data_root
+    from pipelines.config import PretrainParams
+    from pipelines.pretrain import pretrain_flow
+    from training.config import SimCLRConfig
+
+    cfg = build_config(SimCLRConfig, epochs=epochs, image_size=image_size, batch_size=batch_size, backbone=backbone)
+    root = open_data_root()
+    pool = pool or latest_pool(root)
+    if not root.exists(pool):
+        raise fail(f"pool {pool!r} not found under {root.url}")
+    with prefect_api(), console.status(f"pretraining on {pool}"):
+        meta = pretrain_flow(PretrainParams(pool=pool, simclr=cfg, data_root=root.url))
+    keys = ("encoder_version", "n_images", "epochs", "final_loss", "device", "pool_digest", "path")
+    print_json({k: meta.get(k) for k in keys})
+    console.print(f"encoder: {meta['path']}", highlight=False, soft_wrap=True)

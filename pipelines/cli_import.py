@@ -11,7 +11,7 @@ from pipelines.cli_support import console, prefect_api, print_json, print_progre
 
 SOURCE_HELP = (
     "Folder, ImageFolder tree, s3://bucket/prefix, .csv/.jsonl/.parquet manifest, Label Studio .json export, "
-    "COCO .json or Hugging Face Parquet folder."
+    "COCO .json, YOLO folder or Hugging Face Parquet folder."
 )
 
 
@@ -40,7 +40,9 @@ def _summary(report: dict) -> dict:
 def import_command(
     source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
     name: Annotated[str | None, typer.Option(help="Source name on records; default: the path's last part.")] = None,
-    kind: Annotated[str, typer.Option(help="auto, folder, imagefolder, manifest, label-studio, coco or hf.")] = "auto",
+    kind: Annotated[
+        str, typer.Option(help="auto, folder, imagefolder, manifest, label-studio, coco, yolo or hf.")
+    ] = "auto",
     labels: Annotated[
         str, typer.Option(help="How imported labels are used: preannotate, annotator or trusted.")
     ] = "preannotate",
@@ -84,4 +86,7 @@ def import_command(
 
         with reporting_progress(show), reporting_shards(print_progress):
             report = import_flow(params)
+    for refused in report["import"].get("refused") or []:
+        if refused.get("detail"):  # a malformed annotation: which file, which annotation, what is wrong
+            console.print(f"[yellow]refused:[/] {refused['detail']}", highlight=False, soft_wrap=True)
     print_json(_summary(report))

@@ -13,7 +13,7 @@ from crawlers.importers.config import ImportConfig
 from curation.curate_config import CurateConfig
 from curation.scrub import ScrubConfig
 from labeling.gate import QualityGate
-from training.config import TrainConfig
+from training.config import SimCLRConfig, TrainConfig
 
 
 class ScaleParams(BaseModel):
@@ -95,9 +95,10 @@ class LabelRoundParams(BaseModel):
     budget: int = Field(80, ge=1, description="Tasks pushed this round.")
     strategy: str = Field(
         "auto",
-        description="auto (hybrid: uncertainty pre-filter + diversity when a model exists, else diversity), "
-        "diversity, coreset, uncertainty, least-confidence, margin, entropy, hybrid or random.",
-        pattern="^(auto|diversity|coreset|uncertainty|least-confidence|margin|entropy|hybrid|random)$",
+        description="auto (hybrid: uncertainty pre-filter + diversity when a model exists; else typiclust when a "
+        "pretrained encoder's embeddings cover the pool, else diversity), typiclust, diversity, coreset, uncertainty, "
+        "least-confidence, margin, entropy, hybrid or random.",
+        pattern="^(auto|diversity|typiclust|coreset|uncertainty|least-confidence|margin|entropy|hybrid|random)$",
     )
     overlap_fraction: float = Field(0.3, ge=0, le=1, description="Share of tasks labeled by several annotators.")
     overlap_k: int = Field(2, ge=1, description="Annotators per overlapping task (set per task in Label Studio).")
@@ -170,10 +171,10 @@ class ReleaseParams(BaseModel):
         "imported:<source>, confidence 1) instead of voting in aggregation; empty (None): every import whose "
         "_report.json under raw/ has label_policy trusted. [] trusts none.",
     )
-    exports: list[Literal["imagefolder", "hf", "webdataset", "csv"]] = Field(
+    exports: list[Literal["imagefolder", "hf", "webdataset", "csv", "coco", "yolo"]] = Field(
         default_factory=list,
         description="Formats written under exports/<dataset>/<vN>/ once the release is published: imagefolder, hf, "
-        "webdataset, csv.",
+        "webdataset, csv; coco and yolo for a release whose records carry boxes (e.g. a trusted COCO/YOLO import).",
     )
     data_root: str | None = None
 
@@ -185,6 +186,14 @@ class TrainParams(BaseModel):
     version: str = Field("latest", description="Release version (v0001) or latest.")
     pool: str | None = Field(None, description="Folder of records to score after training; none skips scoring.")
     train: TrainConfig = Field(default_factory=TrainConfig)
+    data_root: str | None = None
+
+
+class PretrainParams(BaseModel):
+    """Pretrain an encoder on the unlabeled pool (SimCLR); its embeddings drive the cold-start selection."""
+
+    pool: str | None = Field(None, description="Folder of records to pretrain on; empty = the latest pool.")
+    simclr: SimCLRConfig = Field(default_factory=SimCLRConfig)
     data_root: str | None = None
 
 

@@ -23,6 +23,7 @@ from labeling.rounds import attach_labels
 from labeling.sync import read_annotations
 from pipelines.config import ReleaseParams
 from pipelines.runtime import DATASET_RELEASED, IO_RETRIES, announce, artifact_key, data_root_url, open_root, task
+from training.comparison import compare_versions
 
 
 def imported_votes(labeled: pa.Table) -> dict[str, int]:
@@ -71,7 +72,15 @@ def publish_release(params: ReleaseParams, data_root: str) -> dict[str, Any]:
         "trusted_origins": list(trusted),
         "imported_votes": imported_votes(labeled),
     }
-    manifest = build_release(root, params.dataset, labeled, params.release, extra=extra)
+    # The card shows each earlier version's newest model on this release's fixed eval set.
+    manifest = build_release(
+        root,
+        params.dataset,
+        labeled,
+        params.release,
+        extra=extra,
+        eval_scorer=lambda rows: compare_versions(root, params.dataset, rows),
+    )
     manifest = {**manifest, "path": root.uri(f"releases/{params.dataset}/{manifest['version']}")}
     if not manifest.get("unchanged"):
         payload = {"dataset": params.dataset, "version": manifest["version"], "data_root": root.url, "pool": pool}

@@ -35,6 +35,7 @@ from labeling.views import round_hidden_columns, round_view_title
 from pipelines.config import LabelRoundParams
 from pipelines.round_markdown import progress_markdown
 from pipelines.runtime import ROUND_OPENED, announce, artifact_key, data_root_url, open_label_studio, open_root, task
+from training.encoders import newest_embeddings
 from training.registry import newest_predictions
 
 CHECK_DEPLOYMENT = "label-check/label-check"  # deploy/prefect.yaml: flow label-check, deployment label-check
@@ -115,10 +116,14 @@ def prepare_round(params: LabelRoundParams, data_root: str) -> RoundInputs:
 
 @task
 def choose_batch(params: LabelRoundParams, inputs: RoundInputs) -> RoundPlan:
-    """Plan the round: the pool minus what Label Studio already has, chosen by the newest model if any,
-    with gold tasks mixed in."""
+    """Plan the round: the pool minus what Label Studio already has, chosen by the newest model if any (else by
+    TypiClust over the newest pretrained encoder's embeddings when they cover the pool, else by pixel
+    diversity), with gold tasks mixed in."""
     pushed = set(open_label_studio().task_ids_by_record(inputs.project_id))
-    model_version, predictions = newest_predictions(open_root(inputs.data_root), params.dataset)
+    root = open_root(inputs.data_root)
+    model_version, predictions = newest_predictions(root, params.dataset)
+    cold = predictions is None or params.strategy == "typiclust"
+    _, pool_embeddings = newest_embeddings(root) if cold else (None, None)
     plan = plan_next_batch(
         inputs.records,
         pushed,
@@ -130,13 +135,15 @@ def choose_batch(params: LabelRoundParams, inputs: RoundInputs) -> RoundPlan:
         model_version=model_version,
         seed=params.seed,
         min_per_class=params.min_per_class,
+        pool_embeddings=pool_embeddings,
     )
+    chosen_by = f" over {plan.embeddings} embeddings" if plan.embeddings else ""
     get_run_logger().info(
         "round plan: %d of %d candidates by %s%s, %d gold",
         len(plan.record_ids),
         plan.candidates,
         plan.strategy,
-        f" (model {plan.model_version})" if plan.model_version else "",
+        f" (model {plan.model_version})" if plan.model_version else chosen_by,
         len(plan.gold),
     )
     return plan

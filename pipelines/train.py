@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 
 from labeling.label_errors import find_pool_label_issues
 from labeling.stopping import STOPPING_DIR, update_stopping
@@ -13,15 +13,28 @@ from labeling.sync import read_annotations
 from pipelines.config import TrainParams
 from pipelines.runtime import MODEL_TRAINED, announce, artifact_key, data_root_url, open_root, task
 from training.config import TrainConfig
+from training.launch import train_distributed
 from training.predict import predict_pool
-from training.registry import model_path, read_metadata, read_predictions, write_label_issues
+from training.registry import REPORT_FILE, model_path, read_metadata, read_predictions, write_label_issues
 from training.train import train_model
+
+
+def _score(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def _eval_summary(metrics: dict[str, Any]) -> str:
+    eval_set = metrics.get("eval_set")
+    if not eval_set or eval_set.get("accuracy") is None:
+        return "no fixed eval set items"
+    return f"eval-set accuracy {_score(eval_set['accuracy'])} on {eval_set['n']} items"
 
 
 @task
 def train_on_release(data_root: str, dataset: str, version: str, cfg: TrainConfig) -> dict[str, Any]:
-    """Train a model on a verified release (GPU when present) and register it under models/; each epoch's loss
-    and val accuracy go to the run's log as it ends."""
+    """Train a model on a verified release (GPU when present; `cfg.devices` > 1: DDP under torchrun) and
+    register it under models/; each epoch's loss and val accuracy go to the run's log as it ends; the model
+    report (report.md beside the model) is published as the artifact `model-<dataset>`."""
     logger = get_run_logger()
 
     def log_epoch(record: dict[str, Any]) -> None:
@@ -35,11 +48,17 @@ def train_on_release(data_root: str, dataset: str, version: str, cfg: TrainConfi
             record.get("seconds", 0.0),
         )
 
-    metrics = train_model(open_root(data_root), dataset, version, cfg, on_epoch=log_epoch)
-    create_table_artifact(
+    root = open_root(data_root)
+    if cfg.devices > 1:
+        logger.info("training on %d processes under torchrun (DDP)", cfg.devices)
+        metrics = train_distributed(root.url, dataset, version, cfg, on_line=logger.info)
+    else:
+        metrics = train_model(root, dataset, version, cfg, on_epoch=log_epoch)
+    create_markdown_artifact(
         key=artifact_key("model", dataset),
-        table=[{"label": label, "test_accuracy": acc} for label, acc in (metrics.get("per_class") or {}).items()],
-        description=f"{metrics['model_version']}: test accuracy {metrics['test_accuracy']:.3f}",
+        markdown=root.read_bytes(model_path(metrics["model_version"], REPORT_FILE)).decode(),
+        description=f"{metrics['model_version']}: test accuracy {_score(metrics.get('test_accuracy'))}, "
+        + _eval_summary(metrics),
     )
     return metrics
 

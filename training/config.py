@@ -1,4 +1,5 @@
-"""How a model is trained: TrainConfig, the train flow's own settings, each with where its default comes from."""
+"""How a model is trained: TrainConfig, the train flow's own settings, and SimCLRConfig, the pool encoder's; each
+with where its default comes from."""
 
 from __future__ import annotations
 
@@ -64,6 +65,11 @@ class TrainConfig(BaseModel):
     # never wins back; on a GPU with a ResNet it usually pays from the first few epochs.
     compile: bool = Field(False, description="torch.compile the training forward; falls back to eager if it fails.")
     resume: bool = Field(True, description="Continue from the last checkpoint of an identical interrupted run.")
+    devices: int = Field(
+        1,
+        ge=1,
+        description="Processes under torchrun DDP, one GPU each (or CPU with gloo); batch_size is per process.",
+    )
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'.")
 
     @model_validator(mode="after")
@@ -72,3 +78,30 @@ class TrainConfig(BaseModel):
         if self.transfer != "fine-tune" and not self.weights:
             raise ValueError(f"transfer={self.transfer!r} freezes layers, so it needs pretrained `weights`")
         return self
+
+
+class SimCLRConfig(BaseModel):
+    """How the pool encoder is pretrained; each default says where it comes from."""
+
+    backbone: Literal["small-cnn", "resnet18", "resnet34", "resnet50"] = Field(
+        "small-cnn", description="Network to pretrain (training.backbones); its pooled features are the embedding."
+    )
+    width: int = Field(32, ge=4, description="Channels of the first SmallCNN block (as TrainConfig).")
+    image_size: int = Field(64, ge=16, description="Side of each view, in pixels (the train loop's default, 64).")
+    # "few epochs": the paper trains 100-1000. 30 takes minutes on a CPU for 10^3 small images but leaves the
+    # loss near chance (bench/README.md, "Semantic near-duplicates"); on a GPU, raise it.
+    epochs: int = Field(30, ge=1, description="Passes over the pool.")
+    # The paper's batch is 256-8192; 256 is its smallest and fits a CPU; a pool smaller than it is one batch.
+    batch_size: int = Field(256, ge=2, description="Images per batch (2 views each).")
+    # The paper's CIFAR-10 setting (Appendix B.9) and the brief's: 0.5.
+    temperature: float = Field(0.5, gt=0, description="NT-Xent temperature tau.")
+    # 128-d output of a 2-layer MLP: the paper's projection head (Section 2.1, Figure 8).
+    projection_dim: int = Field(128, ge=8, description="Output size of the projection head.")
+    # The paper's LARS only pays at batches >= 1024. Small-batch re-implementations use AdamW: the UvA deep
+    # learning course's SimCLR tutorial 5e-4 with weight decay 1e-4; 1e-3 here because the runs are short.
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate, cosine-annealed over the epochs.")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay (the paper: 1e-6 with LARS).")
+    seed: int = 0
+    num_workers: int | None = Field(None, ge=0, description="DataLoader workers; empty = sized to the machine.")
+    device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'.")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="Autocast dtype, as TrainConfig.")

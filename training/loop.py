@@ -91,7 +91,8 @@ class Run:
         set_train_mode(self.model, self.frozen)
         self.optimizer.zero_grad(set_to_none=True)
         n_batches = len(loader)
-        total_loss, seen, wait = 0.0, 0, 0.0
+        # The loss sum stays on the device: a .item() per step would wait for the GPU at every step.
+        total_loss, seen, wait = torch.zeros((), device=self.device), 0, 0.0
         started = tick = time.perf_counter()
         for step, (x, y) in enumerate(loader):
             wait += time.perf_counter() - tick
@@ -112,13 +113,14 @@ class Run:
                 self.optimizer.zero_grad(set_to_none=True)
                 if self.step_per_batch:
                     self.scheduler.step()
-            total_loss += loss.item() * len(y)
+            total_loss += loss.detach() * len(y)
             seen += len(y)
             tick = time.perf_counter()
         if not self.step_per_batch:
             self.scheduler.step()
+        mean_loss = total_loss.item() / max(seen, 1)  # waits for the epoch's last steps: time them too
         elapsed = time.perf_counter() - started
-        return {"train_loss": total_loss / max(seen, 1), "seconds": elapsed, "data_wait_seconds": wait, "images": seen}
+        return {"train_loss": mean_loss, "seconds": elapsed, "data_wait_seconds": wait, "images": seen}
 
     @torch.no_grad()
     def predict(self, loader: DataLoader) -> tuple[np.ndarray, np.ndarray, float]:
@@ -187,15 +189,17 @@ class FitState:
     def checkpoint(self, run: Run, epoch: int) -> dict[str, Any]:
         """Everything a rerun needs to continue after `epoch` exactly as this one would."""
         device = run.device
+        # When this epoch is the best one, its snapshot is the model: write (and copy) the weights once.
+        same = self.best_epoch == epoch
         return {
             "epoch": epoch,
-            "model": cpu_state(run.model),
+            "model": self.best_state if same else cpu_state(run.model),
             "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(),
             "scaler": run.scaler.state_dict(),
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "best_state": self.best_state,
+            "best_state": None if same else self.best_state,
             "best_score": self.best_score,
             "best_val": self.best_val,
             "best_epoch": self.best_epoch,
@@ -214,7 +218,7 @@ class FitState:
         if run.device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], run.device)
         return cls(
-            best_state=state["best_state"],
+            best_state=state["model"] if state["best_state"] is None else state["best_state"],
             best_score=state["best_score"],
             best_val=state["best_val"],
             best_epoch=state["best_epoch"],

@@ -26,22 +26,18 @@ def eval_transform(meta: dict) -> Callable:
     return get_recipe(meta.get("eval_recipe") or "eval", size)
 
 
-def predict_pool(
-    root: DataRoot, model_version: str, pool: pa.Table, *, batch_size: int = 64, device: str = "auto"
-) -> pa.Table:
-    """Score the image rows of `pool` with a trained model (PREDICTION_SCHEMA), also written to its folder.
-
-    `confidence` is the top softmax probability: low means the model is unsure (label it first);
-    `probs` follow the model's label order (metrics.json "labels"); `embedding` is the pooled features.
-    A row whose image cannot be decoded raises ImageDecodeError naming its record_id.
-    """
-    model, meta = load_model(root, model_version)
+def compute_probs(
+    model: torch.nn.Module, meta: dict, records: pa.Table, *, batch_size: int = 64, device: str = "auto"
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(record_ids, probs (N, K) in meta["labels"] order, embeddings (N, D)) of the image rows of `records`
+    under `model` with the eval transforms its metadata records; writes nothing."""
     dev = pick_device(device)
     amp_dtype = pick_precision(dev, "auto")
     memory_format = torch.channels_last if meta.get("channels_last", False) else torch.contiguous_format
     model.to(dev, memory_format=memory_format)
-    labels: list[str] = meta["labels"]
-    ds = PoolImageDataset(pool, eval_transform(meta))
+    was_training = model.training
+    model.eval()
+    ds = PoolImageDataset(records, eval_transform(meta))
     probs_out: list[np.ndarray] = []
     emb_out: list[np.ndarray] = []
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, pin_memory=dev.type == "cuda")
@@ -52,13 +48,30 @@ def predict_pool(
             probs = torch.softmax(model.head(emb).float(), dim=1)
             probs_out.append(probs.float().cpu().numpy())
             emb_out.append(emb.float().cpu().numpy())
-    k, d = len(labels), model.embedding_dim
+    model.train(was_training)
+    k, d = len(meta["labels"]), model.embedding_dim
     probs_np = np.concatenate(probs_out) if probs_out else np.zeros((0, k), np.float32)
     emb_np = np.concatenate(emb_out) if emb_out else np.zeros((0, d), np.float32)
+    return ds.record_ids, probs_np, emb_np
+
+
+def predict_pool(
+    root: DataRoot, model_version: str, pool: pa.Table, *, batch_size: int = 64, device: str = "auto"
+) -> pa.Table:
+    """Score the image rows of `pool` with a trained model (PREDICTION_SCHEMA), also written to its folder.
+
+    `confidence` is the top softmax probability: low means the model is unsure (label it first);
+    `probs` follow the model's label order (metrics.json "labels"); `embedding` is the pooled features.
+    A row whose image cannot be decoded raises ImageDecodeError naming its record_id.
+    """
+    model, meta = load_model(root, model_version)
+    labels: list[str] = meta["labels"]
+    record_ids, probs_np, emb_np = compute_probs(model, meta, pool, batch_size=batch_size, device=device)
+    k, d = len(labels), model.embedding_dim
     top = probs_np.argmax(1) if len(probs_np) else np.zeros(0, np.int64)
     table = pa.Table.from_arrays(
         [
-            pa.array(ds.record_ids, pa.string()),
+            pa.array(record_ids, pa.string()),
             pa.array([labels[i] for i in top], pa.string()),
             pa.array(probs_np.max(1) if len(probs_np) else np.zeros(0), pa.float32()),
             pa.FixedSizeListArray.from_arrays(pa.array(probs_np.reshape(-1), pa.float32()), k).cast(

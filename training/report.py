@@ -1,7 +1,8 @@
-"""The run report: a trained model's metrics as Markdown and table rows, for a Prefect artifact or a file."""
+"""The model report: a trained model's metrics as Markdown (report.md beside it, and its Prefect artifact)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -29,6 +30,91 @@ def report_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
         }
         for label, m in per_class.items()
     ]
+
+
+def _model_lines(metrics: dict[str, Any]) -> list[str]:
+    """What was trained: backbone, pretrained weights (source, sha256), transfer mode, size; and the config."""
+    model = metrics.get("model") or {}
+    weights = model.get("weights") or {}
+    rows = [
+        ("backbone", f"{model.get('backbone')} ({model.get('arch')})"),
+        ("weights source", weights.get("source") or "random initialisation"),
+        ("weights sha256", f"`{weights['sha256']}`" if weights.get("sha256") else None),
+        ("weights format", weights.get("format")),
+        ("transfer mode", model.get("transfer")),
+        ("parameters / trainable", f"{model.get('parameters')} / {model.get('trainable_parameters')}"),
+        ("image size / lr schedule", f"{metrics.get('image_size')} / {metrics.get('lr_schedule')}"),
+        ("processes (DDP world size)", metrics.get("world_size", 1)),
+    ]
+    config = json.dumps(metrics.get("config") or {}, indent=2, sort_keys=True)
+    return [
+        "",
+        "## Model",
+        "",
+        "| | |",
+        "|---|---|",
+        *[f"| {name} | {_fmt(value)} |" for name, value in rows],
+        "",
+        "<details><summary>training config</summary>",
+        "",
+        "```json",
+        config,
+        "```",
+        "",
+        "</details>",
+    ]
+
+
+def _confusion_lines(labels: list[str], cm: list[list[int]] | None, title: str) -> list[str]:
+    if not cm:
+        return []
+    lines = ["", f"## {title} (rows: true, columns: predicted)", ""]
+    lines += ["| | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    for label, row in zip(labels, cm, strict=True):
+        lines.append(f"| **{label}** | " + " | ".join(str(v) for v in row) + " |")
+    return lines
+
+
+def _eval_set_lines(metrics: dict[str, Any]) -> list[str]:
+    """The fixed eval set: its scores per class and confusion, then accuracy per version side by side."""
+    eval_set = metrics.get("eval_set")
+    if not eval_set:
+        return ["", "## Fixed evaluation set", "", "None: the release predates fixed evaluation sets."]
+    state = "frozen" if eval_set.get("frozen") else f"growing to {eval_set.get('target')}"
+    lines = [
+        "",
+        "## Fixed evaluation set",
+        "",
+        f"{eval_set.get('n')} items (`{eval_set.get('id')}`, since {eval_set.get('since')}, {state}); "
+        f"accuracy **{_fmt(eval_set.get('accuracy'))}**, macro F1 {_fmt(eval_set.get('macro_f1'))}"
+        + (f", {eval_set['unknown_label']} items of labels this model lacks" if eval_set.get("unknown_label") else "")
+        + ".",
+        "",
+        "| label | precision | recall | F1 | support |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['label']} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['f1'])} | {_fmt(r['support'])} |"
+        for r in report_rows({"per_class_metrics": eval_set.get("per_class_metrics") or {}})
+    ]
+    lines += _confusion_lines(metrics.get("labels", []), eval_set.get("confusion_matrix"), "Confusion on the eval set")
+    lines += [
+        "",
+        "## Accuracy per version (same evaluation set)",
+        "",
+        "| release | model | accuracy | macro F1 | items |",
+        "|---|---|---|---|---|",
+    ]
+    for row in metrics.get("eval_by_version") or []:
+        name = f"**{metrics.get('model_version')}** (this model)" if row.get("current") else row.get("model_version")
+        if row.get("error"):
+            lines.append(f"| {row.get('release')} | {name} | not scored: {row['error']} | | |")
+            continue
+        lines.append(
+            f"| {row.get('release')} | {name} | {_fmt(row.get('accuracy'))} | {_fmt(row.get('macro_f1'))} "
+            f"| {_fmt(row.get('n'))} |"
+        )
+    return lines
 
 
 def render_report(metrics: dict[str, Any]) -> str:
@@ -60,17 +146,14 @@ def render_report(metrics: dict[str, Any]) -> str:
         ("train / val / test images", f"{metrics.get('n_train')} / {metrics.get('n_val')} / {metrics.get('n_test')}"),
     ]
     lines += [f"| {name} | {_fmt(value)} |" for name, value in figures]
+    lines += _eval_set_lines(metrics)
+    lines += _model_lines(metrics)
     lines += ["", "## Per class (test)", "", "| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     lines += [
         f"| {r['label']} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['f1'])} | {_fmt(r['support'])} |"
         for r in report_rows(metrics)
     ]
-    cm = metrics.get("confusion_matrix")
-    if cm:
-        lines += ["", "## Confusion matrix (rows: true, columns: predicted)", ""]
-        lines += ["| | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
-        for label, row in zip(labels, cm, strict=True):
-            lines.append(f"| **{label}** | " + " | ".join(str(v) for v in row) + " |")
+    lines += _confusion_lines(labels, metrics.get("confusion_matrix"), "Confusion matrix (test)")
     bins = (metrics.get("calibration") or {}).get("bins") or []
     if bins:
         lines += ["", "## Calibration (reliability)", "", "| confidence bin | n | mean confidence | accuracy |"]

@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from corpus.exports.box_formats import BOX_FORMATS, check_box_files, select_box_rows, write_coco, write_yolo
 from corpus.exports.formats import (
     DEFAULT_SHARD_BYTES,
     FORMATS,
@@ -41,6 +42,8 @@ EXPORT_FILE = "export.json"
 # so that only the same export may write over it.
 PENDING_FILE = ".export-pending.json"
 EXPORT_FORMAT = 1
+# Every format export_release writes: the class-label ones (formats.py) and, for releases with boxes, coco and yolo.
+EXPORT_FORMATS = (*FORMATS, *BOX_FORMATS)
 
 
 class ExportError(Exception):
@@ -90,13 +93,17 @@ def _files_of(fmt: str, rows: ExportRows, manifest: dict, shard_bytes: int) -> F
         return write_csv(rows)
     if fmt == "hf":
         return write_hf(rows, manifest)
+    if fmt == "coco":
+        return write_coco(rows, manifest)
+    if fmt == "yolo":
+        return write_yolo(rows, manifest)
     return write_webdataset(rows, shard_bytes)
 
 
 def _images_in(fmt: str, path: str, data: bytes) -> Iterator[tuple[str, bytes]]:
     """(record_id, image bytes) of every image inside one written file, as its consumer would find them."""
     stem = posixpath.basename(path).split(".")[0]
-    if fmt in ("imagefolder", "csv") and not path.endswith(".csv"):
+    if fmt in ("imagefolder", "csv", *BOX_FORMATS) and not path.endswith((".csv", ".json", ".txt", ".yaml")):
         yield stem, data
     elif fmt == "hf" and path.endswith(".parquet"):
         table = pq.read_table(pa.BufferReader(data), columns=["record_id", "image"])
@@ -129,6 +136,11 @@ def _check_written(fmt: str, rows: ExportRows, files: dict[str, dict], read: Any
             seen.add(rid)
     if seen != set(expected):
         raise ExportError(f"{len(set(expected) - seen)} images of the release are missing from the export")
+    if fmt in BOX_FORMATS:
+        try:
+            check_box_files(fmt, rows, list(files), read)
+        except (ValueError, KeyError) as exc:
+            raise ExportError(f"the written boxes differ from the release's: {exc}") from exc
 
 
 def _read_existing(target: DataRoot, rel: str, identity: dict[str, Any]) -> dict[str, Any] | None:
@@ -212,8 +224,8 @@ def export_release(
     signing_key: str | None = None,
     settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """Export release `dataset`@`version` in format `fmt` (imagefolder, hf, webdataset, csv) to `dest` and
-    return its export manifest (with "path" and "unchanged").
+    """Export release `dataset`@`version` in format `fmt` (imagefolder, hf, webdataset, csv; coco, yolo for a
+    release with boxes) to `dest` and return its export manifest (with "path" and "unchanged").
 
     `dest` is a local folder, any fsspec URL (s3:// gets the endpoint and keys of `settings`, as the data root
     does) or a DataRoot; default exports/<dataset>/<vN>/<fmt> under `root`. The release is loaded verified
@@ -222,17 +234,19 @@ def export_release(
     already holding this export is left as it is ("unchanged": True); one holding anything else raises
     ExportError. `shard_bytes` bounds each webdataset shard.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; formats: {', '.join(FORMATS)}")
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; formats: {', '.join(EXPORT_FORMATS)}")
     if shard_bytes < 64 * 1024:
         raise ValueError(f"shard_bytes={shard_bytes} is too small: at least 64 KiB")
     release = load_release(root, dataset, version, signing_key=signing_key)
+    rows = select_rows(release)
+    if fmt in BOX_FORMATS:  # before the destination is opened: a release without boxes leaves no folder behind
+        rows = select_box_rows(release, rows)
     target, rel = _destination(root, release, fmt, dest, settings)
     identity = _identity(release, fmt, {"shard_bytes": shard_bytes} if fmt == "webdataset" else {})
     found = _read_existing(target, rel, identity)
     if found is not None:
         return {**found, "path": target.uri(rel), "unchanged": True}
-    rows = select_rows(release)
     writer = _LocalWriter(target, rel) if target.is_local else _RemoteWriter(target, rel, identity)
     files: dict[str, dict[str, Any]] = {}
     try:

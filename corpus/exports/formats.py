@@ -27,6 +27,8 @@ SPLIT_NAMES = {
     "csv": {"train": "train", "val": "val", "test": "test"},
     "webdataset": {"train": "train", "val": "val", "test": "test"},
     "hf": {"train": "train", "val": "validation", "test": "test"},
+    "coco": {"train": "train", "val": "val", "test": "test"},
+    "yolo": {"train": "train", "val": "val", "test": "test"},
 }
 # WebDataset's own guidance is shards of 100 MB to 1 GB (fewer, larger objects stream faster from object
 # storage); 256 MB stays in the 100-500 MB range the issue asks for and in memory while a shard is built.

@@ -7,6 +7,7 @@ import platform
 import posixpath
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -18,6 +19,7 @@ import pyarrow.parquet as pq
 
 from corpus.releases.card import render_card
 from corpus.releases.config import ReleaseConfig
+from corpus.releases.evalset import choose_eval_set, parent_eval_ids, select_eval_rows
 from corpus.releases.integrity import resolve_signing_key, seal_manifest
 from corpus.releases.splits import assign_splits, find_split_leaks
 from corpus.releases.storage import to_release_storage
@@ -199,6 +201,25 @@ def _release_files(
     return sealed, blobs
 
 
+EvalScorer = Callable[[pa.Table], list[dict[str, Any]]]
+
+
+def _eval_set_of(table: pa.Table, parent: Release | None, cfg: ReleaseConfig, version: str) -> dict[str, Any]:
+    """The release's fixed eval set (evalset.choose_eval_set), continuing its parent's."""
+    parent_manifest = parent.manifest if parent else None
+    parent_test = parent.test.column("record_id").to_pylist() if parent else []
+    since = ((parent_manifest or {}).get("eval_set") or {}).get("since")
+    return choose_eval_set(
+        table,
+        parent_eval_ids(parent_manifest, parent_test),
+        target=cfg.eval_set_size,
+        version=version,
+        since=since,
+        split_key=cfg.split_key,
+        by_page=cfg.group_by_page,
+    )
+
+
 def build_release(
     root: DataRoot,
     dataset: str,
@@ -207,6 +228,7 @@ def build_release(
     *,
     extra: dict | None = None,
     signing_key: str | None = None,
+    eval_scorer: EvalScorer | None = None,
 ) -> dict:
     """Write the next release of `dataset` from labeled kept records and return its manifest.
 
@@ -218,6 +240,10 @@ def build_release(
     shown as the annotators' agreement; `extra["curation"]` (e.g. stage reports) is kept and shown on the card.
     The manifest carries a digest over its whole content and, with a signing key (`signing_key`, else the
     FLYWHEEL_RELEASE_SIGNING_KEY setting), an HMAC signature; the returned manifest is the one written.
+
+    The manifest's "eval_set" is the dataset's fixed evaluation set (corpus.releases.evalset), kept from
+    the parent. `eval_scorer`, given the eval set's rows, returns the earlier models' scores on them
+    ([{"model_version", "release", "accuracy", ...}]); they go into "eval_scores" and onto the card.
     """
     key = resolve_signing_key(signing_key)
     table = _validate_records(records)
@@ -240,6 +266,9 @@ def build_release(
     version = next_version(root.taken_names(dataset_folder(dataset)))
     parts = {s: table.filter(pc.equal(table.column("split"), s)) for s in SPLITS}
     manifest = _describe(dataset, version, parent, parent_all, table, parts, cfg)
+    manifest["eval_set"] = _eval_set_of(table, parent, cfg, version)
+    eval_rows = select_eval_rows(table, manifest["eval_set"])
+    manifest["eval_scores"] = eval_scorer(eval_rows) if eval_scorer else []
     manifest["agreement"]["annotators"] = extra.get("agreement")
     manifest["extra"] = extra
     rel = posixpath.join(dataset_folder(dataset), version)

@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from corpus.releases.evalset import eval_set_note
 from corpus.releases.snippets import render_load_snippets
 from corpus.schema import SPLITS
 
@@ -151,6 +152,38 @@ def _labels_section(manifest: dict) -> str:
     )
 
 
+def _fmt_score(value: Any) -> str:
+    return "—" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _eval_section(manifest: dict) -> str:
+    """The fixed evaluation set (size, since, frozen or growing, classes) and the accuracy of the models of
+    earlier versions on exactly these items, side by side."""
+    esc = html.escape
+    eval_set = manifest.get("eval_set")
+    if not eval_set:
+        return "<p><i>no fixed evaluation set: this release predates them</i></p>"
+    rows = [
+        ("items", f"{eval_set['size']} (target {eval_set['target']})"),
+        ("since", eval_set["since"]),
+        ("id", eval_set["id"]),
+        ("classes", ", ".join(f"{k}: {v}" for k, v in eval_set["class_counts"].items())),
+    ]
+    scores = manifest.get("eval_scores") or []
+    head = "<tr><th>release</th><th>model</th><th>accuracy</th><th>macro F1</th><th>items</th></tr>"
+    body = "".join(
+        f"<tr><th>{esc(str(r.get('release')))}</th><td>{esc(str(r.get('model_version')))}</td>"
+        f"<td>{_fmt_score(r.get('accuracy'))}</td><td>{_fmt_score(r.get('macro_f1'))}</td>"
+        f"<td>{_fmt_score(r.get('n'))}</td></tr>"
+        for r in scores
+    )
+    table = f"<table>{head}{body}</table>" if scores else "<p><i>no model of an earlier version yet</i></p>"
+    return (
+        f"<p>{esc(eval_set_note(eval_set))}.</p>{_table_html(rows)}"
+        f"<h3>Models of earlier versions on this evaluation set</h3>{table}"
+    )
+
+
 def _integrity_section(leaks: dict[str, Any]) -> str:
     esc = html.escape
     reason = "; " + esc(leaks["examples"][0]["reason"]) if leaks["examples"] else ""
@@ -225,6 +258,7 @@ release id <code>{esc(manifest["release_id"])}</code></p>
 <h2>Class balance</h2>{_balance_section(manifest, labels)}
 <h2>Changes since parent</h2>{_diff_section(manifest["diff"])}
 <h2>Labels</h2>{_labels_section(manifest)}
+<h2>Fixed evaluation set</h2>{_eval_section(manifest)}
 <h2>Split integrity</h2>
 {_integrity_section(manifest["split_leaks"])}
 <h2>Curation and privacy</h2>{_curation_section(manifest["curation"])}

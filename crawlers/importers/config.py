@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-SourceKind = Literal["auto", "folder", "imagefolder", "manifest", "label-studio", "coco", "hf"]
+SourceKind = Literal["auto", "folder", "imagefolder", "manifest", "label-studio", "coco", "yolo", "hf"]
 
 
 class ImportLabelPolicy(StrEnum):
@@ -38,7 +38,8 @@ class ImportConfig(BaseModel):
         ...,
         min_length=1,
         description="A local folder, an ImageFolder tree, an s3://bucket/prefix, a CSV/JSONL/Parquet manifest, "
-        "a Label Studio JSON export, a COCO JSON file, or a Hugging Face datasets Parquet folder.",
+        "a Label Studio JSON export, a COCO JSON file, a YOLO folder (images/, labels/, data.yaml or classes.txt), "
+        "or a Hugging Face datasets Parquet folder.",
     )
     name: str | None = Field(
         None,
@@ -49,7 +50,8 @@ class ImportConfig(BaseModel):
     kind: SourceKind = Field(
         "auto",
         description="auto: .csv/.jsonl/.parquet files are manifests, .json files Label Studio exports or COCO "
-        "(by content), a folder with dataset_info.json or only Parquet files a Hugging Face dataset, a folder "
+        "(by content), a folder with images/, labels/ and data.yaml or classes.txt a YOLO folder, "
+        "a folder with dataset_info.json or only Parquet files a Hugging Face dataset, a folder "
         "holding only sub-folders an ImageFolder tree (class = sub-folder), any other folder a plain folder.",
     )
     media_root: str | None = Field(

@@ -1,10 +1,9 @@
-"""Import file formats: manifests (CSV, JSONL, Parquet), Label Studio JSON exports, COCO, Hugging Face Parquet."""
+"""Import file formats: manifests (CSV, JSONL, Parquet) and Hugging Face Parquet (tool exports: label_exports)."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -147,73 +146,6 @@ def open_manifest(path: Path, media_root: Path) -> Items:
         for batch in batches(path):
             for row in batch:
                 yield _row_item(row, ref, label, media_root)
-
-    return items
-
-
-def _load_json(path: Path) -> Any:
-    try:
-        with path.open("rb") as fh:
-            return json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise ImportSourceError(f"{path}: cannot read as JSON: {exc}") from exc
-
-
-def ls_task_choice(task: dict[str, Any]) -> str | None:
-    """The label of a Label Studio task: the most chosen class over its live annotations (first on a tie)."""
-    votes: Counter[str] = Counter()
-    for annotation in task.get("annotations") or []:
-        if annotation.get("was_cancelled"):
-            continue
-        for region in annotation.get("result") or []:
-            choices = (region.get("value") or {}).get("choices") or []
-            if region.get("type") == "choices" and choices:
-                votes[str(choices[0])] += 1
-                break
-    return votes.most_common(1)[0][0] if votes else None
-
-
-def open_label_studio_export(path: Path, media_root: Path) -> Items:
-    """A Label Studio JSON export: each task's image (data.image, or its first string value) and its label."""
-    doc = _load_json(path)
-    if not isinstance(doc, list):
-        raise ImportSourceError(f"{path}: a Label Studio JSON export is a list of tasks")
-
-    def items() -> Iterator[SourceItem]:
-        for task in doc:
-            data = task.get("data") or {}
-            ref = data.get("image") or next((v for v in data.values() if isinstance(v, str)), None)
-            if not ref:
-                yield SourceItem(f"{path}#task-{task.get('id')}", refused="no_image_in_task")
-                continue
-            meta = {"ls_task_id": task.get("id"), **{k: v for k, v in data.items() if k != "image"}}
-            yield item_for(resolve_reference(ref, media_root), label=ls_task_choice(task), metadata=meta)
-
-    return items
-
-
-def open_coco(path: Path, media_root: Path) -> Items:
-    """A COCO file: each image with the category most of its annotations have as its label (image level for
-    now) and its boxes [x, y, w, h] kept beside it. Files are found under `media_root`, or its images/ folder."""
-    doc = _load_json(path)
-    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
-        raise ImportSourceError(f"{path}: a COCO file is an object with an 'images' list")
-    names = {c["id"]: str(c["name"]) for c in doc.get("categories") or []}
-    per_image: dict[Any, list[dict[str, Any]]] = {}
-    for ann in doc.get("annotations") or []:
-        box = {"category": names.get(ann.get("category_id"), str(ann.get("category_id"))), "bbox": ann.get("bbox")}
-        per_image.setdefault(ann.get("image_id"), []).append(box)
-
-    def items() -> Iterator[SourceItem]:
-        for image in doc["images"]:
-            name = str(image.get("file_name") or "")
-            locator = resolve_reference(name, media_root)
-            if "://" not in locator and not os.path.exists(locator) and os.path.exists(media_root / "images" / name):
-                locator = str(media_root / "images" / name)
-            boxes = per_image.get(image.get("id"), [])
-            votes = Counter(b["category"] for b in boxes)
-            label = votes.most_common(1)[0][0] if votes else None
-            yield item_for(locator, label=label, boxes=boxes, metadata={"coco_image_id": image.get("id")})
 
     return items
 

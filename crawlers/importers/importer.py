@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from collections import Counter
@@ -14,6 +15,7 @@ from typing import Any
 
 import fsspec
 import pyarrow as pa
+from PIL import Image, UnidentifiedImageError
 
 from corpus.schema import RECORD_SCHEMA, make_record_id
 from corpus.store import DataRoot
@@ -25,8 +27,6 @@ from crawlers.importers.sources import ImportSourceError, SourceItem, check_sour
 from crawlers.importers.state import ImportState
 
 REPORT_NAME = "_report.json"
-# COCO boxes [x, y, w, h] per record, kept for the task-types work (detection); not read by any stage yet.
-BOX_SCHEMA = pa.schema([("record_id", pa.string()), ("category", pa.string()), ("bbox", pa.list_(pa.float64()))])
 _EXAMPLES = 50  # refusals listed by URL in the report; the rest are counted
 
 
@@ -55,7 +55,7 @@ def locator_url(locator: str) -> str:
 @dataclass
 class ShardWriter:
     """Buffers records up to `cfg.shard_rows` rows or `cfg.shard_bytes` bytes, then writes one raw shard and its
-    labels, metadata and boxes beside it; memory holds one shard at most."""
+    labels and metadata beside it (boxes are a column of the records); memory holds one shard at most."""
 
     root: DataRoot
     cfg: ImportConfig
@@ -63,7 +63,6 @@ class ShardWriter:
     rows: list[dict[str, Any]] = field(default_factory=list)
     labels: list[tuple[str, str]] = field(default_factory=list)
     extras: list[dict[str, Any]] = field(default_factory=list)
-    boxes: list[dict[str, Any]] = field(default_factory=list)
     buffered_bytes: int = 0
     shards: list[str] = field(default_factory=list)
     label_count: int = 0
@@ -77,9 +76,6 @@ class ShardWriter:
         if item.metadata:
             meta = json.dumps(item.metadata, default=str)
             self.extras.append({"record_id": rid, "locator": item.locator, "metadata": meta})
-        for box in item.boxes:
-            bbox = [float(v) for v in box.get("bbox") or []]
-            self.boxes.append({"record_id": rid, "category": box.get("category"), "bbox": bbox})
         if len(self.rows) >= self.cfg.shard_rows or self.buffered_bytes >= self.cfg.shard_bytes:
             self.flush()
 
@@ -98,13 +94,10 @@ class ShardWriter:
             self.label_count += len(self.labels)
         if self.extras:
             self.root.write_table(f"{side}/metadata/{self.import_run}-{part}", pa.Table.from_pylist(self.extras))
-        if self.boxes:
-            boxes = pa.Table.from_pylist(self.boxes, BOX_SCHEMA)
-            self.root.write_table(f"{side}/boxes/{self.import_run}-{part}", boxes)
         # The shard last: a record in a shard always has its labels written.
         self.root.write_table(f"raw/{self.import_run}/{part}", pa.Table.from_pylist(self.rows, schema=RECORD_SCHEMA))
         self.shards.append(part)
-        self.rows, self.labels, self.extras, self.boxes, self.buffered_bytes = [], [], [], [], 0
+        self.rows, self.labels, self.extras, self.buffered_bytes = [], [], [], 0
 
 
 class ContentReader:
@@ -144,6 +137,11 @@ class ContentReader:
 
 
 def _record(cfg: ImportConfig, import_run: str, item: SourceItem, data: bytes, rid: str) -> dict[str, Any]:
+    boxes = {}
+    if item.boxes is not None:
+        # the boxes are in pixels of image_size: the record says which size, and where they came from
+        width, height = item.image_size or (None, None)
+        boxes = {"boxes": item.boxes, "label_source": cfg.label_origin, "width": width, "height": height}
     return {
         "record_id": rid,
         "kind": "image",
@@ -154,7 +152,24 @@ def _record(cfg: ImportConfig, import_run: str, item: SourceItem, data: bytes, r
         "image": data,
         "mime": sniff_mime(data),
         **item.fields,
+        **boxes,
     }
+
+
+def find_box_size_mismatch(item: SourceItem, data: bytes) -> str | None:
+    """One line naming the file when the boxes of `item` were given for another size than its image has
+    (a COCO file whose width/height disagree with the file); None when they agree or it has no boxes."""
+    if item.boxes is None or item.image_size is None:
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            actual = image.size
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None  # curation drops what cannot be decoded, with its reason
+    if tuple(actual) == tuple(item.image_size):
+        return None
+    w, h = item.image_size
+    return f"{item.locator}: its boxes are for a {w}x{h} image, the file is {actual[0]}x{actual[1]}"
 
 
 def run_import(
@@ -187,7 +202,8 @@ def run_import(
                 totals.drops += 1
                 dropped[reason] += 1
                 if len(refused) < _EXAMPLES:
-                    refused.append({"locator": item.locator, "reason": reason})
+                    detail = {"detail": item.refused_detail} if item.refused_detail else {}
+                    refused.append({"locator": item.locator, "reason": reason, **detail})
             if progress is not None:
                 progress(totals)
         if totals.files == 0:
@@ -250,6 +266,10 @@ def _import_item(
     data, reason = reader.read(item)
     if data is None:
         return reason or "unreadable"
+    mismatch = find_box_size_mismatch(item, data)
+    if mismatch is not None:
+        item.refused_detail = mismatch
+        return "bad_box"
     totals.bytes += len(data)
     rid = make_record_id(data)
     if not state.same_content(item.locator, rid):

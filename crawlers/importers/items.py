@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
+
+
+def is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 
 class ImportSourceError(ValueError):
@@ -25,10 +32,13 @@ class SourceItem:
     label: str | None = None
     fields: dict[str, str] = field(default_factory=dict)  # record columns: caption, alt_text, title, page_url
     metadata: dict[str, Any] = field(default_factory=dict)  # everything else the source said about it
-    boxes: list[dict[str, Any]] = field(default_factory=list)  # COCO boxes, kept beside the records
+    # rows of corpus.boxes.BOX_TYPE on an image of image_size (width, height); None: the source has no boxes
+    boxes: list[dict[str, Any]] | None = None
+    image_size: tuple[int, int] | None = None
     data: bytes | None = None
     skip: str | None = None  # not imported, and not a drop: e.g. a text file in an image folder
     refused: str | None = None  # named by the source but not importable: a drop, with this reason
+    refused_detail: str | None = None  # one line naming the file and the annotation that made it refused
 
 
 @dataclass

@@ -10,16 +10,11 @@ from typing import Any
 
 import fsspec
 
-from crawlers.importers import formats
+from crawlers.importers import formats, label_exports
 from crawlers.importers.config import ImportConfig
-from crawlers.importers.items import ImportSourceError, Source, SourceItem
+from crawlers.importers.items import ImportSourceError, Source, SourceItem, is_image_name
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 MANIFEST_SUFFIXES = frozenset({".csv", ".jsonl", ".ndjson", ".parquet"})
-
-
-def is_image_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 
 def walk_local(base: Path, *, class_folders: bool) -> Iterator[SourceItem]:
@@ -105,6 +100,8 @@ def detect_kind(cfg: ImportConfig) -> str:
     if cfg.kind != "auto":
         return cfg.kind
     if path.is_dir():
+        if label_exports.is_yolo_folder(path):  # before imagefolder: images/ and labels/ are two sub-folders
+            return "yolo"
         if _is_hf_folder(path):
             return "hf"
         return "imagefolder" if _is_imagefolder(path) else "folder"
@@ -138,8 +135,9 @@ def open_source(cfg: ImportConfig, storage_options: dict[str, Any] | None = None
         return Source(kind, cfg.source, lambda: walk_local(path, class_folders=kind == "imagefolder"))
     readers = {
         "manifest": formats.open_manifest,
-        "label-studio": formats.open_label_studio_export,
-        "coco": formats.open_coco,
+        "label-studio": label_exports.open_label_studio_export,
+        "coco": label_exports.open_coco,
+        "yolo": label_exports.open_yolo,
         "hf": formats.open_hf_parquet,
     }
     return Source(kind, cfg.source, readers[kind](path, media_root))

@@ -34,7 +34,15 @@ _PHRASE = (
 _PERSON = re.compile(
     rf"(?:{_TITLE}|{_PHRASE}(?:{_TITLE})?)(?P<name>{_WORD}(?:\s+(?:{_PARTICLE})*{_WORD}){{0,3}})(?![\w'’\-])"
 )
+# A credit in a caption or alt text ("Holiday by José Álvarez", "Sketch by Siobhan O'Connor-Ng"): a lower-case
+# "by" and a full name, at least two name words, since one capitalised word after "by" is as often a day, a
+# month or a brand ("by Monday", "by Google"). Two capitalised words that are no person ("by New York")
+# are redacted too: the cost of an over-redacted caption, against a name shown to annotators.
+_CREDIT = re.compile(rf"\bby\s+(?P<name>{_WORD}(?:\s+(?:{_PARTICLE})*{_WORD}){{1,3}})(?![\w'’\-])")
 
 
 def find_persons(text: str) -> list[PiiSpan]:
-    return [PiiSpan("person", m.start("name"), m.end("name")) for m in _PERSON.finditer(text)]
+    """Names after a title, a phrase that introduces one, or a credit's "by" (curation.pii.find_pii orders and
+    merges overlapping spans)."""
+    spans = [PiiSpan("person", m.start("name"), m.end("name")) for m in _PERSON.finditer(text)]
+    return spans + [PiiSpan("person", m.start("name"), m.end("name")) for m in _CREDIT.finditer(text)]

@@ -217,6 +217,29 @@ def register_deployments(settings: Settings, api: str) -> None:
     )
     if result.returncode != 0:
         raise RuntimeError(f"prefect deploy failed:\n{(result.stdout + result.stderr)[-3000:]}")
+    if settings.label_check_every_s:
+        schedule_label_check(api, settings.label_check_every_s)
+
+
+LABEL_CHECK = "label-check/label-check"
+
+
+def schedule_label_check(api: str, every_s: int) -> None:
+    """Run the registered label-check deployment every `every_s` seconds instead of on its cron. The update
+    replaces the deployment's schedules and drops the runs the old one queued; the server's scheduler queues
+    the new interval's runs within seconds (it rereads a deployment as soon as it changes)."""
+    from datetime import timedelta
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentScheduleUpdate, DeploymentUpdate
+    from prefect.client.schemas.schedules import IntervalSchedule
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    schedule = IntervalSchedule(interval=timedelta(seconds=every_s))
+    with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(LABEL_CHECK)
+        update = DeploymentUpdate(schedules=[DeploymentScheduleUpdate(schedule=schedule, active=True)])
+        client.update_deployment(deployment.id, update)
 
 
 def start_worker(settings: Settings, api: str, env: dict[str, str] | None = None) -> int:

@@ -74,6 +74,9 @@ def build_summary(
                 "version": m["model_version"],
                 "release": m.get("release"),
                 "test_accuracy": m["test_accuracy"],
+                # The same items for every version: the comparison that says whether a version is better.
+                "eval_set_items": (m.get("eval_set") or {}).get("n"),
+                "eval_by_version": {r["release"]: r.get("accuracy") for r in m.get("eval_by_version") or []},
                 "device": m.get("device"),
                 "scored": m.get("scored"),
                 "label_issues": m.get("label_issues"),
@@ -122,6 +125,11 @@ def render_summary(summary: dict[str, Any]) -> Table:
     for rel in summary["releases"]:
         table.add_row(f"release {rel['version']}", f"train {rel['train']} / val {rel['val']} / test {rel['test']}")
     for m in summary["models"]:
-        table.add_row(f"model {m['version']}", f"test accuracy {m['test_accuracy']:.3f} ({m['device']})")
+        by_version = ", ".join(
+            f"{release} {'—' if acc is None else f'{acc:.3f}'}"
+            for release, acc in (m.get("eval_by_version") or {}).items()
+        )
+        on_eval = f"; fixed eval set ({m.get('eval_set_items')} items): {by_version}" if by_version else ""
+        table.add_row(f"model {m['version']}", f"test accuracy {m['test_accuracy']:.3f} ({m['device']}){on_eval}")
     table.add_row("Label Studio", str(summary["label_studio"]["url"]))
     return table

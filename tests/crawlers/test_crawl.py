@@ -110,6 +110,25 @@ def test_images_carry_the_text_around_them(crawled):
         assert len(row["context_text"]) <= 400
 
 
+def test_text_extracted_in_the_workers_is_what_the_crawl_process_would_extract(site, crawled, tmp_path):
+    """The extraction stage's worker (the default) and extraction in the crawl process give the same rows."""
+    site_dir, _, server = site
+    _, table, _ = crawled
+    pages = [r for r in table.to_pylist() if r["kind"] == "text"]
+    for row in pages:
+        served = (site_dir / urlparse(row["url"]).path.lstrip("/")).read_bytes()
+        assert row["text"] == extract_text(served.decode("utf-8"), row["url"])
+    config = CrawlConfig(
+        start_url=server.url + "/index.html", source="sample-site", timeout_s=120, allowed_private_hosts=[server.url]
+    )
+    crawl(config, tmp_path / "in-process", crawl_run="run-1", settings={"FLYWHEEL_EXTRACT_WORKERS": "0"})
+    in_process = DataRoot(str(tmp_path / "in-process")).read_table("").drop_columns(["fetched_at"])
+    by_url = {r["url"]: r for r in in_process.to_pylist()}
+    assert len(by_url) == table.num_rows
+    for row in table.drop_columns(["fetched_at"]).to_pylist():
+        assert by_url[row["url"]] == row
+
+
 def test_broken_images_are_kept_for_curation(site, crawled):
     site_dir, truth, _ = site
     _, table, _ = crawled

@@ -1,4 +1,5 @@
-"""The extraction pool: pages go to worker processes in batches and every page gets its own text back."""
+"""The extraction pool: pages go to worker processes in batches and every page gets its own text back, even when a
+worker dies."""
 
 from __future__ import annotations
 
@@ -42,7 +43,43 @@ def test_no_workers_and_a_closed_pool_extract_in_process() -> None:
         pool.start()
         pool.close()  # as at spider close: queued pages still get their text
         texts = await _extract_all(pool, pages)
-        assert pool._pool is None  # not started again
+        assert pool._workers == []  # not started again
         return texts
 
     assert asyncio.run(close_then_extract()) == expected
+
+
+def test_a_worker_that_dies_leaves_its_pages_to_the_crawl_process() -> None:
+    """A killed worker (the OOM killer, a crash in lxml): pages sent to it and pages after it still get their text."""
+    pages = [_page(i) for i in range(9)]
+
+    async def kill_then_extract() -> list[str | None]:
+        pool = ExtractionPool(workers=1, batch_pages=3, batch_wait_s=0.01)
+        pool.start()
+        (worker,) = pool._workers
+        worker.proc.kill()
+        worker.proc.wait()
+        try:
+            return await _extract_all(pool, pages)
+        finally:
+            pool.close()
+            assert pool.workers == 0 and pool._workers == []
+
+    assert asyncio.run(kill_then_extract()) == [extract_text(html, url) for html, url in pages]
+
+
+def test_two_workers_share_the_batches_and_end_with_the_pool() -> None:
+    pages = [_page(i) for i in range(20)]
+
+    async def extract_with_two() -> tuple[list[str | None], list[int]]:
+        pool = ExtractionPool(workers=2, batch_pages=2, batch_wait_s=0.01)
+        pool.start()
+        procs = [w.proc for w in pool._workers]
+        texts = await _extract_all(pool, pages)
+        pool.close()
+        # a worker reads the end of its input and exits: no process outlives the crawl
+        return texts, [proc.wait(timeout=20) for proc in procs]
+
+    texts, exits = asyncio.run(extract_with_two())
+    assert texts == [extract_text(html, url) for html, url in pages]
+    assert exits == [0, 0]

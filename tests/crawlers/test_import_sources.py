@@ -176,8 +176,11 @@ def test_a_coco_file_gives_image_labels_and_keeps_its_boxes(tmp_path):
     assert report["kind"] == "coco" and report["records"] == 2 and report["labels"] == 1
     labels = root.read_table("imports/instances/labels", schema=PREDICTION_SCHEMA)
     assert labels.column("predicted_label").to_pylist() == ["car"]
-    boxes = root.read_table("imports/instances/boxes", schema=None)
-    assert boxes.num_rows == 3 and boxes.column("bbox").to_pylist()[0] == [1.0, 2.0, 10.0, 10.0]
+    rows = {r["record_id"]: r for r in raw(root, report).to_pylist()}
+    first, second = rows[make_record_id(jpeg_bytes(50))], rows[make_record_id(jpeg_bytes(51))]
+    box = first["boxes"][0]
+    assert [box["label"], box["x"], box["y"], box["w"], box["h"]] == ["car", 1.0, 2.0, 10.0, 10.0]
+    assert len(first["boxes"]) == 3 and second["boxes"] == [] and first["label_source"] == "imported:instances"
 
 
 def _write_hf_parquet(folder: Path, with_info_file: bool) -> None:

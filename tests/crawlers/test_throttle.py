@@ -111,6 +111,9 @@ def test_a_crawl_where_a_third_of_the_links_404(tmp_path) -> None:
         hits = dict(server.hits)
     assert report["pages"] == PAGES + 1  # the articles and /busy.html, served on its retry
     assert report["status_codes"]["404"] == MISSING and hits[BUSY_PATH] == 2
+    # a 404 is an answer, not a fault: each missing page was asked for once, never retried
+    gone = {path: n for path, n in hits.items() if path.startswith("/gone/")}
+    assert len(gone) == MISSING and set(gone.values()) == {1}
     assert report["status_codes"]["404"] >= report["responses"] / 4
     throttle = report["throttle"]
     assert "404" not in throttle["raised"]
@@ -118,4 +121,5 @@ def test_a_crawl_where_a_third_of_the_links_404(tmp_path) -> None:
     # recovered: later articles took the delay back down, far below both the backoff and what a 404 would set
     (last,) = throttle["delay_ms"].values()
     assert last < throttle["max_delay_ms"] / 2
+    assert 0 < throttle["mean_delay_ms"] < throttle["max_delay_ms"]  # one backoff among many small delays
     assert NOT_FOUND_LATENCY_S > 0

@@ -99,9 +99,9 @@ def test_the_rounds_give_the_same_rows_in_memory_and_in_files(tmp_path, raw_tabl
     root = DataRoot(str(tmp_path))
     root.write_table("raw/r/part-0000.parquet", raw_table)
     memory = MemoryScratch(raw_table)
-    in_memory = run_rounds(memory, memory.shards(), CurateConfig(), load_known(), partitions)
+    in_memory = run_rounds(memory, memory.shards(), CurateConfig(), partitions)
     files = FileScratch(root, "curated/x/_work", "curated/x")
-    in_files = run_rounds(files, plan_shards(root, ["raw/r"], 1), CurateConfig(), load_known(), partitions)
+    in_files = run_rounds(files, plan_shards(root, ["raw/r"], 1), CurateConfig(), partitions)
     assert (in_memory.reasons, in_memory.kinds_kept, in_memory.known) == (
         in_files.reasons,
         in_files.kinds_kept,

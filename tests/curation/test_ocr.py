@@ -11,9 +11,18 @@ from curation_records import build_table, by_url, encode, image_row
 from PIL import Image, ImageDraw, ImageFont
 
 import curation.ocr as ocr
-from curation.ocr import OcrTimeout, OcrUnavailable, OcrWord, lines_of, parse_tsv, pii_boxes, read_words
+from curation.ocr import (
+    OcrTimeout,
+    OcrUnavailable,
+    OcrWord,
+    find_misread_numbers,
+    lines_of,
+    parse_tsv,
+    pii_boxes,
+    read_words,
+)
 from curation.pii import find_pii
-from curation.scrub import ScrubConfig, scrub, scrub_image
+from curation.scrub import ScrubConfig, ocr_pii_boxes, ocr_pii_boxes_in_batch, scrub, scrub_image
 
 EMAIL = "jane.doe@example.com"
 PHONE = "+1 415 555 0134"
@@ -168,3 +177,60 @@ def test_a_batch_past_its_limit_gives_each_image_its_own_verdict():
     )
     out = scrub(table, ScrubConfig(ocr_timeout_s=0.001))
     assert out.kept.num_rows == 0 and out.counters["ocr_timeouts"] == 2 and out.counters["scrub_failed"] == 2
+
+
+def test_long_numbers_with_misread_digits_are_found_and_short_or_wordy_numbers_are_not():
+    # Tesseract's reads of drawn numbers: a card whose "6011" became "GOq1" (Luhn fails), a phone with S for 5.
+    for line, number in [
+        ("Card GOq1 1111 1111 1117 exp", "GOq1 1111 1111 1117"),
+        ("Call (415) S55-2671 today", "(415) S55-2671"),
+        ("tel +1-\u2014415-555-\u20140134", "+1-\u2014415-555-\u20140134"),
+        ("Tel. 06 l2 34 56 78", "06 l2 34 56 78"),
+    ]:
+        assert [line[s.start : s.end] for s in find_misread_numbers(line)] == [number], line
+    harmless = [
+        "Since 1987, 12 Main Street",
+        "2026-03-14 10:30",
+        "Open 10:30-18:00, Mon-Sat",
+        "$1,234.56 or 1.000.000 visitors",
+        "Room 12 Floor 3 Desk 45",
+        "ISBN-free 4417-2291",
+        "Boss 2024 Gold",
+    ]
+    for line in harmless:
+        assert find_misread_numbers(line) == [], line
+    assert find_misread_numbers("0134 5678 9", min_digits=9) and not find_misread_numbers("0134 5678 9")
+
+
+def hershey_card() -> np.ndarray:
+    """A card number in OpenCV's Hershey font on a noisy light-blue background, as RGB pixels."""
+    import cv2
+
+    pixels = np.array(Image.new("RGB", (700, 120), (170, 205, 235)))
+    cv2.putText(pixels, "6011 1111 1111 1117", (28, 70), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (10, 20, 60), 2, cv2.LINE_AA)
+    return np.clip(pixels + np.random.default_rng(0).normal(0, 4, pixels.shape), 0, 255).astype(np.uint8)
+
+
+def test_a_card_in_a_font_tesseract_misreads_is_read_binarized_and_blurred():
+    """OpenCV's Hershey font on a noisy light background: tesseract's own read is letters ("Coy wld vidi wily");
+    the binarized second read gets the digits."""
+    data = encode(Image.fromarray(hershey_card()), "PNG")
+    result = scrub_image(data, ScrubConfig())
+    assert result.ocr_pii == 1
+    assert "1111" not in digits(read_text(result.data)) and "1117" not in digits(read_text(result.data))
+
+
+def test_a_batch_reads_both_copies_of_each_image_in_one_process_with_the_boxes_of_two_processes(monkeypatch):
+    rgbs = [hershey_card(), np.asarray(text_picture(PII_LINES)), np.asarray(text_picture(["Fresh bread"]))]
+    rgbs.append(np.asarray(text_picture(["Tel. 06 l2 34 56 78"], (500, 120))))
+    cfg = ScrubConfig()
+    alone = [ocr_pii_boxes(rgb, cfg) for rgb in rgbs]
+    started = []
+    run_tesseract = ocr._run_tesseract
+    monkeypatch.setattr(ocr, "_run_tesseract", lambda *a: started.append(1) or run_tesseract(*a))
+    together = ocr_pii_boxes_in_batch(rgbs, cfg, [None] * len(rgbs))
+    assert len(started) == 1  # both reads of all four images from one tesseract
+    assert [b.tolist() for b in together] == [b.tolist() for b in alone]
+    assert [len(b) for b in together[:3]] == [1, 2, 0] and len(together[3]) >= 1  # card, email + phone, none, misread
+    raw_only = ocr_pii_boxes_in_batch(rgbs[:1], cfg.model_copy(update={"ocr_binarized_read": False}), [None])
+    assert len(raw_only[0]) == 0  # the card comes from the binarized read

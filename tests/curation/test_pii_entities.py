@@ -121,3 +121,11 @@ def test_titled_names_are_people_and_bare_names_are_a_documented_miss():
     names = [text[s.start : s.end] for s in find_pii(text)]
     assert names == ["Seán O'Brien-Ní Dhuibhir", "Hélène d'Alembert", "Jürgen van der Berg", "Zoë Łukasiewicz"]
     assert find_pii("Jane Doe said hello.") == []  # no name model: a bare name is not found
+
+
+def test_a_credits_full_name_after_by_is_a_person_and_a_lone_capitalised_word_is_not():
+    text = "Holiday by José Álvarez, 2019. Sketch by Siobhan O'Connor-Ng; mural by Jürgen van der Berg."
+    names = [text[s.start : s.end] for s in find_pii(text) if s.entity == "person"]
+    assert names == ["José Álvarez", "Siobhan O'Connor-Ng", "Jürgen van der Berg"]
+    for text in ("Send it by Monday.", "Made by Google.", "Shipped by DHL", "Stand By Me", "by the river"):
+        assert [s for s in find_pii(text) if s.entity == "person"] == [], text

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import timedelta
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from curation_records import build_table, by_url, planted_pairs_table, text_row
 
 from bench.planted import generate_corpus
-from corpus.stages import plan_shards, run_stage, run_stage_sharded
+from corpus.stages import map_in_process, plan_shards, run_stage, run_stage_sharded
 from corpus.store import DataRoot
 from curation.curate import curate, run_curate
 from curation.curate_config import CurateConfig
 from curation.dedup import find_pairs_within
-from curation.index import INDEX_PATH, load_index
-from curation.partitions import find_image_links, image_buckets
+from curation.index import INDEX_PATH, DedupIndex, load_index
+from curation.measure import KnownRecords, load_known
+from curation.partitions import Settlement, find_image_links, image_buckets
 from curation.scrub import SCRUB, ScrubConfig
 
 
@@ -121,6 +124,40 @@ def test_gathering_links_a_piece_at_a_time_changes_nothing(tmp_path, corpus, mon
         )
 
 
+def test_sharded_run_with_verified_page_candidates_matches_one_process(tmp_path, corpus, monkeypatch):
+    texts, near, far = planted_pairs_table()
+    pages = build_table([text_row(t, f"http://127.0.0.1/pair-{k}", 10_000 + k) for k, t in enumerate(texts)])
+    # Interleaved, so the pairs' ends and their candidate links fall in different shards and partitions.
+    table = pa.concat_tables([corpus.table, pages]).take(
+        np.random.default_rng(1).permutation(corpus.table.num_rows + 70)
+    )
+    cfg = CurateConfig(text_near_dup_verify=True)
+    single, sharded = DataRoot(str(tmp_path / "single")), DataRoot(str(tmp_path / "sharded"))
+    inputs = [write_inputs(single, table, "crawl-1", 3)]
+    write_inputs(sharded, table, "crawl-1", 3)
+
+    expected = run_curate(single, cfg, inputs)
+    report = run_curate(sharded, cfg, inputs, shards=4, partitions=3)
+    in_memory = curate(table, cfg)
+    for part in ("kept", "dropped"):
+        one = outcome(single.read_table(f"{expected['output']}/{part}"))
+        assert outcome(sharded.read_table(f"{report['output']}/{part}")) == one == outcome(getattr(in_memory, part))
+    assert report["counters"] == expected["counters"] == in_memory.counters
+    # Page and image links checked one link at a time: the same outcome.
+    monkeypatch.setattr("curation.rounds.GATHER_LINKS", 1)
+    pieces = DataRoot(str(tmp_path / "pieces"))
+    write_inputs(pieces, table, "crawl-1", 3)
+    one_by_one = run_curate(pieces, cfg, inputs, shards=4, partitions=3)
+    for part in ("kept", "dropped"):
+        assert outcome(pieces.read_table(f"{one_by_one['output']}/{part}")) == outcome(getattr(in_memory, part))
+    reasons = by_url(in_memory.dropped, "drop_reason")
+    assert all(reasons.get(f"http://127.0.0.1/pair-{k}") == "near_duplicate_page" for k in near)
+    assert not any(f"http://127.0.0.1/pair-{k}" in reasons for k in far)
+    # The default banding, unchecked, merges some of these far copies (14 x 8 links Jaccard 0.5 with p = 0.03).
+    default = by_url(curate(table).dropped, "drop_reason")
+    assert any(f"http://127.0.0.1/pair-{k}" in default for k in far)
+
+
 def test_second_crawl_against_the_index_matches_too(tmp_path, corpus):
     later = generate_corpus(images=60, pages=60, seed=4, duplicate_rate=0.0).table
     again = corpus.table.slice(0, 40)  # refetched a day later: same content at the same urls
@@ -199,3 +236,28 @@ def test_sharded_run_on_an_s3_root_matches_local_disk(tmp_path, corpus, moto_s3)
         )
     assert not roots[1].exists(f"{remote['output']}/_work")
     assert load_index(roots[1]).table.equals(load_index(roots[0]).table)
+
+
+def test_pieces_are_sent_names_and_their_own_rows_not_the_index_or_the_settlement(tmp_path, corpus):
+    # Same second crawl on two roots: one with an index of the first crawl's kept rows, one with none.
+    second = pa.concat_tables([generate_corpus(images=30, pages=30, seed=8).table, corpus.table.slice(0, 60)])
+    roots = {name: DataRoot(str(tmp_path / name)) for name in ("known", "fresh")}
+    write_inputs(roots["known"], corpus.table, "crawl-1", 2)
+    run_curate(roots["known"], None, ["raw/crawl-1"], shards=2)
+    index_bytes = len(pickle.dumps(load_known(index=load_index(roots["known"]))))
+    sent: dict[str, dict[str, list[int]]] = {}
+    for name, root in roots.items():
+        write_inputs(root, second, "crawl-2", 2)
+
+        def recording(step, args, name=name):
+            for piece in args:
+                assert not any(isinstance(a, KnownRecords | DedupIndex | Settlement) for a in piece), step.__name__
+            sent.setdefault(name, {}).setdefault(step.__name__, []).extend(len(pickle.dumps(a)) for a in args)
+            return map_in_process(step, args)
+
+        report = run_curate(root, None, ["raw/crawl-2"], shards=3, partitions=2, map_steps=recording)
+        assert (report["counters"]["known_duplicates"] > 0) is (name == "known")
+    assert index_bytes > 20_000  # what every measure task was sent before it read the index itself
+    for step in ("measure_shard", "write_shard"):  # a path and a digest more, the same with any index
+        assert all(abs(k - f) <= 100 for k, f in zip(sent["known"][step], sent["fresh"][step], strict=True)), step
+    assert max(sent["known"]["write_shard"]) < 2_000  # a shard's settled rows are read from the scratch space

@@ -6,20 +6,21 @@ import itertools
 
 import numpy as np
 import pytest
-from curation_records import build_table, by_url, text_row
+from curation_records import article, build_table, by_url, edit, planted_pairs_table, text_row
 
 from curation.curate import curate
 from curation.curate_config import CurateConfig
 from curation.minhash import (
     BANDS,
     RECALL_BANDS,
-    RECALL_ROWS,
     ROWS,
+    SKETCH_WIDTH,
     VERIFY_THRESHOLD,
     cluster_bands,
     cluster_text_batches,
     cluster_verified,
     compute_bands,
+    compute_page_keys,
     compute_signatures,
     compute_text_bands,
     compute_text_bands_batches,
@@ -31,22 +32,6 @@ from curation.minhash import (
 )
 
 P = "http://127.0.0.1/"
-
-
-def article(seed: int, words: int = 120) -> str:
-    """A distinct page: random words from a 2,000-word vocabulary, in sentences."""
-    rng = np.random.default_rng(seed)
-    tokens = [f"w{int(k)}" for k in rng.integers(0, 2000, words)]
-    return " ".join(" ".join(tokens[i : i + 12]).capitalize() + "." for i in range(0, words, 12))
-
-
-def edit(text: str, seed: int, changes: int) -> str:
-    """`text` with `changes` words replaced: each changes up to 5 of the 5-gram shingles."""
-    rng = np.random.default_rng(seed)
-    words = text.split()
-    for k in rng.choice(len(words), changes, replace=False):
-        words[k] = "edited"
-    return " ".join(words)
 
 
 def test_tokens_are_words_or_characters_where_a_script_has_no_spaces():
@@ -101,9 +86,14 @@ def test_batches_give_the_band_keys_and_clusters_of_the_whole_list():
     whole = compute_text_bands(texts)
     assert np.array_equal(np.concatenate([keys for keys, _ in streamed]), whole)
     assert cluster_text_batches(iter(batches)).tolist() == cluster_bands(whole).tolist()
-    with_sketches = list(compute_text_bands_batches(batches, bands=RECALL_BANDS, rows=RECALL_ROWS, sketches=True))
-    assert [s.shape for _, s in with_sketches] == [(n, RECALL_BANDS * RECALL_ROWS) for n in (7, 0, 13, 21, 1)]
-    assert with_sketches[-1][1].dtype == np.uint32 and (with_sketches[-1][1] == 2**32 - 1).all()  # None: no shingles
+    with_sketches = list(compute_text_bands_batches(batches, recall=True))
+    assert [s.shape for _, s in with_sketches] == [(n, SKETCH_WIDTH) for n in (7, 0, 13, 21, 1)]
+    assert [k.shape for k, _ in with_sketches] == [(n, RECALL_BANDS) for n in (7, 0, 13, 21, 1)]
+    assert with_sketches[-1][1].dtype == np.uint16 and (with_sketches[-1][1] == 2**16 - 1).all()  # None: no shingles
+    plain, recall, sketches = compute_page_keys(texts)
+    assert np.array_equal(plain, whole)  # one signature serves both settings and the dedup index's keys
+    assert np.array_equal(recall, np.concatenate([k for k, _ in with_sketches]))
+    assert np.array_equal(sketches, np.concatenate([s for _, s in with_sketches]))
 
 
 def test_verified_clustering_joins_pairs_above_jaccard_0_8_and_never_those_below_0_6():
@@ -115,15 +105,14 @@ def test_verified_clustering_joins_pairs_above_jaccard_0_8_and_never_those_below
     assert min(near_j) >= 0.8 and max(near_j) <= 0.96  # 0.82-0.95
     assert min(far_j) >= 0.45 and max(far_j) < 0.6  # 0.47-0.53
     texts = originals + near + far
-    roots = cluster_text_batches(
-        [texts[:33], texts[33:]], bands=RECALL_BANDS, rows=RECALL_ROWS, verify_threshold=VERIFY_THRESHOLD
-    )
+    roots = cluster_text_batches([texts[:33], texts[33:]], verify_threshold=VERIFY_THRESHOLD)
+    assert roots.tolist() == cluster_text_batches([texts], verify_threshold=VERIFY_THRESHOLD).tolist()
     assert roots[:40].tolist() == list(range(40))  # no two distinct pages merged
     assert roots[40:60].tolist() == list(range(20))  # every pair of Jaccard 0.8-0.95 found
     assert roots[60:80].tolist() == list(range(60, 80))  # no pair below 0.6 merged
 
     # The same candidates without the check merge below-0.6 pairs: what the verification is there for.
-    keys = compute_text_bands(texts, bands=RECALL_BANDS, rows=RECALL_ROWS)
+    keys = compute_page_keys(texts)[1]
     assert (cluster_bands(keys)[60:80] != np.arange(60, 80)).sum() >= 5
 
 
@@ -177,3 +166,21 @@ def test_curate_drops_near_duplicate_pages_with_their_reason_and_cluster():
 
     off = curate(build_table(rows), CurateConfig(text_near_duplicates=False))
     assert "near_duplicate_page" not in by_url(off.dropped, "drop_reason").values()
+
+
+def test_curate_verify_drops_false_candidates_that_looser_bands_link_and_keeps_true_pairs():
+    texts, near, far = planted_pairs_table()
+    rows = [text_row(t, f"{P}page-{k}", k) for k, t in enumerate(texts)]
+    _, recall, sketches = compute_page_keys(texts)
+    # Far copies whose 20 x 5 band keys collide with their original's: plain LSH on these bands links them.
+    linked = [k for k in far if (recall[k] == recall[k - 30]).any()]
+    assert len(linked) >= 5
+    assert (estimate_jaccard(sketches, np.array(linked), np.array(linked) - 30) < VERIFY_THRESHOLD).all()
+
+    out = curate(build_table(rows), CurateConfig(text_near_dup_verify=True))
+    reasons, ids = by_url(out.dropped, "drop_reason"), by_url(out.kept, "record_id")
+    assert reasons == {f"{P}page-{k}": "near_duplicate_page" for k in near}  # every true pair, nothing else
+    clusters = by_url(out.dropped, "near_dup_cluster")
+    assert all(clusters[f"{P}page-{k}"] == ids[f"{P}page-{k - 40}"] for k in near)
+    assert all(f"{P}page-{k}" in ids for k in linked)  # the false candidates stay, each its own cluster
+    assert out.counters["near_duplicate_pages"] == len(near)

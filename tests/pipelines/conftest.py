@@ -62,7 +62,14 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture()
-def turning_flywheel(prefect_api, tmp_path):
+def label_check_every_s() -> int | None:
+    """The scheduled label-check's interval for `turning_flywheel` (FLYWHEEL_LABEL_CHECK_EVERY_S); None keeps
+    deploy/prefect.yaml's cron. A test parametrizes this fixture's name to change it."""
+    return None
+
+
+@pytest.fixture()
+def turning_flywheel(prefect_api, tmp_path, label_check_every_s):
     """deploy/prefect.yaml registered on the test's Prefect server, the webhook bridge and a worker running,
     as `flywheel ui` leaves them: the automations turn the loop. Request it after the fixtures that set the
     FLYWHEEL_* environment, which the worker inherits."""
@@ -73,6 +80,7 @@ def turning_flywheel(prefect_api, tmp_path):
         data_root=str(tmp_path / "services"),
         project_dir=Path(__file__).resolve().parents[2],
         bridge_port=find_free_port(),
+        label_check_every_s=label_check_every_s,
         _env_file=None,
     )
     bridge = services.start_flywheel(settings, prefect_api, env={"NO_ALBUMENTATIONS_UPDATE": "1"})

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from corpus.releases.versions import load_release
 from corpus.settings import get_settings
 from corpus.store import DataRoot
 from labeling.client import LabelStudioClient
@@ -136,6 +137,11 @@ def test_demo_runs_the_whole_loop(prefect_api, own_label_studio, demo_settings, 
     assert v2["train"] + v2["val"] + v2["test"] > summary["releases"][0]["train"]
     assert [m["release"] for m in summary["models"]] == ["v0001", "v0002"]
     assert all(0.0 <= m["test_accuracy"] <= 1.0 for m in summary["models"])
+    # The second model is compared with the first on the same fixed eval set, which v0002 kept from v0001.
+    eval_sets = [load_release(root, "e2e", r["version"]).manifest["eval_set"] for r in summary["releases"]]
+    assert set(eval_sets[0]["record_ids"]) <= set(eval_sets[1]["record_ids"]) and eval_sets[1]["since"] == "v0001"
+    assert list(summary["models"][1]["eval_by_version"]) == ["v0001", "v0002"]
+    assert summary["models"][1]["eval_set_items"] == eval_sets[1]["size"]
     # The second model knows the classes: over every scored pool image (most of them never labeled, so
     # this is mostly out of sample) it beats chance by far. Its test split is a handful of items here.
     predictions = root.read_table(f"models/{summary['models'][1]['version']}/predictions.parquet", schema=None)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pyarrow.compute as pc
 import pytest
 from annotator_http import sign_up
@@ -250,6 +251,61 @@ def test_annotators_who_stop_leave_the_round_to_its_deadline_with_its_reasons(
     assert any("of the planned annotations done" in reason for reason in first.verdict["reasons"])
     assert datetime.fromisoformat(first.history[-1]["at"]) >= datetime.fromisoformat(first.deadline)
     assert not root.exists("releases/late")  # a failed round releases nothing
+
+
+def _label_check_runs(since: datetime) -> list:
+    """The label-check deployment's flow runs expected to start after `since` (the session's server keeps
+    earlier tests' runs)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+    )
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["label-check"])),
+            flow_run_filter=FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(after_=since)),
+        )
+
+
+# A scheduled check every 20 s: label-check's ten-minute cron would outlast the test. Each run is a new
+# process on the worker (~15 s on a loaded 2-core machine), so a shorter interval would only queue them.
+@pytest.mark.parametrize("label_check_every_s", [20])
+def test_a_webhook_never_delivered_leaves_the_round_to_the_scheduled_check(
+    studio, turning_flywheel, tmp_path, label_check_every_s
+) -> None:
+    since = datetime.now(UTC)
+    root = DataRoot(str(studio.document_root))
+    pool, truth_path, gold_path = _pool_with_truth(root, tmp_path, "quiet", per_class=5, seed=13)
+    opened = label_push_flow(_params(root, pool, gold_path, "quiet", budget=8))
+    headers = {"Authorization": f"Token {studio.token}"}
+    hooks = httpx.get(f"{studio.url}/api/webhooks/", params={"project": opened["project_id"]}, headers=headers)
+    assert [hook["url"] for hook in hooks.json()] == [turning_flywheel]  # the push set it; now it is lost
+    for hook in hooks.json():
+        httpx.delete(f"{studio.url}/api/webhooks/{hook['id']}/", headers=headers).raise_for_status()
+    with Crowd(studio, opened["project_id"], truth_path, tmp_path) as crowd:
+        explain = _explain(root, "quiet", crowd)
+
+        def explain_with_runs() -> str:
+            states = Counter((r.state_name, "auto-scheduled" in r.tags) for r in _label_check_runs(since))
+            return f"{explain()}; label-check runs (state, auto-scheduled): {dict(states)}"
+
+        for i, name in enumerate(("ann", "bob", "cy")):
+            crowd.join(name, seed=30 + i, pace=0.5, skip_rate=0.0, linger=30)
+        first = _wait_for(
+            "round 1 closed by a scheduled label-check run",
+            lambda: _rounds(root, "quiet")[0].status == "closed" and _rounds(root, "quiet")[0],
+            240,
+            explain_with_runs,
+        )
+        assert not crowd.crashed()
+    assert first.close_reason == "complete" and first.verdict["passed"]
+    finished = [r for r in _label_check_runs(since) if r.state and r.state.is_completed()]
+    # Only the server's scheduler started label-check: no webhook reached the bridge, so no event did.
+    assert finished and all("auto-scheduled" in r.tags for r in finished), [(r.name, r.tags) for r in finished]
 
 
 def test_label_studio_restarted_mid_round_loses_and_doubles_nothing(studio, turning_flywheel, tmp_path) -> None:

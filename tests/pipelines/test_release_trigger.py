@@ -15,8 +15,8 @@ from prefect.events import DeploymentEventTrigger
 
 from corpus.settings import Settings
 from corpus.store import DataRoot
-from pipelines import imports, ingest, release, round_close, rounds, train
-from pipelines.config import ImportParams, IngestParams, LabelRoundParams, ReleaseParams, TrainParams
+from pipelines import imports, ingest, pretrain, release, round_close, rounds, train
+from pipelines.config import ImportParams, IngestParams, LabelRoundParams, PretrainParams, ReleaseParams, TrainParams
 from pipelines.demo import services
 from pipelines.release import release_flow
 from pipelines.runtime import ROUND_FAILED, ROUND_PASSED, announce
@@ -43,6 +43,7 @@ def test_prefect_yaml_declares_every_deployment_with_valid_parameters():
         "label-next-round",
         "release",
         "train",
+        "pretrain",
         "train-on-release",
     }
     assert deployments["ingest-nightly"]["schedules"] == [{"cron": "0 3 * * *", "timezone": "UTC"}]
@@ -53,6 +54,7 @@ def test_prefect_yaml_declares_every_deployment_with_valid_parameters():
         "label-round": LabelRoundParams,
         "release": ReleaseParams,
         "train": TrainParams,
+        "pretrain": PretrainParams,
     }
     for name, model in models.items():
         model.model_validate(deployments[name]["parameters"]["params"])  # the UI form's defaults are valid
@@ -62,6 +64,7 @@ def test_prefect_yaml_declares_every_deployment_with_valid_parameters():
         flows.update(
             {"pipelines/train.py": train, "pipelines/round_close.py": round_close, "pipelines/imports.py": imports}
         )
+        flows["pipelines/pretrain.py"] = pretrain
         assert hasattr(getattr(flows[module], function), "deploy")
         assert deployment["work_pool"]["name"] == services.WORK_POOL
     (trigger,) = deployments["train-on-release"]["triggers"]

@@ -7,7 +7,7 @@ import pytest
 from label_studio_sdk.core.api_error import ApiError
 
 from labeling.client import LabelStudioApiError
-from pipelines.runtime import artifact_key, is_transient
+from pipelines.runtime import artifact_key, is_transient, split_into_batches
 
 
 def _api_error(status: int | None) -> LabelStudioApiError:
@@ -56,3 +56,13 @@ def test_only_transient_errors_are_retried(exc: BaseException, transient: bool) 
 
 def test_artifact_keys_are_what_prefect_accepts() -> None:
     assert artifact_key("stage", "Curate_v2.1") == "stage-curate-v2-1"
+
+
+@pytest.mark.parametrize(
+    ("pieces", "batches", "sizes"), [(8, 2, [4, 4]), (7, 3, [3, 2, 2]), (2, 5, [1, 1]), (0, 2, [])]
+)
+def test_pieces_go_in_batches_of_neighbours_in_order(pieces: int, batches: int, sizes: list[int]) -> None:
+    args = [(k,) for k in range(pieces)]
+    cut = split_into_batches(args, batches)
+    assert [len(b) for b in cut] == sizes
+    assert [a for b in cut for a in b] == args

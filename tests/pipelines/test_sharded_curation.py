@@ -54,7 +54,8 @@ def test_two_dask_workers_give_what_one_process_gives(prefect_api, tmp_path):
         .equals(roots["one"].read_table(one["pool"]).column("record_id"))
     )
 
-    # Every round ran as tasks of the curate-shards subflow, visible in the Prefect UI.
+    # Every round ran as tasks of the curate-shards subflow, visible in the Prefect UI: one task per worker
+    # and round (each running its neighbouring shards or partitions), not one per piece.
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
@@ -66,11 +67,11 @@ def test_two_dask_workers_give_what_one_process_gives(prefect_api, tmp_path):
     names = asyncio.run(task_names())
     counts = {step: names.count(step) for step in set(names)}
     assert counts == {
-        "curate-measure-shard": 4,
-        "curate-search-partition-files": 3,
-        "curate-gather-shard": 4,
-        "curate-write-shard": 4,
-        "scrub-run-shard": 4,
+        "curate-measure-shard": 2,
+        "curate-search-partition-files": 2,
+        "curate-gather-shard": 2,
+        "curate-write-shard": 2,
+        "scrub-run-shard": 2,
     }
 
 

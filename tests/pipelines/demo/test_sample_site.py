@@ -202,3 +202,24 @@ def test_cli_generate(tmp_path):
     )
     assert "images" in result.stdout
     assert (tmp_path / "truth.json").is_file() and (tmp_path / "site/index.html").is_file()
+
+
+def test_the_scrubbers_detectors_find_the_planted_pii_in_the_pages_and_nothing_else(site):
+    """The demo reports 4 phones: the four planted spellings, of three numbers (the London number is written
+    nationally and internationally); nothing else in the generated prose looks like PII to the detectors."""
+    from collections import Counter
+
+    from crawlers.page_text import extract_text
+    from curation.pii import find_pii, regions_from_hints
+
+    out, truth = site
+    regions = regions_from_hints(["US"], "en")  # what scrub tries on the demo's English pages
+    found: Counter[tuple[str, str]] = Counter()
+    for path, info in truth["pages"].items():
+        if info["duplicate_of"] or path in truth["robots_disallowed"]:
+            continue  # curate drops the copy; the crawl never fetches the disallowed page
+        text = extract_text((out / "site" / path.lstrip("/")).read_text(), "http://127.0.0.1" + path) or ""
+        found.update((s.entity, text[s.start : s.end]) for s in find_pii(text, regions[0], regions[1:]))
+    planted = Counter((kind, value) for kind, values in truth["pii"].items() for value in values)
+    assert found == planted
+    assert len(truth["pii"]["phone"]) == 4 and len({re.sub(r"\D", "", p)[-10:] for p in truth["pii"]["phone"]}) == 3
