@@ -7,7 +7,8 @@ Flywheel's serialisation), batch size, AdamW settings and precision. Flywheel ru
 checkpoint write to a data root, channels-last as TrainConfig defaults it: on CUDA only). The peer is the loop a
 user writes: a Dataset doing cv2.imdecode + the Compose, a DataLoader with shuffle, forward, cross-entropy,
 backward, step.
-Figures are training images/s, median of the repeats (settings interleaved); ratio = Flywheel over plain.
+Figures are training images/s, median of the repeats (sides interleaved ABBA, after one untimed run of each);
+ratio = Flywheel over plain.
 
 Run: `make bench-train` (or `QUICK=1 make bench-train`), or `.venv/bin/python bench/train.py [--quick]`.
 """
@@ -141,15 +142,13 @@ def main() -> None:
             return plain_epochs(model, loader, opt, args.epochs, device)
 
         results: dict[str, list[float]] = {"flywheel": [], "plain": []}
-        plain_epochs(
-            create_model(args.backbone, len(labels)).to(device),
-            DataLoader(torch.utils.data.Subset(peer_ds, range(args.batch_size * 2)), batch_size=args.batch_size),
-            torch.optim.SGD(create_model(args.backbone, 1).parameters(), lr=0.0),
-            1,
-            device,
-        )  # warm-up
-        for _ in range(repeats):
-            for name, fn in (("flywheel", flywheel), ("plain", plain)):
+        # One untimed run of each side first: the first ResNet fit of a process was measured 3x slower than the
+        # next ones (oneDNN kernel set-up, allocator growth), and it used to land on whichever side ran first.
+        flywheel(), plain()
+        sides = (("flywheel", flywheel), ("plain", plain))
+        for repeat in range(repeats):
+            # ABBA order, so neither side always runs right after the other's (warm caches, turbo, load swings).
+            for name, fn in sides if repeat % 2 == 0 else sides[::-1]:
                 started = time.perf_counter()
                 n = fn()
                 results[name].append(n / (time.perf_counter() - started))
