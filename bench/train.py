@@ -4,9 +4,11 @@ Both sides train the same network (default ResNet-18, from the same seed) on the
 (encoded JPEGs) through the same albumentations pipeline (the plain side rebuilds it with A.from_dict from
 Flywheel's serialisation), batch size, AdamW settings and precision. Flywheel runs `training.loop.fit`
 (ReleaseImageDataset + EpochSampler + make_loader, Run.train_epoch, the per-epoch best-state copy and
-checkpoint write to a data root, channels-last as TrainConfig defaults). The peer is the loop a user writes:
-a Dataset doing cv2.imdecode + the Compose, a DataLoader with shuffle, forward, cross-entropy, backward, step.
-Figures are training images/s, median of the repeats (settings interleaved); ratio = Flywheel over plain.
+checkpoint write to a data root, channels-last as TrainConfig defaults it: on CUDA only). The peer is the loop a
+user writes: a Dataset doing cv2.imdecode + the Compose, a DataLoader with shuffle, forward, cross-entropy,
+backward, step.
+Figures are training images/s, median of the repeats (sides interleaved ABBA, after one untimed run of each);
+ratio = Flywheel over plain.
 
 Run: `make bench-train` (or `QUICK=1 make bench-train`), or `.venv/bin/python bench/train.py [--quick]`.
 """
@@ -42,7 +44,7 @@ from training.augment import build_recipe, serialize
 from training.backbones import create_model
 from training.config import TrainConfig
 from training.data import EpochSampler, ReleaseImageDataset
-from training.devices import make_loader, pick_device
+from training.devices import make_loader, pick_device, pick_memory_format
 from training.loop import Run, fit
 
 
@@ -87,7 +89,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="training image side")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers, both sides")
-    parser.add_argument("--channels-last", type=int, default=None, help="Flywheel side: 1/0 (default: TrainConfig's)")
+    parser.add_argument("--channels-last", type=int, default=None, help="Flywheel side: 1/0 (default: auto)")
     args = parser.parse_args()
     n_images = args.images or (256 if args.quick else 1024)
     repeats = args.repeats or (2 if args.quick else 3)
@@ -102,7 +104,9 @@ def main() -> None:
     )
 
     if args.channels_last is not None:
-        cfg = cfg.model_copy(update={"channels_last": bool(args.channels_last)})
+        cfg = cfg.model_copy(update={"channels_last": "on" if args.channels_last else "off"})
+
+    channels_last = pick_memory_format(device, cfg.channels_last) == torch.channels_last
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         root = DataRoot(tmp)
@@ -138,15 +142,13 @@ def main() -> None:
             return plain_epochs(model, loader, opt, args.epochs, device)
 
         results: dict[str, list[float]] = {"flywheel": [], "plain": []}
-        plain_epochs(
-            create_model(args.backbone, len(labels)).to(device),
-            DataLoader(torch.utils.data.Subset(peer_ds, range(args.batch_size * 2)), batch_size=args.batch_size),
-            torch.optim.SGD(create_model(args.backbone, 1).parameters(), lr=0.0),
-            1,
-            device,
-        )  # warm-up
-        for _ in range(repeats):
-            for name, fn in (("flywheel", flywheel), ("plain", plain)):
+        # One untimed run of each side first: the first ResNet fit of a process was measured 3x slower than the
+        # next ones (oneDNN kernel set-up, allocator growth), and it used to land on whichever side ran first.
+        flywheel(), plain()
+        sides = (("flywheel", flywheel), ("plain", plain))
+        for repeat in range(repeats):
+            # ABBA order, so neither side always runs right after the other's (warm caches, turbo, load swings).
+            for name, fn in sides if repeat % 2 == 0 else sides[::-1]:
                 started = time.perf_counter()
                 n = fn()
                 results[name].append(n / (time.perf_counter() - started))
@@ -154,7 +156,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in results.items()}
     print(
         f"# train benchmark: {args.backbone}, {n_images} JPEG {args.side}px -> {args.size}px train-basic, "
-        f"batch {args.batch_size}, channels_last {cfg.channels_last}, "
+        f"batch {args.batch_size}, channels_last {cfg.channels_last} ({int(channels_last)} on {device.type}), "
         f"{args.epochs} epochs per run, {repeats} runs per side, workers {args.workers}"
     )
     print(
@@ -165,7 +167,7 @@ def main() -> None:
         print(f"{name:<10}{med[name]:>10.1f} images/s  (min {min(values):.1f}, max {max(values):.1f})")
     ratio = med["flywheel"] / med["plain"]
     print(
-        f"bench train: device={device.type} channels_last={int(cfg.channels_last)} backbone={args.backbone} "
+        f"bench train: device={device.type} channels_last={int(channels_last)} backbone={args.backbone} "
         f"flywheel={med['flywheel']:.1f} "
         f"plain={med['plain']:.1f} images/s ratio={ratio:.3f}"
     )

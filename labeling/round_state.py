@@ -32,6 +32,8 @@ class LabelRound:
     `tasks` maps record_id -> Label Studio task id; `overlap` maps each ordinary record_id to the
     annotations planned for it; every `gold` record is planned for every annotator who takes part.
     `params` are the round's flow parameters, so that closing it applies the gate it was opened with.
+    `embeddings` names the space the batch was chosen in (RoundPlan.embeddings: an encoder version, "pixels",
+    "model", or None); rounds written before it was recorded read as None.
     Times are ISO-8601 UTC strings (the object is stored as JSON).
     """
 
@@ -56,6 +58,7 @@ class LabelRound:
     summary: dict[str, Any] | None = None
     released_as: str | None = None
     history: list[dict[str, str]] = field(default_factory=list)
+    embeddings: str | None = None
 
     @property
     def id(self) -> str:
@@ -104,6 +107,7 @@ def open_round(
     params: dict[str, Any],
     now: datetime,
     deadline_hours: float,
+    embeddings: str | None = None,
 ) -> LabelRound:
     """A new round in status `opened`, before its tasks are pushed; its deadline `deadline_hours` from now."""
     if deadline_hours <= 0:
@@ -121,6 +125,7 @@ def open_round(
         labels=list(labels),
         strategy=strategy,
         model_version=model_version,
+        embeddings=embeddings,
         record_ids=list(record_ids),
         gold=list(gold),
         overlap={},

@@ -32,8 +32,10 @@ class RoundPlan:
     """The records chosen for one round, in labeling order, with each one's priority in [0, 1].
 
     `uses_model` says the newest model's predictions chose the batch; `gold` lists the record ids
-    mixed in as gold (known answers), a subset of `record_ids`. `embeddings` names what a cold-start batch
-    was chosen over: an encoder version (self-supervised), "pixels" (compute_cheap_embeddings) or None.
+    mixed in as gold (known answers), a subset of `record_ids`. `embeddings` names the space the batch's
+    diversity (or typicality) was measured in: an encoder version (self-supervised pool embeddings), "pixels"
+    (compute_cheap_embeddings), "model" (the newest model's own embeddings), or None when no embedding
+    took part (random, pure uncertainty).
     """
 
     record_ids: list[str]
@@ -60,6 +62,20 @@ def _embedding_rows(table: pa.Table | None, ids: list[str]) -> np.ndarray | None
     return np.asarray(rows, dtype=np.float64)
 
 
+def _encoder_space(
+    pool_embeddings: pa.Table | None, ids: list[str], pushed_ids: list[str]
+) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """(rows of `ids`, rows of the pushed records it has, the encoder's version) in a self-supervised encoder's
+    space; None unless it embeds every one of `ids` (an encoder older than the pool does not)."""
+    rows = _embedding_rows(pool_embeddings, ids)
+    if rows is None:
+        return None
+    embedded = set(pool_embeddings.column("record_id").to_pylist())
+    labeled = _embedding_rows(pool_embeddings, [rid for rid in pushed_ids if rid in embedded])
+    source = (pool_embeddings.schema.metadata or {}).get(b"flywheel.encoder", b"self-supervised").decode()
+    return rows, labeled if labeled is not None else np.zeros((0, rows.shape[1])), source
+
+
 def _cold_arrays(
     images: pa.Table, candidates: pa.Table, already_pushed: set[str], pool_embeddings: pa.Table | None
 ) -> tuple[np.ndarray, np.ndarray, str]:
@@ -68,13 +84,9 @@ def _cold_arrays(
     ids = candidates.column("record_id").to_pylist()
     pushed_rows = images.filter(pc.is_in(images.column("record_id"), pa.array(sorted(already_pushed), pa.string())))
     pushed_ids = list(dict.fromkeys(pushed_rows.column("record_id").to_pylist()))
-    learned = _embedding_rows(pool_embeddings, ids)
+    learned = _encoder_space(pool_embeddings, ids, pushed_ids)
     if learned is not None:
-        embedded = set(pool_embeddings.column("record_id").to_pylist())
-        known = [rid for rid in pushed_ids if rid in embedded]
-        labeled = _embedding_rows(pool_embeddings, known)
-        source = (pool_embeddings.schema.metadata or {}).get(b"flywheel.encoder", b"self-supervised").decode()
-        return learned, labeled if labeled is not None else np.zeros((0, learned.shape[1])), source
+        return learned
     cheap = compute_cheap_embeddings(candidates.column("image").to_pylist())
     first = {rid: i for i, rid in reversed(list(enumerate(pushed_rows.column("record_id").to_pylist())))}
     pushed_images = [pushed_rows.column("image")[first[rid]].as_py() for rid in pushed_ids]
@@ -123,8 +135,9 @@ def plan_round(
 
     `predictions` (PREDICTION_SCHEMA) are the newest model's scores over the pool; `pool_embeddings`
     (record_id, embedding) a self-supervised encoder's (training.encoders), named by the schema metadata
-    key `flywheel.encoder`. "auto" is "hybrid" (margin pre-filter, then core-set over the model's embeddings
-    around what is already pushed) when predictions exist; else the cold start: "typiclust" (labeling.typicality)
+    key `flywheel.encoder`. "auto" is "hybrid" (margin pre-filter, then core-set around what is already pushed,
+    over the pool embeddings when they cover the scored candidates, else the model's) when predictions exist;
+    else the cold start: "typiclust" (labeling.typicality)
     over the pool embeddings when they cover every candidate, else "diversity" (k-center greedy over cheap
     pixel embeddings). "typiclust" asked for without pool embeddings runs over the pixel features.
     "least-confidence", "margin", "entropy" rank by that uncertainty alone; "coreset" is k-center around
@@ -150,11 +163,11 @@ def plan_round(
 
     if strategy == "random":
         picks, prio = select_batch("random", k, n=len(candidate_ids), seed=seed)
-        chosen = candidate_ids
+        chosen, source = candidate_ids, None
     elif strategy == "diversity":
         embeddings = compute_cheap_embeddings(candidates.column("image").to_pylist())
         picks, prio = select_batch("diversity", k, n=len(candidate_ids), cold_embeddings=embeddings, seed=seed)
-        chosen = candidate_ids
+        chosen, source = candidate_ids, "pixels"
     elif strategy == "typiclust":
         embeddings, labeled, source = _cold_arrays(images, candidates, already_pushed, pool_embeddings)
         picks, prio = select_batch(
@@ -166,26 +179,54 @@ def plan_round(
     else:
         if not has_model:
             raise ValueError(f"strategy {strategy!r} needs model predictions over the pool")
-        chosen, probs, embeddings = _prediction_arrays(predictions, candidate_ids)
-        if not chosen:
-            raise ValueError("no pool record has a prediction: score the pool with the newest model first")
-        labeled = None
-        if strategy in ("coreset", "hybrid"):
-            _, _, labeled = _prediction_arrays(predictions, sorted(already_pushed))
-        picks, prio = select_batch(
+        chosen, picks, prio, source = _model_batch(
             strategy,
-            min(k, len(chosen)),
-            n=len(chosen),
-            probs=probs,
-            embeddings=embeddings,
-            labeled_embeddings=labeled,
+            k,
+            candidate_ids,
+            already_pushed,
+            predictions,
+            pool_embeddings,
             min_per_class=min_per_class,
             pool_factor=pool_factor,
             seed=seed,
         )
     record_ids = [chosen[i] for i in picks]
     priorities = {rid: float(p) for rid, p in zip(record_ids, prio, strict=True)}
-    return RoundPlan(record_ids, priorities, strategy, len(candidate_ids), uses_model)
+    return RoundPlan(record_ids, priorities, strategy, len(candidate_ids), uses_model, embeddings=source)
+
+
+def _model_batch(
+    strategy: str,
+    k: int,
+    candidate_ids: list[str],
+    already_pushed: set[str],
+    predictions: pa.Table,
+    pool_embeddings: pa.Table | None,
+    **options: int,
+) -> tuple[list[str], np.ndarray, np.ndarray, str | None]:
+    """(the candidates the model scored, picks among them, priorities, the embeddings' source) for a model
+    strategy. Hybrid measures its diversity in the self-supervised encoder's space when it embeds every scored
+    candidate (it was trained on the whole pool, the model only on the few labels so far), else in the model's."""
+    chosen, probs, embeddings = _prediction_arrays(predictions, candidate_ids)
+    if not chosen:
+        raise ValueError("no pool record has a prediction: score the pool with the newest model first")
+    labeled = None
+    source = "model" if strategy in ("coreset", "hybrid", "uncertainty") else None
+    if strategy in ("coreset", "hybrid"):
+        _, _, labeled = _prediction_arrays(predictions, sorted(already_pushed))
+    learned = _encoder_space(pool_embeddings, chosen, sorted(already_pushed)) if strategy == "hybrid" else None
+    if learned is not None:
+        embeddings, labeled, source = learned
+    picks, prio = select_batch(
+        strategy,
+        min(k, len(chosen)),
+        n=len(chosen),
+        probs=probs,
+        embeddings=embeddings,
+        labeled_embeddings=labeled,
+        **options,
+    )
+    return chosen, picks, prio, source
 
 
 def add_gold(plan: RoundPlan, gold: dict[str, str], n: int, *, already_pushed: set[str], seed: int = 0) -> RoundPlan:

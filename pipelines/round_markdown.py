@@ -32,6 +32,7 @@ def progress_markdown(round_: LabelRound) -> str:
         f"| share done | {'-' if share is None else f'{share:.0%}'} |",
         f"| deadline | {round_.deadline} ({_time_left(progress.get('time_left_s'))}) |",
         f"| chosen by | {round_.strategy}{f' (model {round_.model_version})' if round_.model_version else ''} |",
+        f"| embeddings | {round_.embeddings or '-'} |",
         "",
         "| annotator | annotations | gold answered |",
         "|---|---|---|",

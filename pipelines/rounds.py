@@ -116,14 +116,15 @@ def prepare_round(params: LabelRoundParams, data_root: str) -> RoundInputs:
 
 @task
 def choose_batch(params: LabelRoundParams, inputs: RoundInputs) -> RoundPlan:
-    """Plan the round: the pool minus what Label Studio already has, chosen by the newest model if any (else by
-    TypiClust over the newest pretrained encoder's embeddings when they cover the pool, else by pixel
-    diversity), with gold tasks mixed in."""
+    """Plan the round: the pool minus what Label Studio already has, chosen by the newest model if any (hybrid:
+    its uncertainty, then diversity over the newest pretrained encoder's embeddings when they cover the pool,
+    else over the model's), else by TypiClust over the encoder's embeddings (else by pixel diversity), with
+    gold tasks mixed in."""
     pushed = set(open_label_studio().task_ids_by_record(inputs.project_id))
     root = open_root(inputs.data_root)
     model_version, predictions = newest_predictions(root, params.dataset)
-    cold = predictions is None or params.strategy == "typiclust"
-    _, pool_embeddings = newest_embeddings(root) if cold else (None, None)
+    wanted = params.strategy in ("auto", "hybrid", "typiclust")
+    _, pool_embeddings = newest_embeddings(root) if wanted else (None, None)
     plan = plan_next_batch(
         inputs.records,
         pushed,
@@ -137,13 +138,13 @@ def choose_batch(params: LabelRoundParams, inputs: RoundInputs) -> RoundPlan:
         min_per_class=params.min_per_class,
         pool_embeddings=pool_embeddings,
     )
-    chosen_by = f" over {plan.embeddings} embeddings" if plan.embeddings else ""
     get_run_logger().info(
-        "round plan: %d of %d candidates by %s%s, %d gold",
+        "round plan: %d of %d candidates by %s%s%s, %d gold",
         len(plan.record_ids),
         plan.candidates,
         plan.strategy,
-        f" (model {plan.model_version})" if plan.model_version else chosen_by,
+        f" (model {plan.model_version})" if plan.model_version else "",
+        f" over {plan.embeddings} embeddings" if plan.embeddings else "",
         len(plan.gold),
     )
     return plan
@@ -160,6 +161,7 @@ def record_opened(params: LabelRoundParams, inputs: RoundInputs, plan: RoundPlan
         labels=params.labels,
         strategy=plan.strategy,
         model_version=plan.model_version,
+        embeddings=plan.embeddings,
         record_ids=plan.record_ids,
         gold=plan.gold,
         params=params.model_dump(mode="json"),
@@ -313,6 +315,7 @@ def label_push_flow(params: LabelRoundParams) -> dict[str, Any]:
         "pool": started.pool,
         "strategy": started.strategy,
         "model_version": started.model_version,
+        "embeddings": started.embeddings,
         "tasks": len(started.tasks),
         "gold": len(started.gold),
         "deadline": started.deadline,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 
 class TrainConfig(BaseModel):
@@ -60,7 +60,11 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="Autocast dtype: auto = bf16 on CUDA that supports it (else fp16), fp32 on CPU."
     )
-    channels_last: bool = Field(True, description="NHWC memory format (faster convolutions on tensor cores).")
+    # auto: on CUDA only. NHWC feeds tensor cores; on CPU convolutions it measured slower in bench/TRAIN.md
+    # (ratio 0.13 with it vs 1.38 without, same run). True/False are read as on/off (older configs).
+    channels_last: Literal["auto", "on", "off"] = Field(
+        "auto", description="NHWC memory format: auto = on with CUDA (tensor cores), off on CPU; or on / off."
+    )
     # Off by default: compiling costs tens of seconds up front (minutes on a CPU), which a small model's run
     # never wins back; on a GPU with a ResNet it usually pays from the first few epochs.
     compile: bool = Field(False, description="torch.compile the training forward; falls back to eager if it fails.")
@@ -71,6 +75,13 @@ class TrainConfig(BaseModel):
         description="Processes under torchrun DDP, one GPU each (or CPU with gloo); batch_size is per process.",
     )
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'.")
+
+    @field_validator("channels_last", mode="before")
+    @classmethod
+    def _boolean_channels_last(cls, value: object) -> object:
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
 
     @model_validator(mode="after")
     def _frozen_parts_need_weights(self) -> TrainConfig:

@@ -47,6 +47,17 @@ def pick_precision(device: torch.device, pref: str = "auto") -> torch.dtype | No
     raise ValueError(f"unknown precision {pref!r}; use auto, bf16, fp16 or fp32")
 
 
+def pick_memory_format(device: torch.device, pref: str = "auto") -> torch.memory_format:
+    """The memory format of a run's model and batches: channels-last for "on", or for "auto" on CUDA, where
+    NHWC convolutions feed the tensor cores; contiguous (NCHW) for "off" and for "auto" on CPU, where
+    channels-last convolutions measured slower (bench/TRAIN.md)."""
+    if pref not in ("auto", "on", "off"):
+        raise ValueError(f"unknown channels_last {pref!r}; use auto, on or off")
+    if pref == "on" or (pref == "auto" and device.type == "cuda"):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def loader_workers(requested: int | None = None, device: torch.device | None = None) -> int:
     """DataLoader workers: `requested`; else on CUDA the CPUs this process may use minus one (left for the
     training loop), at most MAX_AUTO_WORKERS; else (CPU training) 0, since torch's intra-op threads already

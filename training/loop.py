@@ -19,7 +19,7 @@ from corpus.store import DataRoot
 from training.backbones import create_model
 from training.config import TrainConfig
 from training.data import EpochSampler
-from training.devices import pick_precision
+from training.devices import pick_memory_format, pick_precision
 from training.evaluation import compute_confusion
 from training.transfer import freeze, make_scheduler, set_train_mode, trainable_parameters
 from training.weights import FitReport, LoadedWeights, fit_weights
@@ -42,7 +42,7 @@ class Run:
     ) -> None:
         self.cfg, self.device = cfg, device
         self.amp_dtype = pick_precision(device, cfg.precision)
-        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.memory_format = pick_memory_format(device, cfg.channels_last)
         self.model = create_model(cfg.backbone, num_classes, width=cfg.width, dropout=cfg.dropout)
         self.weights_report: FitReport | None = fit_weights(self.model, weights) if weights is not None else None
         self.frozen = freeze(self.model, cfg.transfer)

@@ -13,7 +13,7 @@ from corpus.schema import PREDICTION_SCHEMA
 from corpus.store import DataRoot
 from training.augment import build_transforms, get_recipe
 from training.data import PoolImageDataset
-from training.devices import pick_device, pick_precision
+from training.devices import pick_device, pick_memory_format, pick_precision
 from training.registry import load_model, write_predictions
 
 
@@ -26,6 +26,13 @@ def eval_transform(meta: dict) -> Callable:
     return get_recipe(meta.get("eval_recipe") or "eval", size)
 
 
+def _channels_last_preference(meta: dict) -> str:
+    """The model's channels_last setting (auto / on / off; True/False in older metadata), applied to the device
+    that predicts now, which need not be the one that trained."""
+    pref = (meta.get("config") or {}).get("channels_last", "auto")
+    return ("on" if pref else "off") if isinstance(pref, bool) else pref
+
+
 def compute_probs(
     model: torch.nn.Module, meta: dict, records: pa.Table, *, batch_size: int = 64, device: str = "auto"
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -33,7 +40,7 @@ def compute_probs(
     under `model` with the eval transforms its metadata records; writes nothing."""
     dev = pick_device(device)
     amp_dtype = pick_precision(dev, "auto")
-    memory_format = torch.channels_last if meta.get("channels_last", False) else torch.contiguous_format
+    memory_format = pick_memory_format(dev, _channels_last_preference(meta))
     model.to(dev, memory_format=memory_format)
     was_training = model.training
     model.eval()

@@ -293,7 +293,7 @@ def build_metrics(
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "precision": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "fp32",
-        "channels_last": cfg.channels_last,
+        "channels_last": run.memory_format == torch.channels_last,
         "compile": {"requested": cfg.compile, "used": run.compiled is not None, "error": run.compile_error},
         "loader_workers": prep.workers,
         "effective_batch_size": cfg.batch_size * cfg.accumulate,

@@ -101,3 +101,26 @@ def test_when_everyone_went_quiet_each_gold_task_still_needs_an_answer() -> None
 def test_nobody_taking_part_is_never_complete() -> None:
     progress = measure_progress(_round(idle_after_hours=1.0), _annotations([]), NOW)
     assert not progress["complete"] and progress["done"] == 0 and progress["needed"] == 4
+
+
+def test_the_round_records_the_embeddings_that_chose_it_and_older_files_still_load() -> None:
+    opened = _round(None)
+    assert opened.embeddings is None  # _round opens without naming them
+    chosen = open_round(
+        "d",
+        2,
+        7,
+        pool="p",
+        labels=["x"],
+        strategy="hybrid",
+        model_version="m1",
+        embeddings="simclr-0002",
+        record_ids=["a"],
+        gold=[],
+        params={},
+        now=NOW,
+        deadline_hours=1,
+    )
+    assert LabelRound.from_dict(chosen.to_dict()).embeddings == "simclr-0002"
+    older = {k: v for k, v in chosen.to_dict().items() if k != "embeddings"}  # a round written before the field
+    assert LabelRound.from_dict(older).embeddings is None

@@ -131,3 +131,45 @@ def test_next_batch_keeps_gold_out_of_selection_and_the_model_only_when_it_chose
     assert warm.strategy == "hybrid" and warm.model_version == "m1" and warm.gold == []
     random = plan_next_batch(pool, set(), gold, budget=5, strategy="random", predictions=preds, model_version="m1")
     assert random.model_version is None  # random ignores the model: its predictions are not pre-annotations
+
+
+def _scored(ids: list[str], embeddings: np.ndarray) -> pa.Table:
+    """Predictions where every record is equally uncertain, with these model embeddings."""
+    p = [0.34, 0.33, 0.33]
+    rows = [
+        {"record_id": rid, "predicted_label": "cat", "confidence": max(p), "probs": p, "embedding": emb}
+        for rid, emb in zip(ids, embeddings, strict=True)
+    ]
+    return pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA)
+
+
+def test_hybrid_diversity_is_measured_in_the_encoders_space_when_it_covers_the_candidates() -> None:
+    pool = _pool(3)
+    ids = pool.column("record_id").to_pylist()
+    # The model (trained on a handful of labels) sees r000 and r001 as far apart, and r002 beside r000; the
+    # self-supervised encoder sees r000 and r001 as near-twins and r002 as the different one.
+    model_space = np.array([[0.0, 0.0], [10.0, 0.0], [0.1, 0.0]])
+    encoder_space = np.array([[0.0, 0.0], [0.01, 0.0], [10.0, 0.0]])
+    encoder = pa.table(
+        {"record_id": ids, "embedding": [row.astype(np.float32).tolist() for row in encoder_space]}
+    ).replace_schema_metadata({"flywheel.encoder": "simclr-0003"})
+    preds = _scored(ids, model_space.tolist())
+    over_model = plan_round(pool, set(), 2, predictions=preds)
+    assert over_model.strategy == "hybrid" and over_model.embeddings == "model"
+    assert set(over_model.record_ids) == {"r000", "r001"}  # both twins: the model's features tell them apart
+    plan = plan_round(pool, set(), 2, predictions=preds, pool_embeddings=encoder)
+    assert plan.strategy == "hybrid" and plan.uses_model and plan.embeddings == "simclr-0003"
+    assert set(plan.record_ids) == {"r000", "r002"}  # one twin only
+    # A pushed record counts as labeled in the encoder's space too: with r000 pushed, its twin r001 is covered
+    # and r002 is picked (over the model's space r001 would be, 10 away from r000).
+    again = plan_round(pool, {"r000"}, 1, predictions=preds, pool_embeddings=encoder)
+    assert again.embeddings == "simclr-0003" and again.record_ids == ["r002"]
+    assert plan_round(pool, {"r000"}, 1, predictions=preds).record_ids == ["r001"]
+    # An encoder that misses a scored candidate (pretrained on an older pool) leaves hybrid on the model's space.
+    stale = encoder.slice(0, 2)
+    assert plan_round(pool, set(), 2, predictions=preds, pool_embeddings=stale).embeddings == "model"
+    # Strategies without an embedding say so; pixel diversity names its space.
+    assert plan_round(pool, set(), 2, strategy="margin", predictions=preds, pool_embeddings=encoder).embeddings is None
+    assert plan_round(pool, set(), 2, strategy="diversity").embeddings == "pixels"
+    nxt = plan_next_batch(pool, set(), {}, budget=2, predictions=preds, model_version="m1", pool_embeddings=encoder)
+    assert nxt.model_version == "m1" and nxt.embeddings == "simclr-0003"
