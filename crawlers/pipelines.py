@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 from scrapy import Spider, signals
 from scrapy.crawler import Crawler
+from twisted.internet.task import LoopingCall
 
 from corpus.schema import RECORD_SCHEMA, make_record_id
 from corpus.store import DataRoot
@@ -16,6 +18,7 @@ from crawlers.config import CrawlJob
 from crawlers.content import fingerprint, sniff_mime
 from crawlers.items import ImageItem, PageItem
 from crawlers.netguard import GuardedResolver
+from crawlers.progress import PROGRESS_NAME, progress_counts, write_progress
 from crawlers.report import build_report
 from crawlers.state import CrawlState, UrlState
 
@@ -93,6 +96,12 @@ class ParquetShardPipeline:
         self.shards_written: list[str] = []
         self.counts: Counter[str] = Counter()
         self.started_at = datetime.now(UTC)
+        # Progress for the parent (crawlers.run): one small file rewritten on a timer, and only when a count
+        # changed, never per page, so the reactor pays a few writes a minute however fast the crawl goes.
+        self.progress_path = Path(job.output_dir) / PROGRESS_NAME
+        self.progress_interval_s = crawler.settings.getfloat("FLYWHEEL_PROGRESS_INTERVAL_S", 2.0)
+        self.progress_written: dict[str, int] | None = None
+        self.progress_timer = LoopingCall(self.write_progress)
         # pyarrow's first Table.from_pylist pays one-time set-up (~0.2 s here): paid now, before the engine
         # starts, not in the reactor's thread at the first shard, which stalled every download meanwhile.
         pa.Table.from_pylist([], schema=RECORD_SCHEMA)
@@ -136,7 +145,26 @@ class ParquetShardPipeline:
             self.crawl_state.put_many(self.pending_state)
         self.pending_state = []
 
+    def open_spider(self, spider: Spider | None = None) -> None:
+        if self.progress_interval_s > 0:
+            self.progress_timer.start(self.progress_interval_s, now=False)
+
+    def current_report(self) -> dict[str, Any]:
+        """The report's figures so far; SSRF refusals include the resolver's, which the stats get only at the end."""
+        report = build_report(self.crawler.stats.get_stats(), self.counts)
+        for kind, count in GuardedResolver.refusals.items():
+            report["ssrf_refused"][kind] = report["ssrf_refused"].get(kind, 0) + count
+        return report
+
+    def write_progress(self) -> None:
+        counts = progress_counts(self.current_report())
+        if counts != self.progress_written:
+            write_progress(self.progress_path, counts)
+            self.progress_written = counts
+
     def close_spider(self, spider: Spider | None = None) -> None:
+        if self.progress_timer.running:
+            self.progress_timer.stop()
         self._flush()
 
     def spider_closed(self, spider: Spider, reason: str) -> None:

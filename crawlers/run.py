@@ -8,11 +8,19 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from corpus.store import DataRoot
 from crawlers.child import PARENT_PIPE_ENV, TERM_GRACE_S
 from crawlers.config import CrawlConfig, CrawlJob
+from crawlers.progress import PROGRESS_NAME, progress_counts, read_progress
+
+ProgressCallback = Callable[[dict[str, int]], None]
+# How often the parent looks at the child's progress file: a stat and a tiny read, and the child's own
+# FLYWHEEL_PROGRESS_INTERVAL_S decides how often it changes.
+PROGRESS_POLL_S = 0.25
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LOG_NAME = "_crawl.log"
@@ -44,6 +52,28 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def _wait(
+    proc: subprocess.Popen[bytes], timeout_s: float, progress_path: Path, on_progress: ProgressCallback | None
+) -> dict[str, int] | None:
+    """Wait for `proc` up to `timeout_s` (subprocess.TimeoutExpired after), handing each new progress to `on_progress`;
+    returns the last counts handed on."""
+    if on_progress is None:
+        proc.wait(timeout=timeout_s)
+        return None
+    deadline, last = time.monotonic() + timeout_s, None
+    while True:
+        try:
+            proc.wait(timeout=max(0.0, min(PROGRESS_POLL_S, deadline - time.monotonic())))
+            return last
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                raise
+        counts = read_progress(progress_path)
+        if counts is not None and counts != last:
+            on_progress(counts)
+            last = counts
+
+
 def build_command(job: CrawlJob, *, jobdir: Path | None = None, settings: dict[str, str] | None = None) -> list[str]:
     """The `scrapy crawl site ...` command line of `job` (run by crawlers.child): the whole job is one setting,
     FLYWHEEL_CRAWL_JOB (JSON).
@@ -66,6 +96,7 @@ def crawl(
     state_path: Path | None = None,
     jobdir: Path | None = None,
     settings: dict[str, str] | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> dict:
     """Crawl as `config` says into Parquet shards under `output_dir`; return `_report.json` plus output and shards.
 
@@ -77,6 +108,8 @@ def crawl(
     validators and fingerprints (one per source, kept between runs) that an incremental crawl
     (`config.incremental`) needs: revisits send conditional requests and only changed content is written.
     `jobdir`: Scrapy's JOBDIR (a rerun with the same folder resumes). `settings`: extra Scrapy settings.
+    `on_progress`: called with crawlers.progress counts (pages, images, refused, errors, bytes) as they change,
+    every FLYWHEEL_PROGRESS_INTERVAL_S at most, and once more with the final report's figures.
     """
     if config.incremental != (state_path is not None):
         raise ValueError("an incremental crawl needs a state_path, and only an incremental one takes it")
@@ -96,6 +129,8 @@ def crawl(
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
     log_path = output_dir / LOG_NAME
     (output_dir / REPORT_NAME).unlink(missing_ok=True)
+    progress_path = output_dir / PROGRESS_NAME
+    progress_path.unlink(missing_ok=True)
     start_url = config.start_url
     # The child ends with this process: it watches the read end of this pipe for EOF (crawlers.child).
     watch_fd, keep_fd = os.pipe()
@@ -109,7 +144,7 @@ def crawl(
             finally:
                 os.close(watch_fd)
             try:
-                proc.wait(timeout=config.timeout_s)
+                last = _wait(proc, config.timeout_s, progress_path, on_progress)
             except subprocess.TimeoutExpired:
                 _stop(proc)
                 message = f"crawl of {start_url} timed out after {config.timeout_s} s; log tail:\n{_tail(log_path)}"
@@ -121,6 +156,7 @@ def crawl(
                 raise
     finally:
         os.close(keep_fd)
+        progress_path.unlink(missing_ok=True)
     if proc.returncode != 0:
         raise CrawlError(f"crawl of {start_url} exited with {proc.returncode}; log tail:\n{_tail(log_path)}")
     root = DataRoot(str(output_dir))
@@ -129,6 +165,8 @@ def crawl(
     report = root.read_json(REPORT_NAME)
     report["output"] = str(output_dir)
     report["shards"] = len(root.list("", ".parquet"))
+    if on_progress is not None and progress_counts(report) != last:
+        on_progress(progress_counts(report))
     return report
 
 
@@ -139,6 +177,7 @@ def crawl_to_root(
     crawl_run: str,
     work_dir: Path,
     settings: dict[str, str] | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> dict:
     """Crawl as `config` says into `raw/<crawl_run>/` of `root` (a local folder or object storage).
 
@@ -148,6 +187,7 @@ def crawl_to_root(
     last: like a local crawl, a raw folder without its report is unfinished. The incremental state
     (SQLite) is downloaded before the crawl and uploaded after it. A retry after a failed upload uploads
     the finished staging folder again instead of crawling again; a successful upload removes it.
+    `on_progress`: as crawlers.run.crawl takes it.
     """
     state_rel = f"state/crawl/{config.source}.sqlite"
     incremental = config.incremental
@@ -159,6 +199,7 @@ def crawl_to_root(
             jobdir=Path(root.local_path(f"state/crawl/jobs/{crawl_run}")),
             state_path=Path(root.local_path(state_rel)) if incremental else None,
             settings=settings,
+            on_progress=on_progress,
         )
     staging = Path(work_dir).absolute() / "crawl" / crawl_run
     raw_dir, state_path = staging / "raw", staging / "state.sqlite"
@@ -176,6 +217,7 @@ def crawl_to_root(
             jobdir=staging / "job",
             state_path=state_path if incremental else None,
             settings=settings,
+            on_progress=on_progress,
         )
     files = sorted(p for p in raw_dir.iterdir() if p.is_file() and p.name != REPORT_NAME and p.name[0] != ".")
     for path in files:

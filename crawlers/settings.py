@@ -88,3 +88,6 @@ ITEM_PIPELINES = {"crawlers.extraction.TextExtractionPipeline": 200, "crawlers.p
 # JSON, set with -s by crawlers.run (per-crawl options live in CrawlConfig, project-wide ones here).
 FLYWHEEL_CRAWL_JOB = None
 FLYWHEEL_SHARD_ROWS = 500
+# Seconds between progress updates to the parent (crawlers.progress); 0 = none. 2 s: a line a human can follow
+# on a long crawl, and a few hundred-byte writes a minute on the reactor.
+FLYWHEEL_PROGRESS_INTERVAL_S = 2.0

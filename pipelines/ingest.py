@@ -5,13 +5,14 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from corpus.pool import remember_pool
 from corpus.settings import get_settings
 from corpus.stages import MapSteps, require_inputs, run_stage_sharded
 from crawlers.config import CrawlConfig
+from crawlers.progress import describe_progress
 from crawlers.report import nothing_fetched, report_table
 from crawlers.run import crawl_to_root
 from curation.curate import run_curate as run_curate_stage
@@ -33,8 +34,16 @@ from pipelines.runtime import (
 @task(**IO_RETRIES)
 def crawl_source(params: CrawlConfig, data_root: str, crawl_run: str) -> dict[str, Any]:
     """Crawl one source into raw/<crawl_run>/ (a Scrapy subprocess per call; staged under the work dir and
-    uploaded when the data root is object storage). A retry resumes the same crawl from its job folder."""
-    report = crawl_to_root(open_root(data_root), params, crawl_run=crawl_run, work_dir=get_settings().work_dir)
+    uploaded when the data root is object storage). A retry resumes the same crawl from its job folder.
+    Progress (pages, images, refused, errors, bytes) goes to the run's log as it changes."""
+    logger = get_run_logger()
+    report = crawl_to_root(
+        open_root(data_root),
+        params,
+        crawl_run=crawl_run,
+        work_dir=get_settings().work_dir,
+        on_progress=lambda counts: logger.info(describe_progress(counts)),
+    )
     report["output"] = f"raw/{crawl_run}"
     create_table_artifact(
         key=artifact_key("crawl", params.source),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import tarfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder never needs the Hub; tests have no network
 
@@ -15,6 +16,7 @@ from PIL import Image
 from test_releases import _set, make_records
 
 from corpus.exports.export import ExportError, export_release, verify_export
+from corpus.exports.formats import write_tar_shards
 from corpus.releases.build import build_release
 from corpus.releases.config import ReleaseConfig
 from corpus.releases.snippets import render_load_snippets
@@ -112,6 +114,38 @@ def test_webdataset_shards_stream_with_webdataset_and_respect_the_shard_size(tmp
     assert len(seen) == len(set(seen)) == manifest["rows"]["train"]
 
 
+def _tarfile_shard(members: list[tuple[str, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode, info.uname, info.gname = len(data), 0, 0o444, "", ""
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_tar_shards_are_the_bytes_tarfile_writes_and_split_between_samples():
+    rng = np.random.default_rng(1)
+    samples = [
+        (f"{i:064x}", {"png": rng.bytes(int(rng.integers(0, 3000))), "cls": str(i % 4).encode(), "json": b"{}"})
+        for i in range(40)
+    ]
+    samples.append(("d" * 60 + "/" + "k" * 60, {"bin": b"x" * 513, "cls": b""}))  # over 100 bytes: ustar's prefix
+    shards = list(write_tar_shards(samples, 32 * 1024, "train"))
+    assert len(shards) > 1 and all(len(data) <= 32 * 1024 for _, data in shards)
+    assert [name for name, _ in shards] == [f"train-{i:06d}.tar" for i in range(len(shards))]
+    members = [(f"{key}.{ext}", data) for key, exts in samples for ext, data in exts.items()]
+    sample_ends = set(np.cumsum([len(exts) for _, exts in samples]).tolist())
+    start = 0
+    for _, data in shards:
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            count = len(tar.getmembers())
+        assert data == _tarfile_shard(members[start : start + count])
+        start += count
+        assert start in sample_ends  # a sample's members stay in one shard
+    assert start == len(members)
+
+
 def test_imagefolder_export_reads_with_a_torch_dataset(tmp_path):
     torch = pytest.importorskip("torch")
     root, manifest = _release(tmp_path)
@@ -155,6 +189,21 @@ def test_csv_export_reads_with_pandas(tmp_path):
         for row in df.itertuples():
             assert row.label == truth[row.record_id]["label"] == manifest["labels"][row.label_index]
             assert (tmp_path / "csv" / row.file_name).read_bytes() == truth[row.record_id]["image"]
+
+
+def test_a_shard_that_storage_alters_while_it_is_written_fails_the_export_and_leaves_nothing(tmp_path, monkeypatch):
+    from corpus.exports import export as export_module
+
+    root, _ = _release(tmp_path, n=40)
+    write = export_module._LocalWriter.write
+
+    def flip_one_byte(self, path: str, data: bytes) -> None:  # the fault: a disk that returns other bytes
+        write(self, path, data[:-600] + bytes([data[-600] ^ 1]) + data[-599:] if path.endswith(".tar") else data)
+
+    monkeypatch.setattr(export_module._LocalWriter, "write", flip_one_byte)
+    with pytest.raises(ExportError, match=r"train-000000\.tar changed while it was written"):
+        export_release(root, "animals", 1, "webdataset", str(tmp_path / "wds"))
+    assert not list((tmp_path / "wds").rglob("*")) and not list(tmp_path.glob(".tmp-export-*"))
 
 
 def test_an_export_is_idempotent_and_a_folder_holds_one_export(tmp_path):

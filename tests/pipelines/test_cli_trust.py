@@ -157,3 +157,23 @@ def test_a_crawl_that_fetched_nothing_exits_1_and_says_why(tmp_path, prefect_api
     errors = [line for line in _lines(silent) if "error:" in line]
     assert silent.returncode == 1 and len(errors) == 1, silent.stdout + silent.stderr
     assert f"the host of {url} did not answer (connection/refused" in errors[0]
+
+
+@pytest.mark.prefect
+def test_a_crawl_shows_its_progress_on_stderr_ending_at_the_summary(tmp_path, prefect_api):
+    from pipelines.demo.sample_site import generate_site
+    from pipelines.demo.site_server import SiteServer
+
+    generate_site(tmp_path / "gen", seed=5, images_per_class=4)
+    with SiteServer(tmp_path / "gen" / "site") as server:
+        run = _run(
+            tmp_path, "crawl", server.url + "/index.html", "--allow-private-host", server.url, "--json",
+            timeout=300, PREFECT_API_URL=prefect_api,
+        )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads(run.stdout)
+    shown = [line[line.index("crawl: ") :] for line in run.stderr.splitlines() if "crawl: " in line]
+    assert shown, run.stderr
+    pages = [int(line.split()[1]) for line in shown]
+    assert pages == sorted(pages)
+    assert shown[-1].startswith(f"crawl: {report['pages']} pages, {report['images']} images, ")
