@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from loopback_server import LoopbackServer
 
 PAGES = 60
 # Each page links to two pages that exist and one that does not: a third of the links 404.
@@ -79,27 +81,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(404, _page("not found", []))
 
 
-class BrokenLinksServer(ThreadingHTTPServer):
+class BrokenLinksServer(LoopbackServer):
     """The site on 127.0.0.1 (a free port); a context manager. `hits` counts requests per path."""
 
-    daemon_threads = True
-
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.pages = {page_path(i): i for i in range(PAGES)}
         self.hits: dict[str, int] = {}
         self.lock = threading.Lock()
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def __enter__(self) -> BrokenLinksServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-        self.server_close()
-        self._thread.join(timeout=5)

@@ -5,15 +5,21 @@ from __future__ import annotations
 import gzip
 import ipaddress
 import json
+import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from scrapy import Request
 from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest
+
+# The crawl child imports this module for its tripwire middleware with only tests/crawlers on its path.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from loopback_server import LoopbackServer
 
 SECRET_COOKIE = "flywheel-test-session-6f1c"
 SECRET_PASSWORD = "pw-7d2a-never-log"
@@ -209,36 +215,23 @@ class _Handler(BaseHTTPRequestHandler):
             sent += len(chunk)
 
 
-class HostileServer(ThreadingHTTPServer):
+class HostileServer(LoopbackServer):
     """The hostile site on 127.0.0.1 (a free port); a context manager. `hits` lists the paths requested."""
 
-    daemon_threads = True
-
     def __init__(self, neighbour_url: str = "http://127.0.0.1:9") -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.neighbour_url = neighbour_url  # another origin /ports.html points at
         self.hits: list[str] = []
         self.connections = 0  # TCP connections accepted, counted before a byte is read
         self.stopping = threading.Event()
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         self.connections += 1
         return True
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def __enter__(self) -> HostileServer:
-        self._thread.start()
-        return self
-
     def __exit__(self, *exc: object) -> None:
         self.stopping.set()
-        self.shutdown()
-        self.server_close()
-        self._thread.join(timeout=5)
+        super().__exit__(*exc)
 
 
 class TripwireMiddleware:
@@ -300,26 +293,10 @@ class _WideHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class WideServer(ThreadingHTTPServer):
+class WideServer(LoopbackServer):
     """A wide loopback site: an index linking `pages` pages (each linking 19 more) and `missing` dead links first."""
 
-    daemon_threads = True
-
     def __init__(self, pages: int = 400, missing: int = 10, robots: bytes = b"User-agent: *\nDisallow: /private/\n"):
-        super().__init__(("127.0.0.1", 0), _WideHandler)
+        super().__init__(_WideHandler)
         self.pages, self.missing, self.robots = pages, missing, robots
         self.hits: list[str] = []
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def __enter__(self) -> WideServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-        self.server_close()
-        self._thread.join(timeout=5)

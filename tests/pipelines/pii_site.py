@@ -6,9 +6,8 @@ from __future__ import annotations
 import html
 import io
 import sys
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -18,6 +17,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageDraw, ImageFont, PngImagePlugin
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "curation"))
+from loopback_server import LoopbackServer
 from pii_values import FOUND, IN_CONTEXT, NATIONAL
 
 # The crawl's own phone regions (ScrubConfig.extra_phone_regions): a loopback site has no country TLD, so
@@ -266,25 +266,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class PiiSiteServer(ThreadingHTTPServer):
+class PiiSiteServer(LoopbackServer):
     """`site` served on 127.0.0.1 (a free port); a context manager."""
 
-    daemon_threads = True
-
     def __init__(self, site: PlantedSite) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.site = site
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def __enter__(self) -> PiiSiteServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-        self.server_close()
-        self._thread.join(timeout=5)
