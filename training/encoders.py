@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import posixpath
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from corpus.store import DataRoot
 from training.backbones import create_model
 from training.data import image_rows
 from training.loop import to_bytes
+from training.registry import artefact_path, list_complete, read_marker
 from training.simclr import SimCLRConfig, embed_images, pretrain_simclr
 
 ENCODERS_DIR = "encoders"
@@ -38,24 +38,17 @@ EMBEDDING_SCHEMA = pa.schema([("record_id", pa.string()), ("embedding", pa.list_
 
 def encoder_path(version: str, name: str = "") -> str:
     """The path (relative to the data root) of encoder `version`'s folder, or of file `name` in it."""
-    if not version or "/" in version or version.startswith("."):
-        raise ValueError(f"bad encoder version {version!r}: use a plain folder name")
-    return posixpath.join(ENCODERS_DIR, version, name) if name else posixpath.join(ENCODERS_DIR, version)
+    return artefact_path(ENCODERS_DIR, version, name, "encoder")
 
 
 def list_encoders(root: DataRoot) -> list[str]:
     """Versions of every complete encoder (one with encoder.json), sorted by name."""
-    names = [n for n in root.list_dirs(ENCODERS_DIR) if not n.startswith(".")]
-    return [n for n in names if root.exists(encoder_path(n, METADATA_FILE))]
+    return list_complete(root, ENCODERS_DIR, METADATA_FILE)
 
 
 def read_encoder_metadata(root: DataRoot, version: str) -> dict[str, Any]:
     """encoder.json of an encoder; FileNotFoundError lists the encoders that exist."""
-    path = encoder_path(version, METADATA_FILE)
-    if not root.exists(path):
-        known = list_encoders(root)
-        raise FileNotFoundError(f"encoder {version!r} not found; encoders: {', '.join(known) or 'none'}")
-    return root.read_json(path)
+    return read_marker(root, ENCODERS_DIR, METADATA_FILE, version, "encoder")
 
 
 def latest_encoder(root: DataRoot) -> str | None:

@@ -22,26 +22,41 @@ PREDICTIONS_FILE = "predictions.parquet"
 LABEL_ISSUES_FILE = "label_issues.parquet"
 
 
+def artefact_path(kind_dir: str, version: str, name: str = "", kind: str = "model") -> str:
+    """The path (relative to the data root) of `kind_dir`/`version`'s folder, or of file `name` in it."""
+    if not version or "/" in version or version.startswith("."):
+        raise ValueError(f"bad {kind} version {version!r}: use a plain folder name")
+    return posixpath.join(kind_dir, version, name) if name else posixpath.join(kind_dir, version)
+
+
+def list_complete(root: DataRoot, kind_dir: str, marker: str) -> list[str]:
+    """Versions under `kind_dir` whose `marker` file exists (it is written last), sorted by name."""
+    names = [n for n in root.list_dirs(kind_dir) if not n.startswith(".")]
+    return [n for n in names if root.exists(posixpath.join(kind_dir, n, marker))]
+
+
+def read_marker(root: DataRoot, kind_dir: str, marker: str, version: str, kind: str) -> dict[str, Any]:
+    """The `marker` JSON of `kind_dir`/`version`; FileNotFoundError lists the versions that exist."""
+    path = artefact_path(kind_dir, version, marker, kind)
+    if not root.exists(path):
+        known = list_complete(root, kind_dir, marker)
+        raise FileNotFoundError(f"{kind} {version!r} not found; {kind}s: {', '.join(known) or 'none'}")
+    return root.read_json(path)
+
+
 def model_path(model_version: str, name: str = "") -> str:
     """The path (relative to the data root) of model `model_version`'s folder, or of file `name` in it."""
-    if not model_version or "/" in model_version or model_version.startswith("."):
-        raise ValueError(f"bad model version {model_version!r}: use a plain folder name")
-    return posixpath.join(MODELS_DIR, model_version, name) if name else posixpath.join(MODELS_DIR, model_version)
+    return artefact_path(MODELS_DIR, model_version, name)
 
 
 def list_models(root: DataRoot) -> list[str]:
     """Versions of every complete model (one with metrics.json), sorted by name."""
-    names = [n for n in root.list_dirs(MODELS_DIR) if not n.startswith(".")]
-    return [n for n in names if root.exists(model_path(n, METRICS_FILE))]
+    return list_complete(root, MODELS_DIR, METRICS_FILE)
 
 
 def read_metadata(root: DataRoot, model_version: str) -> dict[str, Any]:
     """metrics.json of a model; FileNotFoundError lists the models that exist."""
-    path = model_path(model_version, METRICS_FILE)
-    if not root.exists(path):
-        known = list_models(root)
-        raise FileNotFoundError(f"model {model_version!r} not found; models: {', '.join(known) or 'none'}")
-    return root.read_json(path)
+    return read_marker(root, MODELS_DIR, METRICS_FILE, model_version, "model")
 
 
 def latest_model(root: DataRoot, dataset: str | None = None) -> str | None:
