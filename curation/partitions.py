@@ -103,20 +103,27 @@ def find_exact_groups(rows: pa.Table) -> pa.Table:
     return pa.table({"g": pa.array(dup, pa.int64()), "original": pa.array(orig, pa.int64())})
 
 
+def _buckets(g: np.ndarray, band: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pages with a usable key (not 0) sorted by (band, key, g): their g, whether each opens a bucket, and
+    each one's bucket head (the bucket's smallest g)."""
+    usable = keys != 0
+    g, band, keys = g[usable], band[usable], keys[usable]
+    order = np.lexsort((g, keys, band))
+    g, band, keys = g[order], band[order], keys[order]
+    new_bucket = np.ones(g.size, dtype=bool)
+    new_bucket[1:] = (keys[1:] != keys[:-1]) | (band[1:] != band[:-1])
+    head = g[np.flatnonzero(new_bucket)[np.cumsum(new_bucket) - 1]] if g.size else g
+    return g, new_bucket, head
+
+
 def find_band_links(g: np.ndarray, band: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """Within one partition: links (L, 2) int64 joining pages that share a (band, key); key 0 joins nothing.
 
     Each page in a bucket is linked to the bucket's smallest g: the clusters are the same whoever heads it.
     """
-    usable = keys != 0
-    g, band, keys = g[usable], band[usable], keys[usable]
+    g, new_bucket, head = _buckets(g, band, keys)
     if g.size == 0:
         return np.zeros((0, 2), dtype=np.int64)
-    order = np.lexsort((g, keys, band))
-    g, band, keys = g[order], band[order], keys[order]
-    new_bucket = np.ones(g.size, dtype=bool)
-    new_bucket[1:] = (keys[1:] != keys[:-1]) | (band[1:] != band[:-1])
-    head = g[np.flatnonzero(new_bucket)[np.cumsum(new_bucket) - 1]]
     links = np.stack([head[~new_bucket], g[~new_bucket]], axis=1)
     return np.unique(links, axis=0) if links.size else links.reshape(0, 2)
 
@@ -128,15 +135,9 @@ def find_band_candidates(g: np.ndarray, band: np.ndarray, keys: np.ndarray) -> n
 
     The same pairs `minhash.cluster_verified` checks in one process, so both find the same clusters.
     """
-    usable = keys != 0
-    g, band, keys = g[usable], band[usable], keys[usable]
+    g, new_bucket, head = _buckets(g, band, keys)
     if g.size == 0:
         return np.zeros((0, 2), dtype=np.int64)
-    order = np.lexsort((g, keys, band))
-    g, band, keys = g[order], band[order], keys[order]
-    new_bucket = np.ones(g.size, dtype=bool)
-    new_bucket[1:] = (keys[1:] != keys[:-1]) | (band[1:] != band[:-1])
-    head = g[np.flatnonzero(new_bucket)[np.cumsum(new_bucket) - 1]]
     joined = np.flatnonzero(~new_bucket)
     pairs = np.concatenate([np.stack([head[joined], g[joined]], 1), np.stack([g[joined - 1], g[joined]], 1)])
     return np.unique(pairs, axis=0) if pairs.size else pairs.reshape(0, 2)

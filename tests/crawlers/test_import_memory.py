@@ -28,14 +28,15 @@ print(json.dumps({"records": report["records"], "peak_kb": resource.getrusage(re
 """
 
 
-def _import_in_child(tmp_path: Path, files: int) -> dict:
-    folder = tmp_path / f"flat-{files}"
+def _run_in_child(script: str, tmp_path: Path, name: str, files: int) -> dict:
+    """`script` run in a fresh interpreter on a folder of `files` small JPEGs; the JSON of its last line."""
+    folder = tmp_path / f"{name}-{files}"
     folder.mkdir()
     for n in range(files):
         (folder / f"{n:06d}.jpg").write_bytes(jpeg_bytes(n, side=96))
     env = {**os.environ, "PYTHONPATH": str(REPO), "NO_ALBUMENTATIONS_UPDATE": "1"}
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(folder), str(tmp_path / f"data-{files}")],
+        [sys.executable, "-c", script, str(folder), str(tmp_path / f"{name}-data-{files}")],
         env=env,
         capture_output=True,
         text=True,
@@ -43,6 +44,10 @@ def _import_in_child(tmp_path: Path, files: int) -> dict:
         check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _import_in_child(tmp_path: Path, files: int) -> dict:
+    return _run_in_child(_CHILD, tmp_path, "flat", files)
 
 
 def test_peak_memory_does_not_grow_with_the_file_count(tmp_path):
@@ -74,20 +79,7 @@ print(json.dumps({"kept": scrubbed["kept"], "shards": [curated["shards"], scrubb
 
 
 def _curate_in_child(tmp_path: Path, files: int) -> dict:
-    folder = tmp_path / f"curate-{files}"
-    folder.mkdir()
-    for n in range(files):
-        (folder / f"{n:06d}.jpg").write_bytes(jpeg_bytes(n, side=96))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_ALBUMENTATIONS_UPDATE": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", _CURATE_CHILD, str(folder), str(tmp_path / f"curated-{files}")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return _run_in_child(_CURATE_CHILD, tmp_path, "curate", files)
 
 
 def test_curate_and_scrub_choose_shards_from_the_input_so_memory_does_not_grow(tmp_path):
