@@ -376,27 +376,28 @@ def cluster_bands(keys: np.ndarray, active: np.ndarray | None = None) -> np.ndar
         usable &= active
     rows = np.flatnonzero(usable)
     for band in range(n_bands):
-        column = keys[rows, band]
-        order = np.argsort(column, kind="stable")
-        sorted_keys, sorted_rows = column[order], rows[order]
-        new_bucket = np.ones(sorted_keys.size, dtype=bool)
-        new_bucket[1:] = sorted_keys[1:] != sorted_keys[:-1]
-        head = sorted_rows[np.flatnonzero(new_bucket)[np.cumsum(new_bucket) - 1]]
+        sorted_rows, new_bucket, head = _band_buckets(keys, rows, band)
         joined = ~new_bucket
         union(parent, sorted_rows[joined], head[joined])
     _compress(parent)
     return parent
 
 
-def _band_pairs(keys: np.ndarray, rows: np.ndarray, band: int) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate pairs (a, b) of one band among `rows`: each member of a bucket with the bucket's first member
-    and with the member before it (rows ascending within a bucket), so a bucket of m rows gives < 2m pairs."""
+def _band_buckets(keys: np.ndarray, rows: np.ndarray, band: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`rows` sorted by their key in `band` (stable: ascending within a bucket), whether each opens a bucket,
+    and each one's bucket head (its first member)."""
     column = keys[rows, band]
     order = np.argsort(column, kind="stable")
     sorted_keys, sorted_rows = column[order], rows[order]
     new_bucket = np.ones(sorted_keys.size, dtype=bool)
     new_bucket[1:] = sorted_keys[1:] != sorted_keys[:-1]
-    head = sorted_rows[np.flatnonzero(new_bucket)[np.cumsum(new_bucket) - 1]]
+    return sorted_rows, new_bucket, sorted_rows[np.flatnonzero(new_bucket)[np.cumsum(new_bucket) - 1]]
+
+
+def _band_pairs(keys: np.ndarray, rows: np.ndarray, band: int) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs (a, b) of one band among `rows`: each member of a bucket with the bucket's first member
+    and with the member before it (rows ascending within a bucket), so a bucket of m rows gives < 2m pairs."""
+    sorted_rows, new_bucket, head = _band_buckets(keys, rows, band)
     joined = np.flatnonzero(~new_bucket)
     previous = sorted_rows[joined - 1]
     chained = previous != head[joined]  # the second member's previous one is the head: that pair is there already
