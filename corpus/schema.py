@@ -52,6 +52,8 @@ _FIELDS: list[pa.Field] = [
     # an image's labeled boxes (corpus.boxes, versioned there); null where nobody drew boxes, [] for "no object".
     # Added as a nullable column: files written before it conform with nulls, so the record version stays.
     pa.field("boxes", BOXES_TYPE),
+    # a multi-label record's set of classes (corpus.tasks "multilabel"); null for other task types.
+    pa.field("labels", pa.list_(pa.string())),
     # release
     pa.field("split", pa.string()),
 ]
@@ -66,6 +68,8 @@ ANNOTATION_SCHEMA = pa.schema(
         pa.field("project_id", pa.int64(), nullable=False),
         pa.field("record_id", pa.string(), nullable=False),
         pa.field("label", pa.string()),
+        pa.field("labels", pa.list_(pa.string())),  # multilabel: every choice of a choice="multiple" result
+        pa.field("boxes", BOXES_TYPE),  # detect: the annotator's rectangles (corpus.boxes)
         pa.field("annotator", pa.string()),
         pa.field("created_at", pa.timestamp("us", tz="UTC")),
         pa.field("updated_at", pa.timestamp("us", tz="UTC")),
@@ -85,6 +89,7 @@ PREDICTION_SCHEMA = pa.schema(
         pa.field("confidence", pa.float32()),
         pa.field("probs", pa.list_(pa.float32())),
         pa.field("embedding", pa.list_(pa.float32())),
+        pa.field("boxes", BOXES_TYPE),  # detect: predicted boxes, each with its score
     ],
     metadata={b"flywheel.schema_version": SCHEMA_VERSION.encode()},
 )

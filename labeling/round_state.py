@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from corpus.tasks import check_task
 from labeling.quality import latest_versions
 
 OPENED, LABELING, CLOSING, CLOSED, RELEASED = "opened", "labeling", "closing", "closed", "released"
@@ -59,6 +60,7 @@ class LabelRound:
     released_as: str | None = None
     history: list[dict[str, str]] = field(default_factory=list)
     embeddings: str | None = None
+    task: str = "classify"  # corpus.tasks; rounds written before task types read as classify
 
     @property
     def id(self) -> str:
@@ -108,6 +110,7 @@ def open_round(
     now: datetime,
     deadline_hours: float,
     embeddings: str | None = None,
+    task: str = "classify",
 ) -> LabelRound:
     """A new round in status `opened`, before its tasks are pushed; its deadline `deadline_hours` from now."""
     if deadline_hours <= 0:
@@ -126,6 +129,7 @@ def open_round(
         strategy=strategy,
         model_version=model_version,
         embeddings=embeddings,
+        task=check_task(task),
         record_ids=list(record_ids),
         gold=list(gold),
         overlap={},

@@ -87,6 +87,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the sample site.")] = 7,
     rounds: Annotated[int, typer.Option(help="Label rounds (each: label, release, train).")] = 2,
     budget: Annotated[int, typer.Option(help="Tasks pushed per label round.")] = 80,
+    task: Annotated[str, typer.Option(help="Task type to label: classify (one class per image).")] = "classify",
 ) -> None:
     """Run the whole loop on the generated sample site and print the summary (also in data/demo/summary.json).
 
@@ -95,10 +96,12 @@ def demo(
     released and trained on by those deployments, as they would be with people labeling."""
     from corpus.store import open_data_root
     from pipelines.demo import services
-    from pipelines.demo.flow import DemoParams, demo_flow
+    from pipelines.demo.flow import DEMO_TASKS, DemoParams, demo_flow
     from pipelines.demo.sample_images import CLASSES
     from pipelines.demo.summary import render_summary
 
+    if task not in DEMO_TASKS:
+        raise typer.BadParameter(f"--task {task!r}: the demo runs {', '.join(DEMO_TASKS)}")
     settings = get_settings()
     with console.status("starting Label Studio (first start migrates its database: about a minute)"):
         ls_url = services.start_label_studio(settings)
@@ -117,6 +120,7 @@ def demo(
             truth_path=str(truth),
             labels=list(CLASSES),
             budgets=[budget] * rounds,
+            task=task,
             data_root=settings.data_root,
         )
         summary = demo_flow(params)

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from corpus.releases.config import ReleaseConfig
 from corpus.stages import AUTO_SHARD_BYTES, AUTO_SHARD_ROWS, ShardSize
+from corpus.tasks import TaskType
 from crawlers.config import CrawlConfig
 from crawlers.importers.config import ImportConfig
 from curation.curate_config import CurateConfig
@@ -79,6 +80,11 @@ class LabelRoundParams(BaseModel):
     dataset: str = Field("demo", description="Dataset name; the round's model is this dataset's newest.")
     pool: str | None = Field(None, description="Folder of scrubbed kept records; default: the latest ingest's.")
     labels: list[str] = Field(..., min_length=2, description="The label set annotators choose from.")
+    task: TaskType = Field(
+        "classify",
+        description="What annotators do: classify (one label per image), multilabel (every label that applies), "
+        "detect (boxes with labels) or text (one label per text record). One task type per dataset.",
+    )
     project_title: str | None = Field(
         None,
         min_length=3,

@@ -14,11 +14,12 @@ from corpus.exports.export import export_release
 from corpus.pool import latest_pool, read_gold
 from corpus.releases.build import build_release
 from corpus.stages import trace_reports
+from corpus.tasks import DEFAULT_TASK
 from crawlers.importers.config import ImportLabelPolicy
 from crawlers.importers.labels import origins_with_policy
 from labeling.quality import aggregate_dawid_skene, compute_agreement
 from labeling.round_state import mark_released
-from labeling.round_store import load_round, save_round
+from labeling.round_store import list_round_numbers, load_round, save_round
 from labeling.rounds import attach_labels
 from labeling.sync import read_annotations
 from pipelines.config import ReleaseParams
@@ -54,6 +55,14 @@ def release_markdown(manifest: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def release_task_type(root: Any, params: ReleaseParams) -> str:
+    """The task type a release carries: the config's, else its round's, else the dataset's newest round's."""
+    if params.release.task:
+        return params.release.task
+    numbers = [params.round] if params.round else list_round_numbers(root, params.dataset)[-1:]
+    return load_round(root, params.dataset, numbers[0]).task if numbers else DEFAULT_TASK
+
+
 @task(**IO_RETRIES)
 def publish_release(params: ReleaseParams, data_root: str) -> dict[str, Any]:
     """Build the next immutable release from labeled pool records (Dawid-Skene labels) and announce it."""
@@ -77,7 +86,7 @@ def publish_release(params: ReleaseParams, data_root: str) -> dict[str, Any]:
         root,
         params.dataset,
         labeled,
-        params.release,
+        params.release.model_copy(update={"task": release_task_type(root, params)}),
         extra=extra,
         eval_scorer=lambda rows: compare_versions(root, params.dataset, rows),
     )

@@ -162,6 +162,7 @@ def record_opened(params: LabelRoundParams, inputs: RoundInputs, plan: RoundPlan
         strategy=plan.strategy,
         model_version=plan.model_version,
         embeddings=plan.embeddings,
+        task=params.task,
         record_ids=plan.record_ids,
         gold=plan.gold,
         params=params.model_dump(mode="json"),

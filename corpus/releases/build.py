@@ -40,6 +40,7 @@ from corpus.releases.versions import (
 )
 from corpus.schema import SCHEMA_VERSION, SPLITS, conform
 from corpus.store import DataRoot
+from corpus.tasks import DEFAULT_TASK
 
 
 def _code_version() -> dict[str, Any]:
@@ -157,6 +158,7 @@ def _describe(
         "parent": parent.version if parent else None,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "schema_version": SCHEMA_VERSION,
+        "task": cfg.task or DEFAULT_TASK,
         "manifest_format": MANIFEST_FORMAT,
         "rows": {s: parts[s].num_rows for s in SPLITS},
         "labels": order_labels(parts["train"]),

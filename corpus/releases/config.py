@@ -5,11 +5,17 @@ from __future__ import annotations
 from pydantic import BaseModel, Field, model_validator
 
 from corpus.releases.recipes import AugmentationRecipe
+from corpus.tasks import TaskType
 
 
 class ReleaseConfig(BaseModel):
     """How a release is split, augmented and described."""
 
+    task: TaskType | None = Field(
+        None,
+        description="The task type whose answers this release carries (corpus.tasks), written to the manifest; "
+        "empty: the task of the dataset's newest label round (classify for a dataset without rounds).",
+    )
     # 70/15/15 is the common default of dataset tooling (e.g. scikit-learn examples, HF split recipes).
     train: float = Field(0.7, ge=0.0, le=1.0, description="Target fraction of each label in train.")
     val: float = Field(0.15, ge=0.0, le=1.0, description="Target fraction of each label in val.")

@@ -26,6 +26,8 @@ from pipelines.runtime import open_label_studio, open_root
 
 console = Console()
 GOLD_PATH = "demo/gold.json"
+# The task types the demo runs end to end (`flywheel demo --task`); a type joins once its whole loop works.
+DEMO_TASKS = ("classify",)
 
 
 class DemoParams(BaseModel):
@@ -36,6 +38,7 @@ class DemoParams(BaseModel):
     truth_path: str = Field(..., description="The sample site's ground truth, read only by simulated annotators.")
     labels: list[str] = Field(..., min_length=2)
     dataset: str = "demo"
+    task: str = Field("classify", description=f"The task type the demo labels: {', '.join(DEMO_TASKS)}.")
     project_title: str = "Flywheel demo"
     budgets: list[int] = Field([80, 80], min_length=1, description="Tasks pushed per label round.")
     error_rates: list[float] = Field([0.05, 0.1, 0.2], description="One simulated annotator per error rate.")
@@ -97,6 +100,7 @@ def demo_flow(params: DemoParams) -> dict[str, Any]:
         dataset=params.dataset,
         pool=ingest["pool"],
         labels=params.labels,
+        task=params.task,
         definitions={k: v for k, v in DEFINITIONS.items() if k in params.labels},
         project_title=params.project_title,
         budget=params.budgets[0],
