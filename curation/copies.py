@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
-from curation.images import orient, orientation_of
+from curation.images import orient, orientation_of, reduce_in_strips
 from curation.semantic import find_nearest_pairs
 
 # Candidates per image: its nearest neighbours by each of its two colour histograms. On the bench set (seeds 0
@@ -117,12 +117,16 @@ def trim_bars(rgb: np.ndarray) -> np.ndarray:
 
 
 def decode_for_copies(data: bytes) -> np.ndarray:
-    """RGB (H, W, 3) uint8 of encoded image bytes (already checked by curate's decode), EXIF-oriented, a baseline
-    JPEG decoded at the smallest DCT scale keeping both sides >= FEATURE_SIDE."""
+    """RGB (H, W, 3) uint8 of encoded image bytes (already checked by curate's decode, so within its limits),
+    EXIF-oriented, its shorter side FEATURE_SIDE..2*FEATURE_SIDE-1 when larger: a baseline JPEG is decoded at
+    that DCT scale, any other image box-reduced in strips (no full-size RGB copy is made)."""
     with Image.open(io.BytesIO(data)) as image:
         orientation = orientation_of(image)
         image.draft("RGB", (FEATURE_SIDE, FEATURE_SIDE))
-        return np.asarray(orient(image.convert("RGB"), orientation))
+        image.load()
+        factor = min(image.size) // FEATURE_SIDE
+        reduced = reduce_in_strips(image, factor) if factor >= 2 else image
+        return np.asarray(orient(reduced.convert("RGB"), orientation))
 
 
 def _resized(grey: np.ndarray, side: int) -> np.ndarray:

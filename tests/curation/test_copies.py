@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from curation_records import build_table, image_row
+from curation_records import build_table, encode, image_row
 from test_shards import outcome, write_inputs
 
 from bench.photo_copies import TEXTURES, TRANSFORMS, cut_tiles, jpeg, load_photo, make_photo_set
@@ -76,6 +76,15 @@ def test_features_round_trip_and_candidates():
     assert find_nearest_pairs(emb, 1).tolist() == [[0, 1], [2, 3]]
     with pytest.raises(ValueError, match="colours must be"):
         find_copy_candidates(np.zeros((3, COLOUR_DIM + 1)))
+
+
+def test_large_images_are_reduced_before_features_and_still_match():
+    photo = load_photo("astronaut").resize((1200, 1200))
+    png, half = encode(photo, "PNG"), jpeg(photo.resize((600, 600)).crop((60, 60, 540, 540)), 80)
+    rgb = decode_for_copies(png)
+    assert rgb.shape[2] == 3 and 256 <= min(rgb.shape[:2]) < 512  # reduced in strips, never held as full RGB
+    assert 256 <= min(decode_for_copies(half).shape[:2]) < 512  # a JPEG at a DCT scale
+    assert find_copies([png, half]).tolist() == [[0, 1]]
 
 
 def _records(images: list[bytes]) -> pa.Table:
