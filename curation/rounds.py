@@ -319,13 +319,17 @@ def gather_shard(
     check_images = partial(confirm_image_links, cfg=cfg)
     confirmed = _confirmed_in_pieces(space, shards, features, links, "signature", check_images)
     if copy_links is not None and len(copy_links):
-        copies = _confirmed_in_pieces(space, shards, features, copy_links, "copy", confirm_copy_links)
+        copies = _confirmed_in_pieces(
+            space, shards, features, copy_links, "copy", confirm_copy_links, GATHER_COPY_LINKS
+        )
         confirmed = np.concatenate([confirmed, copies])
     return confirmed, members, confirmed_pages
 
 
 # Links of a shard whose other ends are read at once while gathering (their 12 KB signatures: <= ~50 MB).
 GATHER_LINKS = 4096
+# The same for copy candidates, whose ~36 KB keypoint blobs (curation.copies) are read instead: <= ~40 MB.
+GATHER_COPY_LINKS = 1024
 
 
 def _confirmed_in_pieces(
@@ -335,16 +339,18 @@ def _confirmed_in_pieces(
     links: np.ndarray,
     column: str,
     confirm: Callable[[np.ndarray, pa.Table], np.ndarray],
+    piece: int | None = None,
 ) -> np.ndarray:
     """The `links` (L, 2) starting in the shard of `features` that `confirm` keeps, given (g, `column`) of both
-    ends; the other ends are read from their shards for GATHER_LINKS links at a time: in a collection of
-    lookalike images a shard's links can name rows in every other shard, and holding all of those would grow
-    with the input."""
+    ends; the other ends are read from their shards for `piece` (default GATHER_LINKS) links at a time: in a
+    collection of lookalike images a shard's links can name rows in every other shard, and holding all of those
+    would grow with the input."""
     own = features.select(["g", column])
     mine = set(own.column("g").to_pylist())
     confirmed = [links[:0].reshape(0, 2)]
-    for start in range(0, len(links), GATHER_LINKS):
-        part = links[start : start + GATHER_LINKS]
+    piece = piece or GATHER_LINKS
+    for start in range(0, len(links), piece):
+        part = links[start : start + piece]
         others = sorted(set(part[:, 1].tolist()) - mine)
         tables = [own]
         for other in _shards_holding(shards, others):
