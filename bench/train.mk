@@ -5,7 +5,7 @@ bench-train:
 	test -x $(BIN)/python || $(MAKE) venv
 	QUICK=$(QUICK) NO_ALBUMENTATIONS_UPDATE=1 $(BIN)/python bench/train.py
 
-# Semantic near-dup benchmark: pHash vs SimCLR embeddings trained on the photo set itself (CPU, minutes).
+# Copy-detection benchmark: pHash vs curation.copies (ORB + RANSAC) on photo tiles with planted transforms (~2 min).
 .PHONY: bench-semantic-dedup
 bench-semantic-dedup:
 	test -x $(BIN)/python || $(MAKE) venv

@@ -74,10 +74,12 @@ def curate(
 
     Images: undecodable, truncated, too_large (pixel limit, before decoding), too_small,
     extreme_aspect_ratio, low_information; then exact_duplicate (same bytes) and near_duplicate (pHash
-    and layout signature). Pages: empty_text, the language/quality reasons of `cfg.quality` (when enabled),
-    duplicate_page (same normalised text) and near_duplicate_page (MinHash LSH; with `cfg.text_near_dup_verify`
-    looser bands whose candidate pairs must show estimated Jaccard >= 0.7). The first copy in fetch
-    order is kept, except that a near-duplicate image cluster keeps its largest image.
+    and layout signature; with `cfg.semantic_near_duplicates` also copies found by local features,
+    `curation.copies`: rotated, letterboxed, cropped, overlaid). Pages: empty_text, the language/quality
+    reasons of `cfg.quality` (when enabled), duplicate_page (same normalised text) and near_duplicate_page
+    (MinHash LSH; with `cfg.text_near_dup_verify` looser bands whose candidate pairs must show estimated
+    Jaccard >= 0.7). The first copy in fetch order is kept, except that a near-duplicate image cluster keeps
+    its largest image.
 
     `reference` (optional) holds images kept by earlier runs (record_id, content_hash, phash, and
     near_dup_cluster if present); `index` (optional) is the dedup index of everything kept so far

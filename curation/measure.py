@@ -9,6 +9,7 @@ import pyarrow as pa
 from PIL import Image
 
 from corpus.schema import RECORD_SCHEMA, conform
+from curation.copies import COLOUR_DIM, compute_colour, compute_copy_features, decode_for_copies
 from curation.curate_config import CurateConfig
 from curation.dedup import find_nearest, hash_bytes, hash_text
 from curation.images import (
@@ -132,6 +133,10 @@ FEATURE_SCHEMA = pa.schema(
         pa.field("bands", pa.list_(pa.uint64())),
         pa.field("sketch", pa.large_list(pa.uint16())),
         pa.field("signature", pa.large_list(pa.float32())),  # SIGNATURE_DIM values, for images still kept
+        # With cfg.semantic_near_duplicates, for images still kept: COLOUR_DIM values (copies.compute_colour) and
+        # copies.CopyFeatures.to_bytes (keypoints and a thumbnail, ~36 KB), what the copy search compares.
+        pa.field("colour", pa.large_list(pa.float32())),
+        pa.field("copy", pa.large_binary()),
     ]
 )
 SIGNATURE_DIM = 3 * SIGNATURE_SIZE * SIGNATURE_SIZE
@@ -148,6 +153,8 @@ class Measuring:
     fetch_keys: list[str]
     values: dict[str, list]
     signatures: dict[int, np.ndarray] = field(default_factory=dict)
+    colours: dict[int, np.ndarray] = field(default_factory=dict)
+    copies: dict[int, bytes] = field(default_factory=dict)
     bands: dict[int, list[int]] = field(default_factory=dict)
     sketches: dict[int, np.ndarray] = field(default_factory=dict)
     known_count: int = 0
@@ -197,6 +204,9 @@ def measure_images(m: Measuring, cfg: CurateConfig) -> None:
         v["reason"][i] = check_image(decoded.image, cfg, decoded.size)
         if v["reason"][i] is None:
             m.signatures[i] = compute_signature(decoded.image)
+            if cfg.semantic_near_duplicates:  # decoded again: the working copy is too small for keypoints
+                rgb = decode_for_copies(data)
+                m.colours[i], m.copies[i] = compute_colour(rgb), compute_copy_features(rgb).to_bytes()
 
 
 def drop_known_images(m: Measuring, cfg: CurateConfig) -> None:
@@ -279,6 +289,8 @@ def features_table(m: Measuring, first_row: int) -> pa.Table:
             "bands": pa.array(bands, FEATURE_SCHEMA.field("bands").type),
             "sketch": _vector_column(m.sketches, n, SKETCH_WIDTH, pa.uint16()),
             "signature": _vector_column(m.signatures, n, SIGNATURE_DIM, pa.float32()),
+            "colour": _vector_column(m.colours, n, COLOUR_DIM, pa.float32()),
+            "copy": pa.array([m.copies.get(i) for i in range(n)], pa.large_binary()),
         },
         schema=FEATURE_SCHEMA,
     )

@@ -8,8 +8,9 @@ spread over machines (a Dask cluster through Prefect in `pipelines`, or a plain 
 2. search, per partition: take that partition's keys from every shard and find exact copies and
    near-duplicate candidate links (`search.search_partition`);
 3. gather, per shard: confirm the image links that start in the shard by their layout signatures (and,
-   with `text_near_dup_verify`, its page candidate links by their MinHash sketches), and take the few rows
-   the settling needs;
+   with `text_near_dup_verify`, its page candidate links by their MinHash sketches; with
+   `semantic_near_duplicates`, its copy candidates, found over every shard's colour descriptors between
+   rounds 1 and 2, by their keypoints: `curation.copies`), and take the few rows the settling needs;
 4. write, per shard: apply the settled reasons and clusters and put its kept/dropped parts.
 
 Between rounds 3 and 4 one process settles the clusters (`partitions.settle_duplicates`) from links and
@@ -37,6 +38,7 @@ import pyarrow.parquet as pq
 
 from corpus.stages import MapSteps, Shard, map_in_process, read_shard
 from corpus.store import DataRoot
+from curation.copies import confirm_copy_links, find_copy_candidate_links
 from curation.curate_config import CurateConfig
 from curation.index import empty_index, load_index, update_index
 from curation.measure import KnownRecords, load_known, measure_records
@@ -302,10 +304,12 @@ def gather_shard(
     wanted: set[int],
     cfg: CurateConfig,
     page_links: np.ndarray | None = None,
+    copy_links: np.ndarray | None = None,
 ) -> Gathered:
-    """Round 3: the image links starting in `shard` that the layout signatures confirm, the shard's rows that
-    settling needs (`wanted`, and its pages matching earlier runs), and the `page_links` starting in it that
-    their sketches confirm (None when not given: the links need no check)."""
+    """Round 3: the image links starting in `shard` that the layout signatures confirm (and the `copy_links`
+    starting in it that their keypoints confirm), the shard's rows that settling needs (`wanted`, and its pages
+    matching earlier runs), and the `page_links` starting in it that their sketches confirm (None when not
+    given: the links need no check)."""
     features = space.get_features(shard)
     members = select_members(features, wanted)
     confirmed_pages = None
@@ -313,11 +317,19 @@ def gather_shard(
         check_pages = partial(confirm_page_links, threshold=VERIFY_THRESHOLD)
         confirmed_pages = _confirmed_in_pieces(space, shards, features, page_links, "sketch", check_pages)
     check_images = partial(confirm_image_links, cfg=cfg)
-    return _confirmed_in_pieces(space, shards, features, links, "signature", check_images), members, confirmed_pages
+    confirmed = _confirmed_in_pieces(space, shards, features, links, "signature", check_images)
+    if copy_links is not None and len(copy_links):
+        copies = _confirmed_in_pieces(
+            space, shards, features, copy_links, "copy", confirm_copy_links, GATHER_COPY_LINKS
+        )
+        confirmed = np.concatenate([confirmed, copies])
+    return confirmed, members, confirmed_pages
 
 
 # Links of a shard whose other ends are read at once while gathering (their 12 KB signatures: <= ~50 MB).
 GATHER_LINKS = 4096
+# The same for copy candidates, whose ~36 KB keypoint blobs (curation.copies) are read instead: <= ~40 MB.
+GATHER_COPY_LINKS = 1024
 
 
 def _confirmed_in_pieces(
@@ -327,16 +339,18 @@ def _confirmed_in_pieces(
     links: np.ndarray,
     column: str,
     confirm: Callable[[np.ndarray, pa.Table], np.ndarray],
+    piece: int | None = None,
 ) -> np.ndarray:
     """The `links` (L, 2) starting in the shard of `features` that `confirm` keeps, given (g, `column`) of both
-    ends; the other ends are read from their shards for GATHER_LINKS links at a time: in a collection of
-    lookalike images a shard's links can name rows in every other shard, and holding all of those would grow
-    with the input."""
+    ends; the other ends are read from their shards for `piece` (default GATHER_LINKS) links at a time: in a
+    collection of lookalike images a shard's links can name rows in every other shard, and holding all of those
+    would grow with the input."""
     own = features.select(["g", column])
     mine = set(own.column("g").to_pylist())
     confirmed = [links[:0].reshape(0, 2)]
-    for start in range(0, len(links), GATHER_LINKS):
-        part = links[start : start + GATHER_LINKS]
+    piece = piece or GATHER_LINKS
+    for start in range(0, len(links), piece):
+        part = links[start : start + piece]
         others = sorted(set(part[:, 1].tolist()) - mine)
         tables = [own]
         for other in _shards_holding(shards, others):
@@ -414,18 +428,21 @@ def run_rounds(
     clock = _Clock()
     measured = map_steps(measure_shard, [(space, s, cfg, partitions) for s in planned])
     clock.lap("measure")
+    copies = np.zeros((0, 2), dtype=np.int64)
+    if cfg.semantic_near_duplicates:  # one process reads every shard's colours: COLOUR_DIM floats per image
+        copies = find_copy_candidate_links(pa.concat_tables([space.get_features(s, ["g", "colour"]) for s in planned]))
+        clock.lap("copy candidates")
     found = merge_found(map_steps(search_partition_files, [(space, p, cfg) for p in range(partitions)]))
     clock.lap("search")
     links, pages = found["image_links"], found["page_links"]
-    wanted = np.array(sorted(involved_rows(found)), dtype=np.int64)
+    wanted = np.array(sorted(involved_rows(found) | set(copies.ravel().tolist())), dtype=np.int64)
     firsts = [s.first_row for s in planned]
-    starts = np.searchsorted(firsts, links[:, 0], side="right") - 1
-    page_starts = np.searchsorted(firsts, pages[:, 0], side="right") - 1
+    starts, page_starts, copy_starts = (np.searchsorted(firsts, x[:, 0], "right") - 1 for x in (links, pages, copies))
     wanted_in = np.split(wanted, np.searchsorted(wanted, firsts[1:]))
     pieces = [
-        (space, planned, s, links[starts == k], set(wanted_in[k].tolist()), cfg)
-        + ((pages[page_starts == k],) if cfg.text_near_dup_verify else ())
+        (space, planned, s, links[starts == k], set(wanted_in[k].tolist()), cfg, page_links, copies[copy_starts == k])
         for k, s in enumerate(planned)
+        for page_links in [pages[page_starts == k] if cfg.text_near_dup_verify else None]
     ]
     gathered = map_steps(gather_shard, pieces)
     clock.lap("gather")

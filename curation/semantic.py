@@ -2,7 +2,8 @@
 
 A perceptual hash sees the layout of the pixels, so a small rotation, letterboxing, a crop or an overlay moves
 it by many bits; an embedding from an encoder trained to ignore such changes (training.simclr) barely moves.
-This module holds the search over given embeddings; which encoder makes them is the caller's choice.
+This module holds the search over given embeddings; which encoder makes them is the caller's choice. Its
+nearest-neighbour pairs are also the candidates curation.copies checks with local features.
 """
 
 from __future__ import annotations
@@ -61,3 +62,24 @@ def find_semantic_near_duplicates(embeddings: np.ndarray, min_cosine: float) -> 
     union(parent, pairs[:, 0], pairs[:, 1])
     _, labels = np.unique(parent, return_inverse=True)
     return labels.astype(np.int64)
+
+
+def find_nearest_pairs(embeddings: np.ndarray, neighbours: int) -> np.ndarray:
+    """Pairs (P, 2) int64, i < j, unique, linking each row of `embeddings` (N, D) to its `neighbours` most
+    cosine-similar other rows (a candidate list for a finer check, not a verdict). Exact, blockwise."""
+    if neighbours < 1:
+        raise ValueError(f"neighbours must be >= 1; got {neighbours}")
+    emb = _unit_rows("embeddings", embeddings)
+    n = emb.shape[0]
+    k = min(neighbours, n - 1)
+    if k < 1:
+        return np.zeros((0, 2), dtype=np.int64)
+    found = []
+    for start in range(0, n, _BLOCK_ROWS):
+        block = emb[start : start + _BLOCK_ROWS] @ emb.T
+        rows = np.arange(block.shape[0])
+        block[rows, rows + start] = -np.inf  # not its own neighbour
+        nearest = np.argpartition(-block, k - 1, axis=1)[:, :k]
+        found.append(np.stack([np.repeat(rows + start, k), nearest.ravel()], axis=1))
+    pairs = np.concatenate(found).astype(np.int64)
+    return np.unique(np.sort(pairs, axis=1), axis=0)
