@@ -139,14 +139,13 @@ def plan_round(
     (record_id, embedding) a self-supervised encoder's (training.encoders), named by the schema metadata
     key `flywheel.encoder`. "auto" is "hybrid" (margin pre-filter, then core-set around what is already pushed,
     over the pool embeddings when they cover the scored candidates, else the model's) when predictions exist;
-    else the cold start: "typiclust" (labeling.typicality)
-    over the pool embeddings when they cover every candidate, else "diversity" (k-center greedy over cheap
-    pixel embeddings). "typiclust" asked for without pool embeddings runs over the pixel features; so does
-    "probcover" (labeling.probcover), which needs `n_classes`, the size of the label set (else the model's).
-    "least-confidence", "margin", "entropy" rank by that uncertainty alone; "coreset" is k-center around
-    what is pushed; "uncertainty" is the earlier margin + diversity recipe; "random" is the baseline.
-    `min_per_class` > 0 guarantees that many picks per predicted class where the pool has them.
-    A priority of 1 means "label this first".
+    else the cold start: "typiclust" (labeling.typicality) over the pool embeddings when they cover every
+    candidate, else "diversity" (k-center greedy over cheap pixel embeddings). "typiclust" and "probcover"
+    (labeling.probcover; `n_classes`: the label set's size, else the model's) asked for without pool embeddings
+    run over the pixel features. "least-confidence", "margin", "entropy" rank by that uncertainty alone;
+    "coreset" is k-center around what is pushed; "uncertainty" is the earlier margin + diversity recipe;
+    "random" is the baseline. `min_per_class` > 0 guarantees that many picks per predicted class where the pool
+    has them. A priority of 1 means "label this first".
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
@@ -172,8 +171,6 @@ def plan_round(
         picks, prio = select_batch("diversity", k, n=len(candidate_ids), cold_embeddings=embeddings, seed=seed)
         chosen, source = candidate_ids, "pixels"
     elif strategy in ("typiclust", "probcover"):
-        if n_classes is None and has_model:  # the model's label set is the one to cover
-            n_classes = len(predictions.column("probs")[0].as_py())
         embeddings, labeled, source = _cold_arrays(images, candidates, already_pushed, pool_embeddings)
         picks, prio = select_batch(
             strategy,
@@ -182,11 +179,9 @@ def plan_round(
             cold_embeddings=embeddings,
             labeled_embeddings=labeled,
             seed=seed,
-            n_classes=n_classes,
+            n_classes=n_classes or (len(predictions.column("probs")[0].as_py()) if has_model else None),
         )
-        record_ids = [candidate_ids[i] for i in picks]
-        priorities = {rid: float(p) for rid, p in zip(record_ids, prio, strict=True)}
-        return RoundPlan(record_ids, priorities, strategy, len(candidate_ids), False, embeddings=source)
+        chosen = candidate_ids
     else:
         if not has_model:
             raise ValueError(f"strategy {strategy!r} needs model predictions over the pool")
