@@ -6,7 +6,7 @@ BENCH_ENV := QUICK=$(QUICK) NO_ALBUMENTATIONS_UPDATE=1 PYTHONWARNINGS=ignore
 
 .PHONY: bench bench-setup bench-text-dedup bench-image-dedup bench-pii
 
-bench: bench-text-dedup bench-image-dedup bench-pii bench-label-efficiency bench-aggregation bench-sync bench-crawl bench-loader bench-scale bench-boxes
+bench: bench-text-dedup bench-image-dedup bench-pii bench-label-efficiency bench-label-loop bench-aggregation bench-sync bench-crawl bench-loader bench-scale bench-boxes
 
 bench-setup:
 	bash bench/setup.sh

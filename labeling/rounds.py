@@ -17,6 +17,7 @@ STRATEGIES = (
     "auto",
     "diversity",
     "typiclust",
+    "probcover",
     "uncertainty",
     "random",
     "least-confidence",
@@ -130,6 +131,7 @@ def plan_round(
     min_per_class: int = 0,
     pool_factor: int = 3,
     pool_embeddings: pa.Table | None = None,
+    n_classes: int | None = None,
 ) -> RoundPlan:
     """Choose up to `budget` image records of `pool` that are not in Label Studio yet (never one twice).
 
@@ -137,13 +139,13 @@ def plan_round(
     (record_id, embedding) a self-supervised encoder's (training.encoders), named by the schema metadata
     key `flywheel.encoder`. "auto" is "hybrid" (margin pre-filter, then core-set around what is already pushed,
     over the pool embeddings when they cover the scored candidates, else the model's) when predictions exist;
-    else the cold start: "typiclust" (labeling.typicality)
-    over the pool embeddings when they cover every candidate, else "diversity" (k-center greedy over cheap
-    pixel embeddings). "typiclust" asked for without pool embeddings runs over the pixel features.
-    "least-confidence", "margin", "entropy" rank by that uncertainty alone; "coreset" is k-center around
-    what is pushed; "uncertainty" is the earlier margin + diversity recipe; "random" is the baseline.
-    `min_per_class` > 0 guarantees that many picks per predicted class where the pool has them.
-    A priority of 1 means "label this first".
+    else the cold start: "typiclust" (labeling.typicality) over the pool embeddings when they cover every
+    candidate, else "diversity" (k-center greedy over cheap pixel embeddings). "typiclust" and "probcover"
+    (labeling.probcover; `n_classes`: the label set's size, else the model's) asked for without pool embeddings
+    run over the pixel features. "least-confidence", "margin", "entropy" rank by that uncertainty alone;
+    "coreset" is k-center around what is pushed; "uncertainty" is the earlier margin + diversity recipe;
+    "random" is the baseline. `min_per_class` > 0 guarantees that many picks per predicted class where the pool
+    has them. A priority of 1 means "label this first".
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
@@ -168,14 +170,18 @@ def plan_round(
         embeddings = compute_cheap_embeddings(candidates.column("image").to_pylist())
         picks, prio = select_batch("diversity", k, n=len(candidate_ids), cold_embeddings=embeddings, seed=seed)
         chosen, source = candidate_ids, "pixels"
-    elif strategy == "typiclust":
+    elif strategy in ("typiclust", "probcover"):
         embeddings, labeled, source = _cold_arrays(images, candidates, already_pushed, pool_embeddings)
         picks, prio = select_batch(
-            "typiclust", k, n=len(candidate_ids), cold_embeddings=embeddings, labeled_embeddings=labeled, seed=seed
+            strategy,
+            k,
+            n=len(candidate_ids),
+            cold_embeddings=embeddings,
+            labeled_embeddings=labeled,
+            seed=seed,
+            n_classes=n_classes or (len(predictions.column("probs")[0].as_py()) if has_model else None),
         )
-        record_ids = [candidate_ids[i] for i in picks]
-        priorities = {rid: float(p) for rid, p in zip(record_ids, prio, strict=True)}
-        return RoundPlan(record_ids, priorities, strategy, len(candidate_ids), False, embeddings=source)
+        chosen = candidate_ids
     else:
         if not has_model:
             raise ValueError(f"strategy {strategy!r} needs model predictions over the pool")
@@ -268,11 +274,12 @@ def plan_next_batch(
     seed: int = 0,
     min_per_class: int = 0,
     pool_embeddings: pa.Table | None = None,
+    n_classes: int | None = None,
 ) -> RoundPlan:
     """The next batch: plan_round over the pool minus what Label Studio has and minus gold, then
     `gold_per_round` gold records mixed in (add_gold). `model_version` names the model behind
     `predictions`; the plan keeps it only when the model chose the batch. `pool_embeddings` are a
-    self-supervised encoder's (plan_round's cold start).
+    self-supervised encoder's (plan_round's cold start); `n_classes` the label set's size (probcover).
     """
     plan = plan_round(
         pool,
@@ -283,6 +290,7 @@ def plan_next_batch(
         seed=seed,
         min_per_class=min_per_class,
         pool_embeddings=pool_embeddings,
+        n_classes=n_classes,
     )
     if gold and gold_per_round:
         plan = add_gold(plan, gold, gold_per_round, already_pushed=already_pushed, seed=seed)

@@ -7,6 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
+from labeling.probcover import select_covering
 from labeling.typicality import select_typical
 
 # Thumbnail side and histogram bins of the cold-start embedding: 8x8 RGB (192 values) is the classic
@@ -20,6 +21,7 @@ BATCH_STRATEGIES = (
     "random",
     "diversity",
     "typiclust",
+    "probcover",
     "least-confidence",
     "margin",
     "entropy",
@@ -296,13 +298,15 @@ def select_batch(
     min_per_class: int = 0,
     pool_factor: int = 3,
     seed: int = 0,
+    n_classes: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One batch of `k` of `n` candidates by `strategy` (one of BATCH_STRATEGIES): (indices, priorities).
 
     Model strategies need `probs` (n, K) and, for coreset/hybrid/uncertainty, the model's `embeddings`
-    (n, D) (and `labeled_embeddings` (L, D) of what is already labeled); "diversity" and "typiclust" need
-    `cold_embeddings` (n, D) (self-supervised ones, or compute_cheap_embeddings); "typiclust" counts
-    `labeled_embeddings` (in the same space) as covering their clusters; "random" needs nothing. With
+    (n, D) (and `labeled_embeddings` (L, D) of what is already labeled); "diversity", "typiclust" and "probcover"
+    need `cold_embeddings` (n, D) (self-supervised ones, or compute_cheap_embeddings); "typiclust" and "probcover"
+    count `labeled_embeddings` (in the same space) as covering their clusters / balls; "probcover" also needs
+    `n_classes` (the label set's size: its k-means pseudo-labels choose delta); "random" needs nothing. With
     `min_per_class` > 0 and `probs`, each predicted class gets at least that many picks when it has them.
     Priorities are in [0, 1], 1 = label first: the uncertainty score for uncertainty strategies,
     1 - rank / k for the others. No index appears twice.
@@ -314,8 +318,10 @@ def select_batch(
         raise ValueError(f"strategy {strategy!r} needs model probabilities")
     if strategy in ("coreset", "hybrid", "uncertainty") and embeddings is None:
         raise ValueError(f"strategy {strategy!r} needs model embeddings")
-    if strategy in ("diversity", "typiclust") and cold_embeddings is None:
+    if strategy in ("diversity", "typiclust", "probcover") and cold_embeddings is None:
         raise ValueError(f"strategy {strategy!r} needs cold-start embeddings")
+    if strategy == "probcover" and not n_classes:
+        raise ValueError("strategy 'probcover' needs n_classes (the number of labels)")
     for name, array in (("probs", probs), ("embeddings", embeddings), ("cold_embeddings", cold_embeddings)):
         if array is not None and len(array) != n:
             raise ValueError(f"{name} has {len(array)} rows but there are {n} candidates")
@@ -326,6 +332,8 @@ def select_batch(
         order = select_diverse(cold_embeddings, n if min_per_class else k, seed=seed)
     elif strategy == "typiclust":
         order = select_typical(cold_embeddings, k, labeled=labeled_embeddings, seed=seed)
+    elif strategy == "probcover":
+        order = select_covering(cold_embeddings, k, n_classes=n_classes, labeled=labeled_embeddings, seed=seed)
     elif strategy in ("least-confidence", "margin", "entropy"):
         scores = get_uncertainty_scores(probs, strategy.replace("-", "_"))
         order = np.argsort(-scores, kind="stable")

@@ -21,7 +21,7 @@ def label_push(
     dataset: Annotated[str, typer.Option(help="Dataset whose newest model ranks the pool.")] = "demo",
     budget: Annotated[int, typer.Option(help="Tasks to push.")] = 80,
     strategy: Annotated[
-        str, typer.Option(help="auto, typiclust, diversity, coreset, margin, entropy, hybrid or random.")
+        str, typer.Option(help="auto, typiclust, probcover, diversity, coreset, margin, entropy, hybrid or random.")
     ] = "auto",
     project: Annotated[str | None, typer.Option(help="Label Studio project title; default 'Flywheel DATASET'.")] = None,
     pool: Annotated[str | None, typer.Option(help="Pool folder; default: the latest ingest's.")] = None,

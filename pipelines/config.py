@@ -102,9 +102,10 @@ class LabelRoundParams(BaseModel):
     strategy: str = Field(
         "auto",
         description="auto (hybrid: uncertainty pre-filter + diversity when a model exists; else typiclust when a "
-        "pretrained encoder's embeddings cover the pool, else diversity), typiclust, diversity, coreset, uncertainty, "
-        "least-confidence, margin, entropy, hybrid or random.",
-        pattern="^(auto|diversity|typiclust|coreset|uncertainty|least-confidence|margin|entropy|hybrid|random)$",
+        "pretrained encoder's embeddings cover the pool, else diversity), typiclust, probcover, diversity, coreset, "
+        "uncertainty, least-confidence, margin, entropy, hybrid or random.",
+        pattern="^(auto|diversity|typiclust|probcover|coreset|uncertainty|least-confidence|margin|entropy|hybrid"
+        "|random)$",
     )
     overlap_fraction: float = Field(0.3, ge=0, le=1, description="Share of tasks labeled by several annotators.")
     overlap_k: int = Field(2, ge=1, description="Annotators per overlapping task (set per task in Label Studio).")

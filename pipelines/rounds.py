@@ -123,7 +123,7 @@ def choose_batch(params: LabelRoundParams, inputs: RoundInputs) -> RoundPlan:
     pushed = set(open_label_studio().task_ids_by_record(inputs.project_id))
     root = open_root(inputs.data_root)
     model_version, predictions = newest_predictions(root, params.dataset)
-    wanted = params.strategy in ("auto", "hybrid", "typiclust")
+    wanted = params.strategy in ("auto", "hybrid", "typiclust", "probcover")
     _, pool_embeddings = newest_embeddings(root) if wanted else (None, None)
     plan = plan_next_batch(
         inputs.records,
@@ -137,6 +137,7 @@ def choose_batch(params: LabelRoundParams, inputs: RoundInputs) -> RoundPlan:
         seed=params.seed,
         min_per_class=params.min_per_class,
         pool_embeddings=pool_embeddings,
+        n_classes=len(params.labels),
     )
     get_run_logger().info(
         "round plan: %d of %d candidates by %s%s%s, %d gold",

@@ -61,7 +61,7 @@ def test_every_strategy_skips_pushed_records_and_respects_the_budget(strategy: s
     assert plan.candidates == 30
     assert set(plan.priorities) == set(plan.record_ids)
     assert all(0.0 <= p <= 1.0 for p in plan.priorities.values())
-    assert plan.uses_model == (plan.strategy not in ("random", "diversity", "typiclust"))
+    assert plan.uses_model == (plan.strategy not in ("random", "diversity", "typiclust", "probcover"))
 
 
 def test_auto_is_diversity_cold_and_hybrid_with_a_model() -> None:
