@@ -192,21 +192,34 @@ def build_box_review_set(
     return pa.Table.from_pylist(rows, schema=REVIEW_SET_SCHEMA)
 
 
-def attach_boxes(records: pa.Table, consensus: pa.Table) -> pa.Table:
+def attach_boxes(records: pa.Table, consensus: pa.Table, trusted_origins: Sequence[str] = ()) -> pa.Table:
     """The image records that have fused boxes (`consensus`, box_quality.fuse_annotations' table), with
     `boxes` set to them (each box scored by the weighted share of annotators who drew it with its label),
     `label` to their majority box label (corpus.boxes.majority_box_label: the key splits stratify on, not a
     class of its own), `label_source` human (one annotator) or consensus, `label_confidence`
-    (_image_confidence) and `annotators`."""
+    (_image_confidence) and `annotators`. A record imported with boxes from one of `trusted_origins` (its
+    label_source, e.g. `imported:<source>`) keeps those boxes as they are, confidence 1, as a trusted
+    import's label does in a classify release."""
     fused = {row["record_id"]: row for row in consensus.select(["record_id", "boxes", "annotators"]).to_pylist()}
-    keep = [rid in fused for rid in records.column("record_id").to_pylist()]
+    trusted = set(trusted_origins)
+    own = records.select(["record_id", "boxes", "label_source"]).to_pylist()
+    imported = {r["record_id"]: r for r in own if r["label_source"] in trusted and r["boxes"] is not None}
+    keep = [row["record_id"] in fused or row["record_id"] in imported for row in own]
     labeled = records.filter(pa.array(keep, type=pa.bool_()))
-    rows = [fused[rid] for rid in labeled.column("record_id").to_pylist()]
+    rows = []
+    for rid in labeled.column("record_id").to_pylist():
+        if rid in imported:
+            origin = imported[rid]["label_source"]
+            rows.append({"boxes": imported[rid]["boxes"], "source": origin, "confidence": 1.0, "annotators": [origin]})
+        else:
+            row = fused[rid]
+            source = "consensus" if len(row["annotators"]) > 1 else "human"
+            rows.append({**row, "source": source, "confidence": _image_confidence(row["boxes"])})
     columns = {
         "boxes": pa.array([r["boxes"] for r in rows], type=BOXES_TYPE),
         "label": pa.array([majority_box_label(r["boxes"]) for r in rows], type=pa.string()),
-        "label_source": pa.array(["consensus" if len(r["annotators"]) > 1 else "human" for r in rows], pa.string()),
-        "label_confidence": pa.array([_image_confidence(r["boxes"]) for r in rows], type=pa.float32()),
+        "label_source": pa.array([r["source"] for r in rows], pa.string()),
+        "label_confidence": pa.array([r["confidence"] for r in rows], type=pa.float32()),
         "annotators": pa.array([r["annotators"] for r in rows], type=pa.list_(pa.string())),
     }
     for name, values in columns.items():

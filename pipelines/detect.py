@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -44,11 +45,14 @@ def judge_boxes(round_: LabelRound, summary: dict[str, Any]) -> dict[str, Any]:
     ).to_dict()
 
 
-def label_box_records(root: DataRoot, records: pa.Table, gold_path: str | None) -> tuple[pa.Table, dict[str, Any]]:
+def label_box_records(
+    root: DataRoot, records: pa.Table, gold_path: str | None, trusted_origins: Sequence[str] = ()
+) -> tuple[pa.Table, dict[str, Any]]:
     """(the pool records anyone drew boxes on, with the fused boxes of every annotation pulled so far in
-    `boxes` (labeling.box_rounds.attach_boxes; annotators weighted by gold F1 where known), the box agreement
-    over them: what a detect release carries and reports)."""
+    `boxes` (labeling.box_rounds.attach_boxes; annotators weighted by gold F1 where known), and those imported
+    with boxes from a trusted origin; the box agreement over the drawn ones: what a detect release carries)."""
     boxes = box_annotation_table(read_annotations(root), image_sizes(records))
     consensus = fuse_round(boxes, read_box_gold(root, gold_path))
     agreement = compute_box_agreement(boxes)
-    return attach_boxes(records, consensus), {"box_f1": agreement["f1"], "pairs": agreement["pairs"]}
+    labeled = attach_boxes(records, consensus, trusted_origins)
+    return labeled, {"box_f1": agreement["f1"], "pairs": agreement["pairs"]}

@@ -75,7 +75,7 @@ def publish_release(params: ReleaseParams, data_root: str) -> dict[str, Any]:
     if trusted is None:
         trusted = origins_with_policy(root, ImportLabelPolicy.trusted.value)
     if task_type == "detect":
-        labeled, agreement = label_box_records(root, root.read_table(pool), params.gold_path)
+        labeled, agreement = label_box_records(root, root.read_table(pool), params.gold_path, trusted)
     else:
         aggregated = aggregate_dawid_skene(annotations, gold=read_gold(root, params.gold_path))
         labeled = attach_labels(root.read_table(pool), aggregated, annotations=annotations, trusted_origins=trusted)

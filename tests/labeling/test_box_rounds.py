@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from corpus.boxes import NO_OBJECT_LABEL, build_boxes, majority_box_label
+from corpus.boxes import BOXES_TYPE, NO_OBJECT_LABEL, build_boxes, majority_box_label
 from corpus.schema import ANNOTATION_SCHEMA, conform
 from labeling.box_results import boxes_to_studio_result
 from labeling.box_rounds import (
@@ -202,3 +202,24 @@ def test_a_detect_answer_counts_toward_the_rounds_progress_even_when_it_has_no_o
     assert progress["done"] == progress["needed"] == 2 and progress["complete"]
     unreadable = _annotations([("img-a", "ann", TRUTH["img-a"]), ("img-c", "ann", None)])
     assert measure_progress(round_, unreadable, T0 + timedelta(hours=1))["done"] == 1
+
+
+def test_boxes_imported_from_a_trusted_origin_are_released_as_they_are() -> None:
+    records = conform(
+        pa.table(
+            {
+                "record_id": ["img-a", "img-b", "untrusted"],
+                "width": [100] * 3,
+                "height": [80] * 3,
+                "boxes": pa.array([None, TRUTH["img-b"], TRUTH["img-b"]], type=BOXES_TYPE),
+                "label_source": ["imported:team", "imported:team", "imported:web"],
+            }
+        )
+    )
+    answers = [("img-a", "ann", TRUTH["img-a"]), ("img-b", "ann", [])]
+    boxes = box_annotation_table(_annotations(answers), image_sizes(records))
+    labeled = {r["record_id"]: r for r in attach_boxes(records, fuse_round(boxes, {}), ["imported:team"]).to_pylist()}
+    assert set(labeled) == {"img-a", "img-b"}  # the untrusted import is not released without a human answer
+    assert labeled["img-b"]["label_source"] == "imported:team" and labeled["img-b"]["label"] == "dog"
+    assert len(labeled["img-b"]["boxes"]) == 1 and labeled["img-b"]["annotators"] == ["imported:team"]
+    assert labeled["img-a"]["label_source"] == "human"  # an import without boxes: the drawn ones count
