@@ -200,3 +200,19 @@ def check_box_release_table(table: pa.Table) -> None:
             actual = (box["x_norm"], box["y_norm"], box["w_norm"])
             if not np.allclose(expected, actual, atol=1e-9) or abs(box["h"] / row["height"] - box["h_norm"]) > 1e-9:
                 raise ValueError(f"record {row['record_id']}: box {i} normalised coordinates disagree with its pixels")
+
+
+# The stratification key (a release's `label`) of an image without objects: its own stratum, so that train,
+# val and test all get images to learn "nothing here" from. Not a class: no box carries it.
+NO_OBJECT_LABEL = "no_object"
+
+
+def majority_box_label(boxes: Sequence[dict[str, Any]]) -> str:
+    """The label most of an image's boxes carry (ties: the alphabetically first), NO_OBJECT_LABEL without boxes:
+    what a detect release stratifies its splits on and stores in `label`."""
+    counts: dict[str, int] = {}
+    for box in boxes:
+        counts[str(box["label"])] = counts.get(str(box["label"]), 0) + 1
+    if not counts:
+        return NO_OBJECT_LABEL
+    return min(counts, key=lambda label: (-counts[label], label))

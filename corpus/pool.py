@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -43,6 +44,43 @@ def read_gold(root: DataRoot, gold_path: str | None) -> dict[str, str]:
     if not isinstance(gold, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in gold.items()):
         raise ValueError(f"gold file {gold_path}: expected a JSON object of record_id -> label strings")
     return dict(gold)
+
+
+# What a gold box must say: its label and its top-left corner and size in pixels of the image as stored.
+GOLD_BOX_KEYS = ("label", "x", "y", "w", "h")
+
+
+def read_box_gold(root: DataRoot, gold_path: str | None) -> dict[str, list[dict[str, Any]]]:
+    """Gold boxes (record_id -> the image's known boxes, each {"label", "x", "y", "w", "h"} in pixels; [] for an
+    image with no object) from a JSON object file under the root: a detect round's gold file; {} without a path.
+
+    A file that is not such an object raises ValueError naming the file and the first bad record.
+    """
+    if not gold_path:
+        return {}
+    if not root.exists(gold_path):
+        raise FileNotFoundError(f"gold file {gold_path} not found under {root.url}")
+    gold = root.read_json(gold_path)
+    if not isinstance(gold, dict):
+        raise ValueError(f"gold file {gold_path}: expected a JSON object of record_id -> list of boxes")
+    out: dict[str, list[dict[str, Any]]] = {}
+    for record_id, boxes in gold.items():
+        if not isinstance(boxes, list) or not all(_is_gold_box(b) for b in boxes):
+            raise ValueError(
+                f"gold file {gold_path}: record {record_id}: expected a list of boxes with a label and numeric "
+                "x, y, w, h (pixels, w and h > 0)"
+            )
+        out[str(record_id)] = [{k: box[k] for k in GOLD_BOX_KEYS} | {"score": None} for box in boxes]
+    return out
+
+
+def _is_gold_box(box: Any) -> bool:
+    if not isinstance(box, dict) or not isinstance(box.get("label"), str) or not box["label"]:
+        return False
+    values = [box.get(k) for k in GOLD_BOX_KEYS[1:]]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return False
+    return values[2] > 0 and values[3] > 0
 
 
 def select_records(table: pa.Table, record_ids: Iterable[str], column: str = "record_id") -> pa.Table:

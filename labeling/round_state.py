@@ -158,16 +158,17 @@ def start_labeling(round_: LabelRound, tasks: dict[str, int], overlap: dict[str,
 
 
 def _live_votes(annotations: pa.Table, round_: LabelRound) -> tuple[dict[str, set[str]], dict[str, datetime]]:
-    """(record_id -> annotators who answered the round's task of that record: a live label, or a skip (Label
-    Studio's Skip: a cancelled annotation), which finishes that person's part without being a vote;
-    annotator -> when they last answered a task of the round)."""
+    """(record_id -> annotators who answered the round's task of that record: a live label (or boxes: a detect
+    round's answer, [] for "no object"), or a skip (Label Studio's Skip: a cancelled annotation), which finishes
+    that person's part without being a vote; annotator -> when they last answered a task of the round)."""
     live = latest_versions(annotations)
     votes: dict[str, set[str]] = defaultdict(set)
     last_seen: dict[str, datetime] = {}
     if live.num_rows == 0:
         return votes, last_seen
     skipped = pc.fill_null(live.column("was_cancelled"), False)
-    answered = pc.or_kleene(pc.is_valid(live.column("label")), skipped)
+    drawn = pc.is_valid(live.column("boxes"))
+    answered = pc.or_kleene(pc.or_kleene(pc.is_valid(live.column("label")), drawn), skipped)
     live = live.filter(pc.and_(pc.invert(pc.fill_null(live.column("deleted"), False)), answered))
     ours = {task_id: rid for rid, task_id in round_.tasks.items()}
     for task_id, project, annotator, created, updated in zip(

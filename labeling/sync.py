@@ -12,6 +12,8 @@ import pyarrow.compute as pc
 from corpus.schema import ANNOTATION_SCHEMA
 from corpus.store import DataRoot
 from labeling.annotators import annotator_name
+from labeling.box_results import RESULT_TYPE as BOX_RESULT_TYPE
+from labeling.box_results import boxes_from_studio_result
 from labeling.client import LabelStudioApiError, LabelStudioClient, is_retryable
 from labeling.quality import latest_versions
 
@@ -50,19 +52,39 @@ def extract_choice(result: list[dict]) -> str | None:
     return None
 
 
+def extract_boxes(result: list[dict], *, detect: bool = False, annotation_id: object = "?") -> list[dict] | None:
+    """The boxes (rows of BOX_TYPE) of a result's rectangles, the image size taken from each rectangle's
+    original_width/height. In a detect round (`detect`) a result without rectangles is [] ("no object");
+    elsewhere None. A rectangle that cannot be read (no size, no label) is logged and gives None: the
+    annotation stays in Label Studio, and the round counts it as unanswered rather than as "no object"."""
+    if not any(region.get("type") == BOX_RESULT_TYPE for region in result or []):
+        return [] if detect else None
+    try:
+        return boxes_from_studio_result(result)[0]
+    except ValueError as exc:
+        log.warning("annotation %s: its rectangles cannot be read (%s); stored without boxes", annotation_id, exc)
+        return None
+
+
 def read_annotations(root: DataRoot) -> pa.Table:
     """Every annotation ever pulled, newest version of each (ANNOTATION_SCHEMA; deleted ones flagged)."""
     return latest_versions(root.read_table(ANNOTATIONS_DIR, schema=ANNOTATION_SCHEMA))
 
 
-def _row(project_id: int, task: dict, annotation: dict, pulled_at: datetime, names: dict[int, str]) -> dict:
+def _row(
+    project_id: int, task: dict, annotation: dict, pulled_at: datetime, names: dict[int, str], detect: bool = False
+) -> dict:
     completed_by = annotation.get("completed_by")
+    cancelled = bool(annotation.get("was_cancelled"))
     return {
         "annotation_id": int(annotation["id"]),
         "task_id": int(task["id"]),
         "project_id": int(project_id),
         "record_id": str(task["data"]["record_id"]),
         "label": extract_choice(annotation.get("result") or []),
+        "boxes": None
+        if cancelled
+        else extract_boxes(annotation.get("result") or [], detect=detect, annotation_id=annotation.get("id")),
         "annotator": annotator_name(completed_by, names)
         if names
         else None
@@ -71,14 +93,14 @@ def _row(project_id: int, task: dict, annotation: dict, pulled_at: datetime, nam
         "created_at": _parse_time(annotation.get("created_at")),
         "updated_at": _parse_time(annotation.get("updated_at")),
         "lead_time": annotation.get("lead_time"),
-        "was_cancelled": bool(annotation.get("was_cancelled")),
+        "was_cancelled": cancelled,
         "deleted": False,
         "pulled_at": pulled_at,
     }
 
 
 def _same(stored: dict, fresh: dict) -> bool:
-    keys = ("updated_at", "label", "was_cancelled", "annotator", "deleted")
+    keys = ("updated_at", "label", "boxes", "was_cancelled", "annotator", "deleted")
     return all(stored[k] == fresh[k] for k in keys)
 
 
@@ -90,6 +112,7 @@ def pull_annotations(
     full: bool = False,
     tries: int | None = None,
     names: dict[int, str] | None = None,
+    task_type: str | None = None,
 ) -> dict:
     """Append the project's new and changed annotations to `annotations/part-<utc>-<project>.parquet`.
 
@@ -103,6 +126,7 @@ def pull_annotations(
     crashed pull loses nothing.
     With `names` (user id -> username or email, client.user_names()) annotators are stored by name, so
     scorecards, artifacts and releases never show a numeric id; without, as str(user id).
+    `task_type` "detect" stores an answer without rectangles as [] boxes ("no object"; extract_boxes).
     Returns {"new", "updated", "deleted", "skipped", "total"} (total = live annotations of the project).
     """
     state_path = _state_path(project_id)
@@ -127,7 +151,7 @@ def pull_annotations(
             continue
         seen_tasks.add(int(task["id"]))
         for annotation in task["annotations"]:
-            fresh = _row(project_id, task, annotation, pulled_at, names or {})
+            fresh = _row(project_id, task, annotation, pulled_at, names or {}, task_type == "detect")
             seen.add(fresh["annotation_id"])
             old = stored.get(fresh["annotation_id"])
             if old is None:

@@ -36,6 +36,11 @@ REASON_TEXT = {
     LOW_CONFIDENCE: "low confidence",
     GOLD_MISMATCH: "gold missed",
     LIKELY_MISLABELED: "likely mislabeled",
+    # a detect round's (labeling.box_rounds): an annotator's boxes against the consensus
+    "box_missing": "box missing",
+    "box_extra": "extra box",
+    "box_misplaced": "box misplaced",
+    "box_wrong_label": "box label wrong",
 }
 
 

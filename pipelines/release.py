@@ -23,6 +23,7 @@ from labeling.round_store import list_round_numbers, load_round, save_round
 from labeling.rounds import attach_labels
 from labeling.sync import read_annotations
 from pipelines.config import ReleaseParams
+from pipelines.detect import label_box_records
 from pipelines.runtime import DATASET_RELEASED, IO_RETRIES, announce, artifact_key, data_root_url, open_root, task
 from training.comparison import compare_versions
 
@@ -69,13 +70,18 @@ def publish_release(params: ReleaseParams, data_root: str) -> dict[str, Any]:
     root = open_root(data_root)
     pool = params.pool or latest_pool(root)
     annotations = read_annotations(root)
-    aggregated = aggregate_dawid_skene(annotations, gold=read_gold(root, params.gold_path))
+    task_type = release_task_type(root, params)
     trusted = params.trusted_origins
     if trusted is None:
         trusted = origins_with_policy(root, ImportLabelPolicy.trusted.value)
-    labeled = attach_labels(root.read_table(pool), aggregated, annotations=annotations, trusted_origins=trusted)
+    if task_type == "detect":
+        labeled, agreement = label_box_records(root, root.read_table(pool), params.gold_path, trusted)
+    else:
+        aggregated = aggregate_dawid_skene(annotations, gold=read_gold(root, params.gold_path))
+        labeled = attach_labels(root.read_table(pool), aggregated, annotations=annotations, trusted_origins=trusted)
+        agreement = compute_agreement(annotations)
     extra = {
-        "agreement": compute_agreement(annotations),
+        "agreement": agreement,
         "pool": pool,
         "curation": trace_reports(root, pool),
         "trusted_origins": list(trusted),
@@ -86,7 +92,7 @@ def publish_release(params: ReleaseParams, data_root: str) -> dict[str, Any]:
         root,
         params.dataset,
         labeled,
-        params.release.model_copy(update={"task": release_task_type(root, params)}),
+        params.release.model_copy(update={"task": task_type}),
         extra=extra,
         eval_scorer=lambda rows: compare_versions(root, params.dataset, rows),
     )

@@ -28,6 +28,7 @@ from labeling.round_store import list_datasets, load_open_round, release_claim, 
 from labeling.summary import summarize_round
 from labeling.sync import read_annotations
 from labeling.views import REVIEW_VIEW, review_hidden_columns, review_task_fields
+from pipelines.detect import judge_boxes, review_boxes
 from pipelines.round_markdown import progress_markdown, verdict_markdown
 from pipelines.rounds import pull_labels, round_payload, round_resource
 from pipelines.runtime import (
@@ -51,7 +52,7 @@ def _now() -> datetime:
 
 def pull_and_measure(data_root: str, round_: LabelRound) -> dict[str, Any]:
     """Pull the round's project, then how far the round is (labeling.round_state.measure_progress)."""
-    pull_labels(data_root, round_.project_id)
+    pull_labels(data_root, round_.project_id, round_.task)
     return measure_progress(round_, read_annotations(open_root(data_root)), _now())
 
 
@@ -103,6 +104,23 @@ def review_round(data_root: str, round_: LabelRound) -> dict[str, Any]:
     """The round's summary (agreement, scorecards by name) and the review tab: every doubtful, gold-missed or
     likely mislabeled task with its reasons and the aggregated label and confidence in its columns."""
     root = open_root(data_root)
+    if round_.task == "detect":
+        summary, review = review_boxes(root, round_)
+    else:
+        summary, review = _review_labels(root, round_)
+    client = open_label_studio()
+    task_ids = client.task_ids_by_record(round_.project_id)
+    fields = review_task_fields(review)
+    for record_id, values in fields.items():
+        if record_id in task_ids:
+            client.update_task_data(task_ids[record_id], values)
+    review_ids = sorted(task_ids[rid] for rid in fields if rid in task_ids)
+    client.ensure_view(round_.project_id, REVIEW_VIEW, review_ids, hidden_columns=review_hidden_columns())
+    return {**summary, "review": len(review_ids)}
+
+
+def _review_labels(root: Any, round_: LabelRound) -> tuple[dict[str, Any], Any]:
+    """A classify round's summary and review set (Dawid-Skene consensus, gold, the model's label issues)."""
     params = round_.params
     gold = read_gold(root, params.get("gold_path"))
     everything = read_annotations(root)
@@ -115,25 +133,22 @@ def review_round(data_root: str, round_: LabelRound) -> dict[str, Any]:
         gold=gold,
         flagged=issues.column("record_id").to_pylist() if issues is not None else (),
     )
-    client = open_label_studio()
-    task_ids = client.task_ids_by_record(round_.project_id)
-    fields = review_task_fields(review)
-    for record_id, values in fields.items():
-        if record_id in task_ids:
-            client.update_task_data(task_ids[record_id], values)
-    review_ids = sorted(task_ids[rid] for rid in fields if rid in task_ids)
-    client.ensure_view(round_.project_id, REVIEW_VIEW, review_ids, hidden_columns=review_hidden_columns())
-    return {**summary, "review": len(review_ids)}
+    return summary, review
 
 
 def judge_round(round_: LabelRound, summary: dict[str, Any]) -> dict[str, Any]:
-    """The round's verdict: its quality gate, plus the share-done rule when it closed unfinished."""
-    gate = check_quality_gate(
-        agreement=summary["agreement"],
-        scorecards=summary["scorecards"],
-        new_labels=summary["new_labels"],
-        gate=QualityGate.model_validate(round_.params.get("gate") or {}),
-    ).to_dict()
+    """The round's verdict: its quality gate (a detect round's on boxes), plus the share-done rule when it
+    closed unfinished."""
+    gate = (
+        judge_boxes(round_, summary)
+        if round_.task == "detect"
+        else check_quality_gate(
+            agreement=summary["agreement"],
+            scorecards=summary["scorecards"],
+            new_labels=summary["new_labels"],
+            gate=QualityGate.model_validate(round_.params.get("gate") or {}),
+        ).to_dict()
+    )
     if round_.close_reason == COMPLETE:
         return gate
     share = (round_.progress or {}).get("share_done") or 0.0

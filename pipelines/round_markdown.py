@@ -61,10 +61,26 @@ def verdict_markdown(round_: LabelRound) -> str:
     lines += [f"| {c['name']} | {c['value']} | {c['threshold']} | {c['ok']} |" for c in verdict["criteria"]]
     lines += [f"- {reason}" for reason in verdict["reasons"]]
     cards = summary.get("scorecards") or []
-    if cards:
+    if cards and round_.task == "detect":
+        lines += _box_scorecard_lines(cards)
+    elif cards:
         lines += ["", "| annotator | annotations | gold accuracy | agreement with consensus |", "|---|---|---|---|"]
         lines += [
             f"| {c['annotator']} | {c['annotations']} | {c.get('gold_accuracy')} | {c.get('consensus_agreement')} |"
             for c in cards
         ]
     return "\n".join(lines)
+
+
+def _box_scorecard_lines(cards: list[dict[str, Any]]) -> list[str]:
+    """A detect round's scorecards (labeling.box_rounds): F1 on gold and with the consensus, flags per reason."""
+    lines = [
+        "",
+        "| annotator | images | boxes | gold F1 | F1 with consensus | missing | extra | misplaced | wrong label |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    keys = ("images", "boxes", "gold_f1", "consensus_f1", "missing", "extra", "misplaced", "wrong_label")
+    for card in cards:
+        values = [f"{v:.2f}" if isinstance(v, float) else str(v) for v in (card.get(k) for k in keys)]
+        lines.append(f"| {card['annotator']} | " + " | ".join(values) + " |")
+    return lines

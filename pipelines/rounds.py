@@ -10,11 +10,11 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from corpus.pool import latest_pool, read_gold, select_records
+from corpus.pool import latest_pool, read_box_gold, read_gold, select_records
 from corpus.settings import get_settings
 from crawlers.importers.config import ImportLabelPolicy
 from crawlers.importers.labels import origins_with_policy
-from labeling.label_config import build_instructions, build_label_config
+from labeling.label_config import build_box_label_config, build_instructions, build_label_config
 from labeling.preannotations import merge_preannotations, preannotation_version, read_imported_predictions
 from labeling.queue import overlaps_to_set, plan_task_overlaps
 from labeling.round_state import LabelRound, open_round, start_labeling
@@ -48,7 +48,7 @@ class RoundInputs:
     data_root: str
     pool: str
     records: Any
-    gold: dict[str, str]
+    gold: dict[str, Any]  # record_id -> known label (a detect round's: known boxes, corpus.pool.read_box_gold)
     project_id: int
 
 
@@ -100,7 +100,9 @@ def prepare_round(params: LabelRoundParams, data_root: str) -> RoundInputs:
     root = open_root(data_root)
     pool = params.pool or latest_pool(root)
     client = open_label_studio()
-    project_id = client.ensure_project(params.project, build_label_config(params.labels))
+    detect = params.task == "detect"
+    config = build_box_label_config(params.labels) if detect else build_label_config(params.labels)
+    project_id = client.ensure_project(params.project, config)
     client.configure_queue(project_id)
     if params.definitions:
         client.set_instructions(project_id, build_instructions(params.labels, params.definitions, params.examples))
@@ -111,7 +113,8 @@ def prepare_round(params: LabelRoundParams, data_root: str) -> RoundInputs:
         client.ensure_webhook(
             project_id, settings.webhook_url, headers={"X-Flywheel-Webhook": secret} if secret else {}
         )
-    return RoundInputs(data_root, pool, root.read_table(pool), read_gold(root, params.gold_path), project_id)
+    gold = (read_box_gold if detect else read_gold)(root, params.gold_path)
+    return RoundInputs(data_root, pool, root.read_table(pool), gold, project_id)
 
 
 @task
@@ -282,10 +285,11 @@ def round_payload(round_: LabelRound, data_root: str) -> dict[str, Any]:
 
 
 @task
-def pull_labels(data_root: str, project_id: int) -> dict[str, Any]:
-    """Append the annotations created or changed since the last pull to annotations/, annotators by name."""
+def pull_labels(data_root: str, project_id: int, task_type: str | None = None) -> dict[str, Any]:
+    """Append the annotations created or changed since the last pull to annotations/, annotators by name
+    (`task_type` "detect": an answer without rectangles is "no object")."""
     client = open_label_studio()
-    return pull_annotations(client, open_root(data_root), project_id, names=client.user_names())
+    return pull_annotations(client, open_root(data_root), project_id, names=client.user_names(), task_type=task_type)
 
 
 @flow(name="label-push", log_prints=True)

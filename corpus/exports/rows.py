@@ -48,6 +48,9 @@ def export_labels(release: Release) -> list[str]:
     """The release's ordered label list (manifest "labels", else train's sorted labels), then any label found
     only in val/test (sorted), so that every exported row has a class index and model indices stay put."""
     train = release.manifest.get("labels")
+    if release.manifest.get("task") == "detect":
+        # A detect release's `label` is a stratification key (corpus.boxes.majority_box_label), not a class.
+        return list(train or [])
     if train is None:
         train = sorted({lab for lab in release.train.column("label").to_pylist() if lab is not None})
     others = {lab for s in ("val", "test") for lab in release.split(s).column("label").to_pylist()}

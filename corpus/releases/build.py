@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from corpus.releases.box_release import box_labels, boxes_key, check_boxes_present, count_boxes
 from corpus.releases.card import render_card
 from corpus.releases.config import ReleaseConfig
 from corpus.releases.evalset import choose_eval_set, parent_eval_ids, select_eval_rows
@@ -98,9 +99,9 @@ def _validate_records(records: pa.Table) -> pa.Table:
     return table
 
 
-def _content_key(table: pa.Table) -> list[tuple[str, str, str]]:
+def _content_key(table: pa.Table, detect: bool = False) -> list[tuple[str, ...]]:
     cols = [table.column(c).to_pylist() for c in ("record_id", "label", "split")]
-    return sorted(zip(*cols, strict=True))
+    return sorted(zip(*cols, *([boxes_key(table)] if detect else []), strict=True))
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:
@@ -161,11 +162,12 @@ def _describe(
         "task": cfg.task or DEFAULT_TASK,
         "manifest_format": MANIFEST_FORMAT,
         "rows": {s: parts[s].num_rows for s in SPLITS},
-        "labels": order_labels(parts["train"]),
+        "labels": box_labels(parts["train"]) if cfg.task == "detect" else order_labels(parts["train"]),
         "description": cfg.description,
         "licence": cfg.licence,
         "sources": _sources(table),
         "class_counts": {s: _class_counts(parts[s]) for s in SPLITS},
+        **({"box_counts": count_boxes(parts)} if cfg.task == "detect" else {}),
         **summarize_labels(table),
         "curation": summarize_curation(table),
         "diff": compute_diff(table, parent_all),
@@ -249,6 +251,9 @@ def build_release(
     """
     key = resolve_signing_key(signing_key)
     table = _validate_records(records)
+    detect = cfg.task == "detect"
+    if detect:
+        check_boxes_present(table)
     extra = dict(extra or {})
     versions = list_releases(root, dataset)
     parent = load_release(root, dataset, versions[-1], signing_key=key) if versions else None
@@ -259,7 +264,7 @@ def build_release(
     recipe = cfg.augmentation.model_dump()
     if (
         parent_all is not None
-        and _content_key(table) == _content_key(parent_all)
+        and _content_key(table, detect) == _content_key(parent_all, detect)
         and parent.manifest.get("augmentation", recipe) == recipe
     ):
         return {**parent.manifest, "unchanged": True}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
 
@@ -24,10 +25,16 @@ def imported_annotation_id(origin: str, record_id: str) -> int:
     return -(int.from_bytes(digest[:8], "big") >> 1) - 1
 
 
+def _table(columns: dict[str, Any], schema: pa.Schema) -> pa.Table:
+    """`columns` as a `schema` table, the schema's other columns null (an imported class label has no boxes)."""
+    n = len(next(iter(columns.values())))
+    return pa.table({f.name: columns.get(f.name, pa.nulls(n, f.type)) for f in schema}, schema=schema)
+
+
 def annotation_rows(labels: Sequence[tuple[str, str]], origin: str, at: datetime) -> pa.Table:
     """ANNOTATION_SCHEMA rows for (record_id, label) pairs, annotator `origin` (`imported:<source>`)."""
     n = len(labels)
-    return pa.table(
+    return _table(
         {
             "annotation_id": [imported_annotation_id(origin, rid) for rid, _ in labels],
             "task_id": [IMPORT_TASK_ID] * n,
@@ -42,7 +49,7 @@ def annotation_rows(labels: Sequence[tuple[str, str]], origin: str, at: datetime
             "deleted": [False] * n,
             "pulled_at": [at] * n,
         },
-        schema=ANNOTATION_SCHEMA,
+        ANNOTATION_SCHEMA,
     )
 
 
@@ -50,7 +57,7 @@ def prediction_rows(labels: Sequence[tuple[str, str]]) -> pa.Table:
     """PREDICTION_SCHEMA rows (confidence 1.0) for (record_id, label) pairs: what labeling.studio_tasks.build_tasks
     attaches to a task as a pre-annotation for the annotator to confirm."""
     n = len(labels)
-    return pa.table(
+    return _table(
         {
             "record_id": [rid for rid, _ in labels],
             "predicted_label": [label for _, label in labels],
@@ -58,7 +65,7 @@ def prediction_rows(labels: Sequence[tuple[str, str]]) -> pa.Table:
             "probs": pa.nulls(n, pa.list_(pa.float32())),
             "embedding": pa.nulls(n, pa.list_(pa.float32())),
         },
-        schema=PREDICTION_SCHEMA,
+        PREDICTION_SCHEMA,
     )
 
 

@@ -13,6 +13,10 @@ from corpus.store import DataRoot
 from labeling.client import LabelStudioClient
 from labeling.round_store import load_open_round
 from pipelines.demo.annotators import LEAD_TIME_RANGE_S, SimulatedAnnotator
+from pipelines.demo.box_annotators import box_noise_for, box_result, draw_noisy_boxes
+
+# record_id -> (its true boxes, (width, height)), or None where the image has no truth.
+BoxTruth = Callable[[str], tuple[list[dict], tuple[int, int]] | None]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,8 @@ class SimulatedCrowd:
 
     They take tasks the way Label Studio's queue serves them (each task until it has its planned overlap,
     gold tasks to everyone, nobody twice) and wait `pace_s` between answers, so the round fills over time
-    and closes on its completion event like a round labeled by people.
+    and closes on its completion event like a round labeled by people. With `box_truth` (a detect round) they
+    draw boxes instead, with the noise box_noise_for(error_rate) gives each.
     """
 
     def __init__(
@@ -56,8 +61,10 @@ class SimulatedCrowd:
         *,
         pace_s: float = 0.05,
         seed: int = 0,
+        box_truth: BoxTruth | None = None,
     ) -> None:
         self.client, self.root, self.dataset, self.truth, self.labels = client, root, dataset, truth, labels
+        self.box_truth = box_truth
         self.annotators, self.pace_s, self.seed = annotators, pace_s, seed
         self.answered = 0
         self._stop = threading.Event()
@@ -103,6 +110,9 @@ class SimulatedCrowd:
         true_label = self.truth(record_id)
         user_id = self._user_ids[annotator.username]
         rng = _rng(self.seed, annotator.username, task_id)
+        if self.box_truth is not None:
+            self._draw(annotator, record_id, task_id, rng)
+            return
         if true_label is None:  # nothing to tell from this image: skipped, as people skip what they can't tell
             self.client.create_annotation(task_id, user_id, [], rng.uniform(*LEAD_TIME_RANGE_S), skipped=True)
             return
@@ -110,4 +120,15 @@ class SimulatedCrowd:
         answer = others[int(rng.integers(len(others)))] if rng.random() < annotator.error_rate else true_label
         result = [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [answer]}}]
         self.client.create_annotation(task_id, user_id, result, rng.uniform(*LEAD_TIME_RANGE_S))
+        self.answered += 1
+
+    def _draw(self, annotator: SimulatedAnnotator, record_id: str, task_id: int, rng: np.random.Generator) -> None:
+        known = self.box_truth(record_id)
+        user_id = self._user_ids[annotator.username]
+        if known is None:
+            self.client.create_annotation(task_id, user_id, [], rng.uniform(*LEAD_TIME_RANGE_S), skipped=True)
+            return
+        boxes, size = known
+        drawn = draw_noisy_boxes(boxes, box_noise_for(annotator.error_rate), self.labels, size, rng)
+        self.client.create_annotation(task_id, user_id, box_result(drawn, size), rng.uniform(*LEAD_TIME_RANGE_S))
         self.answered += 1
