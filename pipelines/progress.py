@@ -60,8 +60,8 @@ def describe_shard(tally: ShardTally, step: str, shard: Shard, result: dict[str,
             f"{tally.dropped:,} dropped by checks"
         )
     if step == "write_shard":
-        tally.kept += len(result["kinds_kept"])
-        tally.dropped += len(result["reasons"])
+        tally.kept += sum(result["kept_by_kind"].values())
+        tally.dropped += sum(result["dropped_by_reason"].values())
     elif step == "run_shard":
         tally.kept += result["kept"]
         tally.dropped += sum(result["dropped_by_reason"].values())
