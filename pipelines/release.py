@@ -15,7 +15,7 @@ from corpus.pool import latest_pool, read_gold
 from corpus.releases.build import build_release
 from corpus.stages import trace_reports
 from crawlers.importers.config import ImportLabelPolicy
-from crawlers.importers.labels import origins_with_policy
+from crawlers.importers.labels import apply_box_updates, origins_with_policy, read_box_updates
 from labeling.quality import aggregate_dawid_skene, compute_agreement
 from labeling.round_state import mark_released
 from labeling.round_store import load_round, save_round
@@ -64,7 +64,8 @@ def publish_release(params: ReleaseParams, data_root: str) -> dict[str, Any]:
     trusted = params.trusted_origins
     if trusted is None:
         trusted = origins_with_policy(root, ImportLabelPolicy.trusted.value)
-    labeled = attach_labels(root.read_table(pool), aggregated, annotations=annotations, trusted_origins=trusted)
+    records = apply_box_updates(root.read_table(pool), read_box_updates(root))  # boxes edited in a re-imported source
+    labeled = attach_labels(records, aggregated, annotations=annotations, trusted_origins=trusted)
     extra = {
         "agreement": compute_agreement(annotations),
         "pool": pool,
