@@ -21,7 +21,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from corpus.exports.box_formats import BOX_FORMATS, check_box_files, select_box_rows, write_coco, write_yolo
+from corpus.exports.box_formats import (
+    BOX_FORMATS,
+    check_box_files,
+    has_boxes,
+    select_box_rows,
+    with_box_labels,
+    write_coco,
+    write_yolo,
+)
 from corpus.exports.formats import (
     DEFAULT_SHARD_BYTES,
     FORMATS,
@@ -248,6 +256,8 @@ def export_release(
     rows = select_rows(release)
     if fmt in BOX_FORMATS:  # before the destination is opened: a release without boxes leaves no folder behind
         rows = select_box_rows(release, rows)
+    elif fmt == "hf" and has_boxes(rows):  # a detection release: its boxes become the `objects` feature
+        rows = with_box_labels(release, rows)
     target, rel = _destination(root, release, fmt, dest, settings)
     identity = _identity(release, fmt, {"shard_bytes": shard_bytes} if fmt == "webdataset" else {})
     found = _read_existing(target, rel, identity)

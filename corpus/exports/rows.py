@@ -22,6 +22,7 @@ class ExportRows:
     labels: list[str]
     splits: dict[str, pa.Table]
     skipped: dict[str, int] = field(default_factory=dict)
+    boxes: bool = False  # every image row carries checked boxes whose labels are all in `labels`
 
     def label_index(self, label: str) -> int:
         return self.labels.index(label)
