@@ -301,9 +301,9 @@ def _import_item(
     if item.refused:
         return item.refused
     label_key = compute_label_key(item)
-    as_before = state.unchanged(item.locator, item.size, item.mtime)
-    rid = state.record_of(item.locator) if as_before else None
-    known_key = state.labels_of(item.locator, rid)[1] if rid is not None else None
+    stored = state.stored(item.locator)
+    as_before = stored is not None and stored.same_stat(item.size, item.mtime)
+    rid, known_key = (stored.record_id, stored.label_key) if as_before else (None, None)
     changed = rid is not None and _labels_changed(known_key, label_key, item)
     data = None
     if rid is None or (changed and item.boxes is not None):  # new boxes are checked against the file's size
@@ -316,7 +316,7 @@ def _import_item(
             return "bad_box"
         totals.bytes += len(data)
         rid = make_record_id(data)
-        known, known_key = state.labels_of(item.locator, rid)
+        known, known_key = state.labels_of(rid, stored)
         if not known:
             writer.add(_record(cfg, import_run, item, data, rid), item)
             totals.new += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import NamedTuple
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS files (locator TEXT PRIMARY KEY, size INTEGER, mtime REAL, record_id TEXT NOT NULL);
@@ -19,6 +20,21 @@ CREATE TABLE IF NOT EXISTS pending (locator TEXT PRIMARY KEY, size INTEGER, mtim
 _LABEL_COLUMN = "label_key"
 # Rows per pending transaction: one commit per shard would do too, but this keeps a long walk's journal small.
 _BATCH = 1000
+
+
+class StoredFile(NamedTuple):
+    """One file as the state has it."""
+
+    size: int | None
+    mtime: float | None
+    record_id: str
+    label_key: str | None
+
+    def same_stat(self, size: int | None, mtime: float | None) -> bool:
+        """This size and mtime (for a URL, which has neither: any)."""
+        if size is None and mtime is None:
+            return True
+        return self.size == size and self.mtime is not None and mtime is not None and abs(self.mtime - mtime) < 1e-6
 
 
 class ImportState:
@@ -38,30 +54,23 @@ class ImportState:
             self._db.execute("DELETE FROM pending")  # what an import that died had learnt
         self._queued: list[tuple] = []
 
-    def _row(self, locator: str) -> tuple | None:
+    def stored(self, locator: str) -> StoredFile | None:
+        """What the state holds for `locator`, or None (one query: a walk of 10^6 files makes 10^6 of them)."""
         query = "SELECT size, mtime, record_id, label_key FROM files WHERE locator=?"
-        return self._db.execute(query, (locator,)).fetchone()
+        row = self._db.execute(query, (locator,)).fetchone()
+        return None if row is None else StoredFile(*row)
 
     def unchanged(self, locator: str, size: int | None, mtime: float | None) -> bool:
         """True when `locator` was imported with this size and mtime (for a URL, which has neither: at all)."""
-        row = self._row(locator)
-        if row is None:
-            return False
-        if size is None and mtime is None:
-            return True
-        return row[0] == size and row[1] is not None and mtime is not None and abs(row[1] - mtime) < 1e-6
+        stored = self.stored(locator)
+        return stored is not None and stored.same_stat(size, mtime)
 
-    def record_of(self, locator: str) -> str | None:
-        """The record id `locator` was last imported as, or None."""
-        row = self._row(locator)
-        return None if row is None else row[2]
-
-    def labels_of(self, locator: str, record_id: str) -> tuple[bool, str | None]:
-        """(known, label key): whether this content was imported before, at `locator` or, moved or copied, at
-        another locator of the source, and the label key it was given there (None: before keys were kept)."""
-        row = self._row(locator)
-        if row is not None and row[2] == record_id:
-            return True, row[3]
+    def labels_of(self, record_id: str, stored: StoredFile | None = None) -> tuple[bool, str | None]:
+        """(known, label key): whether this content was imported before, at the locator `stored` describes or,
+        moved or copied, at another locator of the source, and the label key it was given there (None: before
+        keys were kept)."""
+        if stored is not None and stored.record_id == record_id:
+            return True, stored.label_key
         query = "SELECT label_key FROM files WHERE record_id=? ORDER BY rowid DESC LIMIT 1"
         found = self._db.execute(query, (record_id,)).fetchone()
         return found is not None, None if found is None else found[0]
