@@ -16,7 +16,6 @@ from corpus.stages import (
     Stage,
     StageOutput,
     compute_run_key,
-    count_reasons,
     find_finished,
     finish_run,
     map_in_process,
@@ -27,6 +26,7 @@ from corpus.store import DataRoot
 from curation.curate_config import DROP_REASONS, CurateConfig
 from curation.index import (
     INDEX_PATH,
+    INDEX_SCHEMA,
     DedupIndex,
     empty_index,
     load_index,
@@ -37,28 +37,30 @@ from curation.index import (
 from curation.measure import load_known
 from curation.partitions import digest_of
 from curation.quality import QUALITY_REASONS
-from curation.rounds import FileScratch, MemoryScratch, run_rounds
+from curation.rounds import INDEX_ROWS, FileScratch, MemoryScratch, run_rounds
+
+# Report counters named after the drop reason they count (the checks), and those named otherwise.
+_CHECK_COUNTERS = (
+    "empty_text", "undecodable", "truncated", "too_large", "too_small", "extreme_aspect_ratio", "low_information",
+    "unknown_kind",
+)  # fmt: skip
+_DUPLICATE_COUNTERS = {
+    "exact_duplicates": "exact_duplicate",
+    "near_duplicates": "near_duplicate",
+    "duplicate_pages": "duplicate_page",
+    "near_duplicate_pages": "near_duplicate_page",
+}
 
 
-def count_curation(reasons: Sequence[str | None], kinds_kept: Sequence[str], known: int) -> dict[str, int]:
-    """The report's counters from every dropped row's reason, every kept row's kind and the known duplicates."""
+def count_curation(dropped_by_reason: dict[str, int], kept_by_kind: dict[str, int], known: int) -> dict[str, int]:
+    """The report's counters from the rows dropped per reason, the rows kept per kind and the known duplicates."""
     return {
-        "exact_duplicates": reasons.count("exact_duplicate"),
-        "near_duplicates": reasons.count("near_duplicate"),
-        "duplicate_pages": reasons.count("duplicate_page"),
-        "near_duplicate_pages": reasons.count("near_duplicate_page"),
-        "empty_text": reasons.count("empty_text"),
-        "undecodable": reasons.count("undecodable"),
-        "truncated": reasons.count("truncated"),
-        "too_large": reasons.count("too_large"),
-        "too_small": reasons.count("too_small"),
-        "extreme_aspect_ratio": reasons.count("extreme_aspect_ratio"),
-        "low_information": reasons.count("low_information"),
-        "low_quality_pages": sum(reasons.count(r) for r in QUALITY_REASONS),
-        "unknown_kind": reasons.count("unknown_kind"),
+        **{name: dropped_by_reason.get(reason, 0) for name, reason in _DUPLICATE_COUNTERS.items()},
+        **{reason: dropped_by_reason.get(reason, 0) for reason in _CHECK_COUNTERS},
+        "low_quality_pages": sum(dropped_by_reason.get(r, 0) for r in QUALITY_REASONS),
         "known_duplicates": known,
-        "images_kept": list(kinds_kept).count("image"),
-        "pages_kept": list(kinds_kept).count("text"),
+        "images_kept": kept_by_kind.get("image", 0),
+        "pages_kept": kept_by_kind.get("text", 0),
     }
 
 
@@ -97,7 +99,8 @@ def curate(
     space = MemoryScratch(conform(table, RECORD_SCHEMA), known=load_known(reference, index))
     done = run_rounds(space, space.shards(), cfg, partitions)
     kept, dropped = space.output()
-    return StageOutput(kept=kept, dropped=dropped, counters=count_curation(done.reasons, done.kinds_kept, done.known))
+    counters = count_curation(done.dropped_by_reason, done.kept_by_kind, done.known)
+    return StageOutput(kept=kept, dropped=dropped, counters=counters)
 
 
 CURATE = Stage(name="curate", version="3", apply=curate, drop_reasons=frozenset(DROP_REASONS))
@@ -141,8 +144,8 @@ def run_curate(
     so one run key serves them all. Returns the stage report with shards, partitions, processes, per-round
     seconds and `index_rows` added; a finished run's report with `skipped: True`.
 
-    The index update is the last step of the run's commit (`_index_rows.parquet` is written with the output,
-    before `_SUCCESS`; the index, saved atomically, records the run that added them): a run killed before it
+    The index update is the last step of the run's commit (`_index_rows/`, a part per shard, is written with the
+    output, before `_SUCCESS`; the index, saved atomically, records the run that added them): a run killed before it
     saved the index finishes that on its rerun, and a rerun of the run that made the current index reuses its
     output instead of curating again under the grown index's key. Not safe for two writers of one index at
     once (last write wins).
@@ -185,24 +188,20 @@ def _curate_into(
     with removed_on_failure(root, out):
         done = run_rounds(space, planned, cfg, partitions, map_steps, index is not None)
         space.clear()
-        if index is not None:
-            rows = done.index_rows if done.index_rows is not None else empty_index().table
-            root.write_table(f"{out}/{INDEX_ROWS}", rows)
-        reasons = pa.table({"drop_reason": pa.array(done.reasons, pa.string())})
         extra = {"shards": len(planned), "partitions": partitions, "processes": done.processes}
         return finish_run(
             *(root, stage, cfg, inputs, run_key, out),
             rows_in=sum(s.rows for s in planned),
-            kept=len(done.kinds_kept),
-            dropped_by_reason=count_reasons(reasons),
-            counters=count_curation(done.reasons, done.kinds_kept, done.known),
+            kept=sum(done.kept_by_kind.values()),
+            dropped_by_reason=done.dropped_by_reason,
+            counters=count_curation(done.dropped_by_reason, done.kept_by_kind, done.known),
             started=started,
             extra={**extra, "round_seconds": {k: round(v, 3) for k, v in done.seconds.items()}},
         )
 
 
-# Beside a curate output: the dedup index rows of its kept records, what its commit adds to the index.
-INDEX_ROWS = "_index_rows.parquet"
+# What outputs written before the index rows were kept one part per shard held: one file of them.
+_INDEX_ROWS_FILE = "_index_rows.parquet"
 
 
 def _committed_run(root: DataRoot, index: DedupIndex, inputs_key: str) -> dict[str, Any] | None:
@@ -223,7 +222,9 @@ def _commit_index(
         return report
     out = report["output"]
     if root.exists(f"{out}/{INDEX_ROWS}"):
-        rows = root.read_table(f"{out}/{INDEX_ROWS}", schema=None)
+        rows = root.read_table(f"{out}/{INDEX_ROWS}", schema=INDEX_SCHEMA)
+    elif root.exists(f"{out}/{_INDEX_ROWS_FILE}"):
+        rows = root.read_table(f"{out}/{_INDEX_ROWS_FILE}", schema=None)
     else:  # an output written before index rows were kept beside it
         rows = update_index(empty_index(), root.read_table(f"{out}/kept")).table
     updated = merge_index_rows(index, rows)

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from corpus.stages import MapSteps, Shard, map_in_process, read_shard
+from corpus.stages import MapSteps, Shard, add_counts, map_in_process, read_shard
 from corpus.store import DataRoot
 from curation.copies import confirm_copy_links, find_copy_candidate_links
 from curation.curate_config import CurateConfig
@@ -85,6 +85,9 @@ class Scratch(Protocol):
         ...
 
     def put_output(self, shard: Shard, kept: pa.Table, dropped: pa.Table) -> None: ...
+    def put_index_rows(self, shard: Shard, rows: pa.Table) -> None:
+        """The dedup index rows of the shard's kept records (kept beside the output, not in memory)."""
+        ...
 
 
 def _only(features: pa.Table, columns: list[str] | None, rows: list[int] | None) -> pa.Table:
@@ -103,6 +106,7 @@ class MemoryScratch:
     keys: dict[int, dict[int, dict[str, pa.Table]]] = field(default_factory=dict)
     settlement: Settlement = field(default_factory=Settlement)
     outputs: dict[int, tuple[pa.Table, pa.Table]] = field(default_factory=dict)
+    index_rows: dict[int, pa.Table] = field(default_factory=dict)
 
     def shards(self) -> list[Shard]:
         """The table as one shard."""
@@ -135,6 +139,9 @@ class MemoryScratch:
 
     def put_output(self, shard: Shard, kept: pa.Table, dropped: pa.Table) -> None:
         self.outputs[shard.number] = (kept, dropped)
+
+    def put_index_rows(self, shard: Shard, rows: pa.Table) -> None:
+        self.index_rows[shard.number] = rows
 
     def output(self) -> tuple[pa.Table, pa.Table]:
         """(kept, dropped) of every shard, in shard order."""
@@ -216,6 +223,10 @@ def read_known(root: DataRoot, index_path: str, digest: str) -> KnownRecords:
         return _known_cache[key]
 
 
+# Beside a curate output: the dedup index rows of its kept records, one part per shard (what its commit adds).
+INDEX_ROWS = "_index_rows"
+
+
 @dataclass(frozen=True)
 class FileScratch:
     """Input shards read from a data root; partial results as Parquet under `work`; outputs under `out`.
@@ -269,6 +280,9 @@ class FileScratch:
     def put_output(self, shard: Shard, kept: pa.Table, dropped: pa.Table) -> None:
         self.root.write_table(f"{self.out}/kept/part-{shard.number:04d}.parquet", kept)
         self.root.write_table(f"{self.out}/dropped/part-{shard.number:04d}.parquet", dropped)
+
+    def put_index_rows(self, shard: Shard, rows: pa.Table) -> None:
+        self.root.write_table(f"{self.out}/{INDEX_ROWS}/part-{shard.number:04d}.parquet", rows)
 
     def clear(self) -> None:
         """Remove the partial results (once the output is complete)."""
@@ -368,25 +382,32 @@ def _shards_holding(shards: Sequence[Shard], rows: Iterable[int]) -> list[Shard]
 
 def write_shard(space: Scratch, shard: Shard, build_index: bool) -> dict[str, Any]:
     """Round 4: the shard's kept and dropped rows under the settlement of its rows, put as its parts of the
-    run's output."""
+    run's output (and, with `build_index`, its dedup index rows). Only counts come back: a run's result does
+    not grow with its rows (per-row lists of 10^6 rows were ~70 MB of Python objects in the flow's process)."""
     result = apply_settlement(space.read_input(shard), space.get_features(shard), space.get_settlement(shard))
     space.put_output(shard, result.kept, result.dropped)
+    if build_index:
+        space.put_index_rows(shard, update_index(empty_index(), result.kept).table)
     return {
-        "reasons": result.dropped.column("drop_reason").to_pylist(),
-        "kinds_kept": result.kept.column("kind").to_pylist(),
-        "index_rows": update_index(empty_index(), result.kept).table if build_index else None,
+        "dropped_by_reason": _value_counts(result.dropped.column("drop_reason")),
+        "kept_by_kind": _value_counts(result.kept.column("kind")),
     }
+
+
+def _value_counts(column: pa.ChunkedArray) -> dict[str, int]:
+    """Rows per value of a string column, nulls left out, sorted by value."""
+    counts = pc.value_counts(column.drop_null()).to_pylist()
+    return dict(sorted((c["values"], c["counts"]) for c in counts))
 
 
 @dataclass
 class Rounds:
-    """What a run of the four rounds tells its caller: every dropped row's reason and every kept row's kind
-    (in output order), duplicates of earlier runs, the index rows of what was kept, and its timings."""
+    """What a run of the four rounds tells its caller: rows dropped per reason and kept per kind, duplicates of
+    earlier runs, and its timings (the dedup index rows of what was kept are in the scratch space)."""
 
-    reasons: list[str | None]
-    kinds_kept: list[str]
+    dropped_by_reason: dict[str, int]
+    kept_by_kind: dict[str, int]
     known: int
-    index_rows: pa.Table | None
     processes: int
     seconds: dict[str, float]
 
@@ -451,12 +472,10 @@ def run_rounds(
     clock.lap("settle")
     written = map_steps(write_shard, [(space, s, build_index) for s in planned])
     clock.lap("write")
-    rows = [w["index_rows"] for w in written if w["index_rows"] is not None]
     return Rounds(
-        reasons=[r for w in written for r in w["reasons"]],
-        kinds_kept=[k for w in written for k in w["kinds_kept"]],
+        dropped_by_reason=dict(sorted(add_counts(w["dropped_by_reason"] for w in written).items())),
+        kept_by_kind=dict(sorted(add_counts(w["kept_by_kind"] for w in written).items())),
         known=sum(m["known"] for m in measured) + settlement.known,
-        index_rows=pa.concat_tables(rows) if rows else None,
         processes=len({m["pid"] for m in measured}),
         seconds=clock.seconds,
     )

@@ -29,7 +29,7 @@ def _progress_bar() -> Progress:
 
 def _summary(report: dict) -> dict:
     imported = report["import"]
-    keys = ("kind", "files", "records", "unchanged", "labels", "dropped_by_reason", "output")
+    keys = ("kind", "files", "records", "unchanged", "labels", "labels_changed", "dropped_by_reason", "output")
     out = {"pool": report.get("pool"), "import": {k: imported.get(k) for k in keys}}
     for stage in ("curate", "scrub"):
         if report.get(stage):

@@ -40,6 +40,7 @@ def _notify(totals: ImportProgress) -> None:
 def import_table(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The import report as {"figure", "value"} rows for a table artifact."""
     rows = [{"figure": k, "value": report[k]} for k in ("kind", "files", "bytes", "records", "unchanged", "labels")]
+    rows.append({"figure": "labels_changed", "value": report.get("labels_changed", 0)})
     rows += [{"figure": f"dropped/{k}", "value": v} for k, v in report["dropped_by_reason"].items()]
     rows += [{"figure": f"skipped/{k}", "value": v} for k, v in report["skipped"].items()]
     return rows
@@ -61,8 +62,8 @@ def import_source(params: ImportParams, data_root: str, import_run: str) -> dict
     create_table_artifact(
         key=artifact_key("import", params.source.source_name),
         table=import_table(report),
-        description=f"import {import_run}: {report['records']} new, {report['unchanged']} unchanged, "
-        f"{report['dropped']} dropped",
+        description=f"import {import_run}: {report['records']} new, {report['unchanged']} unchanged "
+        f"({report['labels_changed']} with changed labels), {report['dropped']} dropped",
     )
     return report
 
@@ -71,13 +72,16 @@ def import_source(params: ImportParams, data_root: str, import_run: str) -> dict
 def import_flow(params: ImportParams) -> dict[str, Any]:
     """Import a folder, ImageFolder tree, s3:// prefix, manifest, Label Studio export, COCO file or Hugging Face
     Parquet folder, then curate and scrub the new records into the pool as a crawl's are. Re-importing the same
-    source adds nothing: no raw folder, no curate run, the pool pointer untouched."""
+    source adds nothing: no raw folder, no curate run, the pool pointer untouched; labels or boxes edited in the
+    source for files imported before become a new version of their imported labels (no new row), which the next
+    release uses (`labels_changed` in the report)."""
     data_root = data_root_url(params.data_root)
     # Two imports within one second must not share a raw folder: the run name's clock has seconds only.
     import_run = f"{new_run_name(f'import-{params.source.source_name}')}-{uuid.uuid4().hex[:6]}"
     report = import_source(params, data_root, import_run)
     if report["output"] is None:
-        print(f"import of {params.source.source}: nothing new ({report['unchanged']} unchanged)")
+        changed = f", {report['labels_changed']} of them with changed labels" if report["labels_changed"] else ""
+        print(f"import of {params.source.source}: nothing new ({report['unchanged']} unchanged{changed})")
         return {"import": report, "curate": None, "scrub": None, "pool": None}
     curate_params = CurateParams(
         inputs=[report["output"]],

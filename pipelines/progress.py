@@ -1,11 +1,19 @@
-"""Live progress of the curate and scrub stages: one line per finished shard, told to whoever listens here."""
+"""Live progress of the curate and scrub stages: one line per finished shard, told to whoever listens here.
+
+The lines are made by the process that maps the pieces (the flow's, for pieces on Dask workers) from each
+finished piece's result, so they reach the command's console wherever the pieces ran. With no listener here (a
+deployment's run) they go to the Prefect run's log instead.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.logging import get_run_logger
 
 from corpus.stages import MapSteps, Shard
 
@@ -17,7 +25,7 @@ _listeners: list[Listener] = []
 
 @contextlib.contextmanager
 def reporting_shards(listener: Listener) -> Iterator[None]:
-    """Hand `listener` a line after each shard the in-process stages finish, while inside."""
+    """Hand `listener` a line after each shard the stages finish (here or on Dask workers), while inside."""
     _listeners.append(listener)
     try:
         yield
@@ -60,8 +68,8 @@ def describe_shard(tally: ShardTally, step: str, shard: Shard, result: dict[str,
             f"{tally.dropped:,} dropped by checks"
         )
     if step == "write_shard":
-        tally.kept += len(result["kinds_kept"])
-        tally.dropped += len(result["reasons"])
+        tally.kept += sum(result["kept_by_kind"].values())
+        tally.dropped += sum(result["dropped_by_reason"].values())
     elif step == "run_shard":
         tally.kept += result["kept"]
         tally.dropped += sum(result["dropped_by_reason"].values())
@@ -71,20 +79,39 @@ def describe_shard(tally: ShardTally, step: str, shard: Shard, result: dict[str,
     return f"{where} written, {tally.rows_done:,}/{tally.rows:,} rows, {tally.kept:,} kept, {tally.dropped:,} dropped"
 
 
+def tell(line: str) -> None:
+    """Hand `line` to this process's listeners, or, with none, to the log of the Prefect run it is in."""
+    if _listeners:
+        for listener in list(_listeners):
+            listener(line)
+    elif FlowRunContext.get() is not None or TaskRunContext.get() is not None:
+        get_run_logger().info(line)
+
+
+class ShardTeller:
+    """Tells a line for each finished piece of one round of `stage`, in the order they are handed in."""
+
+    def __init__(self, stage: str, args: Sequence[tuple]) -> None:
+        shards = [_shard_of(a) for a in args]
+        self.tally = ShardTally(stage, len(args), sum(s.rows for s in shards if s is not None))
+
+    def finished(self, step: Callable[..., Any], args: tuple, result: Any) -> None:
+        """Count the piece run as `step(*args)` that returned `result`, and tell where the round stands."""
+        shard = _shard_of(args)
+        line = describe_shard(self.tally, step.__name__, shard, result) if shard is not None else None
+        if line:
+            tell(line)
+
+
 def map_telling(stage: str) -> MapSteps:
-    """An in-process map (one piece after another, like corpus.stages.map_in_process) that tells the listeners
-    a line after each shard of `stage`."""
+    """An in-process map (one piece after another, like corpus.stages.map_in_process) that tells a line after
+    each shard of `stage`."""
 
     def run(step: Callable[..., Any], args: list[tuple]) -> list[Any]:
-        shards = [_shard_of(a) for a in args]
-        rows = sum(s.rows for s in shards if s is not None)
-        tally = ShardTally(stage, len(args), rows)
-        results = []
-        for a, shard in zip(args, shards, strict=True):
+        teller, results = ShardTeller(stage, args), []
+        for a in args:
             results.append(step(*a))
-            line = describe_shard(tally, step.__name__, shard, results[-1]) if shard is not None else None
-            for listener in list(_listeners) if line else ():
-                listener(line)
+            teller.finished(step, a, results[-1])
         return results
 
     return run

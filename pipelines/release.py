@@ -16,7 +16,7 @@ from corpus.releases.build import build_release
 from corpus.stages import trace_reports
 from corpus.tasks import DEFAULT_TASK
 from crawlers.importers.config import ImportLabelPolicy
-from crawlers.importers.labels import origins_with_policy
+from crawlers.importers.labels import apply_box_updates, origins_with_policy, read_box_updates
 from labeling.quality import aggregate_dawid_skene, compute_agreement
 from labeling.round_state import mark_released
 from labeling.round_store import list_round_numbers, load_round, save_round
@@ -74,11 +74,12 @@ def publish_release(params: ReleaseParams, data_root: str) -> dict[str, Any]:
     trusted = params.trusted_origins
     if trusted is None:
         trusted = origins_with_policy(root, ImportLabelPolicy.trusted.value)
+    records = apply_box_updates(root.read_table(pool), read_box_updates(root))  # boxes edited in a re-imported source
     if task_type == "detect":
-        labeled, agreement = label_box_records(root, root.read_table(pool), params.gold_path, trusted)
+        labeled, agreement = label_box_records(root, records, params.gold_path, trusted)
     else:
         aggregated = aggregate_dawid_skene(annotations, gold=read_gold(root, params.gold_path))
-        labeled = attach_labels(root.read_table(pool), aggregated, annotations=annotations, trusted_origins=trusted)
+        labeled = attach_labels(records, aggregated, annotations=annotations, trusted_origins=trusted)
         agreement = compute_agreement(annotations)
     extra = {
         "agreement": agreement,

@@ -16,12 +16,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.context import FlowRunContext
 from prefect.events import emit_event
+from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 
 from corpus.settings import get_settings
 from corpus.store import DataRoot, open_data_root
 from labeling.client import LabelStudioApiError, LabelStudioClient, is_retryable
+from pipelines.progress import ShardTeller
 
 DATASET_RELEASED = "flywheel.dataset.released"
 ROUND_OPENED = "flywheel.round.opened"
@@ -164,14 +166,22 @@ def count_task_slots() -> int:
 
 def map_on_task_runner(step: Callable[..., Any], args: list[tuple], stage: str = "curate") -> list[Any]:
     """The sharded runners' map: the pieces in as many tasks (named `<stage>-<step>`) as the running flow's
-    task runner runs at once, neighbours together, results in order.
+    task runner runs at once, neighbours together, results in order. As each task finishes, this process tells
+    a progress line per shard in it (pipelines.progress), so the lines reach the command wherever the pieces ran.
 
     A Prefect task costs ~0.3 s on a Dask worker (its run is created and its states reported through the
     API), so one task per piece made 48 for 8 shards; one task per worker slot and round pays that once.
     """
     named = run_pieces.with_options(name=f"{stage}-{step.__name__.replace('_', '-')}")
-    futures = named.map(unmapped(step), split_into_batches(args, count_task_slots()))
-    return [result for future in futures for result in future.result()]
+    batches = split_into_batches(args, count_task_slots())
+    futures = named.map(unmapped(step), batches)
+    teller, results = ShardTeller(stage, args), {}
+    batch_of = {future.task_run_id: batch for future, batch in zip(futures, batches, strict=True)}
+    for future in as_completed(list(futures)):
+        results[future.task_run_id] = future.result()
+        for piece, result in zip(batch_of[future.task_run_id], results[future.task_run_id], strict=True):
+            teller.finished(step, piece, result)
+    return [result for future in futures for result in results[future.task_run_id]]
 
 
 def make_task_runner(use_dask: bool) -> TaskRunner:

@@ -44,13 +44,29 @@ def _check_split_boxes(name: str, split: str, table: pa.Table) -> None:
         raise ValueError(f"{name} ({split}): {exc}") from None
 
 
+def has_boxes(rows: ExportRows) -> bool:
+    """True when some image row of `rows` carries boxes (a detection release)."""
+    return any(t.column("boxes").null_count < t.num_rows for t in rows.splits.values())
+
+
+def with_box_labels(release: Release, rows: ExportRows) -> ExportRows:
+    """`rows` with every split's boxes checked (`_check_split_boxes`) and the label list extended by every box
+    label it lacks (sorted), marked `boxes`; ValueError naming the release and the record otherwise."""
+    name, found = _release_name(release), set()
+    for split, table in rows.splits.items():
+        _check_split_boxes(name, split, table)
+        found |= {box["label"] for boxes in table.column("boxes").to_pylist() for box in boxes}
+    labels = list(rows.labels) + sorted(found - set(rows.labels))
+    return ExportRows(labels=labels, splits=rows.splits, skipped=rows.skipped, boxes=True)
+
+
 def select_box_rows(release: Release, rows: ExportRows) -> ExportRows:
-    """`rows` checked for a box export, their label list extended by every box label it lacks (sorted).
+    """`rows` checked for a box export (`with_box_labels`).
 
     ValueError, one line naming the release: no boxes at all (a class-label release), an image row without
     boxes or size, boxes that fail the box schema, or an empty train or validation split."""
     name = _release_name(release)
-    if all(t.column("boxes").null_count == t.num_rows for t in rows.splits.values()):
+    if not has_boxes(rows):
         raise ValueError(
             f"{name} has no boxes column (its records carry no boxes): coco and yolo export boxes; "
             "export it as imagefolder, hf, webdataset or csv"
@@ -58,12 +74,7 @@ def select_box_rows(release: Release, rows: ExportRows) -> ExportRows:
     for split in ("train", "val"):
         if rows.splits[split].num_rows == 0:
             raise ValueError(f"{name} has an empty {split} split; coco and yolo exports need train and val images")
-    found: set[str] = set()
-    for split, table in rows.splits.items():
-        _check_split_boxes(name, split, table)
-        found |= {box["label"] for boxes in table.column("boxes").to_pylist() for box in boxes}
-    labels = list(rows.labels) + sorted(found - set(rows.labels))
-    return ExportRows(labels=labels, splits=rows.splits, skipped=rows.skipped)
+    return with_box_labels(release, rows)
 
 
 def _image_file(row: dict[str, Any]) -> str:

@@ -7,12 +7,10 @@ the same export finds a matching export.json and writes nothing; any other expor
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import posixpath
 import shutil
-import tarfile
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -21,7 +19,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from corpus.exports.box_formats import BOX_FORMATS, check_box_files, select_box_rows, write_coco, write_yolo
+from corpus.exports.box_formats import (
+    BOX_FORMATS,
+    check_box_files,
+    has_boxes,
+    select_box_rows,
+    with_box_labels,
+    write_coco,
+    write_yolo,
+)
 from corpus.exports.formats import (
     DEFAULT_SHARD_BYTES,
     FORMATS,
@@ -110,12 +116,39 @@ def _images_in(fmt: str, path: str, data: bytes) -> Iterator[tuple[str, bytes]]:
         for rid, image in zip(table.column("record_id").to_pylist(), table.column("image").to_pylist(), strict=True):
             yield rid, image["bytes"]
     elif fmt == "webdataset":
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            for member in tar:  # headers parsed one by one; the bodies are sliced from the bytes already read
-                key, _, ext = member.name.partition(".")
-                if ext not in ("cls", "json"):
-                    # a bytes slice (a memcpy), not a memoryview: bytes == memoryview compares ~10x slower
-                    yield key, data[member.offset_data : member.offset_data + member.size]
+        for name, start, size in _tar_members(path, data):
+            key, _, ext = name.partition(".")
+            if ext not in ("cls", "json"):
+                # a bytes slice (a memcpy), not a memoryview: bytes == memoryview compares ~10x slower
+                yield key, data[start : start + size]
+
+
+_TAR_BLOCK = 512
+
+
+def _tar_members(path: str, data: bytes) -> Iterator[tuple[str, int, int]]:
+    """(name, offset of its data, size) of every member of an ustar archive, read as tarfile reads it (each
+    header's checksum checked, regular files only, up to the end-of-archive block), without tarfile's
+    per-member objects: they were 1.3 s of a 3,000-image export's 1.9 s of checks. ExportError names the shard."""
+    pos = 0
+    while pos + _TAR_BLOCK <= len(data):
+        header = data[pos : pos + _TAR_BLOCK]
+        if not header.strip(b"\0"):
+            return  # the end-of-archive block
+        try:
+            recorded, size = int(header[148:156].strip(b"\0 "), 8), int(header[124:136].strip(b"\0 ") or b"0", 8)
+        except ValueError as exc:
+            raise ExportError(f"{path}: an unreadable tar header at byte {pos}") from exc
+        if recorded != sum(header[:148]) + 8 * 32 + sum(header[156:]) or header[156:157] not in (b"0", b"\0"):
+            raise ExportError(f"{path}: a bad tar header (checksum or member type) at byte {pos}")
+        name = header[:100].rstrip(b"\0").decode()
+        prefix = header[345:500].rstrip(b"\0").decode()
+        start = pos + _TAR_BLOCK
+        if start + size > len(data):
+            raise ExportError(f"{path}: member {name} runs past the end of the shard")
+        yield (f"{prefix}/{name}" if prefix else name), start, size
+        pos = start + -(-size // _TAR_BLOCK) * _TAR_BLOCK
+    raise ExportError(f"{path}: the shard ends without tar's end-of-archive block")
 
 
 def _release_images(rows: ExportRows) -> dict[str, bytes]:
@@ -248,6 +281,8 @@ def export_release(
     rows = select_rows(release)
     if fmt in BOX_FORMATS:  # before the destination is opened: a release without boxes leaves no folder behind
         rows = select_box_rows(release, rows)
+    elif fmt == "hf" and has_boxes(rows):  # a detection release: its boxes become the `objects` feature
+        rows = with_box_labels(release, rows)
     target, rel = _destination(root, release, fmt, dest, settings)
     identity = _identity(release, fmt, {"shard_bytes": shard_bytes} if fmt == "webdataset" else {})
     found = _read_existing(target, rel, identity)

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from corpus.box_formats import coco_bbox
 from corpus.exports.rows import ExportRows, image_extension
 from corpus.releases.storage import PII_STORED_TYPE, to_release_storage
 
@@ -103,6 +104,33 @@ def hf_features(labels: list[str]) -> dict:
     }
 
 
+def hf_objects_feature(labels: list[str]) -> dict:
+    """The `objects` feature of an hf export of boxes, as Hugging Face's object-detection datasets have it:
+    Sequence({"bbox": Sequence(float32, length=4), "category": ClassLabel(names=labels)}), each bbox COCO's
+    [x, y, w, h] in pixels (top-left corner); in Features.to_dict() form (a struct of per-image lists)."""
+    floats = {"dtype": "float32", "_type": "Value"}
+    return {
+        "bbox": {"feature": {"feature": floats, "length": 4, "_type": "List"}, "_type": "List"},
+        "category": {"feature": {"names": list(labels), "_type": "ClassLabel"}, "_type": "List"},
+    }
+
+
+HF_OBJECTS_TYPE = pa.struct(
+    [pa.field("bbox", pa.list_(pa.list_(pa.float32(), 4))), pa.field("category", pa.list_(pa.int64()))]
+)
+
+
+def hf_objects(boxes: pa.ChunkedArray, labels: list[str]) -> pa.Array:
+    """The `objects` column of one split (HF_OBJECTS_TYPE): each image's boxes (BOXES_TYPE, checked) as COCO
+    pixel bboxes and category indices into `labels`."""
+    index = {name: i for i, name in enumerate(labels)}
+    objects = [
+        {"bbox": [coco_bbox(b) for b in image], "category": [index[b["label"]] for b in image]}
+        for image in boxes.to_pylist()
+    ]
+    return pa.array(objects, HF_OBJECTS_TYPE)
+
+
 def _hf_table(table: pa.Table, rows: ExportRows) -> pa.Table:
     """One split as the Arrow table `datasets` reads: Image as {bytes, path}, ClassLabel as int64."""
     image_type = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
@@ -117,11 +145,14 @@ def _hf_table(table: pa.Table, rows: ExportRows) -> pa.Table:
         "pii_counts": stored.column("pii_counts").cast(PII_STORED_TYPE),
     }
     features = hf_features(rows.labels)
+    if rows.boxes:
+        features["objects"] = hf_objects_feature(rows.labels)
+        columns["objects"] = hf_objects(table.column("boxes"), rows.labels)
     out = pa.table({name: columns[name] for name in features})
     return out.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
 
 
-def _hf_readme(manifest: dict, split_files: dict[str, str]) -> bytes:
+def _hf_readme(manifest: dict, split_files: dict[str, str], labels: list[str], boxes: bool) -> bytes:
     """README.md: YAML front matter (licence, the split -> file configs) and a short description."""
     licence = manifest.get("licence") or "other"
     lines = ["---", f"license: {json.dumps(licence)}", "configs:", "- config_name: default", "  data_files:"]
@@ -130,13 +161,20 @@ def _hf_readme(manifest: dict, split_files: dict[str, str]) -> bytes:
     title = f"{manifest['dataset']} {manifest['version']}"
     lines += ["---", "", f"# {title}", "", manifest.get("description") or "", ""]
     lines += [f"Release id `{manifest['release_id']}`, exported by Flywheel. Labels (index: name):", ""]
-    lines += [f"- {i}: {lab}" for i, lab in enumerate(manifest.get("labels") or [])]
+    lines += [f"- {i}: {lab}" for i, lab in enumerate(labels)]
+    if boxes:
+        lines += [
+            "",
+            "Boxes: `objects` holds each image's boxes, `bbox` as COCO's `[x, y, w, h]` in pixels (x, y: the "
+            "top-left corner; origin at the image's top-left) and `category` as an index into the labels above.",
+        ]
     return ("\n".join(lines) + "\n").encode()
 
 
 def write_hf(rows: ExportRows, manifest: dict) -> Files:
-    """A folder `datasets.load_dataset(PATH)` loads as it is: features Image + ClassLabel, splits train /
-    validation / test (an empty split is an empty file, so the three splits always exist)."""
+    """A folder `datasets.load_dataset(PATH)` loads as it is: features Image + ClassLabel (+ `objects`, the
+    boxes, for a release with boxes), splits train / validation / test (an empty split is an empty file, so the
+    three splits always exist)."""
     split_files = {}
     for split, table in rows.splits.items():
         name = SPLIT_NAMES["hf"][split]
@@ -146,7 +184,8 @@ def write_hf(rows: ExportRows, manifest: dict) -> Files:
         pq.write_table(_hf_table(table, rows), sink, compression="zstd", row_group_size=100)
         split_files[name] = path
         yield path, sink.getvalue().to_pybytes()
-    yield "README.md", _hf_readme(manifest, split_files)
+    labels = rows.labels if rows.boxes else list(manifest.get("labels") or [])
+    yield "README.md", _hf_readme(manifest, split_files, labels, rows.boxes)
 
 
 # The fixed fields of every member header (POSIX ustar, as tarfile writes them): mode 0444, owner 0/0 with no

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -22,6 +23,7 @@ class ExportRows:
     labels: list[str]
     splits: dict[str, pa.Table]
     skipped: dict[str, int] = field(default_factory=dict)
+    boxes: bool = False  # every image row carries checked boxes whose labels are all in `labels`
 
     def label_index(self, label: str) -> int:
         return self.labels.index(label)
@@ -57,6 +59,13 @@ def export_labels(release: Release) -> list[str]:
     return list(train) + sorted(others - set(train) - {None})
 
 
+def _sorted_by_id(table: pa.Table) -> pa.Table:
+    """`table` in record_id order; as it is when it already is (a release's splits are): sorting takes every
+    row, a copy of every image's bytes (2.6 s of an 11 s webdataset export of 3,000 192 px PNGs)."""
+    order = pc.sort_indices(table, [("record_id", "ascending")]).to_numpy()
+    return table if np.array_equal(order, np.arange(table.num_rows)) else table.take(order)
+
+
 def select_rows(release: Release) -> ExportRows:
     """The image rows of each split (text records and rows without image bytes are counted in `skipped`)."""
     labels = export_labels(release)
@@ -70,5 +79,6 @@ def select_rows(release: Release) -> ExportRows:
         skipped["text records"] += table.num_rows - pc.sum(is_image).as_py() if table.num_rows else 0
         keep = pc.and_(is_image, has_bytes)
         skipped["images without bytes"] += pc.sum(pc.and_(is_image, pc.invert(has_bytes))).as_py() or 0
-        splits[split] = table.filter(keep).sort_by("record_id")
+        every_row = pc.all(keep).as_py() is not False  # None: an empty split
+        splits[split] = _sorted_by_id(table if every_row else table.filter(keep))
     return ExportRows(labels=labels, splits=splits, skipped={k: v for k, v in skipped.items() if v})

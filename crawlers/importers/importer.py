@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -22,7 +23,7 @@ from corpus.store import DataRoot
 from crawlers.content import sniff_mime
 from crawlers.importers.config import ImportConfig, ImportLabelPolicy
 from crawlers.importers.fetch import GuardedFetcher
-from crawlers.importers.labels import annotation_rows, prediction_rows
+from crawlers.importers.labels import BOX_UPDATE_SCHEMA, BOX_UPDATES, annotation_rows, prediction_rows
 from crawlers.importers.sources import ImportSourceError, SourceItem, check_source
 from crawlers.importers.state import ImportState
 
@@ -39,6 +40,7 @@ class ImportProgress:
     drops: int = 0
     new: int = 0
     unchanged: int = 0
+    labels_changed: int = 0
 
 
 ProgressFn = Callable[[ImportProgress], None]
@@ -55,7 +57,8 @@ def locator_url(locator: str) -> str:
 @dataclass
 class ShardWriter:
     """Buffers records up to `cfg.shard_rows` rows or `cfg.shard_bytes` bytes, then writes one raw shard and its
-    labels and metadata beside it (boxes are a column of the records); memory holds one shard at most."""
+    labels and metadata beside it (boxes are a column of the records); memory holds one shard at most. Label
+    updates of records imported before (no new row) are buffered and written the same way, boxes beside."""
 
     root: DataRoot
     cfg: ImportConfig
@@ -63,9 +66,12 @@ class ShardWriter:
     rows: list[dict[str, Any]] = field(default_factory=list)
     labels: list[tuple[str, str]] = field(default_factory=list)
     extras: list[dict[str, Any]] = field(default_factory=list)
+    box_updates: list[dict[str, Any]] = field(default_factory=list)
     buffered_bytes: int = 0
     shards: list[str] = field(default_factory=list)
     label_count: int = 0
+    flushes: int = 0
+    updates: int = 0  # records buffered for their labels only
 
     def add(self, record: dict[str, Any], item: SourceItem) -> None:
         rid = record["record_id"]
@@ -76,28 +82,47 @@ class ShardWriter:
         if item.metadata:
             meta = json.dumps(item.metadata, default=str)
             self.extras.append({"record_id": rid, "locator": item.locator, "metadata": meta})
-        if len(self.rows) >= self.cfg.shard_rows or self.buffered_bytes >= self.cfg.shard_bytes:
+        self._flush_when_full()
+
+    def update_labels(self, record_id: str, item: SourceItem) -> None:
+        """The source's new label and boxes for a record imported before: a newer version of its imported
+        annotation (same id, later time) and a box update (crawlers.importers.labels.BOX_UPDATE_SCHEMA)."""
+        if item.label is not None:
+            self.labels.append((record_id, item.label))
+        if item.boxes is not None:
+            width, height = item.image_size or (None, None)
+            row = {"record_id": record_id, "width": width, "height": height, "boxes": item.boxes}
+            self.box_updates.append({**row, "label_source": self.cfg.label_origin, "updated_at": datetime.now(UTC)})
+        self.updates += 1
+        self._flush_when_full()
+
+    def _flush_when_full(self) -> None:
+        if len(self.rows) + self.updates >= self.cfg.shard_rows or self.buffered_bytes >= self.cfg.shard_bytes:
             self.flush()
 
     def flush(self) -> None:
-        if not self.rows:
+        if not (self.rows or self.labels or self.box_updates):
             return
-        n, name = len(self.shards), self.cfg.source_name
-        part = f"part-{n:05d}.parquet"
-        side = f"imports/{name}"
+        side, part = f"imports/{self.cfg.source_name}", f"part-{self.flushes:05d}.parquet"
         if self.labels:
             self.root.write_table(f"{side}/labels/{self.import_run}-{part}", prediction_rows(self.labels))
             if self.cfg.label_policy != ImportLabelPolicy.preannotate:
                 at = datetime.now(UTC)
                 table = annotation_rows(self.labels, self.cfg.label_origin, at)
-                self.root.write_table(f"annotations/part-{self.import_run}-{n:05d}.parquet", table)
+                self.root.write_table(f"annotations/part-{self.import_run}-{self.flushes:05d}.parquet", table)
             self.label_count += len(self.labels)
         if self.extras:
             self.root.write_table(f"{side}/metadata/{self.import_run}-{part}", pa.Table.from_pylist(self.extras))
-        # The shard last: a record in a shard always has its labels written.
-        self.root.write_table(f"raw/{self.import_run}/{part}", pa.Table.from_pylist(self.rows, schema=RECORD_SCHEMA))
-        self.shards.append(part)
-        self.rows, self.labels, self.extras, self.buffered_bytes = [], [], [], 0
+        if self.box_updates:
+            table = pa.Table.from_pylist(self.box_updates, schema=BOX_UPDATE_SCHEMA)
+            self.root.write_table(f"{side}/{BOX_UPDATES}/{self.import_run}-{part}", table)
+        if self.rows:  # the shard last: a record in a shard always has its labels written
+            shard = f"part-{len(self.shards):05d}.parquet"
+            table = pa.Table.from_pylist(self.rows, schema=RECORD_SCHEMA)
+            self.root.write_table(f"raw/{self.import_run}/{shard}", table)
+            self.shards.append(shard)
+        self.flushes += 1
+        self.rows, self.labels, self.extras, self.box_updates, self.buffered_bytes, self.updates = [], [], [], [], 0, 0
 
 
 class ContentReader:
@@ -229,6 +254,7 @@ def run_import(
         "pages": 0,
         "unchanged": totals.unchanged,
         "labels": writer.label_count,
+        "labels_changed": totals.labels_changed,
         "dropped": totals.drops,
         "dropped_by_reason": dict(sorted(dropped.items())),
         "refused": refused,
@@ -243,6 +269,18 @@ def run_import(
     return report
 
 
+def compute_label_key(item: SourceItem) -> str:
+    """A digest of what the source says about the file's labels: its class label, its boxes and their size."""
+    said = {"label": item.label, "boxes": item.boxes, "size": item.image_size}
+    return hashlib.sha256(json.dumps(said, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _labels_changed(known_key: str | None, label_key: str, item: SourceItem) -> bool:
+    """True when the source now gives a known file other labels than last time (a state from before label keys
+    were kept cannot tell: False, and the key is learnt). Labels the source no longer gives are not undone."""
+    return known_key is not None and known_key != label_key and (item.label is not None or item.boxes is not None)
+
+
 def _import_item(
     cfg: ImportConfig,
     import_run: str,
@@ -253,31 +291,45 @@ def _import_item(
     totals: ImportProgress,
     skipped: Counter[str],
 ) -> str | None:
-    """Import one item; the reason it was dropped, or None."""
+    """Import one item; the reason it was dropped, or None. A file whose content this source imported before (at
+    this locator or another: moved to another class folder) adds no row; if its labels or boxes changed in the
+    source, they are written as a new version of its imported labels."""
     if item.skip:
         skipped[item.skip] += 1
         return None
     totals.files += 1
     if item.refused:
         return item.refused
-    if state.unchanged(item.locator, item.size, item.mtime):
-        totals.unchanged += 1
-        return None
-    data, reason = reader.read(item)
-    if data is None:
-        return reason or "unreadable"
-    mismatch = find_box_size_mismatch(item, data)
-    if mismatch is not None:
-        item.refused_detail = mismatch
-        return "bad_box"
-    totals.bytes += len(data)
-    rid = make_record_id(data)
-    if not state.same_content(item.locator, rid):
-        writer.add(_record(cfg, import_run, item, data, rid), item)
-        totals.new += 1
+    label_key = compute_label_key(item)
+    stored = state.stored(item.locator)
+    as_before = stored is not None and stored.same_stat(item.size, item.mtime)
+    rid, known_key = (stored.record_id, stored.label_key) if as_before else (None, None)
+    changed = rid is not None and _labels_changed(known_key, label_key, item)
+    data = None
+    if rid is None or (changed and item.boxes is not None):  # new boxes are checked against the file's size
+        data, reason = reader.read(item)
+        if data is None:
+            return reason or "unreadable"
+        mismatch = find_box_size_mismatch(item, data)
+        if mismatch is not None:
+            item.refused_detail = mismatch
+            return "bad_box"
+        totals.bytes += len(data)
+        rid = make_record_id(data)
+        known, known_key = state.labels_of(rid, stored)
+        if not known:
+            writer.add(_record(cfg, import_run, item, data, rid), item)
+            totals.new += 1
+        changed = known and _labels_changed(known_key, label_key, item)
+        totals.unchanged += int(known)
     else:
         totals.unchanged += 1
-    state.learn(item.locator, item.size if item.size is not None else len(data), item.mtime, rid)
+    if changed:
+        writer.update_labels(rid, item)
+        totals.labels_changed += 1
+    if not as_before or known_key != label_key:
+        size = item.size if item.size is not None else (len(data) if data is not None else None)
+        state.learn(item.locator, size, item.mtime, rid, label_key)
     return None
 
 

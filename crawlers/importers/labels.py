@@ -8,14 +8,30 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from corpus.schema import ANNOTATION_SCHEMA, PREDICTION_SCHEMA
+from corpus.boxes import BOXES_TYPE
+from corpus.schema import ANNOTATION_SCHEMA, PREDICTION_SCHEMA, RECORD_SCHEMA
 from corpus.store import DataRoot
 
 # Imported annotations belong to no Label Studio project: project 0 and task 0 are never Label Studio ids
 # (they start at 1), so a full pull of a real project never marks them deleted.
 IMPORT_PROJECT_ID = 0
 IMPORT_TASK_ID = 0
+
+# New boxes a re-import found for records imported before (the record keeps its row; a release takes the
+# newest boxes of each record from here): imports/<source>/box_updates/<import run>-part-*.parquet.
+BOX_UPDATES = "box_updates"
+BOX_UPDATE_SCHEMA = pa.schema(
+    [
+        pa.field("record_id", pa.string(), nullable=False),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("boxes", BOXES_TYPE),
+        pa.field("label_source", pa.string()),
+        pa.field("updated_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
 
 
 def imported_annotation_id(origin: str, record_id: str) -> int:
@@ -86,3 +102,34 @@ def origins_with_policy(root: DataRoot, policy: str, raw_dir: str = "raw") -> li
         if origin not in newest or at >= newest[origin][0]:
             newest[origin] = (at, used)
     return sorted(origin for origin, (_, used) in newest.items() if used == policy)
+
+
+def read_box_updates(root: DataRoot, imports_dir: str = "imports") -> pa.Table:
+    """Every box update of every import source (BOX_UPDATE_SCHEMA), empty when there is none."""
+    parts = []
+    for source in root.list_dirs(imports_dir):
+        folder = f"{imports_dir}/{source}/{BOX_UPDATES}"
+        if root.exists(folder):
+            parts.append(root.read_table(folder, BOX_UPDATE_SCHEMA))
+    return pa.concat_tables(parts) if parts else BOX_UPDATE_SCHEMA.empty_table()
+
+
+def apply_box_updates(records: pa.Table, updates: pa.Table) -> pa.Table:
+    """`records` with the boxes (and label_source) of each record that `updates` (BOX_UPDATE_SCHEMA) has boxes
+    for replaced by its newest update; other rows as they are; pure."""
+    if updates.num_rows == 0 or records.num_rows == 0:
+        return records
+    newest = updates.sort_by([("record_id", "ascending"), ("updated_at", "descending")])
+    ids = newest.column("record_id").to_pylist()
+    keep = [k for k in range(len(ids)) if k == 0 or ids[k] != ids[k - 1]]
+    newest = newest.take(pa.array(keep, pa.int64()))
+    at = pc.index_in(records.column("record_id"), value_set=newest.column("record_id"))
+    found = pc.is_valid(at)
+    if not pc.any(found).as_py():
+        return records
+    taken = newest.take(pc.fill_null(at, 0))
+    out = records
+    for name in ("boxes", "label_source"):
+        column = pc.if_else(found, taken.column(name), records.column(name)).cast(RECORD_SCHEMA.field(name).type)
+        out = out.set_column(out.schema.get_field_index(name), name, column)
+    return out

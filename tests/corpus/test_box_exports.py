@@ -209,3 +209,29 @@ def test_written_boxes_are_read_back_and_a_changed_box_is_named(tmp_path, fmt):
         files[path] = str(other).encode() + files[path][1:]
     with pytest.raises(ValueError, match=f"{path}: the boxes of .* are not the release's"):
         check_box_files(fmt, rows, list(files), files.__getitem__)
+
+
+def test_hf_export_of_boxes_loads_with_datasets_as_object_detection_features(tmp_path):
+    import datasets
+
+    root = _box_release(tmp_path)
+    out = export_release(root, "shapes", "v0001", "hf", str(tmp_path / "hf"))
+    ds = datasets.load_dataset(str(tmp_path / "hf"), cache_dir=str(tmp_path / "hf-cache"))
+    labels = out["labels"]
+    objects = ds["train"].features["objects"]
+    assert objects["bbox"] == datasets.List(datasets.List(datasets.Value("float32"), length=4))
+    assert objects["category"] == datasets.List(datasets.ClassLabel(names=labels))
+    assert ds["train"].features["label"].names == labels and isinstance(ds["train"].features["image"], datasets.Image)
+    truth, seen = _release_boxes(root), set()
+    for split, name in (("train", "train"), ("val", "validation"), ("test", "test")):
+        for row in ds[name]:
+            seen.add(row["record_id"])
+            want = truth[row["record_id"]]
+            assert want["split"] == split and row["image"].size == (want["width"], want["height"])
+            assert [labels[c] for c in row["objects"]["category"]] == [b["label"] for b in want["boxes"]]
+            got = np.array(row["objects"]["bbox"], dtype=np.float32).reshape(-1, 4)
+            bbox = [[b["x"], b["y"], b["w"], b["h"]] for b in want["boxes"]]  # COCO pixels, top-left first
+            assert np.array_equal(got, np.array(bbox, dtype=np.float32).reshape(-1, 4))
+    assert seen == set(truth) and sum(len(r["boxes"]) for r in truth.values()) > 0
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert "`bbox` as COCO's `[x, y, w, h]` in pixels" in card

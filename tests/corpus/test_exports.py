@@ -146,6 +146,25 @@ def test_tar_shards_are_the_bytes_tarfile_writes_and_split_between_samples():
     assert start == len(members)
 
 
+def test_the_exports_tar_check_reads_members_as_tarfile_does_and_names_a_bad_header():
+    from corpus.exports.export import _tar_members
+
+    rng = np.random.default_rng(2)
+    samples = [(f"{i:064x}", {"png": rng.bytes(int(rng.integers(0, 2000))), "cls": b"1"}) for i in range(12)]
+    samples.append(("d" * 60 + "/" + "k" * 60, {"bin": b"x" * 513}))  # over 100 bytes: ustar's prefix field
+    ((_, data),) = write_tar_shards(samples, 10**7, "train")
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        want = [(m.name, m.offset_data, m.size) for m in tar]
+    assert list(_tar_members("train-000000.tar", data)) == want
+    second_header = -(-want[0][2] // 512) * 512 + 512
+    broken = bytearray(data)
+    broken[second_header + 5] ^= 1
+    with pytest.raises(ExportError, match=f"train-000000.tar: a bad tar header .* at byte {second_header}"):
+        list(_tar_members("train-000000.tar", bytes(broken)))
+    with pytest.raises(ExportError, match="ends without tar's end-of-archive block"):
+        list(_tar_members("train-000000.tar", data[:second_header]))
+
+
 def test_imagefolder_export_reads_with_a_torch_dataset(tmp_path):
     torch = pytest.importorskip("torch")
     root, manifest = _release(tmp_path)

@@ -91,3 +91,38 @@ def test_curate_and_scrub_choose_shards_from_the_input_so_memory_does_not_grow(t
     # Measured here: +3 MB from 300 to 1,500 images in shards; one shard of 1,500 peaks 110 MB above that.
     grown_mb = (large["peak_kb"] - small["peak_kb"]) / 1024
     assert grown_mb < 30, f"peak RSS grew by {grown_mb:.1f} MB from 300 to 1500 images"
+
+
+def test_what_each_shard_sends_back_does_not_grow_with_its_rows(tmp_path):
+    """A shard's result travels to the process that maps the rounds (the flow's, on Dask): per-row lists or the
+    shard's dedup index rows there would make that process grow with the input. Only counts come back; the
+    index rows are written beside the output, a part per shard."""
+    import pickle
+
+    from corpus.stages import ShardSize
+    from corpus.store import DataRoot
+    from crawlers.importers.config import ImportConfig
+    from crawlers.importers.importer import import_to_root
+    from curation.curate import run_curate
+
+    sent: dict[int, dict[str, int]] = {}
+    for files in (60, 300):
+        folder = tmp_path / f"in-{files}"
+        folder.mkdir()
+        for n in range(files):
+            (folder / f"{n:05d}.jpg").write_bytes(jpeg_bytes(n, side=48))
+        root = DataRoot(str(tmp_path / f"data-{files}"))
+        report = import_to_root(root, ImportConfig(source=str(folder), name="m"), import_run="i", work_dir=tmp_path)
+        sizes: dict[str, int] = {}
+
+        def measuring_map(step, args, sizes=sizes):
+            results = [step(*a) for a in args]
+            sizes[step.__name__] = max(len(pickle.dumps(r)) for r in results)
+            return results
+
+        curated = run_curate(root, None, [report["output"]], map_steps=measuring_map, size=ShardSize(rows=files))
+        assert curated["shards"] == 1 and curated["kept"] == files
+        assert len(root.list(f"{curated['output']}/_index_rows", ".parquet")) == 1
+        sent[files] = sizes
+    # 5x the rows in the one shard: what write_shard sends back is the same few hundred bytes (before: 5x).
+    assert sent[300]["write_shard"] < 1000 and sent[300]["write_shard"] - sent[60]["write_shard"] < 50, sent

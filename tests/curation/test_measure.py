@@ -102,9 +102,9 @@ def test_the_rounds_give_the_same_rows_in_memory_and_in_files(tmp_path, raw_tabl
     in_memory = run_rounds(memory, memory.shards(), CurateConfig(), partitions)
     files = FileScratch(root, "curated/x/_work", "curated/x")
     in_files = run_rounds(files, plan_shards(root, ["raw/r"], 1), CurateConfig(), partitions)
-    assert (in_memory.reasons, in_memory.kinds_kept, in_memory.known) == (
-        in_files.reasons,
-        in_files.kinds_kept,
+    assert (in_memory.dropped_by_reason, in_memory.kept_by_kind, in_memory.known) == (
+        in_files.dropped_by_reason,
+        in_files.kept_by_kind,
         in_files.known,
     )
     kept, dropped = memory.output()

@@ -13,6 +13,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 from typer.testing import CliRunner
 
+from corpus.releases.versions import load_release
 from corpus.schema import make_record_id
 from corpus.store import DataRoot
 from crawlers.importers.config import ImportConfig
@@ -72,6 +73,18 @@ def test_a_yolo_folder_imported_released_and_exported_as_coco_keeps_its_boxes(pr
     for rid, boxes in truth.items():
         assert [n for n, _ in found[rid]] == [n for n, _ in boxes]
         assert np.allclose([b for _, b in found[rid]], [b for _, b in boxes], atol=1e-6)
+
+    # One image's boxes edited in the source: the re-import adds no row, and the next release has the new boxes.
+    (tmp_path / "boxes" / "labels" / "0.txt").write_text("1 0.5 0.5 0.25 0.25\n")
+    again = import_flow(ImportParams(source=config, data_root=root.url))
+    assert (again["import"]["records"], again["import"]["labels_changed"], again["pool"]) == (0, 1, None)
+    second = release_flow(ReleaseParams(dataset="objects", pool=imported["pool"], data_root=root.url))
+    release = load_release(root, "objects", second["version"])
+    rows = {r["record_id"]: r for split in (release.train, release.val, release.test) for r in split.to_pylist()}
+    edited = next(iter(truth))
+    assert second["version"] == "v0002" and len(rows) == len(truth)
+    assert [[b["label"], b["x"], b["y"], b["w"], b["h"]] for b in rows[edited]["boxes"]] == [["dog", 30, 24, 20, 16]]
+    assert all(len(rows[rid]["boxes"]) == len(boxes) for rid, boxes in list(truth.items())[1:])
 
 
 def test_the_import_command_names_each_malformed_annotation_in_one_line(prefect_api, tmp_path, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from bench.planted import generate_corpus
 from corpus.store import DataRoot
 from pipelines.config import CurateParams, ScaleParams
 from pipelines.ingest import curate_flow
+from pipelines.progress import reporting_shards
 
 pytestmark = pytest.mark.prefect
 
@@ -39,7 +41,9 @@ def test_two_dask_workers_give_what_one_process_gives(prefect_api, tmp_path):
 
     one = curate_flow(CurateParams(inputs=["raw/crawl-1"], data_root=roots["one"].url))
     scale = ScaleParams(shards=4, partitions=3, dask=True)
-    dask = curate_flow(CurateParams(inputs=["raw/crawl-1"], data_root=roots["dask"].url, scale=scale))
+    lines: list[str] = []
+    with reporting_shards(lines.append):
+        dask = curate_flow(CurateParams(inputs=["raw/crawl-1"], data_root=roots["dask"].url, scale=scale))
 
     assert (dask["curate"]["shards"], dask["curate"]["partitions"], dask["curate"]["processes"]) == (4, 3, 2)
     assert dask["curate"]["dropped_by_reason"] == one["curate"]["dropped_by_reason"]
@@ -63,6 +67,19 @@ def test_two_dask_workers_give_what_one_process_gives(prefect_api, tmp_path):
         async with get_client() as client:
             runs = await client.read_task_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["curate-shards"])))
             return [r.name.rsplit("-", 1)[0] for r in runs if r.state and r.state.is_completed()]
+
+    # The shards ran on the workers; their progress lines were told here, by the flow, from each task's results.
+    measured = [line.split(",")[0] for line in lines if line.startswith("curate:") and " measured" in line]
+    assert measured == [f"curate: shard {k}/4 measured" for k in (1, 2, 3, 4)]
+    rows, (kept, dropped) = corpus.num_rows, (dask["curate"]["kept"], dask["curate"]["dropped"])
+    written = [line for line in lines if line.startswith("curate: shard") and " written" in line]
+    assert written[-1] == f"curate: shard 4/4 written, {rows:,}/{rows:,} rows, {kept:,} kept, {dropped:,} dropped"
+    scrubbed = [line for line in lines if line.startswith("scrub: shard")]
+    scrub_kept, scrub_dropped = dask["scrub"]["kept"], dask["scrub"]["dropped"]
+    assert scrubbed[-1] == (
+        f"scrub: shard 4/4 written, {kept:,}/{kept:,} rows, {scrub_kept:,} kept, {scrub_dropped:,} dropped"
+    )
+    assert len(written) == len(scrubbed) == 4
 
     names = asyncio.run(task_names())
     counts = {step: names.count(step) for step in set(names)}
@@ -94,3 +111,16 @@ def test_flywheel_curate_shards_from_the_command_line(prefect_api, tmp_path, mon
     report = root.read_json(f"{root.read_json('curated/LATEST_POOL.json')['pool'].removesuffix('/kept')}/_report.json")
     assert (report["stage"], report["shards"]) == ("scrub", 3)
     assert len(root.list(f"{report['inputs'][0]}", ".parquet")) == 3  # curate wrote one part per shard
+
+
+def test_sharded_progress_goes_to_the_flow_log_when_no_console_listens(prefect_api, tmp_path, caplog):
+    root = DataRoot(str(tmp_path / "data"))
+    root.write_table("raw/crawl-1/part-0000.parquet", generate_corpus(images=12, pages=12, seed=3).table)
+    with caplog.at_level(logging.INFO):
+        curate_flow(CurateParams(inputs=["raw/crawl-1"], data_root=root.url, scale=ScaleParams(shards=2)))
+    told = [r.getMessage() for r in caplog.records if r.getMessage().startswith(("curate: shard", "scrub: shard"))]
+    assert [line.split(",")[0] for line in told if " measured" in line] == [
+        "curate: shard 1/2 measured",
+        "curate: shard 2/2 measured",
+    ]
+    assert told[-1].startswith("scrub: shard 2/2 written, ")
