@@ -8,7 +8,8 @@ Scrapy's; ratio_404 Flywheel's responses/s on the broken-link site (pages and 40
 clean one, the pace the issue saw collapse; ratio_404_pages the same for HTML pages alone, beside
 bound_404_pages, what ratio_404_pages is at an equal pace of requests (the clean site's responses over the 404
 site's: the 404 site asks for half as many URLs again). cpu_ratio is bare Scrapy's CPU time per page over
-Flywheel's (its extraction workers included). `QUICK=1` crawls a smaller site.
+Flywheel's (its extraction workers included). The ratios are medians over `CRAWL_ROUNDS` (default 3) rounds of
+bare, Flywheel and the 404 site run back to back. `QUICK=1` crawls a smaller site.
 
 Run: `make bench-crawl [QUICK=1]` or `.venv/bin/python bench/crawl.py`.
 """
@@ -357,7 +358,7 @@ def print_runs(runs: list[tuple[str, dict[str, Any]]]) -> None:
 def main() -> None:
     quick = os.environ.get("QUICK", "0") not in ("", "0", "false", "no")
     pages = QUICK_PAGES if quick else FULL_PAGES
-    rounds = int(os.environ.get("ROUNDS", "3"))
+    rounds = int(os.environ.get("CRAWL_ROUNDS", "3"))
     sys.path.insert(0, str(ROOT))
     from pipelines.demo.site_server import SiteServer
 
