@@ -71,6 +71,29 @@ def test_a_worker_that_dies_leaves_its_pages_to_the_crawl_process() -> None:
     assert asyncio.run(kill_then_extract()) == [extract_text(html, url) for html, url in pages]
 
 
+def test_a_worker_killed_with_batches_in_hand_loses_none_of_them() -> None:
+    """Killed after its batches went down the pipe and before any answer came back: they are extracted here."""
+    pages = [_page(i) for i in range(12)]
+
+    async def kill_mid_batch() -> tuple[list[str | None], int]:
+        pool = ExtractionPool(workers=1, batch_pages=4, batch_wait_s=0.01)
+        pool.start()
+        (worker,) = pool._workers
+        work = [asyncio.ensure_future(pool.extract(html, url)) for html, url in pages]
+        while len(worker.pending) < 3 or worker.outgoing:  # all three batches written to the worker's pipe
+            await asyncio.sleep(0.001)
+        in_hand = len(worker.pending)
+        worker.proc.kill()
+        try:
+            return list(await asyncio.gather(*work)), in_hand
+        finally:
+            pool.close()
+
+    texts, in_hand = asyncio.run(kill_mid_batch())
+    assert in_hand == 3
+    assert texts == [extract_text(html, url) for html, url in pages]
+
+
 def test_two_workers_share_the_batches_and_end_with_the_pool() -> None:
     pages = [_page(i) for i in range(20)]
 
