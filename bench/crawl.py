@@ -4,9 +4,12 @@ Both crawl the same generated loopback site in one run, with the same politeness
 (crawlers.settings). Then Flywheel crawls the same pages where a third of the links 404, slowly (a CMS renders
 its not-found page; the articles are static), as shipped and with Scrapy's own AutoThrottle. Prints a table and
 ends with one line `bench crawl: ... ratio=<value> ratio_404=<value>`: ratio is Flywheel's pages/s over bare
-Scrapy's, ratio_404 Flywheel's pages/s on the broken-link site over its pages/s on the clean one; cpu_ratio is
-bare Scrapy's CPU time per page over Flywheel's (its extraction workers included), ratio_404_responses the 404
-site's responses/s over the clean site's. `QUICK=1` crawls a smaller site.
+Scrapy's; ratio_404 Flywheel's responses/s on the broken-link site (pages and 404s alike) over its responses/s on the
+clean one, the pace the issue saw collapse; ratio_404_pages the same for HTML pages alone, beside
+bound_404_pages, what ratio_404_pages is at an equal pace of requests (the clean site's responses over the 404
+site's: the 404 site asks for half as many URLs again). cpu_ratio is bare Scrapy's CPU time per page over
+Flywheel's (its extraction workers included). The ratios are medians over `CRAWL_ROUNDS` (default 3) rounds of
+bare, Flywheel and the 404 site run back to back. `QUICK=1` crawls a smaller site.
 
 Run: `make bench-crawl [QUICK=1]` or `.venv/bin/python bench/crawl.py`.
 """
@@ -17,6 +20,7 @@ import io
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -299,9 +303,62 @@ def profile_stages(site: Path, sample: int = 200) -> dict[str, float]:
     }
 
 
+def run_round(index: int, url: str, broken_url: str, work: Path, budget: int) -> dict[str, Any]:
+    """A bare / Flywheel / 404-site triple, back to back; odd rounds run backwards, so no side always goes first."""
+    order = ["bare", "full", "broken"]
+    if index % 2:
+        order.reverse()
+    runs: dict[str, Any] = {"load": os.getloadavg()[0]}
+    for name in order:
+        if name == "bare":
+            runs[name] = run_bare(url, work, budget)
+        elif name == "full":
+            runs[name] = run_flywheel(url, work, budget, f"flywheel-full-{index}", fetch_images=True)
+        else:
+            runs[name] = run_flywheel(broken_url, work, budget, f"flywheel-404-{index}", fetch_images=True)
+    runs["load_end"] = os.getloadavg()[0]
+    return runs
+
+
+def rate(run: dict[str, Any], key: str) -> float:
+    return run[key] / run["elapsed_s"] if run["elapsed_s"] else 0.0
+
+
+def round_ratios(runs: dict[str, Any]) -> dict[str, float]:
+    """A round's ratios: Flywheel over bare pages/s, and the 404 site over the clean one (responses/s and pages/s)."""
+    bare, full, broken = runs["bare"], runs["full"], runs["broken"]
+    return {
+        "ratio": rate(full, "pages") / rate(bare, "pages"),
+        # 1 when a 404 costs the crawl what any other response costs
+        "ratio_404": rate(broken, "responses") / rate(full, "responses"),
+        "ratio_404_pages": rate(broken, "pages") / rate(full, "pages"),
+        # pages/s on the 404 site over the clean site's, were both crawled at the same responses/s
+        "bound_404_pages": full["responses"] / broken["responses"],
+        "cpu_ratio": (bare["cpu_s"] / bare["pages"]) / (full["cpu_s"] / full["pages"]),
+    }
+
+
+def print_runs(runs: list[tuple[str, dict[str, Any]]]) -> None:
+    print(
+        f"{'spider':<44}{'pages':>7}{'images':>8}{'404s':>6}{'elapsed s':>11}{'wall s':>9}{'pages/s':>10}"
+        f"{'images/s':>10}{'responses/s':>13}{'CPU ms/page':>13}"
+    )
+    for name, run in runs:
+        print(
+            f"{name:<44}{run['pages']:>7}{run['images']:>8}{run.get('not_found', 0):>6}{run['elapsed_s']:>11.2f}"
+            f"{run['wall_s']:>9.2f}{rate(run, 'pages'):>10.1f}{rate(run, 'images'):>10.1f}"
+            f"{rate(run, 'responses'):>13.1f}{1000 * run['cpu_s'] / run['pages']:>13.2f}"
+        )
+    print(
+        "CPU ms/page: user + system time of the crawl process and its extraction workers (getrusage), process start"
+        " included, per page; a shared host's load moves it far less than it moves pages/s"
+    )
+
+
 def main() -> None:
     quick = os.environ.get("QUICK", "0") not in ("", "0", "false", "no")
     pages = QUICK_PAGES if quick else FULL_PAGES
+    rounds = int(os.environ.get("CRAWL_ROUNDS", "3"))
     sys.path.insert(0, str(ROOT))
     from pipelines.demo.site_server import SiteServer
 
@@ -314,66 +371,56 @@ def main() -> None:
         # slots, and the crawl of the 404 site ends one 404 at a time (measured: 54 pages/s at budget 611, 119 at
         # 2,000, on the 600-page site). Every crawl still ends when the site is exhausted.
         budget = 2 * (size["pages"] + broken_size["pages"])
-        # The pairs behind the ratios run back to back (bare then Flywheel, clean then 404 site), so that a shared
-        # host's load moves both of a pair alike.
+        # The runs behind a ratio run back to back, in rounds, so that a shared host's load moves both alike; the
+        # closing line has each ratio's median over the rounds.
         with SiteServer(work / "site") as server, slow_not_found_server(work / "broken") as broken_server:
             url, broken_url = server.url + "/index.html", broken_server.url + "/index.html"
-            bare = run_bare(url, work, budget)
-            full = run_flywheel(url, work, budget, "flywheel-full", fetch_images=True)
-            broken = run_flywheel(broken_url, work, budget, "flywheel-404", fetch_images=True)
+            results = [run_round(i, url, broken_url, work, budget) for i in range(rounds)]
             text_only = run_flywheel(url, work, budget, "flywheel-text", fetch_images=False)
             stock = run_flywheel(
                 broken_url, work, budget, "flywheel-404-stock", fetch_images=True, settings=STOCK_THROTTLE
             )
         stages = profile_stages(work / "site")
 
-    def rate(run: dict[str, Any], key: str) -> float:
-        return run[key] / run["elapsed_s"] if run["elapsed_s"] else 0.0
-
     print(f"site: {size['pages']} pages, {size['images']} unique images, {IMAGES_PER_PAGE} figures/page (loopback)")
     print(
         f"404 site: the same {broken_size['pages']} pages, {BROKEN_LINKS_PER_PAGE} of {LINKS_PER_PAGE} links per page"
         f" to {pages // 2} missing pages, each 404 after {NOT_FOUND_LATENCY_S * 1000:.0f} ms"
     )
-    print(
-        f"{'spider':<40}{'pages':>7}{'images':>8}{'404s':>6}{'elapsed s':>11}{'wall s':>9}{'pages/s':>10}"
-        f"{'images/s':>10}{'responses/s':>13}{'CPU ms/page':>13}"
-    )
-    for name, run in (
-        ("bare Scrapy (links only)", bare),
-        ("Flywheel, text only", text_only),
-        ("Flywheel, pages+images", full),
-        ("Flywheel, 404 site", broken),
-        ("Flywheel, 404 site, Scrapy AutoThrottle", stock),
-    ):
+    table = []
+    for i, runs in enumerate(results):
+        table += [
+            (f"round {i + 1}: bare Scrapy (links only)", runs["bare"]),
+            (f"round {i + 1}: Flywheel, pages+images", runs["full"]),
+            (f"round {i + 1}: Flywheel, 404 site", runs["broken"]),
+        ]
+    print_runs([*table, ("Flywheel, text only", text_only), ("Flywheel, 404 site, Scrapy AutoThrottle", stock)])
+    ratios = [round_ratios(runs) for runs in results]
+    for i, (runs, r) in enumerate(zip(results, ratios, strict=True)):
         print(
-            f"{name:<40}{run['pages']:>7}{run['images']:>8}{run.get('not_found', 0):>6}{run['elapsed_s']:>11.2f}"
-            f"{run['wall_s']:>9.2f}{rate(run, 'pages'):>10.1f}{rate(run, 'images'):>10.1f}"
-            f"{rate(run, 'responses'):>13.1f}{1000 * run['cpu_s'] / run['pages']:>13.2f}"
+            f"round {i + 1} (load {runs['load']:.1f} -> {runs['load_end']:.1f}): "
+            + " ".join(f"{k}={v:.3f}" for k, v in r.items())
         )
-    print(
-        "CPU ms/page: user + system time of the crawl process and its extraction workers (getrusage), process start"
-        " included, per page; a shared host's load moves it far less than it moves pages/s"
-    )
+    full, broken = results[-1]["full"], results[-1]["broken"]
     for name, run in (("404 site", broken), ("clean site", full)):
         throttle = run["throttle"]
         print(
-            f"throttle, {name}: raised by {throttle['raised']}, backoffs {throttle['backoff']}, "
+            f"throttle, {name} (last round): raised by {throttle['raised']}, backoffs {throttle['backoff']}, "
             f"max delay {throttle['max_delay_ms']} ms, mean {throttle['mean_delay_ms']} ms (a request every"
             f" {1000 / rate(run, 'responses'):.1f} ms), last {throttle['delay_ms']} ms"
         )
     print("Flywheel's added cost per page, in-process (ms): " + ", ".join(f"{k}={v:.2f}" for k, v in stages.items()))
-    bare_rate, text_rate, full_rate = rate(bare, "pages"), rate(text_only, "pages"), rate(full, "pages")
-    broken_rate, stock_rate = rate(broken, "pages"), rate(stock, "pages")
-    # 404 site over clean site in responses/s: 1 when a 404 costs the crawl what any other response costs
-    responses_404 = rate(broken, "responses") / rate(full, "responses")
-    cpu_ratio = (bare["cpu_s"] / bare["pages"]) / (full["cpu_s"] / full["pages"])
+    median = {k: statistics.median(r[k] for r in ratios) for k in ratios[0]}
+    bare_rate = statistics.median(rate(runs["bare"], "pages") for runs in results)
+    full_rate = statistics.median(rate(runs["full"], "pages") for runs in results)
     print(
-        f"bench crawl: bare_pages_per_s={bare_rate:.1f} flywheel_text_pages_per_s={text_rate:.1f} "
-        f"flywheel_pages_per_s={full_rate:.1f} flywheel_images_per_s={rate(full, 'images'):.1f} "
-        f"flywheel_404_pages_per_s={broken_rate:.1f} ratio_text_only={text_rate / bare_rate:.3f} "
-        f"ratio={full_rate / bare_rate:.3f} ratio_404_stock_throttle={stock_rate / full_rate:.3f} "
-        f"cpu_ratio={cpu_ratio:.3f} ratio_404_responses={responses_404:.3f} ratio_404={broken_rate / full_rate:.3f}"
+        f"bench crawl: rounds={rounds} bare_pages_per_s={bare_rate:.1f} flywheel_pages_per_s={full_rate:.1f} "
+        f"flywheel_text_pages_per_s={rate(text_only, 'pages'):.1f} "
+        f"ratio_text_only={rate(text_only, 'pages') / bare_rate:.3f} "
+        f"ratio_404_stock_throttle={rate(stock, 'responses') / rate(full, 'responses'):.3f} "
+        + " ".join(
+            f"{k}={median[k]:.3f}" for k in ("cpu_ratio", "ratio_404_pages", "bound_404_pages", "ratio", "ratio_404")
+        )
     )
 
 

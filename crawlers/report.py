@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -149,9 +150,29 @@ def report_table(report: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 class UrlOnlyLogFormatter(LogFormatter):
-    """Scrapy's log formatter, naming items by kind and URL instead of dumping them (bodies, texts) into the log."""
+    """Scrapy's log formatter, naming items by kind and URL instead of dumping them (bodies, texts) into the log.
 
-    def scraped(self, item: Any, response: Any, spider: Spider) -> dict[str, Any]:
+    Its per-response and per-item DEBUG records ("Crawled", "Scraped") are not built at all when the crawl logs at
+    INFO or above: Scrapy's handler would drop them, after the reactor built them (~1.5 % of its CPU in cProfile).
+    """
+
+    def __init__(self, debug: bool = True) -> None:
+        super().__init__()
+        self.debug = debug
+
+    @classmethod
+    def from_crawler(cls, crawler: Any) -> UrlOnlyLogFormatter:
+        settings = crawler.settings
+        level = settings.get("LOG_LEVEL", "DEBUG")
+        level = level if isinstance(level, int) else logging.getLevelName(str(level).upper())
+        return cls(debug=settings.getbool("LOG_ENABLED", True) and isinstance(level, int) and level <= logging.DEBUG)
+
+    def crawled(self, request: Any, response: Any, spider: Spider) -> dict[str, Any] | None:  # type: ignore[override]
+        return super().crawled(request, response, spider) if self.debug else None
+
+    def scraped(self, item: Any, response: Any, spider: Spider) -> dict[str, Any] | None:  # type: ignore[override]
+        if not self.debug:
+            return None
         result = dict(super().scraped(item, response, spider))
         result["msg"] = "Scraped %(kind)s %(url)s"
         result["args"] = {"kind": type(item).__name__, "url": getattr(item, "url", "?")}

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from crawlers.config import CrawlConfig, CrawlJob
 from crawlers.content import fingerprint, looks_like_html, sniff_mime
 from crawlers.items import ImageItem, PageItem
-from crawlers.page_text import clean_text, parse_srcset, surrounding_text
+from crawlers.page_context import clean_text, parse_srcset, surrounding_text
 from crawlers.report import classify_failure
 from crawlers.state import CrawlState
 from crawlers.urls import UrlScope, canonicalize_url
@@ -75,6 +75,11 @@ class SiteSpider(scrapy.Spider):
         self.backlog: deque[scrapy.Request] = deque()
         self._topping_up = False
         self._pages_seen: set[str] = set()
+        # Links and image references as written on pages (absolute, before canonicalisation) whose URL is already
+        # followed or requested: most references on a site repeat (a page's nav, a shared picture), and these skip
+        # canonicalisation, scope checks and an image's XPath context (cProfile of the crawl child: bench/CRAWL.md).
+        self._hrefs_followed: set[str] = set()
+        self._image_refs_requested: set[str] = set()
         self._images_requested: set[str] = set()
         self._notes: Counter[str] = Counter()
         self._sitemaps_seen: set[str] = set()
@@ -138,6 +143,7 @@ class SiteSpider(scrapy.Spider):
         if reason is not None:
             self.note(f"out_of_scope/{reason}", canonical)
             return None
+        self._hrefs_followed.add(url)
         if canonical in self._pages_seen:
             return None
         self._pages_seen.add(canonical)
@@ -347,6 +353,8 @@ class SiteSpider(scrapy.Spider):
         requests = []
         for href in response.css("a::attr(href)").getall():
             url = response.urljoin(href.strip())
+            if url in self._hrefs_followed:  # its page is requested (or waits in the backlog) already
+                continue
             if urlsplit(url).scheme in ("http", "https"):
                 request = self.page_request(url)
                 if request is not None:
@@ -355,15 +363,22 @@ class SiteSpider(scrapy.Spider):
 
     def _images(self, response: TextResponse) -> list[scrapy.Request]:
         found: list[tuple[str, str | None, str | None, str | None]] = []
+        # The incremental state records every image a page shows; without it an image already requested needs
+        # neither its request nor its alt, caption and context again.
+        every = self.crawl_state.enabled
         for node in response.css("img, picture source"):
+            urls = [node.attrib["src"]] if node.attrib.get("src") else []
+            urls += parse_srcset(node.attrib.get("srcset", ""))
+            if not every:
+                urls = [url for url in urls if response.urljoin(url.strip()) not in self._image_refs_requested]
+            if not urls:
+                continue
             if node.root.tag == "img":
                 alt = clean_text(node.attrib.get("alt"))
             else:
                 alt = clean_text(node.xpath("ancestor::picture[1]//img/@alt").get())
             caption = clean_text(" ".join(node.xpath("ancestor::figure[1]/figcaption//text()").getall()))
             context = surrounding_text(node)
-            urls = [node.attrib["src"]] if node.attrib.get("src") else []
-            urls += parse_srcset(node.attrib.get("srcset", ""))
             found += [(url, alt, caption, context) for url in urls]
         # Open Graph / Twitter card images: the picture a page chose to represent itself (one query for all the
         # card's tags: a query per tag was 6 of a page's ~20 XPath evaluations)
@@ -384,6 +399,7 @@ class SiteSpider(scrapy.Spider):
             request = self.image_request(absolute, response.url, alt, caption, context)
             if request is not None:
                 requests.append(request)
+                self._image_refs_requested.add(absolute)  # parse() yields every request it gets from here
         return requests
 
     def _feed_requests(self, response: TextResponse) -> Iterator[scrapy.Request]:

@@ -14,7 +14,8 @@ from corpus.schema import RECORD_SCHEMA, make_record_id
 from corpus.store import DataRoot
 from crawlers.config import CrawlConfig
 from crawlers.content import sniff_mime
-from crawlers.page_text import extract_text, parse_srcset
+from crawlers.page_context import parse_srcset
+from crawlers.page_text import extract_text
 from crawlers.run import CrawlError, crawl
 from pipelines.demo.sample_site import generate_site
 from pipelines.demo.site_server import SiteServer

@@ -4,6 +4,9 @@ worker dies."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -68,6 +71,29 @@ def test_a_worker_that_dies_leaves_its_pages_to_the_crawl_process() -> None:
     assert asyncio.run(kill_then_extract()) == [extract_text(html, url) for html, url in pages]
 
 
+def test_a_worker_killed_with_batches_in_hand_loses_none_of_them() -> None:
+    """Killed after its batches went down the pipe and before any answer came back: they are extracted here."""
+    pages = [_page(i) for i in range(12)]
+
+    async def kill_mid_batch() -> tuple[list[str | None], int]:
+        pool = ExtractionPool(workers=1, batch_pages=4, batch_wait_s=0.01)
+        pool.start()
+        (worker,) = pool._workers
+        work = [asyncio.ensure_future(pool.extract(html, url)) for html, url in pages]
+        while len(worker.pending) < 3 or worker.outgoing:  # all three batches written to the worker's pipe
+            await asyncio.sleep(0.001)
+        in_hand = len(worker.pending)
+        worker.proc.kill()
+        try:
+            return list(await asyncio.gather(*work)), in_hand
+        finally:
+            pool.close()
+
+    texts, in_hand = asyncio.run(kill_mid_batch())
+    assert in_hand == 3
+    assert texts == [extract_text(html, url) for html, url in pages]
+
+
 def test_two_workers_share_the_batches_and_end_with_the_pool() -> None:
     pages = [_page(i) for i in range(20)]
 
@@ -83,3 +109,16 @@ def test_two_workers_share_the_batches_and_end_with_the_pool() -> None:
     texts, exits = asyncio.run(extract_with_two())
     assert texts == [extract_text(html, url) for html, url in pages]
     assert exits == [0, 0]
+
+
+def test_the_crawl_process_loads_no_trafilatura_and_a_worker_no_scrapy() -> None:
+    """Each process pays only its own imports at start (bench/CRAWL.md): ~0.2 s of CPU each saved."""
+    root = str(Path(__file__).resolve().parents[2])
+    checks = {
+        "import crawlers.spiders.site, crawlers.pipelines, crawlers.extraction": "trafilatura",
+        "import crawlers.extraction_worker, crawlers.page_text": "scrapy",
+    }
+    for code, absent in checks.items():
+        probe = f"import sys; {code}; print({absent!r} in sys.modules)"
+        out = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "False", (code, absent, out.stderr)
