@@ -50,6 +50,19 @@ def extract_choice(result: list[dict]) -> str | None:
     return None
 
 
+def extract_choices(result: list[dict]) -> list[str] | None:
+    """Every chosen class of a choices result, in order (a multiple choice's set; [] for an empty result: "none
+    of these"), or None when the result holds regions of another kind (boxes) and no choices."""
+    chosen: list[str] = []
+    other = False
+    for region in result or []:
+        if region.get("type") == "choices":
+            chosen.extend(str(c) for c in (region.get("value") or {}).get("choices") or [] if str(c) not in chosen)
+        else:
+            other = True
+    return None if other and not chosen else chosen
+
+
 def read_annotations(root: DataRoot) -> pa.Table:
     """Every annotation ever pulled, newest version of each (ANNOTATION_SCHEMA; deleted ones flagged)."""
     return latest_versions(root.read_table(ANNOTATIONS_DIR, schema=ANNOTATION_SCHEMA))
@@ -63,6 +76,7 @@ def _row(project_id: int, task: dict, annotation: dict, pulled_at: datetime, nam
         "project_id": int(project_id),
         "record_id": str(task["data"]["record_id"]),
         "label": extract_choice(annotation.get("result") or []),
+        "labels": None if annotation.get("was_cancelled") else extract_choices(annotation.get("result") or []),
         "annotator": annotator_name(completed_by, names)
         if names
         else None
@@ -78,7 +92,7 @@ def _row(project_id: int, task: dict, annotation: dict, pulled_at: datetime, nam
 
 
 def _same(stored: dict, fresh: dict) -> bool:
-    keys = ("updated_at", "label", "was_cancelled", "annotator", "deleted")
+    keys = ("updated_at", "label", "labels", "was_cancelled", "annotator", "deleted")
     return all(stored[k] == fresh[k] for k in keys)
 
 
