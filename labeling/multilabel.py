@@ -68,7 +68,9 @@ def _fit_label(
     from crowdkit.aggregation import DawidSkene
 
     rows = [
-        (rid, annotator, PRESENT if label in chosen else ABSENT) for rid, by in sets.items() for annotator, chosen in by.items()
+        (rid, annotator, PRESENT if label in chosen else ABSENT)
+        for rid, by in sets.items()
+        for annotator, chosen in by.items()
     ]
     frame = pd.DataFrame(rows, columns=["task", "worker", "label"])
     known = {rid: PRESENT if label in answer else ABSENT for rid, answer in gold.items() if rid in sets}
@@ -103,9 +105,7 @@ def aggregate_multilabel(
     names = label_names_of(sets, labels)
     gold_sets = {rid: frozenset(answer) for rid, answer in (gold or {}).items()}
     chosen_somewhere = label_names_of(sets)
-    posterior = {
-        name: _fit_label(sets, name, gold_sets, n_iter) if name in chosen_somewhere else {} for name in names
-    }
+    posterior = {name: _fit_label(sets, name, gold_sets, n_iter) if name in chosen_somewhere else {} for name in names}
     for record_id in sorted(sets):
         probs = [posterior[name].get(record_id, 0.0) for name in names]
         rows["record_id"].append(record_id)
@@ -187,8 +187,9 @@ def build_label_scorecards(
     # Speed and volume are the same as for one label: reuse them, then overwrite the two accuracy columns.
     base = {
         row["annotator"]: row
-        for row in build_scorecards(_as_single_choice(annotations), pa.table({"record_id": [], "label": []}))
-        .to_pylist()
+        for row in build_scorecards(
+            _as_single_choice(annotations), pa.table({"record_id": [], "label": []})
+        ).to_pylist()
     }
     consensus_sets = {
         rid: frozenset(labels)
@@ -222,3 +223,28 @@ def _as_single_choice(annotations: pa.Table) -> pa.Table:
     """The annotations with `label` set to their joined label set, so single-choice counting applies."""
     joined = [None if v is None else ";".join(sorted(v)) for v in annotations.column("labels").to_pylist()]
     return annotations.set_column(annotations.schema.get_field_index("label"), "label", pa.array(joined, pa.string()))
+
+
+def attach_label_sets(records: pa.Table, aggregated: pa.Table) -> pa.Table:
+    """Records that have an aggregated label set (aggregate_multilabel), with labels, label (the set joined by
+    ";", corpus.releases.multilabel), label_source (`human` from one annotator, `consensus` from several),
+    label_confidence (the least sure label's decision) and annotators set."""
+    from corpus.releases.multilabel import join_label_set
+
+    by_id = {row["record_id"]: row for row in aggregated.to_pylist()}
+    keep = pa.array([rid in by_id for rid in records.column("record_id").to_pylist()], pa.bool_())
+    labeled = records.filter(keep)
+    rows = [by_id[rid] for rid in labeled.column("record_id").to_pylist()]
+    columns = {
+        "labels": pa.array([r["labels"] for r in rows], pa.list_(pa.string())),
+        "label": pa.array([join_label_set(r["labels"]) for r in rows], pa.string()),
+        "label_source": pa.array(["consensus" if r["n_annotations"] > 1 else "human" for r in rows], pa.string()),
+        "label_confidence": pa.array([r["label_confidence"] for r in rows], pa.float32()),
+        "annotators": pa.array([r["annotators"] for r in rows], pa.list_(pa.string())),
+    }
+    for name, values in columns.items():
+        if name in labeled.column_names:
+            labeled = labeled.set_column(labeled.schema.get_field_index(name), name, values)
+        else:
+            labeled = labeled.append_column(name, values)
+    return labeled

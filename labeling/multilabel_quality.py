@@ -62,9 +62,10 @@ def build_label_review_set(
         if reasons:
             by_id[row["record_id"]] = {**row, "reasons": reasons}
     known = {r["record_id"]: r for r in aggregated.select(["record_id", "labels", "label_confidence"]).to_pylist()}
-    for flag in (flagged.to_pylist() if flagged is not None else []):
+    for flag in flagged.to_pylist() if flagged is not None else []:
         entry = by_id.setdefault(
-            flag["record_id"], {**known.get(flag["record_id"], {"labels": None, "label_confidence": None}), "reasons": []}
+            flag["record_id"],
+            {**known.get(flag["record_id"], {"labels": None, "label_confidence": None}), "reasons": []},
         )
         entry["reasons"].append(f"{LIKELY_MISLABELED}:{flag['label']}")
     rows = [
@@ -101,9 +102,13 @@ def find_label_issues_per_label(given: np.ndarray, probs: np.ndarray, names: Seq
         t_present = probs[present, k].mean()
         t_absent = (1.0 - probs[absent, k]).mean()
         for i in np.flatnonzero(absent & (probs[:, k] >= t_present)):
-            flags.append({"row": int(i), "label": name, "given": False, "probability": float(probs[i, k]), "reason": "missing"})
+            flags.append(
+                {"row": int(i), "label": name, "given": False, "probability": float(probs[i, k]), "reason": "missing"}
+            )
         for i in np.flatnonzero(present & (1.0 - probs[:, k] >= t_absent)):
-            flags.append({"row": int(i), "label": name, "given": True, "probability": float(probs[i, k]), "reason": "extra"})
+            flags.append(
+                {"row": int(i), "label": name, "given": True, "probability": float(probs[i, k]), "reason": "extra"}
+            )
     return flags
 
 
@@ -125,12 +130,92 @@ def get_label_uncertainty_scores(probs: np.ndarray, method: str = "mean") -> np.
     raise ValueError(f"unknown method {method!r}: expected mean or max")
 
 
-def build_multilabel_prediction(labels: Sequence[str], score: float, model_version: str, from_name: str = "label") -> dict:
+def build_multilabel_prediction(
+    labels: Sequence[str], score: float, model_version: str, from_name: str = "label"
+) -> dict:
     """A Label Studio prediction: the predicted set as one multiple-Choices result, with model_version and score."""
     return {
         "model_version": model_version,
         "score": float(score),
-        "result": [
-            {"from_name": from_name, "to_name": "image", "type": "choices", "value": {"choices": list(labels)}}
-        ],
+        "result": [{"from_name": from_name, "to_name": "image", "type": "choices", "value": {"choices": list(labels)}}],
     }
+
+
+def flag_label_set_errors(
+    labeled: pa.Table, predictions: pa.Table, names: Sequence[str], *, seed: int = 0
+) -> tuple[pa.Table | None, str | None]:
+    """Likely wrong labels of multi-label records (LABEL_FLAG_SCHEMA), one row per (record, label).
+
+    `labeled` has record_id and labels (attach_label_sets' output); `predictions` (PREDICTION_SCHEMA) each
+    record's model embedding. Out-of-sample P(present) per label comes from cross-validated logistic regression
+    over those embeddings (labeling.label_errors.compute_out_of_sample_probs on the binary question), since the
+    model's own outputs on its training items are in-sample; find_label_issues_per_label then flags. Returns
+    (flags, None), or (None, why) when a label has too few present (or absent) records yet, which is no error.
+    """
+    from labeling.label_errors import compute_out_of_sample_probs
+
+    emb_by_id = dict(
+        zip(predictions.column("record_id").to_pylist(), predictions.column("embedding").to_pylist(), strict=True)
+    )
+    rows = [r for r in labeled.select(["record_id", "labels"]).to_pylist() if emb_by_id.get(r["record_id"])]
+    if not rows:
+        return None, "no labeled record has a model embedding"
+    features = np.asarray([emb_by_id[r["record_id"]] for r in rows], dtype=np.float64)
+    given = np.asarray([[name in (r["labels"] or []) for name in names] for r in rows], dtype=bool)
+    probs = np.zeros(given.shape)
+    for k, name in enumerate(names):
+        try:
+            probs[:, k] = compute_out_of_sample_probs(features, given[:, k].astype(np.int64), seed=seed)[:, -1]
+        except ValueError as reason:
+            return None, f"label {name!r}: {reason}"
+    flags = find_label_issues_per_label(given, probs, names)
+    out = [
+        {**{k: f[k] for k in ("label", "given", "probability", "reason")}, "record_id": rows[f["row"]]["record_id"]}
+        for f in flags
+    ]
+    return pa.Table.from_pylist(out, schema=LABEL_FLAG_SCHEMA), None
+
+
+def as_selection_predictions(predictions: pa.Table, method: str = "mean") -> pa.Table:
+    """`predictions` (PREDICTION_SCHEMA, per-label sigmoid `probs`) with each row's probs replaced by the two-way
+    distribution [1 - u/2, u/2], u = get_label_uncertainty_scores: its margin uncertainty is exactly u, so
+    labeling.selection's margin-based strategies (hybrid: uncertainty, then diversity over the embeddings)
+    rank multi-label records by their per-label margin unchanged."""
+    probs = np.asarray(predictions.column("probs").to_pylist(), dtype=np.float64)
+    u = get_label_uncertainty_scores(probs.reshape(predictions.num_rows, -1), method)
+    two_way = pa.array([[1.0 - s / 2.0, s / 2.0] for s in u], pa.list_(pa.float32()))
+    return predictions.set_column(predictions.schema.get_field_index("probs"), "probs", two_way)
+
+
+def attach_label_set_predictions(
+    tasks: list[dict], predictions: pa.Table | None, model_version: str | None
+) -> list[dict]:
+    """`tasks` (labeling.studio_tasks.build_tasks) each with its record's predicted set as an inline
+    pre-annotation (build_multilabel_prediction, score = the prediction's confidence). The predicted set is
+    `predicted_label` split on ";" (training.multilabel_model.describe_label_sets); a row's own
+    `model_version` column wins over `model_version`."""
+    if predictions is None or not predictions.num_rows:
+        return tasks
+    versions = (
+        predictions.column("model_version").to_pylist()
+        if "model_version" in predictions.column_names
+        else [None] * predictions.num_rows
+    )
+    by_id = {
+        rid: (label, conf, version or model_version)
+        for rid, label, conf, version in zip(
+            predictions.column("record_id").to_pylist(),
+            predictions.column("predicted_label").to_pylist(),
+            predictions.column("confidence").to_pylist(),
+            versions,
+            strict=True,
+        )
+    }
+    out = []
+    for task in tasks:
+        found = by_id.get(task["data"]["record_id"])
+        if found is not None and found[0] is not None and found[2]:
+            chosen = [name for name in found[0].split(";") if name]
+            task = {**task, "predictions": [build_multilabel_prediction(chosen, found[1] or 0.0, found[2])]}
+        out.append(task)
+    return out

@@ -17,6 +17,7 @@ from corpus.stages import trace_reports
 from corpus.tasks import DEFAULT_TASK
 from crawlers.importers.config import ImportLabelPolicy
 from crawlers.importers.labels import origins_with_policy
+from labeling.multilabel import aggregate_multilabel, attach_label_sets, compute_label_agreement
 from labeling.quality import aggregate_dawid_skene, compute_agreement
 from labeling.round_state import mark_released
 from labeling.round_store import list_round_numbers, load_round, save_round
@@ -63,19 +64,33 @@ def release_task_type(root: Any, params: ReleaseParams) -> str:
     return load_round(root, params.dataset, numbers[0]).task if numbers else DEFAULT_TASK
 
 
+def release_label_sets(
+    records: pa.Table, annotations: pa.Table, gold_path: str | None, root: Any
+) -> tuple[pa.Table, dict[str, Any], list[str]]:
+    """(records with their aggregated label sets, per-label agreement, no trusted origins) of a multi-label
+    dataset: labeling.multilabel's per-label Dawid-Skene."""
+    aggregated = aggregate_multilabel(annotations, gold=read_gold(root, gold_path))
+    return attach_label_sets(records, aggregated), compute_label_agreement(annotations), []
+
+
 @task(**IO_RETRIES)
 def publish_release(params: ReleaseParams, data_root: str) -> dict[str, Any]:
     """Build the next immutable release from labeled pool records (Dawid-Skene labels) and announce it."""
     root = open_root(data_root)
     pool = params.pool or latest_pool(root)
     annotations = read_annotations(root)
-    aggregated = aggregate_dawid_skene(annotations, gold=read_gold(root, params.gold_path))
+    task_type = release_task_type(root, params)
     trusted = params.trusted_origins
     if trusted is None:
         trusted = origins_with_policy(root, ImportLabelPolicy.trusted.value)
-    labeled = attach_labels(root.read_table(pool), aggregated, annotations=annotations, trusted_origins=trusted)
+    if task_type == "multilabel":  # per-label Dawid-Skene; imported labels are single-label, so none is trusted
+        labeled, agreement, trusted = release_label_sets(root.read_table(pool), annotations, params.gold_path, root)
+    else:
+        aggregated = aggregate_dawid_skene(annotations, gold=read_gold(root, params.gold_path))
+        labeled = attach_labels(root.read_table(pool), aggregated, annotations=annotations, trusted_origins=trusted)
+        agreement = compute_agreement(annotations)
     extra = {
-        "agreement": compute_agreement(annotations),
+        "agreement": agreement,
         "pool": pool,
         "curation": trace_reports(root, pool),
         "trusted_origins": list(trusted),
@@ -86,7 +101,7 @@ def publish_release(params: ReleaseParams, data_root: str) -> dict[str, Any]:
         root,
         params.dataset,
         labeled,
-        params.release.model_copy(update={"task": release_task_type(root, params)}),
+        params.release.model_copy(update={"task": task_type}),
         extra=extra,
         eval_scorer=lambda rows: compare_versions(root, params.dataset, rows),
     )

@@ -11,6 +11,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from corpus.pool import read_gold
 from labeling.gate import QualityGate, check_quality_gate
+from labeling.multilabel import aggregate_multilabel
+from labeling.multilabel_quality import build_label_review_set
 from labeling.quality import aggregate_dawid_skene
 from labeling.review import build_review_set
 from labeling.round_state import (
@@ -25,7 +27,7 @@ from labeling.round_state import (
     with_progress,
 )
 from labeling.round_store import list_datasets, load_open_round, release_claim, round_path, save_round
-from labeling.summary import summarize_round
+from labeling.summary import summarize_label_set_round, summarize_round
 from labeling.sync import read_annotations
 from labeling.views import REVIEW_VIEW, review_hidden_columns, review_task_fields
 from pipelines.round_markdown import progress_markdown, verdict_markdown
@@ -106,15 +108,24 @@ def review_round(data_root: str, round_: LabelRound) -> dict[str, Any]:
     params = round_.params
     gold = read_gold(root, params.get("gold_path"))
     everything = read_annotations(root)
-    summary = summarize_round(everything, round_.record_ids, gold)
     model_version, _ = newest_predictions(root, round_.dataset)
     issues = read_label_issues(root, model_version) if model_version else None
-    review = build_review_set(
-        aggregate_dawid_skene(everything, gold=gold),
-        threshold=params.get("review_threshold", 0.8),
-        gold=gold,
-        flagged=issues.column("record_id").to_pylist() if issues is not None else (),
-    )
+    if round_.task == "multilabel":  # per-label aggregation, agreement, gold F1 and review (labeling.multilabel)
+        summary = summarize_label_set_round(everything, round_.record_ids, gold, round_.labels)
+        review = build_label_review_set(
+            aggregate_multilabel(everything, labels=round_.labels, gold=gold),
+            threshold=params.get("review_threshold", 0.8),
+            gold=gold,
+            flagged=issues if issues is not None and "label" in issues.column_names else None,
+        )
+    else:
+        summary = summarize_round(everything, round_.record_ids, gold)
+        review = build_review_set(
+            aggregate_dawid_skene(everything, gold=gold),
+            threshold=params.get("review_threshold", 0.8),
+            gold=gold,
+            flagged=issues.column("record_id").to_pylist() if issues is not None else (),
+        )
     client = open_label_studio()
     task_ids = client.task_ids_by_record(round_.project_id)
     fields = review_task_fields(review)

@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 
 from corpus.releases.versions import Release
 from corpus.schema import SPLITS
+from corpus.tasks import task_of
 
 # Magic numbers first: scrubbing may re-encode an image, and a wrong extension makes some readers refuse it.
 _MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"), (b"BM", "bmp"))
@@ -22,9 +23,14 @@ class ExportRows:
     labels: list[str]
     splits: dict[str, pa.Table]
     skipped: dict[str, int] = field(default_factory=dict)
+    multilabel: bool = False  # rows carry label sets (`labels`), not one label each
 
     def label_index(self, label: str) -> int:
         return self.labels.index(label)
+
+    def label_indices(self, labels: list[str] | None) -> list[int]:
+        """The class indices of a label set, in label-list order."""
+        return sorted(self.labels.index(name) for name in labels or [])
 
 
 def image_extension(data: bytes, mime: str | None) -> str:
@@ -48,6 +54,9 @@ def export_labels(release: Release) -> list[str]:
     """The release's ordered label list (manifest "labels", else train's sorted labels), then any label found
     only in val/test (sorted), so that every exported row has a class index and model indices stay put."""
     train = release.manifest.get("labels")
+    if task_of(release.manifest) == "multilabel":
+        names = {n for s in SPLITS for chosen in release.split(s).column("labels").to_pylist() for n in chosen or []}
+        return list(train or []) + sorted(names - set(train or []))
     if train is None:
         train = sorted({lab for lab in release.train.column("label").to_pylist() if lab is not None})
     others = {lab for s in ("val", "test") for lab in release.split(s).column("label").to_pylist()}
@@ -68,4 +77,5 @@ def select_rows(release: Release) -> ExportRows:
         keep = pc.and_(is_image, has_bytes)
         skipped["images without bytes"] += pc.sum(pc.and_(is_image, pc.invert(has_bytes))).as_py() or 0
         splits[split] = table.filter(keep).sort_by("record_id")
-    return ExportRows(labels=labels, splits=splits, skipped={k: v for k, v in skipped.items() if v})
+    multilabel = task_of(release.manifest) == "multilabel"
+    return ExportRows(labels, splits, {k: v for k, v in skipped.items() if v}, multilabel=multilabel)

@@ -108,7 +108,8 @@ def test_per_label_dawid_skene_recovers_the_truth_despite_a_noisy_label() -> Non
 
 
 def test_a_label_nobody_chose_has_posterior_zero() -> None:
-    aggregated = aggregate_multilabel(_table([_ann(1, "r1", "a", ["dots"]), _ann(2, "r1", "b", ["dots"])]), labels=NAMES)
+    two_votes = _table([_ann(1, "r1", "a", ["dots"]), _ann(2, "r1", "b", ["dots"])])
+    aggregated = aggregate_multilabel(two_votes, labels=NAMES)
     row = aggregated.to_pylist()[0]
     assert row["labels"] == ["dots"]
     assert {p["label"]: p["posterior"] for p in row["posteriors"]}["sky"] == 0.0
@@ -149,7 +150,8 @@ def test_review_set_names_the_doubtful_label_and_the_gold_miss() -> None:
     rows += [_ann(4, "r2", "b", ["dots"])]
     aggregated = aggregate_multilabel(_table(rows), labels=["dots", "sky"])
     flagged = pa.table({"record_id": ["r2"], "label": ["dots"]})
-    review = {r["record_id"]: r for r in build_label_review_set(aggregated, gold={"r2": []}, flagged=flagged).to_pylist()}
+    review_set = build_label_review_set(aggregated, gold={"r2": []}, flagged=flagged)
+    review = {r["record_id"]: r for r in review_set.to_pylist()}
     assert "low_confidence:sky" in review["r1"]["reasons"]
     assert review["r2"]["reasons"] == ["gold_mismatch:dots", "likely_mislabeled:dots"]
     assert review["r2"]["label"] == "dots"
