@@ -96,6 +96,8 @@ def predict_pool(
             pa.FixedSizeListArray.from_arrays(pa.array(emb_np.reshape(-1), pa.float32()), d).cast(
                 pa.list_(pa.float32())
             ),
+            # image classifiers predict no boxes (the column is the detector's)
+            pa.nulls(len(record_ids), PREDICTION_SCHEMA.field("boxes").type),
         ],
         schema=PREDICTION_SCHEMA,
     )
