@@ -58,7 +58,8 @@ def test_per_label_metrics_match_a_hand_computed_case() -> None:
     targets = np.array([[1, 0], [0, 1], [0, 0], [1, 1]])
     m = compute_multilabel_metrics(probs, targets, ["a", "b"])
     a, b = m["per_label_metrics"]["a"], m["per_label_metrics"]["b"]
-    # a: predicted {0, 1}, true {0, 3}: tp 1, precision 1/2, recall 1/2; AP: ranks 0.9 (hit) 0.6 0.3 (hit) -> (1 + 2/3) / 2
+    # a: predicted {0, 1}, true {0, 3}: tp 1, precision 1/2, recall 1/2
+    # AP: by score 0.9 (hit), 0.6, 0.3 (hit), 0.1 -> (1 + 2/3) / 2
     assert (a["precision"], a["recall"], a["f1"], a["support"]) == (0.5, 0.5, 0.5, 2)
     assert a["average_precision"] == pytest.approx((1 + 2 / 3) / 2)
     # b: predicted {1, 3}, true {1, 3}: perfect
