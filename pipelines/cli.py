@@ -107,7 +107,9 @@ def demo(
         ls_url = services.start_label_studio(settings)
     console.print(f"[green]✓[/] Label Studio at {ls_url}")
     with console.status("generating and serving the sample site"):
-        site_url, truth = services.start_sample_site(settings, seed=seed, images_per_class=images_per_class)
+        site_url, truth = services.start_sample_site(
+            settings, seed=seed, images_per_class=images_per_class, multilabel=task == "multilabel"
+        )
     console.print(f"[green]✓[/] sample site at {site_url}")
     with console.status("starting the Prefect server"), prefect_api(start=True) as api:
         console.print(f"[green]✓[/] Prefect UI at {api.removesuffix('/api')}")
