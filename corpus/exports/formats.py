@@ -74,8 +74,9 @@ def write_csv(rows: ExportRows) -> Files:
                 indices.append(rows.label_index(row["label"]))
             yield names[-1], row["image"]
         # A multi-label row's set is one ";"-joined column of names and one of indices (label-list order).
-        answer = {"labels": table.column("label"), "label_indices": pa.array(indices, pa.string())}
-        if not rows.multilabel:
+        if rows.multilabel:
+            answer = {"labels": table.column("label"), "label_indices": pa.array(indices, pa.string())}
+        else:
             answer = {"label": table.column("label"), "label_index": pa.array(indices, pa.int32())}
         out = pa.table(
             {
