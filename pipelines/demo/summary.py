@@ -102,7 +102,9 @@ def _gate_summary(gate: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def _test_figures(model: dict[str, Any]) -> str:
+def describe_test_figures(model: dict[str, Any]) -> str:
+    """A model's headline test figures: accuracy, or for a multi-label model micro F1 and mAP."""
+
     def fmt(value: float | None) -> str:
         return "—" if value is None else f"{value:.3f}"
 
@@ -143,6 +145,6 @@ def render_summary(summary: dict[str, Any]) -> Table:
             for release, acc in (m.get("eval_by_version") or {}).items()
         )
         on_eval = f"; fixed eval set ({m.get('eval_set_items')} items): {by_version}" if by_version else ""
-        table.add_row(f"model {m['version']}", f"{_test_figures(m)} ({m['device']}){on_eval}")
+        table.add_row(f"model {m['version']}", f"{describe_test_figures(m)} ({m['device']}){on_eval}")
     table.add_row("Label Studio", str(summary["label_studio"]["url"]))
     return table
