@@ -112,9 +112,10 @@ def review_round(data_root: str, round_: LabelRound) -> dict[str, Any]:
     issues = read_label_issues(root, model_version) if model_version else None
     if round_.task == "multilabel":  # per-label aggregation, agreement, gold F1 and review (labeling.multilabel)
         summary = summarize_label_set_round(everything, round_.record_ids, gold, round_.labels)
+        default = params.get("review_threshold", 0.8)
         review = build_label_review_set(
             aggregate_multilabel(everything, labels=round_.labels, gold=gold),
-            threshold=params.get("review_threshold", 0.8),
+            threshold={label: default for label in round_.labels} | (params.get("review_thresholds") or {}),
             gold=gold,
             flagged=issues if issues is not None and "label" in issues.column_names else None,
         )
