@@ -168,6 +168,8 @@ def _live_votes(annotations: pa.Table, round_: LabelRound) -> tuple[dict[str, se
         return votes, last_seen
     skipped = pc.fill_null(live.column("was_cancelled"), False)
     answered = pc.or_kleene(pc.is_valid(live.column("label")), skipped)
+    if round_.task == "multilabel":  # an empty set ("none of these") is an answer with no single label
+        answered = pc.or_kleene(answered, pc.is_valid(live.column("labels")))
     live = live.filter(pc.and_(pc.invert(pc.fill_null(live.column("deleted"), False)), answered))
     ours = {task_id: rid for rid, task_id in round_.tasks.items()}
     for task_id, project, annotator, created, updated in zip(

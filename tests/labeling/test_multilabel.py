@@ -186,3 +186,18 @@ def test_preannotation_is_one_multiple_choices_result() -> None:
     payload = build_multilabel_prediction(["dots", "sky"], 0.7, "m-1")
     assert payload["model_version"] == "m-1" and payload["score"] == 0.7
     assert payload["result"][0]["value"]["choices"] == ["dots", "sky"]
+
+
+def test_an_empty_set_finishes_a_multilabel_task_but_not_a_single_choice_one() -> None:
+    from labeling.round_state import measure_progress, open_round, start_labeling
+
+    def started(task: str):
+        opened = open_round(
+            "d", 1, 1, pool="p", labels=NAMES, strategy="diversity", model_version=None, record_ids=["r1"],
+            gold=[], params={}, now=T0, deadline_hours=72, task=task,
+        )  # fmt: skip
+        return start_labeling(opened, {"r1": 101}, {"r1": 1}, T0)
+
+    empty = _table([_ann(1, "r1", "a", [], minute=1)])  # "none of these": no single label, an empty set
+    assert measure_progress(started("multilabel"), empty, T0 + timedelta(minutes=2))["done"] == 1
+    assert measure_progress(started("classify"), empty, T0 + timedelta(minutes=2))["done"] == 0
