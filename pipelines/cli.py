@@ -87,7 +87,10 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the sample site.")] = 7,
     rounds: Annotated[int, typer.Option(help="Label rounds (each: label, release, train).")] = 2,
     budget: Annotated[int, typer.Option(help="Tasks pushed per label round.")] = 80,
-    task: Annotated[str, typer.Option(help="Task type to label: classify (one class per image).")] = "classify",
+    task: Annotated[
+        str,
+        typer.Option(help="Task type to label: classify (one class per image) or multilabel (every class present)."),
+    ] = "classify",
 ) -> None:
     """Run the whole loop on the generated sample site and print the summary (also in data/demo/summary.json).
 

@@ -28,7 +28,7 @@ from pipelines.runtime import open_label_studio, open_root
 console = Console()
 GOLD_PATH = "demo/gold.json"
 # The task types the demo runs end to end (`flywheel demo --task`); a type joins once its whole loop works.
-DEMO_TASKS = ("classify",)
+DEMO_TASKS = ("classify", "multilabel")
 
 
 class DemoParams(BaseModel):
