@@ -69,26 +69,28 @@ def build_summary(
             }
             for m in releases
         ],
-        "models": [
-            {
-                "version": m["model_version"],
-                "release": m.get("release"),
-                "task": m.get("task", "classify"),
-                "test_accuracy": m.get("test_accuracy"),
-                # multilabel models (training.multilabel_evaluation); None for one class per image
-                "test_micro_f1": m.get("test_micro_f1"),
-                "test_map": m.get("test_map"),
-                # The same items for every version: the comparison that says whether a version is better.
-                "eval_set_items": (m.get("eval_set") or {}).get("n"),
-                "eval_by_version": {r["release"]: r.get("accuracy") for r in m.get("eval_by_version") or []},
-                "device": m.get("device"),
-                "scored": m.get("scored"),
-                "label_issues": m.get("label_issues"),
-                "stop_labeling": bool((m.get("stopping") or {}).get("stop")),
-            }
-            for m in models
-        ],
+        "models": [_model_summary(m) for m in models],
         "label_studio": {"url": rounds[-1]["project_url"] if rounds else None, "project_id": project_id},
+    }
+
+
+def _model_summary(m: dict[str, Any]) -> dict[str, Any]:
+    """One trained model as the summary shows it."""
+    return {
+        "version": m["model_version"],
+        "release": m.get("release"),
+        "task": m.get("task", "classify"),
+        "test_accuracy": m.get("test_accuracy"),
+        # multilabel models (training.multilabel_evaluation); None for one class per image
+        "test_micro_f1": m.get("test_micro_f1"),
+        "test_map": m.get("test_map"),
+        # The same items for every version: the comparison that says whether a version is better.
+        "eval_set_items": (m.get("eval_set") or {}).get("n"),
+        "eval_by_version": {r["release"]: r.get("accuracy") for r in m.get("eval_by_version") or []},
+        "device": m.get("device"),
+        "scored": m.get("scored"),
+        "label_issues": m.get("label_issues"),
+        "stop_labeling": bool((m.get("stopping") or {}).get("stop")),
     }
 
 
