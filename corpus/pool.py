@@ -31,18 +31,23 @@ def latest_pool(root: DataRoot) -> str:
     return str(root.read_json(POOL_POINTER)["pool"])
 
 
+def _is_answer(value: object) -> bool:
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+
+
 def read_gold(root: DataRoot, gold_path: str | None) -> dict[str, str]:
     """Gold answers (record_id -> known label) from a JSON object file under the root; {} without a path.
+    A multi-label dataset's known answers are lists of labels (the set; [] = none of them).
 
-    A file that is not a JSON object of strings raises ValueError naming the file.
+    A file that is not a JSON object of strings (or lists of strings) raises ValueError naming the file.
     """
     if not gold_path:
         return {}
     if not root.exists(gold_path):
         raise FileNotFoundError(f"gold file {gold_path} not found under {root.url}")
     gold = root.read_json(gold_path)
-    if not isinstance(gold, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in gold.items()):
-        raise ValueError(f"gold file {gold_path}: expected a JSON object of record_id -> label strings")
+    if not isinstance(gold, dict) or not all(isinstance(k, str) and _is_answer(v) for k, v in gold.items()):
+        raise ValueError(f"gold file {gold_path}: expected a JSON object of record_id -> label strings (or lists)")
     return dict(gold)
 
 

@@ -13,19 +13,22 @@ from xml.sax.saxutils import quoteattr
 IMAGE_MAX_HEIGHT = "55vh"
 
 
-def build_label_config(labels: list[str], *, from_name: str = "label", to_name: str = "image") -> str:
+def build_label_config(
+    labels: list[str], *, from_name: str = "label", to_name: str = "image", multiple: bool = False
+) -> str:
     """A Label Studio config: the image (at most IMAGE_MAX_HEIGHT tall), its caption as text, and one
-    single-choice over `labels`."""
+    single-choice over `labels` (`multiple`: a multiple choice, every label that applies; none = none of these)."""
     if not labels:
         raise ValueError("labels must not be empty")
     if len(set(labels)) != len(labels):
         raise ValueError(f"labels must be unique; got {labels}")
     choices = "\n".join(f"    <Choice value={quoteattr(str(label))}/>" for label in labels)
+    kind = "multiple" if multiple else "single"
     return (
         "<View>\n"
         f'  <Image name={quoteattr(to_name)} value="$image" maxHeight="{IMAGE_MAX_HEIGHT}"/>\n'
         '  <Text name="caption_text" value="$caption"/>\n'
-        f'  <Choices name={quoteattr(from_name)} toName={quoteattr(to_name)} choice="single" showInLine="true">\n'
+        f'  <Choices name={quoteattr(from_name)} toName={quoteattr(to_name)} choice="{kind}" showInLine="true">\n'
         f"{choices}\n"
         "  </Choices>\n"
         "</View>"

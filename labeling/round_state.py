@@ -169,6 +169,8 @@ def _live_votes(annotations: pa.Table, round_: LabelRound) -> tuple[dict[str, se
     skipped = pc.fill_null(live.column("was_cancelled"), False)
     drawn = pc.is_valid(live.column("boxes"))
     answered = pc.or_kleene(pc.or_kleene(pc.is_valid(live.column("label")), drawn), skipped)
+    if round_.task == "multilabel":  # an empty set ("none of these") is an answer with no single label
+        answered = pc.or_kleene(answered, pc.is_valid(live.column("labels")))
     live = live.filter(pc.and_(pc.invert(pc.fill_null(live.column("deleted"), False)), answered))
     ours = {task_id: rid for rid, task_id in round_.tasks.items()}
     for task_id, project, annotator, created, updated in zip(

@@ -66,6 +66,19 @@ def extract_boxes(result: list[dict], *, detect: bool = False, annotation_id: ob
         return None
 
 
+def extract_choices(result: list[dict]) -> list[str] | None:
+    """Every chosen class of a choices result, in order (a multiple choice's set; [] for an empty result: "none
+    of these"), or None when the result holds regions of another kind (boxes) and no choices."""
+    chosen: list[str] = []
+    other = False
+    for region in result or []:
+        if region.get("type") == "choices":
+            chosen.extend(str(c) for c in (region.get("value") or {}).get("choices") or [] if str(c) not in chosen)
+        else:
+            other = True
+    return None if other and not chosen else chosen
+
+
 def read_annotations(root: DataRoot) -> pa.Table:
     """Every annotation ever pulled, newest version of each (ANNOTATION_SCHEMA; deleted ones flagged)."""
     return latest_versions(root.read_table(ANNOTATIONS_DIR, schema=ANNOTATION_SCHEMA))
@@ -85,6 +98,7 @@ def _row(
         "boxes": None
         if cancelled
         else extract_boxes(annotation.get("result") or [], detect=detect, annotation_id=annotation.get("id")),
+        "labels": None if cancelled else extract_choices(annotation.get("result") or []),
         "annotator": annotator_name(completed_by, names)
         if names
         else None
@@ -100,7 +114,7 @@ def _row(
 
 
 def _same(stored: dict, fresh: dict) -> bool:
-    keys = ("updated_at", "label", "boxes", "was_cancelled", "annotator", "deleted")
+    keys = ("updated_at", "label", "labels", "boxes", "was_cancelled", "annotator", "deleted")
     return all(stored[k] == fresh[k] for k in keys)
 
 

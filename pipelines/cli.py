@@ -87,7 +87,10 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the sample site.")] = 7,
     rounds: Annotated[int, typer.Option(help="Label rounds (each: label, release, train).")] = 2,
     budget: Annotated[int, typer.Option(help="Tasks pushed per label round.")] = 80,
-    task: Annotated[str, typer.Option(help="Task type to label: classify (one class per image).")] = "classify",
+    task: Annotated[
+        str,
+        typer.Option(help="Task type to label: classify (one class per image) or multilabel (every class present)."),
+    ] = "classify",
 ) -> None:
     """Run the whole loop on the generated sample site and print the summary (also in data/demo/summary.json).
 
@@ -107,7 +110,9 @@ def demo(
         ls_url = services.start_label_studio(settings)
     console.print(f"[green]✓[/] Label Studio at {ls_url}")
     with console.status("generating and serving the sample site"):
-        site_url, truth = services.start_sample_site(settings, seed=seed, images_per_class=images_per_class)
+        site_url, truth = services.start_sample_site(
+            settings, seed=seed, images_per_class=images_per_class, multilabel=task == "multilabel"
+        )
     console.print(f"[green]✓[/] sample site at {site_url}")
     with console.status("starting the Prefect server"), prefect_api(start=True) as api:
         console.print(f"[green]✓[/] Prefect UI at {api.removesuffix('/api')}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -150,6 +150,11 @@ class LabelRoundParams(BaseModel):
     gold_per_round: int = Field(4, ge=0, description="Gold tasks mixed into each batch (when gold_path is set).")
     review_threshold: float = Field(
         0.8, ge=0, le=1, description="Labels with a lower posterior go to the review tab (bench/LABELING.md)."
+    )
+    review_thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=dict,
+        description="multilabel: a review threshold per label (label -> value in [0, 1]); the others use "
+        "review_threshold. A label annotators find hard to see can be held to a lower bar.",
     )
     gate: QualityGate = Field(
         default_factory=QualityGate,

@@ -17,6 +17,7 @@ from corpus.stages import trace_reports
 from corpus.tasks import DEFAULT_TASK
 from crawlers.importers.config import ImportLabelPolicy
 from crawlers.importers.labels import apply_box_updates, origins_with_policy, read_box_updates
+from labeling.multilabel import aggregate_multilabel, attach_label_sets, compute_label_agreement
 from labeling.quality import aggregate_dawid_skene, compute_agreement
 from labeling.round_state import mark_released
 from labeling.round_store import list_round_numbers, load_round, save_round
@@ -64,6 +65,15 @@ def release_task_type(root: Any, params: ReleaseParams) -> str:
     return load_round(root, params.dataset, numbers[0]).task if numbers else DEFAULT_TASK
 
 
+def release_label_sets(
+    records: pa.Table, annotations: pa.Table, gold_path: str | None, root: Any
+) -> tuple[pa.Table, dict[str, Any], list[str]]:
+    """(records with their aggregated label sets, per-label agreement, no trusted origins) of a multi-label
+    dataset: labeling.multilabel's per-label Dawid-Skene."""
+    aggregated = aggregate_multilabel(annotations, gold=read_gold(root, gold_path))
+    return attach_label_sets(records, aggregated), compute_label_agreement(annotations), []
+
+
 @task(**IO_RETRIES)
 def publish_release(params: ReleaseParams, data_root: str) -> dict[str, Any]:
     """Build the next immutable release from labeled pool records (Dawid-Skene labels) and announce it."""
@@ -77,6 +87,8 @@ def publish_release(params: ReleaseParams, data_root: str) -> dict[str, Any]:
     records = apply_box_updates(root.read_table(pool), read_box_updates(root))  # boxes edited in a re-imported source
     if task_type == "detect":
         labeled, agreement = label_box_records(root, records, params.gold_path, trusted)
+    elif task_type == "multilabel":  # per-label Dawid-Skene; imported labels are single-label, so none is trusted
+        labeled, agreement, trusted = release_label_sets(records, annotations, params.gold_path, root)
     else:
         aggregated = aggregate_dawid_skene(annotations, gold=read_gold(root, params.gold_path))
         labeled = attach_labels(records, aggregated, annotations=annotations, trusted_origins=trusted)

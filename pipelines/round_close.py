@@ -11,6 +11,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from corpus.pool import read_gold
 from labeling.gate import QualityGate, check_quality_gate
+from labeling.multilabel import aggregate_multilabel
+from labeling.multilabel_quality import build_label_review_set
 from labeling.quality import aggregate_dawid_skene
 from labeling.review import build_review_set
 from labeling.round_state import (
@@ -25,7 +27,7 @@ from labeling.round_state import (
     with_progress,
 )
 from labeling.round_store import list_datasets, load_open_round, release_claim, round_path, save_round
-from labeling.summary import summarize_round
+from labeling.summary import summarize_label_set_round, summarize_round
 from labeling.sync import read_annotations
 from labeling.views import REVIEW_VIEW, review_hidden_columns, review_task_fields
 from pipelines.detect import judge_boxes, review_boxes
@@ -120,13 +122,24 @@ def review_round(data_root: str, round_: LabelRound) -> dict[str, Any]:
 
 
 def _review_labels(root: Any, round_: LabelRound) -> tuple[dict[str, Any], Any]:
-    """A classify round's summary and review set (Dawid-Skene consensus, gold, the model's label issues)."""
+    """A classify or multilabel round's summary and review set (Dawid-Skene consensus, per label for multilabel;
+    gold; the model's label issues)."""
     params = round_.params
     gold = read_gold(root, params.get("gold_path"))
     everything = read_annotations(root)
-    summary = summarize_round(everything, round_.record_ids, gold)
     model_version, _ = newest_predictions(root, round_.dataset)
     issues = read_label_issues(root, model_version) if model_version else None
+    if round_.task == "multilabel":  # per-label aggregation, agreement, gold F1 and review (labeling.multilabel)
+        summary = summarize_label_set_round(everything, round_.record_ids, gold, round_.labels)
+        default = params.get("review_threshold", 0.8)
+        review = build_label_review_set(
+            aggregate_multilabel(everything, labels=round_.labels, gold=gold),
+            threshold={label: default for label in round_.labels} | (params.get("review_thresholds") or {}),
+            gold=gold,
+            flagged=issues if issues is not None and "label" in issues.column_names else None,
+        )
+        return summary, review
+    summary = summarize_round(everything, round_.record_ids, gold)
     review = build_review_set(
         aggregate_dawid_skene(everything, gold=gold),
         threshold=params.get("review_threshold", 0.8),

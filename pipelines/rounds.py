@@ -15,6 +15,7 @@ from corpus.settings import get_settings
 from crawlers.importers.config import ImportLabelPolicy
 from crawlers.importers.labels import origins_with_policy
 from labeling.label_config import build_box_label_config, build_instructions, build_label_config
+from labeling.multilabel_quality import as_selection_predictions, attach_label_set_predictions
 from labeling.preannotations import merge_preannotations, preannotation_version, read_imported_predictions
 from labeling.queue import overlaps_to_set, plan_task_overlaps
 from labeling.round_state import LabelRound, open_round, start_labeling
@@ -101,7 +102,10 @@ def prepare_round(params: LabelRoundParams, data_root: str) -> RoundInputs:
     pool = params.pool or latest_pool(root)
     client = open_label_studio()
     detect = params.task == "detect"
-    config = build_box_label_config(params.labels) if detect else build_label_config(params.labels)
+    if detect:
+        config = build_box_label_config(params.labels)
+    else:
+        config = build_label_config(params.labels, multiple=params.task == "multilabel")
     project_id = client.ensure_project(params.project, config)
     client.configure_queue(project_id)
     if params.definitions:
@@ -126,6 +130,9 @@ def choose_batch(params: LabelRoundParams, inputs: RoundInputs) -> RoundPlan:
     pushed = set(open_label_studio().task_ids_by_record(inputs.project_id))
     root = open_root(inputs.data_root)
     model_version, predictions = newest_predictions(root, params.dataset)
+    multilabel = params.task == "multilabel"
+    if multilabel and predictions is not None:  # rank by the per-label margin (labeling.multilabel_quality)
+        predictions = as_selection_predictions(predictions)
     wanted = params.strategy in ("auto", "hybrid", "typiclust", "probcover")
     _, pool_embeddings = newest_embeddings(root) if wanted else (None, None)
     plan = plan_next_batch(
@@ -138,7 +145,7 @@ def choose_batch(params: LabelRoundParams, inputs: RoundInputs) -> RoundPlan:
         predictions=predictions,
         model_version=model_version,
         seed=params.seed,
-        min_per_class=params.min_per_class,
+        min_per_class=0 if multilabel else params.min_per_class,  # a class quota needs one class per record
         pool_embeddings=pool_embeddings,
         n_classes=len(params.labels),
     )
@@ -193,16 +200,21 @@ def push_batch(params: LabelRoundParams, inputs: RoundInputs, round_: LabelRound
     imported = read_imported_predictions(
         root, origins_with_policy(root, ImportLabelPolicy.preannotate), round_.record_ids
     )
+    multilabel = round_.task == "multilabel"
+    if multilabel:  # imported labels are single-label: only the model's predicted sets pre-annotate
+        imported = None
     predictions = merge_preannotations(predictions, round_.model_version, imported, labels=params.labels)
     tasks = build_tasks(
         batch,
         export_media(root, batch),
         priorities=round_.progress.get("priorities"),
-        predictions=predictions,
+        predictions=None if multilabel else predictions,
         labels=params.labels,
         model_version=round_.model_version,
         media_url=partial(media_uri, root),
     )
+    if multilabel:
+        tasks = attach_label_set_predictions(tasks, predictions, round_.model_version)
     pushed = push_tasks(client, root, inputs.project_id, tasks)
     if version := preannotation_version(predictions, round_.model_version):
         client.set_model_version(inputs.project_id, version)

@@ -8,6 +8,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from labeling.label_errors import find_pool_label_issues
+from labeling.multilabel import aggregate_multilabel, attach_label_sets
+from labeling.multilabel_quality import flag_label_set_errors
 from labeling.stopping import STOPPING_DIR, update_stopping
 from labeling.sync import read_annotations
 from pipelines.config import TrainParams
@@ -21,6 +23,12 @@ from training.train import train_model
 
 def _score(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
+
+
+def _test_summary(metrics: dict[str, Any]) -> str:
+    if metrics.get("task") == "multilabel":
+        return f"test micro F1 {_score(metrics.get('test_micro_f1'))}, mAP {_score(metrics.get('test_map'))}"
+    return f"test accuracy {_score(metrics.get('test_accuracy'))}"
 
 
 def _eval_summary(metrics: dict[str, Any]) -> str:
@@ -57,8 +65,7 @@ def train_on_release(data_root: str, dataset: str, version: str, cfg: TrainConfi
     create_markdown_artifact(
         key=artifact_key("model", dataset),
         markdown=root.read_bytes(model_path(metrics["model_version"], REPORT_FILE)).decode(),
-        description=f"{metrics['model_version']}: test accuracy {_score(metrics.get('test_accuracy'))}, "
-        + _eval_summary(metrics),
+        description=f"{metrics['model_version']}: {_test_summary(metrics)}, " + _eval_summary(metrics),
     )
     return metrics
 
@@ -71,7 +78,11 @@ def score_pool(data_root: str, model_version: str, pool: str) -> dict[str, Any]:
     metrics = read_metadata(root, model_version)
     records = root.read_table(pool)
     predictions = predict_pool(root, model_version, records)
-    issues, why_not = find_pool_label_issues(records, read_annotations(root), predictions, metrics["labels"])
+    if metrics.get("task") == "multilabel":
+        labeled = attach_label_sets(records, aggregate_multilabel(read_annotations(root)))
+        issues, why_not = flag_label_set_errors(labeled, predictions, metrics["labels"])
+    else:
+        issues, why_not = find_pool_label_issues(records, read_annotations(root), predictions, metrics["labels"])
     if issues is None:
         get_run_logger().info("no label-error check for %s: %s", model_version, why_not)
     else:

@@ -103,7 +103,7 @@ class Run:
             with quiet:
                 with self.autocast():
                     logits = self.forward(x)
-                loss = nn.functional.cross_entropy(logits.float(), y)
+                loss = self.loss(logits.float(), y)
                 # Average over the batches of this step's group (the last group may be shorter).
                 group = min(acc, n_batches - (step // acc) * acc)
                 self.scaler.scale(loss / group).backward()
@@ -122,9 +122,22 @@ class Run:
         elapsed = time.perf_counter() - started
         return {"train_loss": mean_loss, "seconds": elapsed, "data_wait_seconds": wait, "images": seen}
 
+    def loss(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """The training loss: cross-entropy over one class per image (a multi-label run overrides it)."""
+        return nn.functional.cross_entropy(logits, y, reduction=reduction)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities of `logits`: a softmax over the classes."""
+        return torch.softmax(logits, 1)
+
+    def val_score(self, probs: np.ndarray, targets: np.ndarray) -> float | None:
+        """The val score the best checkpoint is chosen by (higher = better): accuracy of the top class."""
+        return accuracy(compute_confusion(targets, probs.argmax(1), self.model.num_classes))
+
     @torch.no_grad()
     def predict(self, loader: DataLoader) -> tuple[np.ndarray, np.ndarray, float]:
-        """Softmax probabilities (N, K), targets (N,) and mean cross-entropy of the model over `loader`."""
+        """Probabilities (N, K), targets and mean loss of the model over `loader` (softmax and cross-entropy
+        unless a subclass says otherwise)."""
         self.model.eval()
         probs, targets = [], []
         loss_sum, n = 0.0, 0
@@ -133,9 +146,9 @@ class Run:
             with self.autocast():
                 logits = self.model(x)
             logits = logits.float()
-            loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+            loss_sum += self.loss(logits, y, reduction="sum").item()
             n += len(y)
-            probs.append(torch.softmax(logits, 1).cpu().numpy())
+            probs.append(self.probabilities(logits).cpu().numpy())
             targets.append(y.cpu().numpy())
         k = self.model.num_classes
         return (
@@ -274,7 +287,7 @@ def fit(
         val = None
         if val_loader is not None:
             probs, targets, val_loss = run.predict(val_loader)
-            val = (accuracy(compute_confusion(targets, probs.argmax(1), run.model.num_classes)), val_loss)
+            val = (run.val_score(probs, targets), val_loss)
             record.update(val_accuracy=val[0], val_loss=val_loss)
         fit_state.observe(run, epoch, val, cfg.patience)
         if agree is not None:

@@ -14,6 +14,7 @@ from corpus.store import DataRoot
 from training.augment import build_transforms, get_recipe
 from training.data import PoolImageDataset
 from training.devices import pick_device, pick_memory_format, pick_precision
+from training.multilabel_model import describe_label_sets
 from training.registry import load_model, write_predictions
 
 
@@ -37,7 +38,8 @@ def compute_probs(
     model: torch.nn.Module, meta: dict, records: pa.Table, *, batch_size: int = 64, device: str = "auto"
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(record_ids, probs (N, K) in meta["labels"] order, embeddings (N, D)) of the image rows of `records`
-    under `model` with the eval transforms its metadata records; writes nothing."""
+    under `model` with the eval transforms its metadata records; writes nothing. Probabilities are a softmax,
+    or per-label sigmoids for a multi-label model (meta["task"])."""
     dev = pick_device(device)
     amp_dtype = pick_precision(dev, "auto")
     memory_format = pick_memory_format(dev, _channels_last_preference(meta))
@@ -45,6 +47,7 @@ def compute_probs(
     was_training = model.training
     model.eval()
     ds = PoolImageDataset(records, eval_transform(meta))
+    multilabel = meta.get("task") == "multilabel"  # every label scored on its own (sigmoid)
     probs_out: list[np.ndarray] = []
     emb_out: list[np.ndarray] = []
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, pin_memory=dev.type == "cuda")
@@ -52,7 +55,8 @@ def compute_probs(
     with torch.no_grad(), autocast:
         for x, _ in loader:
             emb = model.embed(x.to(dev, non_blocking=True, memory_format=memory_format))
-            probs = torch.softmax(model.head(emb).float(), dim=1)
+            logits = model.head(emb).float()
+            probs = torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
             probs_out.append(probs.float().cpu().numpy())
             emb_out.append(emb.float().cpu().numpy())
     model.train(was_training)
@@ -67,7 +71,8 @@ def predict_pool(
 ) -> pa.Table:
     """Score the image rows of `pool` with a trained model (PREDICTION_SCHEMA), also written to its folder.
 
-    `confidence` is the top softmax probability: low means the model is unsure (label it first);
+    `confidence` is the top softmax probability: low means the model is unsure (label it first); a multi-label
+    model's rows are training.multilabel_model.describe_label_sets';
     `probs` follow the model's label order (metrics.json "labels"); `embedding` is the pooled features.
     A row whose image cannot be decoded raises ImageDecodeError naming its record_id.
     """
@@ -75,19 +80,23 @@ def predict_pool(
     labels: list[str] = meta["labels"]
     record_ids, probs_np, emb_np = compute_probs(model, meta, pool, batch_size=batch_size, device=device)
     k, d = len(labels), model.embedding_dim
-    top = probs_np.argmax(1) if len(probs_np) else np.zeros(0, np.int64)
+    if meta.get("task") == "multilabel":
+        predicted, confidence = describe_label_sets(probs_np, labels)
+    else:
+        top = probs_np.argmax(1) if len(probs_np) else np.zeros(0, np.int64)
+        predicted, confidence = [labels[i] for i in top], probs_np.max(1) if len(probs_np) else np.zeros(0)
     table = pa.Table.from_arrays(
         [
             pa.array(record_ids, pa.string()),
-            pa.array([labels[i] for i in top], pa.string()),
-            pa.array(probs_np.max(1) if len(probs_np) else np.zeros(0), pa.float32()),
+            pa.array(predicted, pa.string()),
+            pa.array(confidence, pa.float32()),
             pa.FixedSizeListArray.from_arrays(pa.array(probs_np.reshape(-1), pa.float32()), k).cast(
                 pa.list_(pa.float32())
             ),
             pa.FixedSizeListArray.from_arrays(pa.array(emb_np.reshape(-1), pa.float32()), d).cast(
                 pa.list_(pa.float32())
             ),
-            # a classifier predicts no boxes
+            # image classifiers predict no boxes (the column is the detector's)
             pa.nulls(len(record_ids), PREDICTION_SCHEMA.field("boxes").type),
         ],
         schema=PREDICTION_SCHEMA,

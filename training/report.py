@@ -117,6 +117,32 @@ def _eval_set_lines(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _multilabel_figures(metrics: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The headline figures of a multi-label model (training.multilabel_evaluation)."""
+    return [
+        ("test micro F1", metrics.get("test_micro_f1")),
+        ("test macro F1", metrics.get("test_macro_f1")),
+        ("test mAP (over labels)", metrics.get("test_map")),
+        ("test exact-set match", metrics.get("test_exact_match")),
+        ("best val micro F1", metrics.get("val_accuracy")),
+    ]
+
+
+def _per_label_lines(metrics: dict[str, Any]) -> list[str]:
+    """Per label on test: precision, recall, F1 at the model's threshold, average precision, support."""
+    lines = [
+        "",
+        f"## Per label (test, sigmoid >= {_fmt(metrics.get('threshold'), 2)})",
+        "",
+        "| label | precision | recall | F1 | AP | support |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, m in (metrics.get("per_label_metrics") or {}).items():
+        values = [m.get(k) for k in ("precision", "recall", "f1", "average_precision", "support")]
+        lines.append(f"| {label} | " + " | ".join(_fmt(v) for v in values) + " |")
+    return lines
+
+
 def render_report(metrics: dict[str, Any]) -> str:
     """Markdown summary of a training run: what it trained on, how, and how well (per class, confusion,
     calibration). `metrics` is train_model's return value (or a model's metrics.json)."""
@@ -145,14 +171,25 @@ def render_report(metrics: dict[str, Any]) -> str:
         ("time waiting for data", metrics.get("data_wait_fraction")),
         ("train / val / test images", f"{metrics.get('n_train')} / {metrics.get('n_val')} / {metrics.get('n_test')}"),
     ]
+    if metrics.get("task") == "multilabel":
+        figures[:4] = _multilabel_figures(metrics)
     lines += [f"| {name} | {_fmt(value)} |" for name, value in figures]
     lines += _eval_set_lines(metrics)
     lines += _model_lines(metrics)
-    lines += ["", "## Per class (test)", "", "| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-    lines += [
-        f"| {r['label']} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['f1'])} | {_fmt(r['support'])} |"
-        for r in report_rows(metrics)
-    ]
+    if metrics.get("task") == "multilabel":
+        lines += _per_label_lines(metrics)
+    else:
+        lines += [
+            "",
+            "## Per class (test)",
+            "",
+            "| label | precision | recall | F1 | support |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['label']} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['f1'])} | {_fmt(r['support'])} |"
+            for r in report_rows(metrics)
+        ]
     lines += _confusion_lines(labels, metrics.get("confusion_matrix"), "Confusion matrix (test)")
     bins = (metrics.get("calibration") or {}).get("bins") or []
     if bins:

@@ -24,6 +24,7 @@ from corpus.releases.evalset import select_eval_rows
 from corpus.releases.recipes import AugmentationRecipe
 from corpus.releases.versions import Release, load_release
 from corpus.store import DataRoot
+from corpus.tasks import task_of
 from training.augment import build_recipe, serialize
 from training.comparison import compare_versions, score_model_on
 from training.config import TrainConfig
@@ -32,6 +33,8 @@ from training.devices import loader_workers, make_loader, pick_device
 from training.distributed import DistContext, agree, barrier, epoch_sampler, init_distributed, shutdown, wrap_model
 from training.evaluation import ECE_BINS, compute_calibration, compute_confusion, compute_per_class
 from training.loop import FitState, Run, accuracy, cpu_state, fit, to_bytes
+from training.multilabel_evaluation import compute_multilabel_metrics
+from training.multilabel_model import MultiLabelRun, multilabel_datasets
 from training.registry import METRICS_FILE, MODELS_DIR, REPORT_FILE, WEIGHTS_FILE, list_models, model_path
 from training.report import render_report
 from training.transfer import optimizer_steps
@@ -120,39 +123,56 @@ class PreparedRun:
     workers: int
     run_dir: str
     weights: LoadedWeights | None = None
+    task: str = "classify"  # corpus.tasks: the release's task type
 
 
-def prepare_run(root: DataRoot, dataset: str, version: str, cfg: TrainConfig) -> PreparedRun:
-    """Load and verify the release; the label list (train's labels, sorted), datasets and transforms.
-
-    Val/test rows whose label train lacks are left out (counted in n_eval_unknown)."""
-    release = load_release(root, dataset, version)
+def _class_datasets(
+    release: Release, train_tf: A.Compose, eval_tf: A.Compose, seed: int
+) -> tuple[list[str], list, int]:
+    """(labels, [train, val, test] datasets, val/test rows left out): one class per image; the label list is
+    train's labels sorted, and val/test rows whose label train lacks are left out."""
     train_t = image_rows(release.train)
-    if train_t.num_rows == 0:
-        raise ValueError(f"release {dataset}/{release.version} has no image records in its train split")
     labels = sorted(set(train_t.column("label").to_pylist()))
     val_t, val_unknown = _known_labels(image_rows(release.val), labels)
     test_t, test_unknown = _known_labels(image_rows(release.test), labels)
+    datasets = [
+        ReleaseImageDataset(train_t, labels, train_tf, seed=seed),
+        ReleaseImageDataset(val_t, labels, eval_tf),
+        ReleaseImageDataset(test_t, labels, eval_tf),
+    ]
+    return labels, datasets, val_unknown + test_unknown
+
+
+def prepare_run(root: DataRoot, dataset: str, version: str, cfg: TrainConfig) -> PreparedRun:
+    """Load and verify the release; the label list (train's labels, sorted), datasets and transforms, by the
+    release's task type (one class per image, or label sets: training.multilabel_model)."""
+    release = load_release(root, dataset, version)
+    task = task_of(release.manifest)
+    if image_rows(release.train).num_rows == 0:
+        raise ValueError(f"release {dataset}/{release.version} has no image records in its train split")
     device = pick_device(cfg.device)
     recipe, recipe_source = _recipe_for(release, cfg)
     train_tf, eval_tf = build_recipe(recipe, cfg.image_size, seed=cfg.seed)
+    make = multilabel_datasets if task == "multilabel" else _class_datasets
+    labels, (train_ds, val_ds, test_ds), n_unknown = make(release, train_tf, eval_tf, cfg.seed)
     weights = load_weights(cfg.weights, cfg.weights_sha256, root=root) if cfg.weights else None
     return PreparedRun(
         dataset=dataset,
         release=release,
         labels=labels,
-        train_ds=ReleaseImageDataset(train_t, labels, train_tf, seed=cfg.seed),
-        val_ds=ReleaseImageDataset(val_t, labels, eval_tf),
-        test_ds=ReleaseImageDataset(test_t, labels, eval_tf),
+        train_ds=train_ds,
+        val_ds=val_ds,
+        test_ds=test_ds,
         recipe=recipe,
         recipe_source=recipe_source,
         train_tf=train_tf,
         eval_tf=eval_tf,
-        n_eval_unknown=val_unknown + test_unknown,
+        n_eval_unknown=n_unknown,
         device=device,
         workers=loader_workers(cfg.num_workers, device),
         run_dir=posixpath.join(RUNS_DIR, _run_key(dataset, release, cfg, recipe, weights and weights.sha256)),
         weights=weights,
+        task=task,
     )
 
 
@@ -167,7 +187,8 @@ def _fit_prepared(
     lone = len(sampler) % cfg.batch_size == 1 and len(sampler) > 1
     train_loader = make_loader(prep.train_ds, cfg.batch_size, sampler=sampler, drop_last=lone, **loader_args)
     steps = optimizer_steps(len(train_loader), cfg.accumulate)
-    run = Run(cfg, len(prep.labels), prep.device, weights=prep.weights, steps_per_epoch=steps)
+    run_type = MultiLabelRun if prep.task == "multilabel" else Run
+    run = run_type(cfg, len(prep.labels), prep.device, weights=prep.weights, steps_per_epoch=steps)
     run.net = wrap_model(run.net, ctx, prep.device)
     if cfg.compile:
         run.enable_compile()  # after the DDP wrap: dynamo splits the graph at DDP's gradient buckets
@@ -213,6 +234,11 @@ def compute_test_metrics(
 def evaluate(run: Run, prep: PreparedRun, cfg: TrainConfig) -> dict[str, Any]:
     """compute_test_metrics of `run.model` over the prepared test split."""
     probs, targets, loss = run.predict(make_loader(prep.test_ds, cfg.batch_size, device=prep.device, workers=0))
+    if prep.task == "multilabel":
+        return {
+            "test_loss": loss if len(prep.test_ds) else None,
+            **compute_multilabel_metrics(probs, targets, prep.labels),
+        }
     return compute_test_metrics(probs, targets, loss if len(prep.test_ds) else None, prep.labels)
 
 
@@ -278,6 +304,7 @@ def build_metrics(
         "release_id": manifest.get("release_id"),
         "release_manifest_sha256": {k: v["sha256"] for k, v in manifest.get("files", {}).items()},
         "labels": prep.labels,
+        "task": prep.task,
         "model": describe_model(prep, cfg, run),
         "image_size": cfg.image_size,
         "lr_schedule": cfg.lr_schedule,
@@ -321,7 +348,8 @@ def evaluate_eval_set(root: DataRoot, prep: PreparedRun, run: Run, metrics: dict
     the newest model of every earlier version on the same items ("eval_by_version", oldest first, this
     model last with "current": True). Both empty for a release from before eval sets."""
     eval_set = prep.release.manifest.get("eval_set")
-    if not eval_set:
+    # The earlier models' comparison scores one class per image; a multi-label model's test metrics stand alone.
+    if not eval_set or prep.task == "multilabel":
         return {"eval_set": None, "eval_by_version": []}
     rows = image_rows(select_eval_rows(prep.release.test, eval_set))
     mine = score_model_on(run.model, metrics, rows, device=str(prep.device))

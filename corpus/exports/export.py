@@ -56,6 +56,10 @@ class ExportError(Exception):
     """An export folder holds another export or foreign files, or written bytes do not match the release."""
 
 
+# Formats whose layout holds one class per image (a folder, a .cls index): a label set does not fit them.
+ONE_LABEL_FORMATS = ("imagefolder", "webdataset")
+
+
 def default_export_path(dataset: str, version: str, fmt: str) -> str:
     """Where an export goes under the data root when no destination is given: exports/<dataset>/<vN>/<format>."""
     return posixpath.join("exports", dataset, version, fmt)
@@ -279,6 +283,10 @@ def export_release(
         raise ValueError(f"shard_bytes={shard_bytes} is too small: at least 64 KiB")
     release = load_release(root, dataset, version, signing_key=signing_key)
     rows = select_rows(release)
+    if rows.multilabel and fmt in ONE_LABEL_FORMATS:
+        raise ValueError(
+            f"{dataset}@{release.version} is multi-label: {fmt} holds one class per image; export it as hf or csv"
+        )
     if fmt in BOX_FORMATS:  # before the destination is opened: a release without boxes leaves no folder behind
         rows = select_box_rows(release, rows)
     elif fmt == "hf" and has_boxes(rows):  # a detection release: its boxes become the `objects` feature

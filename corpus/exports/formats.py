@@ -67,15 +67,22 @@ def write_csv(rows: ExportRows) -> Files:
     """One CSV per split (file_name relative to the export folder, label, label_index, metadata) + the images."""
     for split, table in rows.splits.items():
         names, indices = [], []
-        for row in table.select(["record_id", "image", "mime", "label"]).to_pylist():
+        for row in table.select(["record_id", "image", "mime", "label", "labels"]).to_pylist():
             names.append(f"images/{_image_name(row)}")
-            indices.append(rows.label_index(row["label"]))
+            if rows.multilabel:
+                indices.append(";".join(str(i) for i in rows.label_indices(row["labels"])))
+            else:
+                indices.append(rows.label_index(row["label"]))
             yield names[-1], row["image"]
+        # A multi-label row's set is one ";"-joined column of names and one of indices (label-list order).
+        if rows.multilabel:
+            answer = {"labels": table.column("label"), "label_indices": pa.array(indices, pa.string())}
+        else:
+            answer = {"label": table.column("label"), "label_index": pa.array(indices, pa.int32())}
         out = pa.table(
             {
                 "file_name": pa.array(names, pa.string()),
-                "label": table.column("label"),
-                "label_index": pa.array(indices, pa.int32()),
+                **answer,
                 "split": table.column("split"),
                 **{c: table.column(c) for c in _META_COLUMNS},
             }
@@ -85,13 +92,16 @@ def write_csv(rows: ExportRows) -> Files:
         yield f"{SPLIT_NAMES['csv'][split]}.csv", sink.getvalue()
 
 
-def hf_features(labels: list[str]) -> dict:
-    """The `datasets` Features (as Features.to_dict() writes them) of an hf export."""
+def hf_features(labels: list[str], multilabel: bool = False) -> dict:
+    """The `datasets` Features (as Features.to_dict() writes them) of an hf export: `label` a ClassLabel, or for
+    a multi-label release `labels` a Sequence (List) of ClassLabel."""
     value = {"string": {"dtype": "string", "_type": "Value"}}
     strings = {c: value["string"] for c in ("record_id", "source", "url", "page_url", "mime", "label_source")}
+    classes = {"names": list(labels), "_type": "ClassLabel"}
+    answer = {"labels": {"feature": classes, "_type": "List"}} if multilabel else {"label": classes}
     return {
         "image": {"_type": "Image"},
-        "label": {"names": list(labels), "_type": "ClassLabel"},
+        **answer,
         **strings,
         "width": {"dtype": "int32", "_type": "Value"},
         "height": {"dtype": "int32", "_type": "Value"},
@@ -134,17 +144,20 @@ def hf_objects(boxes: pa.ChunkedArray, labels: list[str]) -> pa.Array:
 def _hf_table(table: pa.Table, rows: ExportRows) -> pa.Table:
     """One split as the Arrow table `datasets` reads: Image as {bytes, path}, ClassLabel as int64."""
     image_type = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
-    plain = table.select(["record_id", "image", "mime", "label"]).to_pylist()
+    plain = table.select(["record_id", "image", "mime", "label", "labels"]).to_pylist()
     images = [{"bytes": r["image"], "path": _image_name(r)} for r in plain]
     stored = to_release_storage(table)
     columns = {
         "image": pa.array(images, image_type),
-        "label": pa.array([rows.label_index(r["label"]) for r in plain], pa.int64()),
         **{c: table.column(c) for c in _META_COLUMNS},
         "annotators": table.column("annotators"),
         "pii_counts": stored.column("pii_counts").cast(PII_STORED_TYPE),
     }
-    features = hf_features(rows.labels)
+    if rows.multilabel:
+        columns["labels"] = pa.array([rows.label_indices(r["labels"]) for r in plain], pa.list_(pa.int64()))
+    else:
+        columns["label"] = pa.array([rows.label_index(r["label"]) for r in plain], pa.int64())
+    features = hf_features(rows.labels, rows.multilabel)
     if rows.boxes:
         features["objects"] = hf_objects_feature(rows.labels)
         columns["objects"] = hf_objects(table.column("boxes"), rows.labels)

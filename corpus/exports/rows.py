@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 
 from corpus.releases.versions import Release
 from corpus.schema import SPLITS
+from corpus.tasks import task_of
 
 # Magic numbers first: scrubbing may re-encode an image, and a wrong extension makes some readers refuse it.
 _MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"), (b"BM", "bmp"))
@@ -24,9 +25,14 @@ class ExportRows:
     splits: dict[str, pa.Table]
     skipped: dict[str, int] = field(default_factory=dict)
     boxes: bool = False  # every image row carries checked boxes whose labels are all in `labels`
+    multilabel: bool = False  # rows carry label sets (`labels`), not one label each
 
     def label_index(self, label: str) -> int:
         return self.labels.index(label)
+
+    def label_indices(self, labels: list[str] | None) -> list[int]:
+        """The class indices of a label set, in label-list order."""
+        return sorted(self.labels.index(name) for name in labels or [])
 
 
 def image_extension(data: bytes, mime: str | None) -> str:
@@ -53,6 +59,9 @@ def export_labels(release: Release) -> list[str]:
     if release.manifest.get("task") == "detect":
         # A detect release's `label` is a stratification key (corpus.boxes.majority_box_label), not a class.
         return list(train or [])
+    if task_of(release.manifest) == "multilabel":
+        names = {n for s in SPLITS for chosen in release.split(s).column("labels").to_pylist() for n in chosen or []}
+        return list(train or []) + sorted(names - set(train or []))
     if train is None:
         train = sorted({lab for lab in release.train.column("label").to_pylist() if lab is not None})
     others = {lab for s in ("val", "test") for lab in release.split(s).column("label").to_pylist()}
@@ -81,4 +90,5 @@ def select_rows(release: Release) -> ExportRows:
         skipped["images without bytes"] += pc.sum(pc.and_(is_image, pc.invert(has_bytes))).as_py() or 0
         every_row = pc.all(keep).as_py() is not False  # None: an empty split
         splits[split] = _sorted_by_id(table if every_row else table.filter(keep))
-    return ExportRows(labels=labels, splits=splits, skipped={k: v for k, v in skipped.items() if v})
+    multilabel = task_of(release.manifest) == "multilabel"
+    return ExportRows(labels, splits, {k: v for k, v in skipped.items() if v}, multilabel=multilabel)

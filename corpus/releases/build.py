@@ -22,6 +22,7 @@ from corpus.releases.card import render_card
 from corpus.releases.config import ReleaseConfig
 from corpus.releases.evalset import choose_eval_set, parent_eval_ids, select_eval_rows
 from corpus.releases.integrity import resolve_signing_key, seal_manifest
+from corpus.releases.multilabel import count_labels, order_label_set_names, stratum_keys
 from corpus.releases.splits import assign_splits, find_split_leaks
 from corpus.releases.storage import to_release_storage
 from corpus.releases.summaries import compute_diff, summarize_curation, summarize_labels
@@ -84,8 +85,11 @@ def _code_label(code: dict[str, Any]) -> str:
     return f"flywheel=={flywheel}" if flywheel else "unknown"
 
 
-def _validate_records(records: pa.Table) -> pa.Table:
+def _validate_records(records: pa.Table, task: str = DEFAULT_TASK) -> pa.Table:
     table = conform(records)
+    if task == "multilabel" and pc.any(pc.is_null(table.column("labels"))).as_py():
+        missing = table.filter(pc.is_null(table.column("labels"))).column("record_id").to_pylist()
+        raise ValueError(f"{len(missing)} multi-label records have no labels set, e.g. {missing[:3]}")
     if table.num_rows == 0:
         raise ValueError("cannot release an empty table")
     ids = table.column("record_id")
@@ -153,6 +157,7 @@ def _describe(
     `parent_all` is every row of `parent` (None without one)."""
     leaks = find_split_leaks(table, table.column("split"), cfg.group_by_page)
     code = _code_version()
+    multilabel = cfg.task == "multilabel"
     return {
         "dataset": dataset,
         "version": version,
@@ -162,11 +167,16 @@ def _describe(
         "task": cfg.task or DEFAULT_TASK,
         "manifest_format": MANIFEST_FORMAT,
         "rows": {s: parts[s].num_rows for s in SPLITS},
-        "labels": box_labels(parts["train"]) if cfg.task == "detect" else order_labels(parts["train"]),
+        "labels": box_labels(parts["train"])
+        if cfg.task == "detect"
+        else order_label_set_names(parts["train"])
+        if multilabel
+        else order_labels(parts["train"]),
         "description": cfg.description,
         "licence": cfg.licence,
         "sources": _sources(table),
-        "class_counts": {s: _class_counts(parts[s]) for s in SPLITS},
+        # multilabel: rows per label (a row counts once for each label of its set)
+        "class_counts": {s: (count_labels if multilabel else _class_counts)(parts[s]) for s in SPLITS},
         **({"box_counts": count_boxes(parts)} if cfg.task == "detect" else {}),
         **summarize_labels(table),
         "curation": summarize_curation(table),
@@ -250,7 +260,7 @@ def build_release(
     ([{"model_version", "release", "accuracy", ...}]); they go into "eval_scores" and onto the card.
     """
     key = resolve_signing_key(signing_key)
-    table = _validate_records(records)
+    table = _validate_records(records, cfg.task or DEFAULT_TASK)
     detect = cfg.task == "detect"
     if detect:
         check_boxes_present(table)
@@ -258,7 +268,10 @@ def build_release(
     versions = list_releases(root, dataset)
     parent = load_release(root, dataset, versions[-1], signing_key=key) if versions else None
     parent_all = pa.concat_tables([parent.train, parent.val, parent.test]) if parent else None
-    splits_col = assign_splits(table, cfg, _previous_splits(parent_all))
+    strata = table
+    if cfg.task == "multilabel":
+        strata = table.set_column(table.schema.get_field_index("label"), "label", pa.array(stratum_keys(table)))
+    splits_col = assign_splits(strata, cfg, _previous_splits(parent_all))
     table = table.set_column(table.schema.get_field_index("split"), "split", splits_col)
     table = table.sort_by("record_id")
     recipe = cfg.augmentation.model_dump()

@@ -98,6 +98,13 @@ def _balance_section(manifest: dict, labels: list[str]) -> str:
     return f"{balance_svg}<table><tr><th>label</th>{head}</tr>{''.join(rows)}</table>"
 
 
+def _carrying(table: pa.Table, label: str) -> pa.Array:
+    """Which rows carry `label`: their one label, or for multi-label rows (a `labels` set) their set holds it."""
+    if "labels" in table.column_names and table.column("labels").null_count < table.num_rows:
+        return pa.array([label in (chosen or []) for chosen in table.column("labels").to_pylist()], pa.bool_())
+    return pc.equal(table.column("label"), label)
+
+
 def _thumbs_section(splits: dict[str, pa.Table], labels: list[str], per_class: int, px: int) -> str:
     """Up to `per_class` thumbnails of each label, taken from train first, then val and test."""
     esc = html.escape
@@ -108,7 +115,7 @@ def _thumbs_section(splits: dict[str, pa.Table], labels: list[str], per_class: i
             t = splits[s]
             if len(imgs) >= per_class or t.num_rows == 0:
                 continue
-            sub = t.filter(pc.equal(t.column("label"), lab))
+            sub = t.filter(_carrying(t, lab))
             for data in sub.column("image").to_pylist():
                 if len(imgs) >= per_class:
                     break

@@ -41,6 +41,17 @@ def next_task_for(
     return None
 
 
+def answer_label_set(truth: list[str], labels: list[str], error_rate: float, rng: np.random.Generator) -> list[str]:
+    """A simulated multiple-choice answer: the true set, except that with probability `error_rate` one label
+    (drawn uniformly from `labels`) is flipped: a class present is missed, or one absent is added. So an
+    annotator's error rate means what it does for one label per image (one item in `error_rate` answered
+    wrong), and the noise falls on each label alike (error_rate / K per label)."""
+    answer = set(truth)
+    if rng.random() < error_rate:
+        answer ^= {labels[int(rng.integers(len(labels)))]}
+    return [label for label in labels if label in answer]
+
+
 class SimulatedCrowd:
     """Simulated annotators answering the open round of `dataset` from ground truth, in a background thread.
 
@@ -62,10 +73,12 @@ class SimulatedCrowd:
         pace_s: float = 0.05,
         seed: int = 0,
         box_truth: BoxTruth | None = None,
+        multiple: bool = False,
     ) -> None:
         self.client, self.root, self.dataset, self.truth, self.labels = client, root, dataset, truth, labels
         self.box_truth = box_truth
         self.annotators, self.pace_s, self.seed = annotators, pace_s, seed
+        self.multiple = multiple  # truth is a label set, answered as a multiple choice (answer_label_set)
         self.answered = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="simulated-crowd", daemon=True)
@@ -116,9 +129,12 @@ class SimulatedCrowd:
         if true_label is None:  # nothing to tell from this image: skipped, as people skip what they can't tell
             self.client.create_annotation(task_id, user_id, [], rng.uniform(*LEAD_TIME_RANGE_S), skipped=True)
             return
-        others = [label for label in self.labels if label != true_label]
-        answer = others[int(rng.integers(len(others)))] if rng.random() < annotator.error_rate else true_label
-        result = [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [answer]}}]
+        if self.multiple:
+            answer = answer_label_set(true_label, self.labels, annotator.error_rate, rng)
+        else:
+            others = [label for label in self.labels if label != true_label]
+            answer = [others[int(rng.integers(len(others)))] if rng.random() < annotator.error_rate else true_label]
+        result = [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": answer}}]
         self.client.create_annotation(task_id, user_id, result, rng.uniform(*LEAD_TIME_RANGE_S))
         self.answered += 1
 

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from corpus.settings import get_settings
 from corpus.store import open_data_root
+from corpus.tasks import ANSWER_COLUMN
 from crawlers.config import CrawlConfig
 from labeling.gate import QualityGate
 from pipelines.config import IngestParams, LabelRoundParams
@@ -27,7 +28,7 @@ from pipelines.runtime import open_label_studio, open_root
 console = Console()
 GOLD_PATH = "demo/gold.json"
 # The task types the demo runs end to end (`flywheel demo --task`); a type joins once its whole loop works.
-DEMO_TASKS = ("classify",)
+DEMO_TASKS = ("classify", "multilabel")
 
 
 class DemoParams(BaseModel):
@@ -72,11 +73,12 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _truth_by_record(data_root: str, pool: str, truth_path: str) -> dict[str, str]:
-    """record_id -> true label of the pool's images: what only the simulated crowd may know."""
+def _truth_by_record(data_root: str, pool: str, truth_path: str, key: str = "label") -> dict[str, Any]:
+    """record_id -> true label (`key` "labels": true label set) of the pool's images: what only the simulated
+    crowd may know."""
     truth = json.loads(Path(truth_path).read_text())["images"]
     records = open_data_root(data_root).read_table(pool).select(["record_id", "url"]).to_pylist()
-    found = {r["record_id"]: (truth.get(urlsplit(r["url"] or "").path) or {}).get("label") for r in records}
+    found = {r["record_id"]: (truth.get(urlsplit(r["url"] or "").path) or {}).get(key) for r in records}
     return {rid: label for rid, label in found.items() if label}
 
 
@@ -92,7 +94,8 @@ def demo_flow(params: DemoParams) -> dict[str, Any]:
         allowed_private_hosts=[_origin(params.site_url)],  # the sample site is served on loopback: that origin only
     )
     ingest = ingest_flow(IngestParams(crawl=crawl, data_root=data_root))
-    gold_path = write_demo_gold(data_root, ingest["pool"], params.truth_path, params.gold_count)
+    key = ANSWER_COLUMN[params.task]  # the truth a task's answers come from: "label", or the set "labels"
+    gold_path = write_demo_gold(data_root, ingest["pool"], params.truth_path, params.gold_count, key)
     _stage(f"crawl: {ingest['crawl'].get('pages')} pages, {ingest['crawl'].get('images')} images")
     _stage(f"curate: {ingest['curate']['kept']} kept, {ingest['curate']['dropped']} dropped")
     _stage(f"scrub: {ingest['scrub']['counters']}")
@@ -111,7 +114,7 @@ def demo_flow(params: DemoParams) -> dict[str, Any]:
         seed=1,
         data_root=data_root,
     )
-    truth = _truth_by_record(data_root, ingest["pool"], params.truth_path)
+    truth = _truth_by_record(data_root, ingest["pool"], params.truth_path, key)
     crowd = SimulatedCrowd(
         open_label_studio(),
         open_root(data_root),
@@ -119,6 +122,7 @@ def demo_flow(params: DemoParams) -> dict[str, Any]:
         truth.get,
         params.labels,
         [SimulatedAnnotator(f"annotator{i + 1}", rate) for i, rate in enumerate(params.error_rates)],
+        multiple=params.task == "multilabel",
     )
     with crowd:
         opened = label_push_flow(first)
@@ -127,18 +131,19 @@ def demo_flow(params: DemoParams) -> dict[str, Any]:
     return collect_summary(open_root(data_root), ingest, params.dataset)
 
 
-def write_demo_gold(data_root: str, pool: str, truth_path: str, count: int) -> str | None:
-    """The demo's gold file: `count` pool images with their true labels, as a lead annotator would label
-    them up front. Written under the data root; the pipeline reads only this file, never the truth."""
+def write_demo_gold(data_root: str, pool: str, truth_path: str, count: int, key: str = "label") -> str | None:
+    """The demo's gold file: `count` pool images with their true labels (`key` "labels": their label sets), as
+    a lead annotator would label them up front. Written under the data root; the pipeline reads only this file,
+    never the truth."""
     if count == 0:
         return None
     root = open_data_root(data_root)
     truth = json.loads(Path(truth_path).read_text())["images"]
     records = root.read_table(pool).select(["record_id", "kind", "url"]).to_pylist()
     known = sorted(
-        (r["record_id"], truth[urlsplit(r["url"]).path]["label"])
+        (r["record_id"], truth[urlsplit(r["url"]).path][key])
         for r in records
-        if r["kind"] == "image" and truth.get(urlsplit(r["url"]).path, {}).get("label")
+        if r["kind"] == "image" and truth.get(urlsplit(r["url"]).path, {}).get(key)
     )
     chosen = [known[i] for i in np.random.default_rng(0).permutation(len(known))[:count]]
     root.write_json(GOLD_PATH, dict(chosen))

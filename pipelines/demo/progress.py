@@ -10,7 +10,7 @@ from corpus.releases.versions import MANIFEST_FILE, dataset_folder, list_release
 from corpus.store import DataRoot
 from labeling.round_state import LabelRound
 from labeling.round_store import list_round_numbers, load_round
-from pipelines.demo.summary import build_summary
+from pipelines.demo.summary import build_summary, describe_test_figures
 from training.registry import list_models, read_label_issues, read_metadata, read_predictions
 
 
@@ -43,7 +43,7 @@ def _announce_new(root: DataRoot, dataset: str, seen: set[str], say: Callable[[s
     for meta in _models_of(root, dataset):
         if f"model:{meta['model_version']}" not in seen:
             seen.add(f"model:{meta['model_version']}")
-            say(f"model {meta['model_version']}: test accuracy {meta['test_accuracy']:.3f} on {meta['device']}")
+            say(f"model {meta['model_version']}: {describe_test_figures(meta)} on {meta['device']}")
 
 
 def wait_for_rounds(

@@ -73,15 +73,41 @@ def draw_class(name: str, size: int, rng: np.random.Generator) -> Image.Image:
     return img
 
 
+# A multi-label picture's answer is its classes joined by this, in sorted order (corpus.releases.multilabel's form).
+SET_SEPARATOR = ";"
+
+
+def draw_picture(name: str, size: int, rng: np.random.Generator) -> Image.Image:
+    """A picture of class `name`, or for a label set ("checks;dots", SET_SEPARATOR-joined) a 2x2 grid whose
+    quadrants each show one of the set's classes, every class at least once (drawn at quadrant size)."""
+    names = name.split(SET_SEPARATOR)
+    if len(names) == 1:
+        return draw_class(name, size, rng)
+    half = size // 2
+    cells = [*names, *(names[int(i)] for i in rng.integers(len(names), size=4 - len(names)))]
+    cells = [cells[int(i)] for i in rng.permutation(4)]
+    img = Image.new("RGB", (2 * half, 2 * half))
+    for q, cell in enumerate(cells):
+        img.paste(draw_class(cell, half, rng), ((q % 2) * half, (q // 2) * half))
+    return img
+
+
+def choose_label_set(rng: np.random.Generator) -> str:
+    """A seeded label set of 1 to 3 of CLASSES (sorted, SET_SEPARATOR-joined): a multi-label picture's truth."""
+    k = int(rng.integers(1, 4))
+    return SET_SEPARATOR.join(sorted(CLASSES[int(i)] for i in rng.choice(len(CLASSES), size=k, replace=False)))
+
+
 def draw_gallery_picture(
     name: str, rng: np.random.Generator, fmt: str, *, exif: Image.Exif | None = None, face: bool = False
 ) -> tuple[bytes, Image.Image]:
-    """One draw of a gallery picture of class `name` at a random size, with the face pasted on if `face`.
+    """One draw of a gallery picture of class (or label set) `name` at a random size, with the face pasted on
+    if `face`.
 
     Returns the encoded bytes and the drawn image (the near duplicates are resampled from it).
     """
     size = int(rng.integers(128, 193))
-    img = draw_class(name, size, rng)
+    img = draw_picture(name, size, rng)
     if face:
         img = img.resize((max(size, 170), max(size, 170)))
         ox, oy = (int(v) for v in rng.integers(0, img.width - _FACE_SIZE + 1, size=2))

@@ -16,7 +16,9 @@ from PIL import Image
 
 from pipelines.demo.sample_images import (
     CLASSES,
+    SET_SEPARATOR,
     build_gps_exif,
+    choose_label_set,
     draw_class,
     draw_gallery_picture,
     encode,
@@ -113,12 +115,15 @@ class _SiteFiles:
     files: dict[str, bytes] = field(default_factory=dict)
     images: dict[str, dict[str, Any]] = field(default_factory=dict)
     pages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    multilabel: bool = False  # pictures show label sets: each image's truth also lists its "labels"
 
     def add_image(
         self, path: str, data: bytes, label: str | None, defects: list[str], original: str | None = None
     ) -> None:
         self.files[path] = data
         self.images[path] = {"label": label, "defects": defects, "original": original}
+        if self.multilabel:
+            self.images[path]["labels"] = None if label is None else label.split(SET_SEPARATOR)
 
     def add_page(self, path: str, data: bytes, duplicate_of: str | None = None) -> None:
         self.files[path] = data
@@ -129,16 +134,18 @@ class _SiteFiles:
             (site_dir / path.lstrip("/")).write_bytes(data)
 
 
-def generate_site(out_dir: Path, seed: int = 7, images_per_class: int = 60) -> dict:
+def generate_site(out_dir: Path, seed: int = 7, images_per_class: int = 60, multilabel: bool = False) -> dict:
     """Write the sample site under `out_dir/site/` and its ground truth to `out_dir/truth.json`.
 
-    The same seed gives byte-identical files. Returns the truth dict (keys are URL paths).
+    The same seed gives byte-identical files. Returns the truth dict (keys are URL paths). `multilabel`: each
+    gallery picture shows a seeded set of 1 to 3 classes (sample_images.draw_picture), its truth in "labels"
+    (and "label", the set joined by ";"); as many pictures as the single-class site has.
     """
     if images_per_class < 4:
         raise ValueError(f"images_per_class must be >= 4 to plant every defect, got {images_per_class}")
     out_dir = Path(out_dir)
     _make_empty_site_dir(out_dir / "site")
-    site = _SiteFiles()
+    site = _SiteFiles(multilabel=multilabel)
     base, figures = _add_base_pictures(site, seed, images_per_class)
     extra = _plant_defects(site, seed, base, figures)
     order = _interleave(figures, extra)
@@ -158,6 +165,11 @@ def generate_site(out_dir: Path, seed: int = 7, images_per_class: int = 60) -> d
     return truth
 
 
+def _spoken(name: str) -> str:
+    """A class or label set as a caption says it: "checks and dots"."""
+    return name.replace(SET_SEPARATOR, " and ")
+
+
 def _make_empty_site_dir(site: Path) -> None:
     """A fresh folder tree, so no file of an earlier generation is served as part of this one."""
     if site.exists():
@@ -173,8 +185,9 @@ def _add_base_pictures(site: _SiteFiles, seed: int, images_per_class: int) -> tu
     figures: list[_Figure] = []
     n = 0
     for i in range(images_per_class):
-        for c, name in enumerate(CLASSES):
+        for c, single in enumerate(CLASSES):
             n += 1
+            name = choose_label_set(make_rng(seed, 6, c, i)) if site.multilabel else single
             fmt = "PNG" if n % 8 == 0 and n not in _EXIF_AT + _FACE_AT else "JPEG"
             path = f"/images/img_{n:04d}.{'png' if fmt == 'PNG' else 'jpg'}"
             defects: list[str] = []
@@ -195,7 +208,9 @@ def _add_base_pictures(site: _SiteFiles, seed: int, images_per_class: int) -> tu
                 raise RuntimeError(f"could not draw image {n} with the face cascade agreeing (seed {seed})")
             site.add_image(path, data, name, defects)
             base.append(_BasePicture(path, img, name))
-            figures.append(_Figure(path, f"A {name} picture", f"{name.capitalize()} study number {n}."))
+            figures.append(
+                _Figure(path, f"A {_spoken(name)} picture", f"{_spoken(name).capitalize()} study number {n}.")
+            )
     return base, figures
 
 
@@ -229,7 +244,7 @@ def _add_exact_duplicates(site: _SiteFiles, pick: Iterator[_BasePicture]) -> lis
         orig, _, name = next(pick)
         path = f"/images/copy_{k:02d}{Path(orig).suffix}"
         site.add_image(path, site.files[orig], name, ["exact_duplicate"], orig)
-        extra.append(_Figure(path, f"A {name} picture", f"{name.capitalize()} reposted."))
+        extra.append(_Figure(path, f"A {_spoken(name)} picture", f"{_spoken(name).capitalize()} reposted."))
     return extra
 
 
@@ -248,11 +263,13 @@ def _add_near_duplicates(site: _SiteFiles, pick: Iterator[_BasePicture], figures
         site.add_image(path, data, name, ["near_duplicate"], orig)
         at = [f.path for f in figures].index(orig)
         if k == 0:
-            extra.append(_Figure(path, f"A {name} picture", f"{name.capitalize()}, smaller print."))
+            extra.append(_Figure(path, f"A {_spoken(name)} picture", f"{_spoken(name).capitalize()}, smaller print."))
         elif k == 1:  # the 2x variant of its original, found only in srcset
-            figures[at] = _Figure(orig, f"A {name} picture", f"{name.capitalize()}.", srcset=f"{orig} 1x, {path} 2x")
+            figures[at] = _Figure(
+                orig, f"A {_spoken(name)} picture", f"{_spoken(name).capitalize()}.", srcset=f"{orig} 1x, {path} 2x"
+            )
         else:  # a PNG <source> of its original inside <picture>
-            figures[at] = _Figure(orig, f"A {name} picture", f"{name.capitalize()}.", source=path)
+            figures[at] = _Figure(orig, f"A {_spoken(name)} picture", f"{_spoken(name).capitalize()}.", source=path)
     return extra
 
 
@@ -319,6 +336,7 @@ def _build_truth(site: _SiteFiles, seed: int, private: list[str]) -> dict:
     return {
         "seed": seed,
         "classes": list(CLASSES),
+        "task": "multilabel" if site.multilabel else "classify",
         "images": dict(sorted(site.images.items())),
         "pages": dict(sorted(site.pages.items())),
         "pii": {"email": list(PII_EMAILS), "phone": list(PII_PHONES), "credit_card": list(PII_CARDS)},

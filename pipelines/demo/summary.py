@@ -69,22 +69,28 @@ def build_summary(
             }
             for m in releases
         ],
-        "models": [
-            {
-                "version": m["model_version"],
-                "release": m.get("release"),
-                "test_accuracy": m["test_accuracy"],
-                # The same items for every version: the comparison that says whether a version is better.
-                "eval_set_items": (m.get("eval_set") or {}).get("n"),
-                "eval_by_version": {r["release"]: r.get("accuracy") for r in m.get("eval_by_version") or []},
-                "device": m.get("device"),
-                "scored": m.get("scored"),
-                "label_issues": m.get("label_issues"),
-                "stop_labeling": bool((m.get("stopping") or {}).get("stop")),
-            }
-            for m in models
-        ],
+        "models": [_model_summary(m) for m in models],
         "label_studio": {"url": rounds[-1]["project_url"] if rounds else None, "project_id": project_id},
+    }
+
+
+def _model_summary(m: dict[str, Any]) -> dict[str, Any]:
+    """One trained model as the summary shows it."""
+    return {
+        "version": m["model_version"],
+        "release": m.get("release"),
+        "task": m.get("task", "classify"),
+        "test_accuracy": m.get("test_accuracy"),
+        # multilabel models (training.multilabel_evaluation); None for one class per image
+        "test_micro_f1": m.get("test_micro_f1"),
+        "test_map": m.get("test_map"),
+        # The same items for every version: the comparison that says whether a version is better.
+        "eval_set_items": (m.get("eval_set") or {}).get("n"),
+        "eval_by_version": {r["release"]: r.get("accuracy") for r in m.get("eval_by_version") or []},
+        "device": m.get("device"),
+        "scored": m.get("scored"),
+        "label_issues": m.get("label_issues"),
+        "stop_labeling": bool((m.get("stopping") or {}).get("stop")),
     }
 
 
@@ -96,6 +102,17 @@ def _gate_summary(gate: dict[str, Any] | None) -> dict[str, Any] | None:
         "passed": gate["passed"],
         **{c["name"]: {"value": c["value"], "threshold": c["threshold"], "ok": c["ok"]} for c in gate["criteria"]},
     }
+
+
+def describe_test_figures(model: dict[str, Any]) -> str:
+    """A model's headline test figures: accuracy, or for a multi-label model micro F1 and mAP."""
+
+    def fmt(value: float | None) -> str:
+        return "—" if value is None else f"{value:.3f}"
+
+    if model.get("task") == "multilabel":
+        return f"test micro F1 {fmt(model.get('test_micro_f1'))}, mAP {fmt(model.get('test_map'))}"
+    return f"test accuracy {fmt(model.get('test_accuracy'))}"
 
 
 def render_summary(summary: dict[str, Any]) -> Table:
@@ -130,6 +147,6 @@ def render_summary(summary: dict[str, Any]) -> Table:
             for release, acc in (m.get("eval_by_version") or {}).items()
         )
         on_eval = f"; fixed eval set ({m.get('eval_set_items')} items): {by_version}" if by_version else ""
-        table.add_row(f"model {m['version']}", f"test accuracy {m['test_accuracy']:.3f} ({m['device']}){on_eval}")
+        table.add_row(f"model {m['version']}", f"{describe_test_figures(m)} ({m['device']}){on_eval}")
     table.add_row("Label Studio", str(summary["label_studio"]["url"]))
     return table
