@@ -21,14 +21,20 @@ def test_pool_pointer_round_trip_and_a_clear_error_before_any_ingest(tmp_path) -
 
 @pytest.mark.parametrize(
     "content",
-    [["r1", "cat"], {"r1": 3}, {"r1": ["cat"]}, "cat"],
-    ids=["list", "int-label", "list-label", "string"],
+    [["r1", "cat"], {"r1": 3}, {"r1": ["cat", 3]}, {"r1": [["cat"]]}, {"r1": None}, "cat"],
+    ids=["list", "int-label", "list-with-int", "nested-list", "null", "string"],
 )
 def test_gold_file_must_be_an_object_of_strings(tmp_path, content) -> None:
     root = DataRoot(str(tmp_path))
     root.write_json("gold.json", content)
     with pytest.raises(ValueError, match=r"gold file gold\.json"):
         read_gold(root, "gold.json")
+
+
+def test_a_multilabel_gold_file_holds_label_sets(tmp_path) -> None:
+    root = DataRoot(str(tmp_path))
+    root.write_json("gold.json", {"r1": ["cat", "dog"], "r2": []})
+    assert read_gold(root, "gold.json") == {"r1": ["cat", "dog"], "r2": []}
 
 
 def test_gold_file_reads_back_and_is_empty_without_a_path(tmp_path) -> None:
