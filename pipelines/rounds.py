@@ -12,6 +12,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from corpus.pool import latest_pool, read_gold, select_records
 from corpus.settings import get_settings
+from corpus.tasks import RECORD_KIND
+from corpus.text_features import text_embedding_table
 from crawlers.importers.config import ImportLabelPolicy
 from crawlers.importers.labels import origins_with_policy
 from labeling.label_config import build_instructions, build_label_config
@@ -31,6 +33,7 @@ from labeling.rounds import RoundPlan, plan_next_batch
 from labeling.studio_tasks import attach_media, build_tasks, export_media, media_uri
 from labeling.summary import summarize_annotations
 from labeling.sync import pull_annotations, push_tasks, read_annotations
+from labeling.text_tasks import build_text_label_config, build_text_tasks
 from labeling.views import round_hidden_columns, round_view_title
 from pipelines.config import LabelRoundParams
 from pipelines.round_markdown import progress_markdown
@@ -100,7 +103,8 @@ def prepare_round(params: LabelRoundParams, data_root: str) -> RoundInputs:
     root = open_root(data_root)
     pool = params.pool or latest_pool(root)
     client = open_label_studio()
-    project_id = client.ensure_project(params.project, build_label_config(params.labels))
+    config = build_text_label_config(params.labels) if params.task == "text" else build_label_config(params.labels)
+    project_id = client.ensure_project(params.project, config)
     client.configure_queue(project_id)
     if params.definitions:
         client.set_instructions(project_id, build_instructions(params.labels, params.definitions, params.examples))
@@ -125,6 +129,8 @@ def choose_batch(params: LabelRoundParams, inputs: RoundInputs) -> RoundPlan:
     model_version, predictions = newest_predictions(root, params.dataset)
     wanted = params.strategy in ("auto", "hybrid", "typiclust")
     _, pool_embeddings = newest_embeddings(root) if wanted else (None, None)
+    if params.task == "text":  # TF-IDF projections until a text model embeds the pool (its hidden layer)
+        pool_embeddings = text_embedding_table(inputs.records, seed=params.seed) if predictions is None else None
     plan = plan_next_batch(
         inputs.records,
         pushed,
@@ -137,6 +143,7 @@ def choose_batch(params: LabelRoundParams, inputs: RoundInputs) -> RoundPlan:
         seed=params.seed,
         min_per_class=params.min_per_class,
         pool_embeddings=pool_embeddings,
+        kind=RECORD_KIND[params.task],
     )
     get_run_logger().info(
         "round plan: %d of %d candidates by %s%s%s, %d gold",
@@ -190,15 +197,24 @@ def push_batch(params: LabelRoundParams, inputs: RoundInputs, round_: LabelRound
         root, origins_with_policy(root, ImportLabelPolicy.preannotate), round_.record_ids
     )
     predictions = merge_preannotations(predictions, round_.model_version, imported, labels=params.labels)
-    tasks = build_tasks(
-        batch,
-        export_media(root, batch),
-        priorities=round_.progress.get("priorities"),
-        predictions=predictions,
-        labels=params.labels,
-        model_version=round_.model_version,
-        media_url=partial(media_uri, root),
-    )
+    if params.task == "text":
+        tasks = build_text_tasks(
+            batch,
+            priorities=round_.progress.get("priorities"),
+            predictions=predictions,
+            labels=params.labels,
+            model_version=round_.model_version,
+        )
+    else:
+        tasks = build_tasks(
+            batch,
+            export_media(root, batch),
+            priorities=round_.progress.get("priorities"),
+            predictions=predictions,
+            labels=params.labels,
+            model_version=round_.model_version,
+            media_url=partial(media_uri, root),
+        )
     pushed = push_tasks(client, root, inputs.project_id, tasks)
     if version := preannotation_version(predictions, round_.model_version):
         client.set_model_version(inputs.project_id, version)

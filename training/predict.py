@@ -15,6 +15,7 @@ from training.augment import build_transforms, get_recipe
 from training.data import PoolImageDataset
 from training.devices import pick_device, pick_memory_format, pick_precision
 from training.registry import load_model, write_predictions
+from training.text_model import predict_text_rows
 
 
 def eval_transform(meta: dict) -> Callable:
@@ -65,7 +66,8 @@ def compute_probs(
 def predict_pool(
     root: DataRoot, model_version: str, pool: pa.Table, *, batch_size: int = 64, device: str = "auto"
 ) -> pa.Table:
-    """Score the image rows of `pool` with a trained model (PREDICTION_SCHEMA), also written to its folder.
+    """Score the image rows (a text model: the text rows) of `pool` with a trained model (PREDICTION_SCHEMA),
+    also written to its folder.
 
     `confidence` is the top softmax probability: low means the model is unsure (label it first);
     `probs` follow the model's label order (metrics.json "labels"); `embedding` is the pooled features.
@@ -73,7 +75,10 @@ def predict_pool(
     """
     model, meta = load_model(root, model_version)
     labels: list[str] = meta["labels"]
-    record_ids, probs_np, emb_np = compute_probs(model, meta, pool, batch_size=batch_size, device=device)
+    if meta.get("task") == "text":
+        record_ids, probs_np, emb_np = predict_text_rows(model, pool, device=pick_device(device))
+    else:
+        record_ids, probs_np, emb_np = compute_probs(model, meta, pool, batch_size=batch_size, device=device)
     k, d = len(labels), model.embedding_dim
     top = probs_np.argmax(1) if len(probs_np) else np.zeros(0, np.int64)
     table = pa.Table.from_arrays(
@@ -87,6 +92,7 @@ def predict_pool(
             pa.FixedSizeListArray.from_arrays(pa.array(emb_np.reshape(-1), pa.float32()), d).cast(
                 pa.list_(pa.float32())
             ),
+            pa.nulls(len(record_ids), PREDICTION_SCHEMA.field("boxes").type),  # a classifier predicts no boxes
         ],
         schema=PREDICTION_SCHEMA,
     )
