@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -23,7 +24,7 @@ def _records(n: int = 12) -> pa.Table:
     rows = []
     for i in range(n):
         label = "space" if i % 2 else "food"
-        text = f"{TOPICS[label]} page {i}, with a comma and \"quotes\"\nand a second line"
+        text = f'{TOPICS[label]} page {i}, with a comma and "quotes"\nand a second line'
         rows.append(
             {
                 "record_id": make_record_id(text.encode()),
@@ -61,7 +62,8 @@ def test_csv_and_jsonl_hold_every_text_and_label(text_release: DataRoot):
             if fmt == "csv":
                 rows = pacsv.read_csv(path).to_pylist()
             else:
-                rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+                lines = Path(path).read_text(encoding="utf-8").splitlines()
+                rows = [json.loads(line) for line in lines if line.strip()]
             for row in rows:
                 assert row["label"] in TOPICS and row["text"] == texts[row["record_id"]]
                 found[(fmt, row["record_id"])] = row["label"]
@@ -78,7 +80,8 @@ def test_hf_export_loads_as_strings_and_class_labels(text_release: DataRoot, tmp
     assert train.features["text"].dtype == "string"
     assert train.features["label"].names == ["food", "space"]
     total = sum(loaded[s].num_rows for s in loaded)
-    assert total == 12 and all(TOPICS[train.features["label"].int2str(r["label"])].split()[0] in r["text"] for r in train)
+    names = train.features["label"]
+    assert total == 12 and all(TOPICS[names.int2str(r["label"])].split()[0] in r["text"] for r in train)
 
 
 @pytest.mark.parametrize("fmt", ["imagefolder", "webdataset", "coco", "yolo"])
