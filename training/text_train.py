@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from corpus.releases.evalset import select_eval_rows
-from corpus.releases.versions import Release
+from corpus.releases.versions import Release, load_release
 from corpus.store import DataRoot
 from training.comparison import compare_versions, score_predictions
 from training.config import TrainConfig
@@ -116,12 +116,18 @@ def _eval_set(root: DataRoot, dataset: str, release: Release, model, labels: lis
 
 
 def train_text_model(
-    root: DataRoot, dataset: str, release: Release, cfg: TrainConfig, on_epoch: EpochHook | None = None
+    root: DataRoot,
+    dataset: str,
+    version: str = "latest",
+    cfg: TrainConfig | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> dict:
-    """Train the hashed n-gram classifier on a text release of `dataset`, publish it under models/ as
-    the release's next model version (metadata task "text") and return its metrics.
+    """Train the hashed n-gram classifier on text release `version` of `dataset` (loaded verified), publish it
+    under models/ as the release's next model version (metadata task "text") and return its metrics.
 
     The label list is train's labels, sorted; val and test rows with other labels are counted, not scored."""
+    cfg = cfg or TrainConfig()
+    release = load_release(root, dataset, version)
     train_t = text_rows(release.train)
     if train_t.num_rows == 0:
         raise ValueError(f"release {dataset}/{release.version} has no labeled text records in train")

@@ -22,9 +22,8 @@ import torch
 
 from corpus.releases.evalset import select_eval_rows
 from corpus.releases.recipes import AugmentationRecipe
-from corpus.releases.versions import MANIFEST_FILE, Release, dataset_folder, load_release, resolve_version
+from corpus.releases.versions import Release, load_release
 from corpus.store import DataRoot
-from corpus.tasks import task_of
 from training.augment import build_recipe, serialize
 from training.comparison import compare_versions, score_model_on
 from training.config import TrainConfig
@@ -335,12 +334,6 @@ def evaluate_eval_set(root: DataRoot, prep: PreparedRun, run: Run, metrics: dict
     }
 
 
-def _release_task(root: DataRoot, dataset: str, version: str) -> str:
-    """The task type in a release's manifest (read here unverified: load_release verifies it)."""
-    name = resolve_version(root, dataset, version)
-    return task_of(root.read_json(posixpath.join(dataset_folder(dataset), name, MANIFEST_FILE)))
-
-
 def train_model(
     root: DataRoot,
     dataset: str,
@@ -363,10 +356,6 @@ def train_model(
     `on_epoch` is called with each epoch's history record as it ends (progress for the caller to show).
     """
     cfg = cfg or TrainConfig()
-    if _release_task(root, dataset, version) == "text":
-        from training.text_train import train_text_model  # it builds on this module's metrics and publishing
-
-        return train_text_model(root, dataset, load_release(root, dataset, version), cfg, on_epoch)
     ctx, device = init_distributed(cfg.device)
     try:
         prep = prepare_run(root, dataset, version, cfg)

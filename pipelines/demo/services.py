@@ -125,12 +125,17 @@ def start_label_studio(settings: Settings) -> str:
     return server.url
 
 
-def start_sample_site(settings: Settings, *, seed: int = 7, images_per_class: int = 60) -> tuple[str, Path]:
+def start_sample_site(
+    settings: Settings, *, seed: int = 7, images_per_class: int = 60, text_pages_per_topic: int = 0
+) -> tuple[str, Path]:
     """Generate (once per seed and size) and serve the sample website; returns (url, truth.json path)."""
-    site_root = _local_root(settings) / SITE_DIR / f"seed{seed}-n{images_per_class}"
+    texts = f"-t{text_pages_per_topic}" if text_pages_per_topic else ""
+    site_root = _local_root(settings) / SITE_DIR / f"seed{seed}-n{images_per_class}{texts}"
     truth = site_root / "truth.json"
     if not truth.exists():
-        generate_site(site_root, seed=seed, images_per_class=images_per_class)
+        generate_site(
+            site_root, seed=seed, images_per_class=images_per_class, text_pages_per_topic=text_pages_per_topic
+        )
     url = f"http://127.0.0.1:{settings.site_port}/"
     state = ServiceState("sample-site", run_dir_of(settings))
     served = state.run_dir / "sample-site.serving"

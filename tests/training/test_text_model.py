@@ -16,7 +16,7 @@ from training.predict import predict_pool
 from training.registry import load_model, read_metadata
 from training.report import render_report
 from training.text_model import HashedNgramClassifier, featurize, to_bag_inputs
-from training.train import train_model
+from training.text_train import train_text_model
 
 
 def make_text_records(per_topic: int, seed: int = 0, *, labeled: bool = True) -> pa.Table:
@@ -50,7 +50,7 @@ def text_root(tmp_path_factory) -> DataRoot:
 
 @pytest.fixture(scope="module")
 def text_trained(text_root: DataRoot) -> dict:
-    return train_model(text_root, "topics", "latest", TrainConfig(epochs=15, batch_size=16, lr=0.05, seed=0))
+    return train_text_model(text_root, "topics", "latest", TrainConfig(epochs=15, batch_size=16, lr=0.05, seed=0))
 
 
 def test_featurize_hashes_words_and_characters_per_half():
@@ -100,7 +100,7 @@ def test_pool_predictions_cover_text_rows_only(text_trained: dict, text_root: Da
 def test_a_second_release_is_compared_with_the_first_model(text_trained: dict, text_root: DataRoot):
     records = pa.concat_tables([make_text_records(20), make_text_records(5, seed=3)])
     build_release(text_root, "topics", records, ReleaseConfig(task="text"))
-    second = train_model(text_root, "topics", "latest", TrainConfig(epochs=3, batch_size=16, lr=0.05))
+    second = train_text_model(text_root, "topics", "latest", TrainConfig(epochs=3, batch_size=16, lr=0.05))
     earlier = [row for row in second["eval_by_version"] if not row.get("current")]
     assert earlier and earlier[0]["model_version"] == text_trained["model_version"]
     assert earlier[0]["accuracy"] is not None
