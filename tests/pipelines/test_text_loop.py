@@ -29,6 +29,7 @@ def text_demo_settings(prefect_api, own_label_studio, monkeypatch):
     get_settings.cache_clear()
 
 
+@pytest.mark.timeout(1800)  # two rounds, two trainings and their deployments' runs: slow on a shared 2-core box
 def test_text_demo_runs_the_whole_loop(prefect_api, own_label_studio, text_demo_settings, turning_flywheel, tmp_path):
     assert "text" in DEMO_TASKS
     truth = generate_site(tmp_path / "site", seed=3, images_per_class=4, text_pages_per_topic=12)
@@ -42,7 +43,7 @@ def test_text_demo_runs_the_whole_loop(prefect_api, own_label_studio, text_demo_
                 truth_path=str(tmp_path / "site" / "truth.json"),
                 labels=list(TOPICS),
                 task="text",
-                budgets=[20, 12],
+                budgets=[16, 12],
                 gold_count=8,
                 data_root=root.url,
                 timeout_s=1200,
