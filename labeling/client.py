@@ -413,19 +413,19 @@ class LabelStudioClient:
 
     @_with_retries
     def list_annotated_tasks(self, project_id: int, since: datetime | None = None) -> list[dict]:
-        """Tasks with at least one annotation (Data Manager filter; `only_annotated` is ignored by the server).
+        """Tasks with an annotation or a skip (Data Manager filters; `only_annotated` is ignored by the server).
 
         With `since`, only tasks whose `updated_at` is at or after `since - WATERMARK_MARGIN_S`; Label
         Studio bumps a task's updated_at when an annotation on it is created or updated. Each task is
         {"id", "data", "annotations": [{id, completed_by, result, created_at, updated_at, lead_time,
         was_cancelled}]}.
         """
-        items = [Filters.item(Column.total_annotations, Operator.GREATER, Type.Number, Filters.value(0))]
+        recent = []
         if since is not None:
             if since.tzinfo is None:
                 raise ValueError("since must be timezone-aware (UTC)")
             start = since.astimezone(UTC).timestamp() - WATERMARK_MARGIN_S
-            items.append(
+            recent.append(
                 Filters.item(
                     Column.updated_at,
                     Operator.GREATER_OR_EQUAL,
@@ -433,20 +433,21 @@ class LabelStudioClient:
                     Filters.value(Filters.datetime(datetime.fromtimestamp(start, UTC))),
                 )
             )
-        query = {"filters": Filters.create(Filters.AND, items)}
-        out = []
-        # Not `include="id,data,annotations"`: it halves listing time but the server then returns annotations
-        # without their result or completed_by (seen against 1.23.2), so every field is asked for.
-        for task in self._iter_tasks(project_id, query=query):
-            raw = _dump(task)
-            out.append(
-                {
+        out: dict[int, dict] = {}
+        # Two listings: total_annotations leaves skips out, so a task only skipped has 0 and needs the second.
+        for counted in (Column.total_annotations, Column.cancelled_annotations):
+            items = [Filters.item(counted, Operator.GREATER, Type.Number, Filters.value(0)), *recent]
+            query = {"filters": Filters.create(Filters.AND, items)}
+            # Not `include="id,data,annotations"`: it halves listing time but the server then returns annotations
+            # without their result or completed_by (seen against 1.23.2), so every field is asked for.
+            for task in self._iter_tasks(project_id, query=query):
+                raw = _dump(task)
+                out[raw["id"]] = {
                     "id": raw["id"],
                     "data": raw.get("data") or {},
                     "annotations": [_annotation_dict(a) for a in raw.get("annotations") or []],
                 }
-            )
-        return out
+        return list(out.values())
 
     @_with_retries
     def export_json(self, project_id: int, timeout_s: int = 600) -> list[dict]:

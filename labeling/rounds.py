@@ -94,6 +94,17 @@ def _cold_arrays(
     return cheap, compute_cheap_embeddings(pushed_images), "pixels"
 
 
+def _diversity_space(candidates: pa.Table, pool_embeddings: pa.Table | None, kind: str) -> tuple[np.ndarray, str]:
+    """(candidate embeddings, their source) for plain diversity: pixels for images; for other kinds the given
+    pool embeddings, which must cover every candidate."""
+    if kind == "image":
+        return compute_cheap_embeddings(candidates.column("image").to_pylist()), "pixels"
+    rows = _embedding_rows(pool_embeddings, candidates.column("record_id").to_pylist())
+    if rows is None:
+        raise ValueError(f"a {kind} round's diversity needs pool embeddings of every candidate")
+    return rows, (pool_embeddings.schema.metadata or {}).get(b"flywheel.encoder", b"embeddings").decode()
+
+
 def _prediction_arrays(predictions: pa.Table, ids: list[str]) -> tuple[list[str], np.ndarray, np.ndarray | None]:
     """(ids that have a prediction, their probs (n, K), their embeddings (n, D) or None when absent)."""
     by_id = {rid: i for i, rid in enumerate(predictions.column("record_id").to_pylist())}
@@ -132,8 +143,11 @@ def plan_round(
     pool_factor: int = 3,
     pool_embeddings: pa.Table | None = None,
     n_classes: int | None = None,
+    kind: str = "image",
 ) -> RoundPlan:
-    """Choose up to `budget` image records of `pool` that are not in Label Studio yet (never one twice).
+    """Choose up to `budget` records of `kind` of `pool` that are not in Label Studio yet (never one twice):
+    images, or text for a text round (whose `pool_embeddings` must cover every candidate, as
+    corpus.text_features.text_embedding_table does).
 
     `predictions` (PREDICTION_SCHEMA) are the newest model's scores over the pool; `pool_embeddings`
     (record_id, embedding) a self-supervised encoder's (training.encoders), named by the schema metadata
@@ -151,7 +165,7 @@ def plan_round(
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
     if budget < 0:
         raise ValueError(f"budget must be >= 0; got {budget}")
-    images = pool.filter(pc.equal(pool.column("kind"), "image"))
+    images = pool.filter(pc.equal(pool.column("kind"), kind))
     candidates = _fresh(images, already_pushed)
     candidate_ids = candidates.column("record_id").to_pylist()
     has_model = predictions is not None and predictions.num_rows > 0
@@ -167,9 +181,9 @@ def plan_round(
         picks, prio = select_batch("random", k, n=len(candidate_ids), seed=seed)
         chosen, source = candidate_ids, None
     elif strategy == "diversity":
-        embeddings = compute_cheap_embeddings(candidates.column("image").to_pylist())
+        embeddings, source = _diversity_space(candidates, pool_embeddings, kind)
         picks, prio = select_batch("diversity", k, n=len(candidate_ids), cold_embeddings=embeddings, seed=seed)
-        chosen, source = candidate_ids, "pixels"
+        chosen = candidate_ids
     elif strategy in ("typiclust", "probcover"):
         embeddings, labeled, source = _cold_arrays(images, candidates, already_pushed, pool_embeddings)
         picks, prio = select_batch(
@@ -275,8 +289,9 @@ def plan_next_batch(
     min_per_class: int = 0,
     pool_embeddings: pa.Table | None = None,
     n_classes: int | None = None,
+    kind: str = "image",
 ) -> RoundPlan:
-    """The next batch: plan_round over the pool minus what Label Studio has and minus gold, then
+    """The next batch of `kind` records: plan_round over the pool minus what Label Studio has and minus gold, then
     `gold_per_round` gold records mixed in (add_gold). `model_version` names the model behind
     `predictions`; the plan keeps it only when the model chose the batch. `pool_embeddings` are a
     self-supervised encoder's (plan_round's cold start); `n_classes` the label set's size (probcover).
@@ -291,6 +306,7 @@ def plan_next_batch(
         min_per_class=min_per_class,
         pool_embeddings=pool_embeddings,
         n_classes=n_classes,
+        kind=kind,
     )
     if gold and gold_per_round:
         plan = add_gold(plan, gold, gold_per_round, already_pushed=already_pushed, seed=seed)

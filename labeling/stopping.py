@@ -23,9 +23,10 @@ def _predicted_labels(predictions: pa.Table) -> dict[str, str | None]:
     return dict(zip(ids, predictions.column("predicted_label").to_pylist(), strict=True))
 
 
-def choose_stop_set(pool: pa.Table, n: int, *, seed: int = 0) -> list[str]:
-    """A fixed, seeded sample of `n` image record ids to watch for the stopping signal (kept across rounds)."""
-    ids = sorted(set(pool.filter(pc.equal(pool.column("kind"), "image")).column("record_id").to_pylist()))
+def choose_stop_set(pool: pa.Table, n: int, *, seed: int = 0, kind: str = "image") -> list[str]:
+    """A fixed, seeded sample of `n` record ids of `kind` (what the model scores) to watch for the stopping
+    signal (kept across rounds)."""
+    ids = sorted(set(pool.filter(pc.equal(pool.column("kind"), kind)).column("record_id").to_pylist()))
     order = np.random.default_rng(seed).permutation(len(ids))[: min(n, len(ids))]
     return [ids[i] for i in order]
 
@@ -63,17 +64,19 @@ def update_stopping(
     pool: pa.Table,
     *,
     stop_set_size: int = STOP_SET_SIZE,
+    kind: str = "image",
 ) -> StoppingUpdate:
     """The stopping rule's next state after model `model_version` scored the pool (`predictions`).
 
     `state` is the kept state ({"model_version", "stop_set", "history"}) or None before the first model;
     `previous` the predictions of `state["model_version"]`, or None when they are gone. The first model
-    fixes the stop set (a seeded sample of `pool`); each later one appends its kappa with the previous
-    model's labels on that set to the history. `result` is check_stopping's dict without the stop-set
+    fixes the stop set (a seeded sample of `pool`'s records of `kind`); each later one appends its kappa with
+    the previous model's labels on that set to the history. `result` is check_stopping's dict without the stop-set
     size, or None when there was nothing to compare with.
     """
     if state is None:
-        fresh = {"model_version": model_version, "stop_set": choose_stop_set(pool, stop_set_size), "history": []}
+        stop_set = choose_stop_set(pool, stop_set_size, kind=kind)
+        fresh = {"model_version": model_version, "stop_set": stop_set, "history": []}
         return StoppingUpdate(fresh, None)
     history = list(state.get("history") or [])
     result = None

@@ -89,8 +89,12 @@ def demo(
     budget: Annotated[int, typer.Option(help="Tasks pushed per label round.")] = 80,
     task: Annotated[
         str,
-        typer.Option(help="Task type to label: classify (one class per image) or multilabel (every class present)."),
+        typer.Option(
+            help="Task type to label: classify (one class per image), multilabel (every class present) or text "
+            "(one topic per text page)."
+        ),
     ] = "classify",
+    text_pages: Annotated[int, typer.Option(help="Article pages per topic on the sample site (--task text).")] = 60,
 ) -> None:
     """Run the whole loop on the generated sample site and print the summary (also in data/demo/summary.json).
 
@@ -101,6 +105,7 @@ def demo(
     from pipelines.demo import services
     from pipelines.demo.flow import DEMO_TASKS, DemoParams, demo_flow
     from pipelines.demo.sample_images import CLASSES
+    from pipelines.demo.sample_texts import TOPICS
     from pipelines.demo.summary import render_summary
 
     if task not in DEMO_TASKS:
@@ -110,8 +115,13 @@ def demo(
         ls_url = services.start_label_studio(settings)
     console.print(f"[green]✓[/] Label Studio at {ls_url}")
     with console.status("generating and serving the sample site"):
+        texts = text_pages if task == "text" else 0
         site_url, truth = services.start_sample_site(
-            settings, seed=seed, images_per_class=images_per_class, multilabel=task == "multilabel"
+            settings,
+            seed=seed,
+            images_per_class=images_per_class,
+            multilabel=task == "multilabel",
+            text_pages_per_topic=texts,
         )
     console.print(f"[green]✓[/] sample site at {site_url}")
     with console.status("starting the Prefect server"), prefect_api(start=True) as api:
@@ -123,7 +133,7 @@ def demo(
         params = DemoParams(
             site_url=site_url,
             truth_path=str(truth),
-            labels=list(CLASSES),
+            labels=list(TOPICS if task == "text" else CLASSES),
             budgets=[budget] * rounds,
             task=task,
             data_root=settings.data_root,

@@ -12,6 +12,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from corpus.pool import latest_pool, read_box_gold, read_gold, select_records
 from corpus.settings import get_settings
+from corpus.tasks import RECORD_KIND
+from corpus.text_features import text_embedding_table
 from crawlers.importers.config import ImportLabelPolicy
 from crawlers.importers.labels import origins_with_policy
 from labeling.label_config import build_box_label_config, build_instructions, build_label_config
@@ -32,6 +34,7 @@ from labeling.rounds import RoundPlan, plan_next_batch
 from labeling.studio_tasks import attach_media, build_tasks, export_media, media_uri
 from labeling.summary import summarize_annotations
 from labeling.sync import pull_annotations, push_tasks, read_annotations
+from labeling.text_tasks import build_text_label_config, build_text_tasks
 from labeling.views import round_hidden_columns, round_view_title
 from pipelines.config import LabelRoundParams
 from pipelines.round_markdown import progress_markdown
@@ -104,6 +107,8 @@ def prepare_round(params: LabelRoundParams, data_root: str) -> RoundInputs:
     detect = params.task == "detect"
     if detect:
         config = build_box_label_config(params.labels)
+    elif params.task == "text":
+        config = build_text_label_config(params.labels)
     else:
         config = build_label_config(params.labels, multiple=params.task == "multilabel")
     project_id = client.ensure_project(params.project, config)
@@ -135,6 +140,8 @@ def choose_batch(params: LabelRoundParams, inputs: RoundInputs) -> RoundPlan:
         predictions = as_selection_predictions(predictions)
     wanted = params.strategy in ("auto", "hybrid", "typiclust", "probcover")
     _, pool_embeddings = newest_embeddings(root) if wanted else (None, None)
+    if params.task == "text":  # TF-IDF projections until a text model embeds the pool (its hidden layer)
+        pool_embeddings = text_embedding_table(inputs.records, seed=params.seed) if predictions is None else None
     plan = plan_next_batch(
         inputs.records,
         pushed,
@@ -148,6 +155,7 @@ def choose_batch(params: LabelRoundParams, inputs: RoundInputs) -> RoundPlan:
         min_per_class=0 if multilabel else params.min_per_class,  # a class quota needs one class per record
         pool_embeddings=pool_embeddings,
         n_classes=len(params.labels),
+        kind=RECORD_KIND[params.task],
     )
     get_run_logger().info(
         "round plan: %d of %d candidates by %s%s%s, %d gold",
@@ -204,15 +212,24 @@ def push_batch(params: LabelRoundParams, inputs: RoundInputs, round_: LabelRound
     if multilabel:  # imported labels are single-label: only the model's predicted sets pre-annotate
         imported = None
     predictions = merge_preannotations(predictions, round_.model_version, imported, labels=params.labels)
-    tasks = build_tasks(
-        batch,
-        export_media(root, batch),
-        priorities=round_.progress.get("priorities"),
-        predictions=None if multilabel else predictions,
-        labels=params.labels,
-        model_version=round_.model_version,
-        media_url=partial(media_uri, root),
-    )
+    if params.task == "text":
+        tasks = build_text_tasks(
+            batch,
+            priorities=round_.progress.get("priorities"),
+            predictions=predictions,
+            labels=params.labels,
+            model_version=round_.model_version,
+        )
+    else:
+        tasks = build_tasks(
+            batch,
+            export_media(root, batch),
+            priorities=round_.progress.get("priorities"),
+            predictions=None if multilabel else predictions,
+            labels=params.labels,
+            model_version=round_.model_version,
+            media_url=partial(media_uri, root),
+        )
     if multilabel:
         tasks = attach_label_set_predictions(tasks, predictions, round_.model_version)
     pushed = push_tasks(client, root, inputs.project_id, tasks)

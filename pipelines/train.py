@@ -7,6 +7,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from corpus.releases.versions import release_task
+from corpus.tasks import RECORD_KIND, task_of
 from labeling.label_errors import find_pool_label_issues
 from labeling.multilabel import aggregate_multilabel, attach_label_sets
 from labeling.multilabel_quality import flag_label_set_errors
@@ -18,6 +20,7 @@ from training.config import TrainConfig
 from training.launch import train_distributed
 from training.predict import predict_pool
 from training.registry import REPORT_FILE, model_path, read_metadata, read_predictions, write_label_issues
+from training.text_train import train_text_model
 from training.train import train_model
 
 
@@ -57,7 +60,9 @@ def train_on_release(data_root: str, dataset: str, version: str, cfg: TrainConfi
         )
 
     root = open_root(data_root)
-    if cfg.devices > 1:
+    if release_task(root, dataset, version) == "text":
+        metrics = train_text_model(root, dataset, version, cfg, on_epoch=log_epoch)
+    elif cfg.devices > 1:
         logger.info("training on %d processes under torchrun (DDP)", cfg.devices)
         metrics = train_distributed(root.url, dataset, version, cfg, on_line=logger.info)
     else:
@@ -90,7 +95,8 @@ def score_pool(data_root: str, model_version: str, pool: str) -> dict[str, Any]:
     state_path = f"{STOPPING_DIR}/{metrics['dataset']}.json"
     state = root.read_json(state_path) if root.exists(state_path) else None
     previous = read_predictions(root, state["model_version"]) if state else None
-    stopping = update_stopping(state, model_version, predictions, previous, records)
+    kind = RECORD_KIND[task_of(metrics)]
+    stopping = update_stopping(state, model_version, predictions, previous, records, kind=kind)
     root.write_json(state_path, stopping.state)
     return {
         "scored": predictions.num_rows,

@@ -10,9 +10,11 @@ from torch import nn
 
 from corpus.store import DataRoot
 from training.data import image_rows
+from training.devices import pick_device
 from training.evaluation import compute_confusion, compute_per_class
 from training.predict import compute_probs
 from training.registry import list_models, load_model, read_metadata
+from training.text_model import predict_text_rows
 
 
 def score_predictions(truth: list[str | None], predicted: list[str], labels: list[str]) -> dict[str, Any]:
@@ -45,9 +47,12 @@ def score_predictions(truth: list[str | None], predicted: list[str], labels: lis
 def score_model_on(model: nn.Module, meta: dict[str, Any], rows: pa.Table, device: str = "auto") -> dict[str, Any]:
     """score_predictions of `model` (with metadata `meta`: labels, image size, eval transforms) over the
     labeled image rows `rows`."""
-    rows = image_rows(rows)
+    if meta.get("task") == "text":
+        record_ids, probs, _ = predict_text_rows(model, rows, device=pick_device(device))
+    else:
+        rows = image_rows(rows)
+        record_ids, probs, _ = compute_probs(model, meta, rows, device=device)
     truth = dict(zip(rows.column("record_id").to_pylist(), rows.column("label").to_pylist(), strict=True))
-    record_ids, probs, _ = compute_probs(model, meta, rows, device=device)
     labels = meta["labels"]
     predicted = [labels[k] for k in probs.argmax(1)] if len(probs) else []
     return score_predictions([truth[r] for r in record_ids], predicted, labels)

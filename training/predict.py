@@ -16,6 +16,7 @@ from training.data import PoolImageDataset
 from training.devices import pick_device, pick_memory_format, pick_precision
 from training.multilabel_model import describe_label_sets
 from training.registry import load_model, write_predictions
+from training.text_model import predict_text_rows
 
 
 def eval_transform(meta: dict) -> Callable:
@@ -69,7 +70,8 @@ def compute_probs(
 def predict_pool(
     root: DataRoot, model_version: str, pool: pa.Table, *, batch_size: int = 64, device: str = "auto"
 ) -> pa.Table:
-    """Score the image rows of `pool` with a trained model (PREDICTION_SCHEMA), also written to its folder.
+    """Score the image rows (a text model: the text rows) of `pool` with a trained model (PREDICTION_SCHEMA),
+    also written to its folder.
 
     `confidence` is the top softmax probability: low means the model is unsure (label it first); a multi-label
     model's rows are training.multilabel_model.describe_label_sets';
@@ -78,7 +80,10 @@ def predict_pool(
     """
     model, meta = load_model(root, model_version)
     labels: list[str] = meta["labels"]
-    record_ids, probs_np, emb_np = compute_probs(model, meta, pool, batch_size=batch_size, device=device)
+    if meta.get("task") == "text":
+        record_ids, probs_np, emb_np = predict_text_rows(model, pool, device=pick_device(device))
+    else:
+        record_ids, probs_np, emb_np = compute_probs(model, meta, pool, batch_size=batch_size, device=device)
     k, d = len(labels), model.embedding_dim
     if meta.get("task") == "multilabel":
         predicted, confidence = describe_label_sets(probs_np, labels)

@@ -78,6 +78,10 @@ def build_model(meta: dict[str, Any]) -> nn.Module:
         return create_model("small-cnn", arch["num_classes"], width=arch["width"], dropout=arch.get("dropout", 0.2))
     if name in LAYOUTS:
         return create_model(name, arch["num_classes"])
+    if name == "HashedNgramClassifier":
+        from training.text_model import build_text_model
+
+        return build_text_model(arch)
     raise ValueError(f"unknown architecture {name!r}; known: SmallCNN, {', '.join(LAYOUTS)}")
 
 

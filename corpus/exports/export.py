@@ -39,9 +39,19 @@ from corpus.exports.formats import (
     write_webdataset,
 )
 from corpus.exports.rows import ExportRows, select_rows
+from corpus.exports.text_formats import (
+    TEXT_FORMATS,
+    check_text_format,
+    release_texts,
+    select_text_rows,
+    split_file_name,
+    texts_in,
+    write_text_files,
+)
 from corpus.releases.versions import Release, load_release, sha256_hex
 from corpus.settings import Settings
 from corpus.store import DataRoot, open_data_root
+from corpus.tasks import task_of
 
 EXPORT_FILE = "export.json"
 # On object storage files land in place one by one; this marker says whose unfinished export a folder holds,
@@ -49,7 +59,8 @@ EXPORT_FILE = "export.json"
 PENDING_FILE = ".export-pending.json"
 EXPORT_FORMAT = 1
 # Every format export_release writes: the class-label ones (formats.py) and, for releases with boxes, coco and yolo.
-EXPORT_FORMATS = (*FORMATS, *BOX_FORMATS)
+TEXT_ONLY_FORMATS = tuple(f for f in TEXT_FORMATS if f not in (*FORMATS, *BOX_FORMATS))
+EXPORT_FORMATS = (*FORMATS, *BOX_FORMATS, *TEXT_ONLY_FORMATS)
 
 
 class ExportError(Exception):
@@ -164,14 +175,21 @@ def _release_images(rows: ExportRows) -> dict[str, bytes]:
     }
 
 
-def _check_file(fmt: str, path: str, data: bytes, back: bytes, expected: dict[str, bytes], seen: set[str]) -> None:
+def _split_name(fmt: str, split: str, text: bool) -> str:
+    return split_file_name(fmt, split) if text else SPLIT_NAMES[fmt][split]
+
+
+def _check_file(
+    fmt: str, path: str, data: bytes, back: bytes, expected: dict, seen: set[str], *, text: bool = False
+) -> None:
     """A file read `back` after writing must be the bytes written (whose SHA-256 export.json records), and the
-    images inside must be, byte for byte, those of the release's rows, none twice (`seen` collects them)."""
+    images (texts, for a text release) inside must be those of the release's rows, none twice (`seen` collects
+    them)."""
     if back != data:  # a memcmp: the same proof as hashing the read-back bytes, at a fraction of the cost
         raise ExportError(f"{path} changed while it was written: its sha256 is not the one recorded")
-    for rid, image in _images_in(fmt, path, back):
-        if expected.get(rid) != image or rid in seen:
-            raise ExportError(f"{path}: the image of {rid} is not the release's (or is there twice)")
+    for rid, content in texts_in(fmt, path, back) if text else _images_in(fmt, path, back):
+        if expected.get(rid) != content or rid in seen:
+            raise ExportError(f"{path}: the {'text' if text else 'image'} of {rid} is not the release's (or twice)")
         seen.add(rid)
 
 
@@ -282,8 +300,13 @@ def export_release(
     if shard_bytes < 64 * 1024:
         raise ValueError(f"shard_bytes={shard_bytes} is too small: at least 64 KiB")
     release = load_release(root, dataset, version, signing_key=signing_key)
-    rows = select_rows(release)
-    if rows.multilabel and fmt in ONE_LABEL_FORMATS:
+    text = task_of(release.manifest) == "text"
+    if text:
+        check_text_format(fmt)
+    elif fmt in TEXT_ONLY_FORMATS:
+        raise ValueError(f"{fmt} exports text releases only; {dataset}/{release.version} is not one")
+    rows = select_text_rows(release) if text else select_rows(release)
+    if not text and rows.multilabel and fmt in ONE_LABEL_FORMATS:
         raise ValueError(
             f"{dataset}@{release.version} is multi-label: {fmt} holds one class per image; export it as hf or csv"
         )
@@ -298,20 +321,21 @@ def export_release(
         return {**found, "path": target.uri(rel), "unchanged": True}
     writer = _LocalWriter(target, rel) if target.is_local else _RemoteWriter(target, rel, identity)
     files: dict[str, dict[str, Any]] = {}
-    expected, seen = _release_images(rows), set()
+    expected, seen = (release_texts(rows) if text else _release_images(rows)), set()
     try:
         # Each file is read back as soon as it is written, while its bytes are still in hand: one SHA-256 pass.
-        for path, data in _files_of(fmt, rows, release.manifest, shard_bytes):
+        written = write_text_files(fmt, rows, release.manifest) if text else None
+        for path, data in written or _files_of(fmt, rows, release.manifest, shard_bytes):
             writer.write(path, data)
             files[path] = {"sha256": sha256_hex(data), "bytes": len(data)}
-            _check_file(fmt, path, data, writer.read(path), expected, seen)
+            _check_file(fmt, path, data, writer.read(path), expected, seen, text=text)
         _check_complete(fmt, rows, list(files), expected, seen, writer.read)
         manifest = {
             **identity,
             "export_format": EXPORT_FORMAT,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "labels": rows.labels,
-            "splits": {SPLIT_NAMES[fmt][s]: t.num_rows for s, t in rows.splits.items()},
+            "splits": {_split_name(fmt, s, text): t.num_rows for s, t in rows.splits.items()},
             "skipped": rows.skipped,
             "files": dict(sorted(files.items())),
         }

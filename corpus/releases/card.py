@@ -126,6 +126,29 @@ def _thumbs_section(splits: dict[str, pa.Table], labels: list[str], per_class: i
     return "".join(thumbs)
 
 
+# A card shows each text example's opening: enough to see what a class looks like, short enough for a page.
+TEXT_PREVIEW_CHARS = 240
+
+
+def _text_previews(splits: dict[str, pa.Table], labels: list[str], per_class: int) -> str:
+    """Up to `per_class` text examples of each label (title and opening), from train first, then val and test."""
+    esc = html.escape
+    parts = []
+    for lab in labels:
+        items: list[str] = []
+        for s in SPLITS:
+            t = splits[s]
+            if t.num_rows == 0:
+                continue
+            sub = t.filter(pc.fill_null(pc.equal(t.column("label"), lab), False))
+            for row in sub.select(["title", "text"]).to_pylist()[: per_class - len(items)]:
+                text = row["text"] or ""
+                cut = text[:TEXT_PREVIEW_CHARS] + ("…" if len(text) > TEXT_PREVIEW_CHARS else "")
+                items.append(f"<li><b>{esc(row['title'] or '')}</b> {esc(cut)}</li>")
+        parts.append(f"<div class='cls'><h3>{esc(lab)}</h3><ul>{''.join(items) or '<i>no texts</i>'}</ul></div>")
+    return "".join(parts)
+
+
 def _diff_section(diff: dict[str, Any]) -> str:
     """Changes since the parent: the counts, the per-label bar chart and the relabel pairs."""
     rows = [(k, diff[k]) for k in ("added", "removed", "relabelled", "moved")]
@@ -253,6 +276,10 @@ def render_card(
     extra = esc(json.dumps(manifest.get("extra", {}), indent=2, sort_keys=True, default=str))
     recipe = esc(json.dumps(manifest["augmentation"], indent=2))
     title = f"{esc(manifest['dataset'])} {esc(manifest['version'])}"
+    if manifest.get("task") == "text":
+        examples = _text_previews(splits, labels, thumbs_per_class)
+    else:
+        examples = _thumbs_section(splits, labels, thumbs_per_class, thumb_px)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
 {_STYLE}</head><body>
@@ -269,7 +296,7 @@ release id <code>{esc(manifest["release_id"])}</code></p>
 <h2>Split integrity</h2>
 {_integrity_section(manifest["split_leaks"])}
 <h2>Curation and privacy</h2>{_curation_section(manifest["curation"])}
-<h2>Examples</h2>{_thumbs_section(splits, labels, thumbs_per_class, thumb_px)}
+<h2>Examples</h2>{examples}
 <h2>Augmentation recipe</h2><pre>{recipe}</pre>
 <h2>Built by</h2>{_table_html(_built_by_rows(manifest["code"]))}
 <h2>Extra</h2><pre>{extra}</pre>

@@ -18,6 +18,7 @@ from corpus.releases.recipes import AugmentationRecipe
 from corpus.releases.storage import from_release_storage
 from corpus.schema import SCHEMA_VERSION, SPLITS, conform
 from corpus.store import DataRoot
+from corpus.tasks import task_of
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 SPLIT_FILES = {split: f"{split}.parquet" for split in SPLITS}
@@ -213,3 +214,9 @@ def load_release(
         test=tables[SPLIT_FILES["test"]],
         path=root.path(rel),
     )
+
+
+def release_task(root: DataRoot, dataset: str, version: str | int = "latest") -> str:
+    """The task type in a release's manifest (corpus.tasks; read unverified: load_release verifies it)."""
+    name = resolve_version(root, dataset, version)
+    return task_of(root.read_json(posixpath.join(dataset_folder(dataset), name, MANIFEST_FILE)))

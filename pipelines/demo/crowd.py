@@ -53,7 +53,8 @@ def answer_label_set(truth: list[str], labels: list[str], error_rate: float, rng
 
 
 class SimulatedCrowd:
-    """Simulated annotators answering the open round of `dataset` from ground truth, in a background thread.
+    """Simulated annotators answering the open round of `dataset` from ground truth, in a background thread
+    (their Choices answer the config's `to_name` object: the image, or a text round's text).
 
     They take tasks the way Label Studio's queue serves them (each task until it has its planned overlap,
     gold tasks to everyone, nobody twice) and wait `pace_s` between answers, so the round fills over time
@@ -74,10 +75,11 @@ class SimulatedCrowd:
         seed: int = 0,
         box_truth: BoxTruth | None = None,
         multiple: bool = False,
+        to_name: str = "image",
     ) -> None:
         self.client, self.root, self.dataset, self.truth, self.labels = client, root, dataset, truth, labels
         self.box_truth = box_truth
-        self.annotators, self.pace_s, self.seed = annotators, pace_s, seed
+        self.annotators, self.pace_s, self.seed, self.to_name = annotators, pace_s, seed, to_name
         self.multiple = multiple  # truth is a label set, answered as a multiple choice (answer_label_set)
         self.answered = 0
         self._stop = threading.Event()
@@ -134,7 +136,7 @@ class SimulatedCrowd:
         else:
             others = [label for label in self.labels if label != true_label]
             answer = [others[int(rng.integers(len(others)))] if rng.random() < annotator.error_rate else true_label]
-        result = [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": answer}}]
+        result = [{"from_name": "label", "to_name": self.to_name, "type": "choices", "value": {"choices": answer}}]
         self.client.create_annotation(task_id, user_id, result, rng.uniform(*LEAD_TIME_RANGE_S))
         self.answered += 1
 

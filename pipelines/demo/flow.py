@@ -14,7 +14,7 @@ from rich.console import Console
 
 from corpus.settings import get_settings
 from corpus.store import open_data_root
-from corpus.tasks import ANSWER_COLUMN
+from corpus.tasks import ANSWER_COLUMN, RECORD_KIND
 from crawlers.config import CrawlConfig
 from labeling.gate import QualityGate
 from pipelines.config import IngestParams, LabelRoundParams
@@ -28,7 +28,7 @@ from pipelines.runtime import open_label_studio, open_root
 console = Console()
 GOLD_PATH = "demo/gold.json"
 # The task types the demo runs end to end (`flywheel demo --task`); a type joins once its whole loop works.
-DEMO_TASKS = ("classify", "multilabel")
+DEMO_TASKS = ("classify", "multilabel", "text")
 
 
 class DemoParams(BaseModel):
@@ -68,18 +68,37 @@ DEFINITIONS = {
 }
 
 
+TOPIC_DEFINITIONS = {
+    "astronomy": "the sky beyond the Earth: planets, stars, galaxies, telescopes",
+    "cooking": "preparing food: recipes, ingredients, kitchen tools",
+    "football": "the game of association football: matches, players, leagues",
+    "gardening": "growing plants: soil, seeds, pruning, garden tools",
+}
+
+
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _truth_by_record(data_root: str, pool: str, truth_path: str, key: str = "label") -> dict[str, Any]:
-    """record_id -> true label (`key` "labels": true label set) of the pool's images: what only the simulated
-    crowd may know."""
-    truth = json.loads(Path(truth_path).read_text())["images"]
-    records = open_data_root(data_root).read_table(pool).select(["record_id", "url"]).to_pylist()
-    found = {r["record_id"]: (truth.get(urlsplit(r["url"] or "").path) or {}).get(key) for r in records}
+def _truth_by_record(data_root: str, pool: str, truth_path: str, task: str = "classify") -> dict[str, Any]:
+    """record_id -> true answer of the pool's records: an image's class (multilabel: its label set), a text
+    task's page topic: what only the simulated crowd may know."""
+    truth = _truth_by_path(truth_path, task)
+    records = open_data_root(data_root).read_table(pool).select(["record_id", "kind", "url"]).to_pylist()
+    kind = RECORD_KIND[task]
+    found = {r["record_id"]: truth.get(urlsplit(r["url"] or "").path) for r in records if r["kind"] == kind}
     return {rid: label for rid, label in found.items() if label}
+
+
+def _truth_by_path(truth_path: str, task: str) -> dict[str, Any]:
+    """URL path -> true answer: each image's class (multilabel: its label set), or for a text task each article
+    page's topic."""
+    truth = json.loads(Path(truth_path).read_text())
+    if task == "text":
+        return {path: page["topic"] for path, page in truth["pages"].items() if page.get("topic")}
+    key = ANSWER_COLUMN[task]  # "label", or the set "labels"
+    return {path: image[key] for path, image in truth["images"].items() if image.get(key)}
 
 
 @flow(name="demo", log_prints=True)
@@ -94,8 +113,7 @@ def demo_flow(params: DemoParams) -> dict[str, Any]:
         allowed_private_hosts=[_origin(params.site_url)],  # the sample site is served on loopback: that origin only
     )
     ingest = ingest_flow(IngestParams(crawl=crawl, data_root=data_root))
-    key = ANSWER_COLUMN[params.task]  # the truth a task's answers come from: "label", or the set "labels"
-    gold_path = write_demo_gold(data_root, ingest["pool"], params.truth_path, params.gold_count, key)
+    gold_path = write_demo_gold(data_root, ingest["pool"], params.truth_path, params.gold_count, params.task)
     _stage(f"crawl: {ingest['crawl'].get('pages')} pages, {ingest['crawl'].get('images')} images")
     _stage(f"curate: {ingest['curate']['kept']} kept, {ingest['curate']['dropped']} dropped")
     _stage(f"scrub: {ingest['scrub']['counters']}")
@@ -104,7 +122,7 @@ def demo_flow(params: DemoParams) -> dict[str, Any]:
         pool=ingest["pool"],
         labels=params.labels,
         task=params.task,
-        definitions={k: v for k, v in DEFINITIONS.items() if k in params.labels},
+        definitions={k: v for k, v in {**DEFINITIONS, **TOPIC_DEFINITIONS}.items() if k in params.labels},
         project_title=params.project_title,
         budget=params.budgets[0],
         next_budgets=params.budgets[1:],
@@ -114,7 +132,7 @@ def demo_flow(params: DemoParams) -> dict[str, Any]:
         seed=1,
         data_root=data_root,
     )
-    truth = _truth_by_record(data_root, ingest["pool"], params.truth_path, key)
+    truth = _truth_by_record(data_root, ingest["pool"], params.truth_path, params.task)
     crowd = SimulatedCrowd(
         open_label_studio(),
         open_root(data_root),
@@ -123,6 +141,7 @@ def demo_flow(params: DemoParams) -> dict[str, Any]:
         params.labels,
         [SimulatedAnnotator(f"annotator{i + 1}", rate) for i, rate in enumerate(params.error_rates)],
         multiple=params.task == "multilabel",
+        to_name="text" if params.task == "text" else "image",
     )
     with crowd:
         opened = label_push_flow(first)
@@ -131,20 +150,14 @@ def demo_flow(params: DemoParams) -> dict[str, Any]:
     return collect_summary(open_root(data_root), ingest, params.dataset)
 
 
-def write_demo_gold(data_root: str, pool: str, truth_path: str, count: int, key: str = "label") -> str | None:
-    """The demo's gold file: `count` pool images with their true labels (`key` "labels": their label sets), as
-    a lead annotator would label them up front. Written under the data root; the pipeline reads only this file,
+def write_demo_gold(data_root: str, pool: str, truth_path: str, count: int, task: str = "classify") -> str | None:
+    """The demo's gold file: `count` pool images (text pages, for a text task) with their true labels, as a
+    lead annotator would label them up front. Written under the data root; the pipeline reads only this file,
     never the truth."""
     if count == 0:
         return None
     root = open_data_root(data_root)
-    truth = json.loads(Path(truth_path).read_text())["images"]
-    records = root.read_table(pool).select(["record_id", "kind", "url"]).to_pylist()
-    known = sorted(
-        (r["record_id"], truth[urlsplit(r["url"]).path][key])
-        for r in records
-        if r["kind"] == "image" and truth.get(urlsplit(r["url"]).path, {}).get(key)
-    )
+    known = sorted(_truth_by_record(data_root, pool, truth_path, task).items())
     chosen = [known[i] for i in np.random.default_rng(0).permutation(len(known))[:count]]
     root.write_json(GOLD_PATH, dict(chosen))
     return GOLD_PATH

@@ -25,6 +25,7 @@ from pipelines.demo.sample_images import (
     has_face,
     make_rng,
 )
+from pipelines.demo.sample_texts import TOPICS, make_topic_text, make_topic_title
 from pipelines.demo.site_server import SiteServer
 
 IMAGES_PER_PAGE = 5
@@ -134,12 +135,16 @@ class _SiteFiles:
             (site_dir / path.lstrip("/")).write_bytes(data)
 
 
-def generate_site(out_dir: Path, seed: int = 7, images_per_class: int = 60, multilabel: bool = False) -> dict:
+def generate_site(
+    out_dir: Path, seed: int = 7, images_per_class: int = 60, multilabel: bool = False, text_pages_per_topic: int = 0
+) -> dict:
     """Write the sample site under `out_dir/site/` and its ground truth to `out_dir/truth.json`.
 
     The same seed gives byte-identical files. Returns the truth dict (keys are URL paths). `multilabel`: each
     gallery picture shows a seeded set of 1 to 3 classes (sample_images.draw_picture), its truth in "labels"
-    (and "label", the set joined by ";"); as many pictures as the single-class site has.
+    (and "label", the set joined by ";"); as many pictures as the single-class site has. With
+    `text_pages_per_topic`, the site also has that many article pages per sample topic
+    (pipelines.demo.sample_texts), linked from the home page, each page's topic in its truth.
     """
     if images_per_class < 4:
         raise ValueError(f"images_per_class must be >= 4 to plant every defect, got {images_per_class}")
@@ -157,10 +162,13 @@ def generate_site(out_dir: Path, seed: int = 7, images_per_class: int = 60, mult
     dup_src = page_paths[min(1, len(page_paths) - 1)]
     site.add_page("/gallery/featured.html", site.files[dup_src], duplicate_of=dup_src)
     _add_drafts_page(site, private, prng)
-    _add_index_page(site, page_paths, prng)
+    articles = _add_article_pages(site, seed, text_pages_per_topic)
+    _add_index_page(site, page_paths, prng, articles)
     site.files["/robots.txt"] = _ROBOTS_TXT
     site.write(out_dir / "site")
     truth = _build_truth(site, seed, private)
+    if articles:
+        truth["topics"] = list(TOPICS)
     (out_dir / "truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
     return truth
 
@@ -177,6 +185,7 @@ def _make_empty_site_dir(site: Path) -> None:
     (site / "images").mkdir(parents=True)
     (site / "gallery").mkdir()
     (site / "private").mkdir()
+    (site / "articles").mkdir()
 
 
 def _add_base_pictures(site: _SiteFiles, seed: int, images_per_class: int) -> tuple[list[_BasePicture], list[_Figure]]:
@@ -319,9 +328,26 @@ def _add_drafts_page(site: _SiteFiles, private: list[str], prng: np.random.Gener
     site.add_page("/private/drafts.html", page.encode())
 
 
-def _add_index_page(site: _SiteFiles, page_paths: list[str], prng: np.random.Generator) -> None:
+def _add_article_pages(site: _SiteFiles, seed: int, per_topic: int) -> list[tuple[str, str]]:
+    """`per_topic` article pages of each sample topic, interleaved; returns their (path, title)."""
+    rng = make_rng(seed, 6)
+    found = []
+    for i in range(per_topic):
+        for topic in TOPICS:
+            path = f"/articles/{topic}-{i + 1:03d}.html"
+            title = make_topic_title(topic, rng)
+            paragraphs = [html.escape(make_topic_text(topic, rng)) for _ in range(2)]
+            site.add_page(path, _render_page(title, paragraphs, [], [("/index.html", "Home")]).encode())
+            site.pages[path]["topic"] = topic
+            found.append((path, title))
+    return found
+
+
+def _add_index_page(
+    site: _SiteFiles, page_paths: list[str], prng: np.random.Generator, articles: list[tuple[str, str]]
+) -> None:
     """The home page: links to every page, the disallowed drafts, a broken link and an off-site one."""
-    nav = [(p, f"Gallery page {i + 1}") for i, p in enumerate(page_paths)]
+    nav = [(p, f"Gallery page {i + 1}") for i, p in enumerate(page_paths)] + articles
     nav += [
         ("/gallery/featured.html", "Featured"),
         ("/private/drafts.html", "Drafts"),

@@ -126,15 +126,26 @@ def start_label_studio(settings: Settings) -> str:
 
 
 def start_sample_site(
-    settings: Settings, *, seed: int = 7, images_per_class: int = 60, multilabel: bool = False
+    settings: Settings,
+    *,
+    seed: int = 7,
+    images_per_class: int = 60,
+    multilabel: bool = False,
+    text_pages_per_topic: int = 0,
 ) -> tuple[str, Path]:
     """Generate (once per seed, size and kind) and serve the sample website; returns (url, truth.json path).
-    `multilabel`: pictures that show label sets (sample_site.generate_site)."""
-    kind = "-multilabel" if multilabel else ""
+    `multilabel`: pictures that show label sets; `text_pages_per_topic`: article pages (sample_site.generate_site)."""
+    kind = ("-multilabel" if multilabel else "") + (f"-t{text_pages_per_topic}" if text_pages_per_topic else "")
     site_root = _local_root(settings) / SITE_DIR / f"seed{seed}-n{images_per_class}{kind}"
     truth = site_root / "truth.json"
     if not truth.exists():
-        generate_site(site_root, seed=seed, images_per_class=images_per_class, multilabel=multilabel)
+        generate_site(
+            site_root,
+            seed=seed,
+            images_per_class=images_per_class,
+            multilabel=multilabel,
+            text_pages_per_topic=text_pages_per_topic,
+        )
     url = f"http://127.0.0.1:{settings.site_port}/"
     state = ServiceState("sample-site", run_dir_of(settings))
     served = state.run_dir / "sample-site.serving"

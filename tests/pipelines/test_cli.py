@@ -122,3 +122,11 @@ def test_a_wrong_label_studio_token_fails_at_once_in_one_line(tmp_path, label_st
     assert run.returncode == 1 and len(lines) == 1
     assert "status 401, try 1)" in lines[0]  # a 401 cannot heal: no retry, at the client or in Prefect
     assert "not-the-token-0000" not in run.stdout + run.stderr
+
+
+def test_demo_refuses_a_task_type_it_does_not_run(tmp_path) -> None:
+    run = subprocess.run(
+        [*FLYWHEEL, "demo", "--task", "detect"], cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True
+    )
+    assert run.returncode != 0
+    assert "--task 'detect': the demo runs classify, text" in " ".join((run.stdout + run.stderr).split())
