@@ -262,8 +262,12 @@ def train_detector(
     release `version` of `dataset`; publish models/<model_version>/ as training.train does; return its metrics.
 
     Augmentation is a box recipe of training.box_augment (cfg.recipe, else boxes-basic), so boxes follow every
-    flip, crop and turn. Not yet: checkpoint/resume of an interrupted run and DDP (classify's loop has both)."""
+    flip, crop and turn. Not yet: checkpoint/resume of an interrupted run, DDP, gradient accumulation and
+    torch.compile (classify's loop has them); a config asking for the last three is refused, naming the field."""
     cfg = cfg or TrainConfig()
+    for name, wanted in (("devices", cfg.devices > 1), ("accumulate", cfg.accumulate > 1), ("compile", cfg.compile)):
+        if wanted:
+            raise ValueError(f"{name}={getattr(cfg, name)!r}: the detector trains on one device, unaccumulated, eager")
     prep = prepare_detection(root, dataset, version, cfg)
     cuda = [pick_device(cfg.device)] if pick_device(cfg.device).type == "cuda" else []
     # fork_rng: seed init and augmentation order without disturbing the caller's global RNG state.

@@ -76,4 +76,6 @@ def test_a_classify_release_or_a_recipe_that_leaves_boxes_behind_is_refused(tmp_
     build_release(root, "shapes", make_box_records(12), ReleaseConfig(task="detect"))
     with pytest.raises(ValueError, match="recipe 'train-basic' does not move boxes"):
         train_detector(root, "shapes", "latest", CFG.model_copy(update={"recipe": "train-basic"}))
+    with pytest.raises(ValueError, match="devices=2: the detector trains on one device"):
+        train_detector(root, "shapes", "latest", CFG.model_copy(update={"devices": 2}))
     assert list_models(root) == []
