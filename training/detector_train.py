@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import posixpath
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,8 +29,8 @@ from training.data import EpochSampler
 from training.detector import ARCH, NECK_CHANNELS, STRIDE, CenterNet, detection_loss
 from training.detector_predict import EVAL_RECIPE, detect_records, to_box_sets
 from training.devices import loader_workers, make_loader, pick_device, pick_precision
-from training.loop import FitState, cpu_state, to_bytes
-from training.train import _publish, redact_source
+from training.loop import FitState, cpu_state, load_checkpoint, to_bytes
+from training.train import CHECKPOINT_FILE, RUNS_DIR, _publish, redact_source
 from training.transfer import freeze, make_scheduler, optimizer_steps, set_train_mode, trainable_parameters
 from training.weights import FitReport, LoadedWeights, fit_weights, load_weights
 
@@ -114,6 +119,16 @@ class DetectPrep:
     train_tf: A.Compose
     eval_tf: A.Compose
     weights: LoadedWeights | None
+    run_dir: str
+
+
+def _run_key(dataset: str, release: Release, cfg: TrainConfig, recipe: str, weights_sha256: str | None) -> str:
+    """Identity of a detector run for resuming: the release's content, the recipe, the weights' content and the
+    settings that change the result (as training.train's run key, with the task in it)."""
+    settings = cfg.model_dump(exclude={"device", "num_workers", "worker_start", "resume", "compile"})
+    files = {k: v["sha256"] for k, v in release.manifest.get("files", {}).items()}
+    blob = json.dumps(["detect", dataset, release.version, files, recipe, settings, weights_sha256], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 def prepare_detection(root: DataRoot, dataset: str, version: str, cfg: TrainConfig) -> DetectPrep:
@@ -132,6 +147,7 @@ def prepare_detection(root: DataRoot, dataset: str, version: str, cfg: TrainConf
     eval_name = cfg.eval_recipe or EVAL_RECIPE
     if eval_name not in BOX_RECIPES:
         raise ValueError(f"eval_recipe {eval_name!r} is not a box recipe; box recipes: {sorted(BOX_RECIPES)}")
+    weights = load_weights(cfg.weights, cfg.weights_sha256, root=root) if cfg.weights else None
     return DetectPrep(
         dataset=dataset,
         release=release,
@@ -142,13 +158,17 @@ def prepare_detection(root: DataRoot, dataset: str, version: str, cfg: TrainConf
         recipe=recipe,
         train_tf=build_box_transforms(BOX_RECIPES[recipe], cfg.image_size, seed=cfg.seed),
         eval_tf=build_transforms(BOX_RECIPES[eval_name], cfg.image_size),
-        weights=load_weights(cfg.weights, cfg.weights_sha256, root=root) if cfg.weights else None,
+        weights=weights,
+        run_dir=posixpath.join(RUNS_DIR, _run_key(dataset, release, cfg, recipe, weights and weights.sha256)),
     )
 
 
-def fit_detector(prep: DetectPrep, cfg: TrainConfig, on_epoch: EpochHook | None = None) -> tuple[DetectorRun, FitState]:
+def fit_detector(
+    root: DataRoot, prep: DetectPrep, cfg: TrainConfig, on_epoch: EpochHook | None = None
+) -> tuple[DetectorRun, FitState]:
     """Fit for up to cfg.epochs; the model with the best val mAP@[.5:.95] (ties: the earlier epoch) is kept,
-    stopping after cfg.patience epochs without a better one; without val rows, the last epoch is kept."""
+    stopping after cfg.patience epochs without a better one; without val rows, the last epoch is kept. After
+    every epoch the run is checkpointed under prep.run_dir; with cfg.resume a rerun continues from there."""
     device = pick_device(cfg.device)
     ds = ReleaseBoxDataset(prep.train, prep.labels, prep.train_tf, cfg.image_size, seed=cfg.seed)
     sampler = EpochSampler(len(ds), cfg.seed)
@@ -158,8 +178,12 @@ def fit_detector(prep: DetectPrep, cfg: TrainConfig, on_epoch: EpochHook | None 
     options = {"workers": workers, "worker_start": cfg.worker_start, "seed": cfg.seed, "drop_last": lone}
     loader = make_loader(ds, cfg.batch_size, device=device, sampler=sampler, **options)
     run = _make_run(cfg, len(prep.labels), device, prep.weights, optimizer_steps(len(loader), 1))
-    state = FitState(best_state=cpu_state(run.model))
-    for epoch in range(1, cfg.epochs + 1):
+    path = posixpath.join(prep.run_dir, CHECKPOINT_FILE)
+    saved = load_checkpoint(root, path) if cfg.resume else None
+    state = FitState.resume(run, saved) if saved is not None else FitState(best_state=cpu_state(run.model))
+    for epoch in range((state.resumed_from or 0) + 1, cfg.epochs + 1):
+        if state.stopped:
+            break
         sampler.set_epoch(epoch)
         record: dict[str, Any] = {"epoch": epoch, **train_epoch(run, loader), "lr": run.scheduler.get_last_lr()[0]}
         val = None
@@ -169,10 +193,9 @@ def fit_detector(prep: DetectPrep, cfg: TrainConfig, on_epoch: EpochHook | None 
             val = (scores["map_50_95"] or 0.0, 0.0)
         state.observe(run, epoch, val, cfg.patience)
         state.history.append(record)
+        root.write_bytes(path, to_bytes(state.checkpoint(run, epoch)))
         if on_epoch is not None:
             on_epoch(record)
-        if state.stopped:
-            break
     run.model.load_state_dict(state.best_state)
     return run, state
 
@@ -234,6 +257,7 @@ def build_detection_metrics(
         "epochs_run": state.epochs_run,
         "early_stopped": state.stopped,
         "best_epoch": state.best_epoch,
+        "resumed_from_epoch": state.resumed_from,
         "val_map_50_95": state.best_val,
         "test_map_50": test["map_50"],
         "test_map_50_95": test["map_50_95"],
@@ -262,8 +286,9 @@ def train_detector(
     release `version` of `dataset`; publish models/<model_version>/ as training.train does; return its metrics.
 
     Augmentation is a box recipe of training.box_augment (cfg.recipe, else boxes-basic), so boxes follow every
-    flip, crop and turn. Not yet: checkpoint/resume of an interrupted run, DDP, gradient accumulation and
-    torch.compile (classify's loop has them); a config asking for the last three is refused, naming the field."""
+    flip, crop and turn. An interrupted run resumes from its last epoch (fit_detector); the checkpoint is
+    removed once the model is published. Not yet: DDP, gradient accumulation and torch.compile (classify's
+    loop has them); a config asking for one is refused, naming the field."""
     cfg = cfg or TrainConfig()
     for name, wanted in (("devices", cfg.devices > 1), ("accumulate", cfg.accumulate > 1), ("compile", cfg.compile)):
         if wanted:
@@ -273,7 +298,13 @@ def train_detector(
     # fork_rng: seed init and augmentation order without disturbing the caller's global RNG state.
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(cfg.seed)
-        run, state = fit_detector(prep, cfg, on_epoch)
+        run, state = fit_detector(root, prep, cfg, on_epoch)
         test = evaluate_split(run, prep.test, prep.labels, prep.eval_tf)
     metrics = build_detection_metrics(prep, cfg, run, state, test)
-    return _publish(root, dataset, prep.release.version, to_bytes(cpu_state(run.model)), metrics)
+    published = _publish(root, dataset, prep.release.version, to_bytes(cpu_state(run.model)), metrics)
+    root.fs.rm(root.path(prep.run_dir), recursive=True)
+    if root.is_local:
+        # Leave models/ holding only models once no other run is checkpointing (else rmdir fails: fine).
+        with contextlib.suppress(OSError):
+            os.rmdir(root.path(RUNS_DIR))
+    return published

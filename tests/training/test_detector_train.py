@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from corpus.releases.build import build_release
 from corpus.releases.config import ReleaseConfig
@@ -79,3 +80,26 @@ def test_a_classify_release_or_a_recipe_that_leaves_boxes_behind_is_refused(tmp_
     with pytest.raises(ValueError, match="devices=2: the detector trains on one device"):
         train_detector(root, "shapes", "latest", CFG.model_copy(update={"devices": 2}))
     assert list_models(root) == []
+
+
+def test_an_interrupted_run_resumes_from_its_last_epoch_to_the_same_model(tmp_path):
+    root = DataRoot(str(tmp_path))
+    build_release(root, "shapes", make_box_records(12, seed=4), ReleaseConfig(task="detect"))
+    cfg = CFG.model_copy(update={"epochs": 3})
+
+    def stop_after_epoch_2(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt("planted: the node was preempted")
+
+    with pytest.raises(KeyboardInterrupt, match="planted"):
+        train_detector(root, "shapes", "latest", cfg, on_epoch=stop_after_epoch_2)
+    assert list_models(root) == [] and len(root.list_dirs("models/.runs")) == 1
+    resumed = train_detector(root, "shapes", "latest", cfg)
+    assert resumed["resumed_from_epoch"] == 2 and [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    assert not root.exists("models/.runs")  # the checkpoint goes once the model is published
+    straight = train_detector(root, "shapes", "latest", cfg.model_copy(update={"resume": False}))
+    assert straight["resumed_from_epoch"] is None
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in straight["history"]]
+    mine, _ = load_model(root, resumed["model_version"])
+    theirs, _ = load_model(root, straight["model_version"])
+    assert all(torch.equal(a, b) for a, b in zip(mine.state_dict().values(), theirs.state_dict().values(), strict=True))
