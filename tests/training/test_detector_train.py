@@ -3,6 +3,8 @@ predictions with scored boxes, an image-level confidence and embeddings; wrong r
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -13,10 +15,12 @@ from corpus.schema import PREDICTION_SCHEMA
 from corpus.store import DataRoot
 from tests.corpus.test_releases import make_records
 from tests.training.box_shapes import make_box_records
+from training.backbones import ResNet
 from training.config import TrainConfig
 from training.detector import CenterNet
 from training.detector_predict import PREDICTION_MIN_SCORE, image_confidence, predict_box_pool
 from training.detector_train import train_detector
+from training.loop import to_bytes
 from training.registry import list_models, load_model, read_predictions
 
 CFG = TrainConfig(epochs=12, batch_size=8, width=16, patience=12)
@@ -103,3 +107,22 @@ def test_an_interrupted_run_resumes_from_its_last_epoch_to_the_same_model(tmp_pa
     mine, _ = load_model(root, resumed["model_version"])
     theirs, _ = load_model(root, straight["model_version"])
     assert all(torch.equal(a, b) for a, b in zip(mine.state_dict().values(), theirs.state_dict().values(), strict=True))
+
+
+def test_a_resnet_trunk_starts_from_pretrained_weights_and_linear_probe_keeps_them(tmp_path):
+    root = DataRoot(str(tmp_path))
+    build_release(root, "shapes", make_box_records(10, seed=6), ReleaseConfig(task="detect"))
+    pretrained = ResNet("resnet18", 10).state_dict()
+    root.write_bytes("weights/resnet18.pt", to_bytes(pretrained))
+    cfg = CFG.model_copy(
+        update={"backbone": "resnet18", "weights": "weights/resnet18.pt", "transfer": "linear-probe", "epochs": 1}
+    )
+    metrics = train_detector(root, "shapes", "latest", cfg)
+    described = metrics["model"]
+    assert described["backbone"] == "resnet18" and described["transfer"] == "linear-probe"
+    assert described["weights"]["source"] == "weights/resnet18.pt" and described["weights"]["head"] == "replaced"
+    assert described["weights"]["sha256"] == hashlib.sha256(root.read_bytes("weights/resnet18.pt")).hexdigest()
+    assert described["trainable_parameters"] < described["parameters"]
+    model, _ = load_model(root, metrics["model_version"])
+    trunk = {k: v for k, v in pretrained.items() if not k.startswith("fc.")}
+    assert all(torch.equal(model.backbone.state_dict()[k], v) for k, v in trunk.items())  # frozen: BN stats too
