@@ -57,6 +57,7 @@ def prediction_rows(labels: Sequence[tuple[str, str]]) -> pa.Table:
             "confidence": pa.array([1.0] * n, pa.float32()),
             "probs": pa.nulls(n, pa.list_(pa.float32())),
             "embedding": pa.nulls(n, pa.list_(pa.float32())),
+            "boxes": pa.nulls(n, PREDICTION_SCHEMA.field("boxes").type),
         },
         schema=PREDICTION_SCHEMA,
     )
