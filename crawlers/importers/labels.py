@@ -34,6 +34,8 @@ def annotation_rows(labels: Sequence[tuple[str, str]], origin: str, at: datetime
             "project_id": [IMPORT_PROJECT_ID] * n,
             "record_id": [rid for rid, _ in labels],
             "label": [label for _, label in labels],
+            "labels": pa.nulls(n, ANNOTATION_SCHEMA.field("labels").type),
+            "boxes": pa.nulls(n, ANNOTATION_SCHEMA.field("boxes").type),
             "annotator": [origin] * n,
             "created_at": [at] * n,
             "updated_at": [at] * n,
