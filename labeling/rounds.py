@@ -10,7 +10,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from labeling.box_selection import detection_arrays, get_box_uncertainty_scores, select_detection_batch
+from labeling.box_selection import (
+    DEFAULT_BOX_UNCERTAINTY,
+    detection_arrays,
+    get_box_uncertainty_scores,
+    select_detection_batch,
+)
 from labeling.quality import live_votes
 from labeling.selection import MODEL_STRATEGIES, compute_cheap_embeddings, select_batch
 
@@ -243,7 +248,7 @@ def _detect_batch(
     pool_factor: int = 3,
     **_: int,
 ) -> tuple[list[str], np.ndarray, np.ndarray, str | None]:
-    """_model_batch for a detector: image-level uncertainty from its box scores (Brust et al. 2018's max), the
+    """_model_batch for a detector: image-level uncertainty from its box scores (Brust et al. 2018's sum), the
     diversity measured in the same spaces (the encoder's when it embeds every scored candidate, else the model's)."""
     chosen, scores, embeddings = detection_arrays(predictions, candidate_ids)
     if not chosen:
@@ -256,7 +261,7 @@ def _detect_batch(
     picks, prio = select_detection_batch(
         strategy,
         min(k, len(chosen)),
-        get_box_uncertainty_scores(scores),
+        get_box_uncertainty_scores(scores, DEFAULT_BOX_UNCERTAINTY),
         embeddings=embeddings,
         labeled_embeddings=labeled,
         pool_factor=pool_factor,

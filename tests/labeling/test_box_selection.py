@@ -74,7 +74,7 @@ def test_plan_next_batch_for_detect_picks_the_images_whose_boxes_are_doubtful():
     predictions = _predictions(scores)
     plan = plan_next_batch(pool, set(), {}, budget=2, strategy="margin", predictions=predictions, task="detect")
     assert plan.record_ids == ["doubt-1", "doubt-2"]
-    assert plan.priorities == pytest.approx({"doubt-1": 0.9, "doubt-2": 0.8})
+    assert plan.priorities == pytest.approx({"doubt-1": 1.0, "doubt-2": 0.8})  # sums 1.0 and 0.8, over the top 1.0
     # auto = hybrid once a model exists: the most uncertain first, then diversity among the uncertain few.
     hybrid = plan_next_batch(pool, set(), {}, budget=1, predictions=predictions, model_version="m1", task="detect")
     assert hybrid.record_ids == ["doubt-1"] and hybrid.strategy == "hybrid"

@@ -12,7 +12,7 @@ import pyarrow as pa
 from corpus.releases.build import build_release
 from corpus.releases.config import ReleaseConfig
 from corpus.store import DataRoot
-from labeling.box_selection import get_box_uncertainty_scores
+from labeling.box_selection import DEFAULT_BOX_UNCERTAINTY, get_box_uncertainty_scores
 from labeling.preannotations import merge_preannotations
 from labeling.rounds import plan_next_batch
 from labeling.studio_tasks import build_tasks, export_media
@@ -54,7 +54,7 @@ def test_a_detect_release_trains_a_detector_whose_boxes_choose_and_prefill_the_n
     assert sum(len(b) for b in predictions.column("boxes").to_pylist()) > 0
     ids = predictions.column("record_id").to_pylist()
     scores = [[b["score"] for b in boxes] for boxes in predictions.column("boxes").to_pylist()]
-    uncertainty = dict(zip(ids, get_box_uncertainty_scores(scores), strict=True))
+    uncertainty = dict(zip(ids, get_box_uncertainty_scores(scores, DEFAULT_BOX_UNCERTAINTY), strict=True))
     ranked = sorted(ids, key=lambda rid: -uncertainty[rid])
 
     plan = plan_next_batch(
