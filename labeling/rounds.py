@@ -10,6 +10,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from labeling.box_selection import (
+    DEFAULT_BOX_UNCERTAINTY,
+    detection_arrays,
+    get_box_uncertainty_scores,
+    select_detection_batch,
+)
 from labeling.quality import live_votes
 from labeling.selection import MODEL_STRATEGIES, compute_cheap_embeddings, select_batch
 
@@ -144,6 +150,7 @@ def plan_round(
     pool_embeddings: pa.Table | None = None,
     n_classes: int | None = None,
     kind: str = "image",
+    task: str = "classify",
 ) -> RoundPlan:
     """Choose up to `budget` records of `kind` of `pool` that are not in Label Studio yet (never one twice):
     images, or text for a text round (whose `pool_embeddings` must cover every candidate, as
@@ -159,7 +166,8 @@ def plan_round(
     run over the pixel features. "least-confidence", "margin", "entropy" rank by that uncertainty alone;
     "coreset" is k-center around what is pushed; "uncertainty" is the earlier margin + diversity recipe;
     "random" is the baseline. `min_per_class` > 0 guarantees that many picks per predicted class where the pool
-    has them. A priority of 1 means "label this first".
+    has them. For `task` "detect" the model strategies rank images by their boxes' uncertainty
+    (labeling.box_selection). A priority of 1 means "label this first".
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
@@ -180,26 +188,17 @@ def plan_round(
     if strategy == "random":
         picks, prio = select_batch("random", k, n=len(candidate_ids), seed=seed)
         chosen, source = candidate_ids, None
-    elif strategy == "diversity":
-        embeddings, source = _diversity_space(candidates, pool_embeddings, kind)
-        picks, prio = select_batch("diversity", k, n=len(candidate_ids), cold_embeddings=embeddings, seed=seed)
-        chosen = candidate_ids
-    elif strategy in ("typiclust", "probcover"):
-        embeddings, labeled, source = _cold_arrays(images, candidates, already_pushed, pool_embeddings)
-        picks, prio = select_batch(
-            strategy,
-            k,
-            n=len(candidate_ids),
-            cold_embeddings=embeddings,
-            labeled_embeddings=labeled,
-            seed=seed,
-            n_classes=n_classes or (len(predictions.column("probs")[0].as_py()) if has_model else None),
+    elif strategy in ("diversity", "typiclust", "probcover"):
+        if n_classes is None and has_model and task != "detect":
+            n_classes = len(predictions.column("probs")[0].as_py() or [])
+        picks, prio, source = _cold_batch(
+            strategy, k, images, candidates, already_pushed, pool_embeddings, kind, n_classes=n_classes, seed=seed
         )
         chosen = candidate_ids
     else:
         if not has_model:
             raise ValueError(f"strategy {strategy!r} needs model predictions over the pool")
-        chosen, picks, prio, source = _model_batch(
+        chosen, picks, prio, source = (_detect_batch if task == "detect" else _model_batch)(
             strategy,
             k,
             candidate_ids,
@@ -213,6 +212,32 @@ def plan_round(
     record_ids = [chosen[i] for i in picks]
     priorities = {rid: float(p) for rid, p in zip(record_ids, prio, strict=True)}
     return RoundPlan(record_ids, priorities, strategy, len(candidate_ids), uses_model, embeddings=source)
+
+
+def _cold_batch(
+    strategy: str,
+    k: int,
+    records: pa.Table,
+    candidates: pa.Table,
+    already_pushed: set[str],
+    pool_embeddings: pa.Table | None,
+    kind: str,
+    *,
+    n_classes: int | None,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """(picks among `candidates`, priorities, the embeddings' source) for a strategy that needs no model:
+    diversity (k-center greedy), TypiClust or ProbCover over the pool embeddings, else the cheap features."""
+    n = candidates.num_rows
+    if strategy == "diversity":
+        embeddings, source = _diversity_space(candidates, pool_embeddings, kind)
+        picks, prio = select_batch("diversity", k, n=n, cold_embeddings=embeddings, seed=seed)
+        return picks, prio, source
+    embeddings, labeled, source = _cold_arrays(records, candidates, already_pushed, pool_embeddings)
+    picks, prio = select_batch(
+        strategy, k, n=n, cold_embeddings=embeddings, labeled_embeddings=labeled, seed=seed, n_classes=n_classes
+    )
+    return picks, prio, source
 
 
 def _model_batch(
@@ -245,6 +270,38 @@ def _model_batch(
         embeddings=embeddings,
         labeled_embeddings=labeled,
         **options,
+    )
+    return chosen, picks, prio, source
+
+
+def _detect_batch(
+    strategy: str,
+    k: int,
+    candidate_ids: list[str],
+    already_pushed: set[str],
+    predictions: pa.Table,
+    pool_embeddings: pa.Table | None,
+    *,
+    pool_factor: int = 3,
+    **_: int,
+) -> tuple[list[str], np.ndarray, np.ndarray, str | None]:
+    """_model_batch for a detector: image-level uncertainty from its box scores (Brust et al. 2018's sum), the
+    diversity measured in the same spaces (the encoder's when it embeds every scored candidate, else the model's)."""
+    chosen, scores, embeddings = detection_arrays(predictions, candidate_ids)
+    if not chosen:
+        raise ValueError("no pool record has a prediction: score the pool with the newest model first")
+    _, _, labeled = detection_arrays(predictions, sorted(already_pushed))
+    source = None if strategy == "margin" else "model"
+    learned = _encoder_space(pool_embeddings, chosen, sorted(already_pushed)) if strategy == "hybrid" else None
+    if learned is not None:
+        embeddings, labeled, source = learned
+    picks, prio = select_detection_batch(
+        strategy,
+        min(k, len(chosen)),
+        get_box_uncertainty_scores(scores, DEFAULT_BOX_UNCERTAINTY),
+        embeddings=embeddings,
+        labeled_embeddings=labeled,
+        pool_factor=pool_factor,
     )
     return chosen, picks, prio, source
 
@@ -290,11 +347,13 @@ def plan_next_batch(
     pool_embeddings: pa.Table | None = None,
     n_classes: int | None = None,
     kind: str = "image",
+    task: str = "classify",
 ) -> RoundPlan:
     """The next batch of `kind` records: plan_round over the pool minus what Label Studio has and minus gold, then
     `gold_per_round` gold records mixed in (add_gold). `model_version` names the model behind
     `predictions`; the plan keeps it only when the model chose the batch. `pool_embeddings` are a
-    self-supervised encoder's (plan_round's cold start); `n_classes` the label set's size (probcover).
+    self-supervised encoder's (plan_round's cold start); `n_classes` the label set's size (probcover); `task`
+    the round's task type (corpus.tasks).
     """
     plan = plan_round(
         pool,
@@ -307,6 +366,7 @@ def plan_next_batch(
         pool_embeddings=pool_embeddings,
         n_classes=n_classes,
         kind=kind,
+        task=task,
     )
     if gold and gold_per_round:
         plan = add_gold(plan, gold, gold_per_round, already_pushed=already_pushed, seed=seed)

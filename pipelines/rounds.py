@@ -156,6 +156,7 @@ def choose_batch(params: LabelRoundParams, inputs: RoundInputs) -> RoundPlan:
         pool_embeddings=pool_embeddings,
         n_classes=len(params.labels),
         kind=RECORD_KIND[params.task],
+        task=params.task,
     )
     get_run_logger().info(
         "round plan: %d of %d candidates by %s%s%s, %d gold",
@@ -229,6 +230,7 @@ def push_batch(params: LabelRoundParams, inputs: RoundInputs, round_: LabelRound
             labels=params.labels,
             model_version=round_.model_version,
             media_url=partial(media_uri, root),
+            task=round_.task,
         )
     if multilabel:
         tasks = attach_label_set_predictions(tasks, predictions, round_.model_version)
