@@ -124,9 +124,13 @@ def test_a_wrong_label_studio_token_fails_at_once_in_one_line(tmp_path, label_st
     assert "not-the-token-0000" not in run.stdout + run.stderr
 
 
-def test_demo_refuses_a_task_type_it_does_not_run(tmp_path) -> None:
+@pytest.mark.parametrize("task", ["segment", "Classify", ""])
+def test_demo_refuses_a_task_type_it_does_not_run(tmp_path, task) -> None:
+    from pipelines.demo.flow import DEMO_TASKS
+
     run = subprocess.run(
-        [*FLYWHEEL, "demo", "--task", "detect"], cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True
+        [*FLYWHEEL, "demo", "--task", task], cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True
     )
     assert run.returncode != 0
-    assert "--task 'detect': the demo runs classify, text" in " ".join((run.stdout + run.stderr).split())
+    said = " ".join((run.stdout + run.stderr).split())
+    assert f"--task {task!r}: the demo runs {', '.join(DEMO_TASKS)}" in said
