@@ -30,12 +30,13 @@ from training.config import TrainConfig
 from training.data import ReleaseImageDataset, image_rows
 from training.devices import loader_workers, make_loader, pick_device
 from training.distributed import DistContext, agree, barrier, epoch_sampler, init_distributed, shutdown, wrap_model
+from training.encoder_init import fit_head_on, prepare_weights
 from training.evaluation import ECE_BINS, compute_calibration, compute_confusion, compute_per_class
 from training.loop import FitState, Run, accuracy, cpu_state, fit, to_bytes
 from training.registry import METRICS_FILE, MODELS_DIR, REPORT_FILE, WEIGHTS_FILE, list_models, model_path
 from training.report import render_report
 from training.transfer import optimizer_steps
-from training.weights import LoadedWeights, load_weights
+from training.weights import LoadedWeights
 
 RUNS_DIR = posixpath.join(MODELS_DIR, ".runs")
 CHECKPOINT_FILE = "last.pt"
@@ -120,6 +121,7 @@ class PreparedRun:
     workers: int
     run_dir: str
     weights: LoadedWeights | None = None
+    encoder_version: str | None = None  # the pool encoder the weights came from (init_from_encoder)
 
 
 def prepare_run(root: DataRoot, dataset: str, version: str, cfg: TrainConfig) -> PreparedRun:
@@ -136,7 +138,7 @@ def prepare_run(root: DataRoot, dataset: str, version: str, cfg: TrainConfig) ->
     device = pick_device(cfg.device)
     recipe, recipe_source = _recipe_for(release, cfg)
     train_tf, eval_tf = build_recipe(recipe, cfg.image_size, seed=cfg.seed)
-    weights = load_weights(cfg.weights, cfg.weights_sha256, root=root) if cfg.weights else None
+    weights, encoder_version = prepare_weights(root, cfg)
     return PreparedRun(
         dataset=dataset,
         release=release,
@@ -153,6 +155,7 @@ def prepare_run(root: DataRoot, dataset: str, version: str, cfg: TrainConfig) ->
         workers=loader_workers(cfg.num_workers, device),
         run_dir=posixpath.join(RUNS_DIR, _run_key(dataset, release, cfg, recipe, weights and weights.sha256)),
         weights=weights,
+        encoder_version=encoder_version,
     )
 
 
@@ -185,6 +188,8 @@ def _fit_prepared(
         on_epoch=on_epoch,
     )
     run.model.load_state_dict(state.best_state)
+    if cfg.head_fit == "logistic":
+        fit_head_on(run.model, prep.train_ds, prep.eval_tf, prep.device, cfg)
     return run, state
 
 
@@ -249,6 +254,7 @@ def describe_model(prep: PreparedRun, cfg: TrainConfig, run: Run) -> dict[str, A
             "source": redact_source(prep.weights.source),
             "sha256": prep.weights.sha256,
             "format": prep.weights.fmt,
+            "encoder_version": prep.encoder_version,
             **report,
         }
     trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
