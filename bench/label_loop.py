@@ -8,7 +8,8 @@ a perfect oracle labels it from the ground truth; `corpus.releases.build.build_r
 far; `training.train.train_model` fits the SmallCNN on the release (CPU, small images, few epochs);
 `training.predict.predict_pool` scores the pool for the next round. Accuracy is measured on a fixed held-out
 test set (per seed) that no release or selection sees. With SimCLR, `training.encoders.pretrain_pool_encoder`
-pretrains once per set and seed on the pool and its embeddings are passed as the round flow passes them.
+pretrains once per set and seed on the pool and its embeddings are passed as the round flow passes them; the
+"+simclr-probe" strategies also train from that encoder (frozen, logistic-regression head; MODELS).
 
 Figures: per strategy and budget B, the labels it needs for its mean accuracy curve (over seeds) to reach
 random's mean accuracy at B (ratio = B / that), and per seed the same, giving mean and spread.
