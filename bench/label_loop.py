@@ -8,7 +8,8 @@ a perfect oracle labels it from the ground truth; `corpus.releases.build.build_r
 far; `training.train.train_model` fits the SmallCNN on the release (CPU, small images, few epochs);
 `training.predict.predict_pool` scores the pool for the next round. Accuracy is measured on a fixed held-out
 test set (per seed) that no release or selection sees. With SimCLR, `training.encoders.pretrain_pool_encoder`
-pretrains once per set and seed on the pool and its embeddings are passed as the round flow passes them.
+pretrains once per set and seed on the pool and its embeddings are passed as the round flow passes them; the
+"+simclr-probe" strategies also train from that encoder (frozen, logistic-regression head; MODELS).
 
 Figures: per strategy and budget B, the labels it needs for its mean accuracy curve (over seeds) to reach
 random's mean accuracy at B (ratio = B / that), and per seed the same, giving mean and spread.
@@ -44,7 +45,7 @@ from training.predict import compute_probs, predict_pool
 from training.registry import load_model
 from training.train import train_model
 
-# name -> (first round's strategy, later rounds' strategy, with the SimCLR pool embeddings)
+# name -> (first round's strategy, later rounds' strategy, with the SimCLR pool embeddings[, model])
 # "auto" over SimCLR embeddings is TypiClust cold start, then hybrid in the encoder's space (what the round flow
 # does once an encoder exists); without them it is pixel diversity, then hybrid in the model's space.
 STRATEGIES = {
@@ -54,8 +55,17 @@ STRATEGIES = {
     "probcover>auto": ("probcover", "auto", False),
     "auto+simclr": ("auto", "auto", True),
     "probcover>auto+simclr": ("probcover", "auto", True),
+    # model "probe": the SmallCNN started from the pool's SimCLR encoder, frozen, with a logistic-regression head
+    # (TrainConfig init_from_encoder + linear-probe + head_fit=logistic); "ft": the same start, fine-tuned.
+    "random+simclr-probe": ("random", "random", True, "probe"),
+    "auto+simclr-probe": ("auto", "auto", True, "probe"),
+    "auto+simclr-ft": ("auto", "auto", True, "ft"),
 }
-QUICK_STRATEGIES = ("random", "auto", "probcover>auto", "auto+simclr")
+MODELS = {
+    "probe": {"init_from_encoder": "newest", "transfer": "linear-probe", "head_fit": "logistic", "epochs": 1},
+    "ft": {"init_from_encoder": "newest", "lr": 1e-3},
+}
+QUICK_STRATEGIES = ("random", "auto", "auto+simclr", "random+simclr-probe", "auto+simclr-probe")
 DEFAULT = "auto"
 
 
@@ -174,7 +184,8 @@ def run_strategy(
     root: DataRoot, data: ImageSet, sd: SeedData, name: str, seed: int, embeddings: pa.Table | None, train: TrainConfig
 ) -> dict[int, float]:
     """Test accuracy after each round (labels -> accuracy) for one strategy and seed, through the product's code."""
-    cold, warm, with_simclr = STRATEGIES[name]
+    cold, warm, with_simclr, *model = STRATEGIES[name]
+    train = train.model_copy(update=MODELS[model[0]]) if model else train
     dataset = f"{data.name}-s{seed}-{name.replace('>', '-then-').replace('+', '-')}"
     pushed: set[str] = set()
     predictions, curve = None, {}
@@ -207,9 +218,12 @@ def labels_to_reach(curve: dict[int, float], target: float) -> int | None:
     return next((n for n in sorted(curve) if curve[n] >= target - 1e-9), None)
 
 
-def summarise(data: ImageSet, curves: dict[str, list[dict[int, float]]]) -> list[tuple[str, int, str, int | None]]:
-    """Print the accuracy and labels-to-reach tables of one set; returns (set, B, strategy, labels) of the mean."""
-    names = list(curves)
+def summarise(
+    data: ImageSet, curves: dict[str, list[dict[int, float]]], reference: str = "random"
+) -> list[tuple[str, int, str, int | None]]:
+    """Print the accuracy and labels-to-reach-`reference` tables of one set; returns (set, B, strategy, labels)
+    of the mean."""
+    names = [reference] + [s for s in curves if s != reference]
     mean = {s: {n: float(np.mean([c[n] for c in cs])) for n in cs[0]} for s, cs in curves.items()}
     spread = {s: {n: float(np.std([c[n] for c in cs])) for n in cs[0]} for s, cs in curves.items()}
     print(f"\n## {data.name}: pool {len(data.images) - data.test_size}, test {data.test_size}, batch {data.batch}")
@@ -217,25 +231,20 @@ def summarise(data: ImageSet, curves: dict[str, list[dict[int, float]]]) -> list
     print("| labels | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
     for n in sorted(mean[names[0]]):
         print(f"| {n} | " + " | ".join(f"{mean[s][n]:.3f} ± {spread[s][n]:.3f}" for s in names) + " |")
-    print("\nlabels to reach random's accuracy at B: mean curve (ratio B / labels); per seed mean ± std")
-    print(
-        "| B | random acc | "
-        + " | ".join(s for s in names if s != "random")
-        + " |\n|---|---|"
-        + "---|" * (len(names) - 1)
-    )
+    print(f"\nlabels to reach {reference}'s accuracy at B: mean curve (ratio B / labels); per seed mean ± std")
+    print("| B | random acc | " + " | ".join(names[1:]) + " |\n|---|---|" + "---|" * (len(names) - 1))
     found = []
     for budget in data.budgets:
         cells = []
         for s in names[1:]:
-            need = labels_to_reach(mean[s], mean["random"][budget])
+            need = labels_to_reach(mean[s], mean[reference][budget])
             found.append((data.name, budget, s, need))
-            per_seed = [labels_to_reach(c, r[budget]) for c, r in zip(curves[s], curves["random"], strict=True)]
+            per_seed = [labels_to_reach(c, r[budget]) for c, r in zip(curves[s], curves[reference], strict=True)]
             reached = [x for x in per_seed if x is not None]
             seeds = f"{np.mean(reached):.0f} ± {np.std(reached):.0f}" if reached else "-"
             head = "never" if need is None else f"{need} ({budget / need:.2f}x)"
             cells.append(f"{head}; {seeds} ({len(reached)}/{len(per_seed)} seeds)")
-        print(f"| {budget} | {mean['random'][budget]:.3f} | " + " | ".join(cells) + " |")
+        print(f"| {budget} | {mean[reference][budget]:.3f} | " + " | ".join(cells) + " |")
     return found
 
 
@@ -262,7 +271,10 @@ def run_set(data: ImageSet, seeds: tuple[int, ...], names: tuple[str, ...], trai
                     run_strategy(root, data, sd, s, seed, embeddings, train.model_copy(update={"seed": seed}))
                 )
         print(f"  {data.name} seed {seed} done ({time.perf_counter() - STARTED:.0f} s)", flush=True)
-    return summarise(data, curves)
+    found = summarise(data, curves)
+    if "random+simclr-probe" in curves:  # active learning against random with the same (probe) model
+        summarise(data, {s: c for s, c in curves.items() if s.endswith("simclr-probe")}, "random+simclr-probe")
+    return found
 
 
 STARTED = time.perf_counter()
@@ -273,10 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", default=os.environ.get("QUICK") == "1")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--sets", default=None, help="comma-separated: digits,lfw-faces,mnist-5k")
+    parser.add_argument("--strategies", default=None, help=f"comma-separated, of: {','.join(STRATEGIES)}")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # the shared 2-core box: oversubscribed threads were slower (tests/training)
     seeds = tuple(range(args.seeds or (2 if args.quick else 5)))
-    names = QUICK_STRATEGIES if args.quick else tuple(STRATEGIES)
+    names = tuple(args.strategies.split(",")) if args.strategies else None
+    names = names or (QUICK_STRATEGIES if args.quick else tuple(STRATEGIES))
     loaders = {"digits": load_digits_set, "lfw-faces": load_faces_set, "mnist-5k": load_mnist_set}
     wanted = args.sets.split(",") if args.sets else (["lfw-faces"] if args.quick else list(loaders))
     # 12 epochs of batches of 8 at 32 px, width 16 (the product's defaults: 30 epochs of 32 at 64 px, width 32)

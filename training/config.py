@@ -23,6 +23,15 @@ class TrainConfig(BaseModel):
     weights_sha256: str | None = Field(
         None, description="Pin of the weights file: its sha256 (or a prefix of >= 8 hex digits, as torchvision names)."
     )
+    init_from_encoder: str | None = Field(
+        None,
+        description="Start from the pool's SimCLR encoder instead of `weights`: 'newest' or an encoder version "
+        "(same backbone and width). Empty = not.",
+    )
+    # sgd: the loop trains the head like any layer. logistic: SimCLR's own linear evaluation (training.encoder_init).
+    head_fit: Literal["sgd", "logistic"] = Field(
+        "sgd", description="With linear-probe: train the head by SGD epochs, or fit it by logistic regression."
+    )
     transfer: Literal["fine-tune", "linear-probe", "freeze-stem"] = Field(
         "fine-tune",
         description="What trains: everything; only the classifier head; or everything but the stem (conv1 + bn1).",
@@ -86,8 +95,12 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _frozen_parts_need_weights(self) -> TrainConfig:
         # Freezing randomly initialised layers only throws capacity away: a config error, not a silent choice.
-        if self.transfer != "fine-tune" and not self.weights:
+        if self.transfer != "fine-tune" and not (self.weights or self.init_from_encoder):
             raise ValueError(f"transfer={self.transfer!r} freezes layers, so it needs pretrained `weights`")
+        if self.weights and self.init_from_encoder:
+            raise ValueError("give either `weights` or `init_from_encoder`, not both")
+        if self.head_fit == "logistic" and self.transfer != "linear-probe":
+            raise ValueError("head_fit='logistic' fits only the head, so it needs transfer='linear-probe'")
         return self
 
 

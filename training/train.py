@@ -31,6 +31,7 @@ from training.config import TrainConfig
 from training.data import ReleaseImageDataset, image_rows
 from training.devices import loader_workers, make_loader, pick_device
 from training.distributed import DistContext, agree, barrier, epoch_sampler, init_distributed, shutdown, wrap_model
+from training.encoder_init import fit_head_on, prepare_weights
 from training.evaluation import ECE_BINS, compute_calibration, compute_confusion, compute_per_class
 from training.loop import FitState, Run, accuracy, cpu_state, fit, to_bytes
 from training.multilabel_evaluation import compute_multilabel_metrics
@@ -38,7 +39,7 @@ from training.multilabel_model import MultiLabelRun, multilabel_datasets
 from training.registry import METRICS_FILE, MODELS_DIR, REPORT_FILE, WEIGHTS_FILE, list_models, model_path
 from training.report import render_report
 from training.transfer import optimizer_steps
-from training.weights import LoadedWeights, load_weights
+from training.weights import LoadedWeights
 
 RUNS_DIR = posixpath.join(MODELS_DIR, ".runs")
 CHECKPOINT_FILE = "last.pt"
@@ -124,6 +125,7 @@ class PreparedRun:
     run_dir: str
     weights: LoadedWeights | None = None
     task: str = "classify"  # corpus.tasks: the release's task type
+    encoder_version: str | None = None  # the pool encoder the weights came from (init_from_encoder)
 
 
 def _class_datasets(
@@ -155,7 +157,7 @@ def prepare_run(root: DataRoot, dataset: str, version: str, cfg: TrainConfig) ->
     train_tf, eval_tf = build_recipe(recipe, cfg.image_size, seed=cfg.seed)
     make = multilabel_datasets if task == "multilabel" else _class_datasets
     labels, (train_ds, val_ds, test_ds), n_unknown = make(release, train_tf, eval_tf, cfg.seed)
-    weights = load_weights(cfg.weights, cfg.weights_sha256, root=root) if cfg.weights else None
+    weights, encoder_version = prepare_weights(root, cfg)
     return PreparedRun(
         dataset=dataset,
         release=release,
@@ -173,6 +175,7 @@ def prepare_run(root: DataRoot, dataset: str, version: str, cfg: TrainConfig) ->
         run_dir=posixpath.join(RUNS_DIR, _run_key(dataset, release, cfg, recipe, weights and weights.sha256)),
         weights=weights,
         task=task,
+        encoder_version=encoder_version,
     )
 
 
@@ -206,6 +209,8 @@ def _fit_prepared(
         on_epoch=on_epoch,
     )
     run.model.load_state_dict(state.best_state)
+    if cfg.head_fit == "logistic":
+        fit_head_on(run.model, prep.train_ds, prep.eval_tf, prep.device, cfg)
     return run, state
 
 
@@ -275,6 +280,7 @@ def describe_model(prep: PreparedRun, cfg: TrainConfig, run: Run) -> dict[str, A
             "source": redact_source(prep.weights.source),
             "sha256": prep.weights.sha256,
             "format": prep.weights.fmt,
+            "encoder_version": prep.encoder_version,
             **report,
         }
     trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
