@@ -374,7 +374,8 @@ def train_model(
         barrier(ctx)
     finally:
         shutdown(ctx)
-    root.fs.rm(root.path(prep.run_dir), recursive=True)
+    if root.exists(prep.run_dir):  # a fit of one epoch writes no checkpoint
+        root.fs.rm(root.path(prep.run_dir), recursive=True)
     if root.is_local:
         # Leave models/ holding only models once no other run is checkpointing (else rmdir fails: fine).
         with contextlib.suppress(OSError):
