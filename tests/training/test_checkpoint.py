@@ -67,5 +67,5 @@ def test_a_failed_checkpoint_write_fails_the_fit_with_its_error(tmp_path, monkey
 
     monkeypatch.setattr(DataRoot, "write_bytes", full_disk)
     run = Run(CFG, 2, torch.device("cpu"))
-    with pytest.raises(OSError, match="No space left on device: run/last.pt"):
+    with pytest.raises(OSError, match=r"No space left on device: run/last\.pt"):
         fit(run, _batches(), EpochSampler(3, 0), None, root=root, checkpoint_path="run/last.pt", resume=False)
