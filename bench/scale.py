@@ -161,6 +161,9 @@ def run_case(name: str, url: str, table, shards: int, workers: int | None) -> di
         "kept": kept,
         "processes": out["curate"].get("processes", 1),
         "rounds": out["curate"].get("round_seconds"),
+        "curate_s": out["curate"]["seconds"],
+        "scrub_s": out["scrub"]["seconds"],
+        "commit_s": out["curate"].get("index_commit_seconds", 0.0),
         "load": os.getloadavg()[0],
         "cpu_s": cpu,
     }
@@ -220,6 +223,43 @@ def run_cases(args: argparse.Namespace, scratch: Path, corpus) -> tuple[float, l
     return overhead, cases
 
 
+def serial_seconds(case: dict) -> dict[str, float]:
+    """The parts of a case's wall time that do not spread over workers, from its own reports: the flow's
+    settling, curate's work outside its rounds (planning, reading the index, the report), the index commit
+    after the stage, and the flow's own overhead (wall time outside the two stages)."""
+    rounds = case["rounds"] or {}
+    return {
+        "settle": rounds.get("settle", 0.0),
+        "curate_outside_rounds": max(case["curate_s"] - sum(rounds.values()), 0.0) if rounds else 0.0,
+        "index_commit": case["commit_s"],
+        "flow_outside_stages": max(case["wall_s"] - case["stage_s"] - case["commit_s"], 0.0),
+    }
+
+
+def print_serial_steps(cases: list[dict], overhead: float) -> None:
+    """Where a 2-worker case's time goes: its serial steps, the Prefect task overhead (tasks x the measured
+    worker-seconds a task, over 2 workers), and the best speed-up those leave (Amdahl, against the one-process
+    case before it)."""
+    print("serial steps (s): settle, curate outside rounds, index commit, flow outside stages; prefect tasks")
+    for k, case in enumerate(cases):
+        if not case["name"].startswith("dask 2 workers #"):
+            continue
+        serial = serial_seconds(case)
+        rounds = len(case["rounds"] or {}) - ("settle" in (case["rounds"] or {}))
+        tasks = 2 * (rounds + 1)  # one task per worker slot and round, curate's rounds and scrub's
+        prefect = tasks * overhead / 2
+        one = cases[k - 1]
+        fixed = sum(serial.values())
+        bound = one["wall_s"] / (fixed + prefect + max(one["wall_s"] - fixed, 0.0) / 2)
+        parts = " ".join(f"{name}={value:.1f}" for name, value in serial.items())
+        print(
+            f"  {case['name']}: {parts} prefect_tasks={tasks}x{overhead:.2f}/2={prefect:.1f}; "
+            f"serial share {100 * (fixed + prefect) / case['wall_s']:.0f}% of {case['wall_s']:.0f} s wall; "
+            f"curate {case['curate_s']:.1f} s + scrub {case['scrub_s']:.1f} s; "
+            f"best 2-worker speed-up these leave: {bound:.2f}x"
+        )
+
+
 def report(args: argparse.Namespace, overhead: float, cases: list[dict], per_core: dict[str, float]) -> None:
     if any(c["kept"] != cases[0]["kept"] for c in cases):
         raise SystemExit("FAILED: the runs kept different records")
@@ -236,6 +276,7 @@ def report(args: argparse.Namespace, overhead: float, cases: list[dict], per_cor
             f"{c['name']:<22}{c['rows']:>7}{c['stage_s']:>9.1f}{c['rows_per_s']:>9.1f}{c['wall_s']:>9.1f}"
             f"{c['cpu_s']:>8.1f}{c['processes']:>6}{c['load']:>6.1f}  {rounds}"
         )
+    print_serial_steps(cases, overhead)
     ones = [c for c in cases if c["name"].startswith("one process")]
     twos = [c for c in cases if c["name"].startswith("dask 2 workers #")]
     pairs = [two["rows_per_s"] / one["rows_per_s"] for one, two in zip(ones, twos, strict=True)]

@@ -90,6 +90,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers, both sides")
     parser.add_argument("--channels-last", type=int, default=None, help="Flywheel side: 1/0 (default: auto)")
+    parser.add_argument(
+        "--channels-last-ab",
+        action="store_true",
+        help="also run Flywheel with channels-last forced on and off, as sides of the same ABBA run",
+    )
     args = parser.parse_args()
     n_images = args.images or (256 if args.quick else 1024)
     repeats = args.repeats or (2 if args.quick else 3)
@@ -123,12 +128,12 @@ def main() -> None:
             "persistent_workers": args.workers > 0,
         }
 
-        def flywheel() -> int:
+        def flywheel(fit_cfg: TrainConfig = cfg) -> int:
             torch.manual_seed(0)
             ds = ReleaseImageDataset(train, labels, build_recipe(release.augmentation, args.size, seed=0)[0], seed=0)
             sampler = EpochSampler(len(ds), seed=0)
             loader = make_loader(ds, args.batch_size, device=device, workers=args.workers, sampler=sampler)
-            run = Run(cfg, len(labels), device, steps_per_epoch=len(loader))
+            run = Run(fit_cfg, len(labels), device, steps_per_epoch=len(loader))
             state = fit(
                 run, loader, sampler, None, root=root, checkpoint_path="models/.runs/bench/last.pt", resume=False
             )
@@ -141,11 +146,15 @@ def main() -> None:
             loader = DataLoader(peer_ds, batch_size=args.batch_size, shuffle=True, **loader_kw)
             return plain_epochs(model, loader, opt, args.epochs, device)
 
-        results: dict[str, list[float]] = {"flywheel": [], "plain": []}
+        sides: tuple = (("flywheel", flywheel), ("plain", plain))
+        if args.channels_last_ab:
+            on, off = (cfg.model_copy(update={"channels_last": v}) for v in ("on", "off"))
+            sides += (("fw-cl-on", lambda: flywheel(on)), ("fw-cl-off", lambda: flywheel(off)))
+        results: dict[str, list[float]] = {name: [] for name, _ in sides}
         # One untimed run of each side first: the first ResNet fit of a process was measured 3x slower than the
         # next ones (oneDNN kernel set-up, allocator growth), and it used to land on whichever side ran first.
-        flywheel(), plain()
-        sides = (("flywheel", flywheel), ("plain", plain))
+        for _, fn in sides:
+            fn()
         for repeat in range(repeats):
             # ABBA order, so neither side always runs right after the other's (warm caches, turbo, load swings).
             for name, fn in sides if repeat % 2 == 0 else sides[::-1]:
@@ -166,6 +175,8 @@ def main() -> None:
     for name, values in results.items():
         print(f"{name:<10}{med[name]:>10.1f} images/s  (min {min(values):.1f}, max {max(values):.1f})")
     ratio = med["flywheel"] / med["plain"]
+    if args.channels_last_ab:
+        print(f"channels-last on / off (Flywheel, same run): {med['fw-cl-on'] / med['fw-cl-off']:.3f}")
     print(
         f"bench train: device={device.type} channels_last={int(channels_last)} backbone={args.backbone} "
         f"flywheel={med['flywheel']:.1f} "

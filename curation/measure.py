@@ -11,7 +11,7 @@ from PIL import Image
 from corpus.schema import RECORD_SCHEMA, conform
 from curation.copies import COLOUR_DIM, compute_colour, compute_copy_features, decode_for_copies
 from curation.curate_config import CurateConfig
-from curation.dedup import find_nearest, hash_bytes, hash_text
+from curation.dedup import hash_bytes, hash_text
 from curation.images import (
     SIGNATURE_SIZE,
     ImageDecodeError,
@@ -21,77 +21,9 @@ from curation.images import (
     get_information_score,
     mime_of,
 )
-from curation.index import DedupIndex, compute_fetch_keys
-from curation.minhash import BANDS, SKETCH_WIDTH, compute_page_keys, compute_text_bands, match_bands
+from curation.index import compute_fetch_keys
+from curation.minhash import SKETCH_WIDTH, compute_page_keys, compute_text_bands
 from curation.quality import find_text_issues
-
-
-@dataclass(frozen=True)
-class KnownRecords:
-    """What earlier runs kept, in the form the curate stage compares against; built once, sent to every shard.
-
-    Images: byte hash -> cluster, pHashes with their clusters, fetch keys. Pages: text hash -> cluster,
-    fetch key -> cluster, LSH band keys (K, BANDS) with their clusters. A few dozen bytes per record.
-    """
-
-    image_exact: dict[str, str] = field(default_factory=dict)
-    image_phash: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
-    image_cluster: list[str] = field(default_factory=list)
-    image_fetches: frozenset[str] = frozenset()
-    page_exact: dict[str, str] = field(default_factory=dict)
-    page_fetches: dict[str, str] = field(default_factory=dict)
-    page_bands: np.ndarray = field(default_factory=lambda: np.zeros((0, BANDS), dtype=np.uint64))
-    page_cluster: list[str] = field(default_factory=list)
-
-
-def _reference_images(reference: pa.Table | None) -> tuple[dict[str, str], np.ndarray, list[str], set[str]]:
-    """From earlier kept images: content_hash -> cluster id, their pHashes (M,) with cluster ids, their fetch keys."""
-    if reference is None or reference.num_rows == 0:
-        return {}, np.zeros(0, dtype=np.uint64), [], set()
-    missing = {"record_id", "content_hash", "phash"} - set(reference.column_names)
-    if missing:
-        raise ValueError(f"reference table lacks columns {sorted(missing)}")
-    ids = reference.column("record_id").to_pylist()
-    clusters = reference.column("near_dup_cluster").to_pylist() if "near_dup_cluster" in reference.column_names else ids
-    clusters = [c or r for c, r in zip(clusters, ids, strict=True)]
-    exact = {h: c for h, c in zip(reference.column("content_hash").to_pylist(), clusters, strict=True) if h}
-    phashes = reference.column("phash").to_pylist()
-    valid = [k for k, h in enumerate(phashes) if h is not None]
-    fetches = reference.column("fetch_key").to_pylist() if "fetch_key" in reference.column_names else []
-    return exact, np.array([phashes[k] for k in valid], dtype=np.uint64), [clusters[k] for k in valid], set(fetches)
-
-
-def _merge_references(reference: pa.Table | None, index: DedupIndex | None) -> pa.Table | None:
-    """One table of earlier kept images from the `reference` argument and the index's image rows."""
-    columns = ["record_id", "content_hash", "phash", "near_dup_cluster"]
-    parts = []
-    if reference is not None:
-        _reference_images(reference)  # validates its columns
-        earlier = conform(reference.select([c for c in reference.column_names if c in RECORD_SCHEMA.names]))
-        keys = pa.array(compute_fetch_keys(earlier), pa.string())
-        parts.append(earlier.select(columns).append_column("fetch_key", keys))
-    if index is not None and index.num_rows:
-        images = index.of_kind("image").select([*columns, "fetch_key"])
-        parts = [p.cast(images.schema) for p in parts] + [images]
-    return pa.concat_tables(parts) if parts else None
-
-
-def load_known(reference: pa.Table | None = None, index: DedupIndex | None = None) -> KnownRecords:
-    """KnownRecords from earlier kept images (`reference`: record_id, content_hash, phash, optional
-    near_dup_cluster) and the dedup index; raises ValueError if `reference` lacks those columns."""
-    exact, phashes, clusters, fetches = _reference_images(_merge_references(reference, index))
-    known = KnownRecords(exact, phashes, clusters, frozenset(fetches))
-    if index is None or index.num_rows == 0:
-        return known
-    pages = index.of_kind("text")
-    page_clusters = pages.column("near_dup_cluster").to_pylist()
-    return KnownRecords(
-        *(exact, phashes, clusters, frozenset(fetches)),
-        page_exact=dict(zip(pages.column("content_hash").to_pylist(), page_clusters, strict=True)),
-        page_fetches=dict(zip(pages.column("fetch_key").to_pylist(), page_clusters, strict=True)),
-        page_bands=index.band_matrix(pages),
-        page_cluster=page_clusters,
-    )
 
 
 def check_image(image: Image.Image, cfg: CurateConfig, size: tuple[int, int] | None = None) -> str | None:
@@ -126,11 +58,15 @@ FEATURE_SCHEMA = pa.schema(
         RECORD_SCHEMA.field("content_hash"),
         RECORD_SCHEMA.field("phash"),
         pa.field("area", pa.int64()),
+        pa.field("fetch_key", pa.string(), nullable=False),  # curation.index.compute_fetch_keys
+        # Filled in from the dedup index by the run (curation.known), false / null as measured here:
         pa.field("in_index", pa.bool_()),
         pa.field("earlier", pa.string()),  # pages: the cluster kept by an earlier run that this page matches
         # Pages: the LSH keys the run searches with (BANDS, or RECALL_BANDS with cfg.text_near_dup_verify) and,
         # with that setting, the SKETCH_WIDTH 16-bit MinHash values that confirm a candidate pair.
         pa.field("bands", pa.list_(pa.uint64())),
+        # Pages, with cfg.text_near_dup_verify only: the 14 x 8 keys the dedup index is matched on (else `bands`).
+        pa.field("index_bands", pa.list_(pa.uint64())),
         pa.field("sketch", pa.large_list(pa.uint16())),
         pa.field("signature", pa.large_list(pa.float32())),  # SIGNATURE_DIM values, for images still kept
         # With cfg.semantic_near_duplicates, for images still kept: COLOUR_DIM values (copies.compute_colour) and
@@ -146,21 +82,20 @@ _FILLED = ("reason", "cluster", "width", "height", "mime", "lang", "content_hash
 
 @dataclass
 class Measuring:
-    """The columns of one table being measured, as lists (rows are visited one by one), and what is known."""
+    """The columns of one table being measured, as lists (rows are visited one by one)."""
 
     table: pa.Table
-    known: KnownRecords
     fetch_keys: list[str]
     values: dict[str, list]
     signatures: dict[int, np.ndarray] = field(default_factory=dict)
     colours: dict[int, np.ndarray] = field(default_factory=dict)
     copies: dict[int, bytes] = field(default_factory=dict)
     bands: dict[int, list[int]] = field(default_factory=dict)
+    index_bands: dict[int, list[int]] = field(default_factory=dict)
     sketches: dict[int, np.ndarray] = field(default_factory=dict)
-    known_count: int = 0
 
     @classmethod
-    def start(cls, table: pa.Table, known: KnownRecords) -> Measuring:
+    def start(cls, table: pa.Table) -> Measuring:
         """Lists of the record columns measuring fills, seeded from `table` (a conformed record table)."""
         n = table.num_rows
         seeded = {name: table.column(name).to_pylist() for name in ("width", "height", "mime", "lang", "phash")}
@@ -172,7 +107,7 @@ class Measuring:
             "in_index": [False] * n,
             "earlier": [None] * n,
         }
-        return cls(table, known, compute_fetch_keys(table), values)
+        return cls(table, compute_fetch_keys(table), values)
 
     def rows_of(self, kind: str) -> list[int]:
         """Positions of the rows of `kind` that no check has dropped yet."""
@@ -200,7 +135,6 @@ def measure_images(m: Measuring, cfg: CurateConfig) -> None:
         v["content_hash"][i] = hash_bytes(data)
         v["phash"][i] = int(compute_phash(decoded.image))
         v["cluster"][i] = record_ids[i]
-        v["in_index"][i] = m.fetch_keys[i] in m.known.image_fetches
         v["reason"][i] = check_image(decoded.image, cfg, decoded.size)
         if v["reason"][i] is None:
             m.signatures[i] = compute_signature(decoded.image)
@@ -209,25 +143,9 @@ def measure_images(m: Measuring, cfg: CurateConfig) -> None:
                 m.colours[i], m.copies[i] = compute_colour(rgb), compute_copy_features(rgb).to_bytes()
 
 
-def drop_known_images(m: Measuring, cfg: CurateConfig) -> None:
-    """Drop images equal to (same bytes) or near (pHash) an image kept by an earlier run, under its cluster."""
-    v, known = m.values, m.known
-    fresh = [i for i in m.rows_of("image") if not v["in_index"][i]]
-    for i in fresh:
-        if v["content_hash"][i] in known.image_exact:
-            v["reason"][i], v["cluster"][i] = "exact_duplicate", known.image_exact[v["content_hash"][i]]
-            m.known_count += 1
-    fresh = [i for i in fresh if v["reason"][i] is None]
-    hashes = np.array([v["phash"][i] for i in fresh], dtype=np.uint64)
-    nearest, distance = find_nearest(hashes, known.image_phash, cfg.phash_max_distance)
-    for k in np.flatnonzero(distance <= cfg.phash_max_distance):
-        v["reason"][fresh[k]], v["cluster"][fresh[k]] = "near_duplicate", known.image_cluster[nearest[k]]
-        m.known_count += 1
-
-
 def measure_pages(m: Measuring, cfg: CurateConfig) -> None:
-    """Pages: empty text, language and quality, copies of pages kept before, then what the LSH search needs."""
-    v, known, texts = m.values, m.known, m.table.column("text").to_pylist()
+    """Pages: empty text, language and quality, then what the LSH search needs."""
+    v, texts = m.values, m.table.column("text").to_pylist()
     for i in m.rows_of("text"):
         if texts[i] is None or not texts[i].strip():
             v["reason"][i] = "empty_text"
@@ -237,26 +155,20 @@ def measure_pages(m: Measuring, cfg: CurateConfig) -> None:
         v["reason"][i] = reason
         v["lang"][i] = v["lang"][i] or code
         v["content_hash"][i] = hash_text(texts[i])
-        v["in_index"][i] = m.fetch_keys[i] in known.page_fetches
-        if reason is None and not v["in_index"][i] and v["content_hash"][i] in known.page_exact:
-            v["reason"][i], v["cluster"][i] = "duplicate_page", known.page_exact[v["content_hash"][i]]
-            m.known_count += 1
     unique = m.rows_of("text")
     if not (cfg.text_near_duplicates and unique):
         return
     if cfg.text_near_dup_verify:
         keys, search_keys, sketches = compute_page_keys([texts[i] for i in unique])
         m.sketches.update(zip(unique, sketches, strict=True))
+        # Earlier runs are matched on the dedup index's 14 x 8 keys, unchecked: the index holds no sketches.
+        m.index_bands.update((i, keys[k].tolist()) for k, i in enumerate(unique))
     else:
-        keys = search_keys = compute_text_bands([texts[i] for i in unique])
-    # Earlier runs are matched on the dedup index's 14 x 8 keys, unchecked: the index holds no sketches.
-    matched = match_bands(keys, known.page_bands)
+        search_keys = compute_text_bands([texts[i] for i in unique])
     record_ids = m.table.column("record_id").to_pylist()
     for k, i in enumerate(unique):
         m.bands[i] = search_keys[k].tolist()
-        before = known.page_fetches.get(m.fetch_keys[i])
-        v["earlier"][i] = before or (known.page_cluster[matched[k]] if matched[k] >= 0 else None)
-        v["cluster"][i] = before or record_ids[i]
+        v["cluster"][i] = record_ids[i]
 
 
 def _vector_column(vectors: dict[int, np.ndarray], n: int, width: int, value_type: pa.DataType) -> pa.Array:
@@ -280,13 +192,16 @@ def features_table(m: Measuring, first_row: int) -> pa.Table:
     columns = {name: pa.array(v[name], FEATURE_SCHEMA.field(name).type) for name in _FILLED}
     area = [(w or 0) * (h or 0) for w, h in zip(v["width"], v["height"], strict=True)]
     bands = [m.bands.get(i) for i in range(n)]
+    index_bands = [m.index_bands.get(i) for i in range(n)]
     return pa.table(
         {
             "g": pa.array(np.arange(first_row, first_row + n, dtype=np.int64)),
             **{name: m.table.column(name) for name in ("record_id", "kind", "url", "fetched_at")},
             **columns,
+            "fetch_key": pa.array(m.fetch_keys, pa.string()),
             "area": pa.array(area, pa.int64()),
             "bands": pa.array(bands, FEATURE_SCHEMA.field("bands").type),
+            "index_bands": pa.array(index_bands, FEATURE_SCHEMA.field("index_bands").type),
             "sketch": _vector_column(m.sketches, n, SKETCH_WIDTH, pa.uint16()),
             "signature": _vector_column(m.signatures, n, SIGNATURE_DIM, pa.float32()),
             "colour": _vector_column(m.colours, n, COLOUR_DIM, pa.float32()),
@@ -296,22 +211,19 @@ def features_table(m: Measuring, first_row: int) -> pa.Table:
     )
 
 
-def measure_records(
-    table: pa.Table, cfg: CurateConfig, known: KnownRecords, first_row: int = 0
-) -> tuple[pa.Table, int]:
-    """Everything about each row that needs no other row of the run: (FEATURE_SCHEMA table, known duplicates).
+def measure_records(table: pa.Table, cfg: CurateConfig, first_row: int = 0) -> pa.Table:
+    """Everything about each row that needs no other row of the run or earlier runs: a FEATURE_SCHEMA table.
 
-    Decodes, measures and checks images; identifies language and checks pages; hashes both; drops rows
-    equal or near to records kept by earlier runs (`known`); computes the LSH bands and layout signatures
-    the run-wide duplicate search compares. `first_row` is the position of this table's first row in the
+    Decodes, measures and checks images; identifies language and checks pages; hashes both; computes the
+    LSH bands and layout signatures the run-wide duplicate search (and the match with earlier runs,
+    curation.known) compares. `first_row` is the position of this table's first row in the
     run's input, so shards measured apart still number their rows as one table would.
     """
-    m = Measuring.start(conform(table, RECORD_SCHEMA), known)
+    m = Measuring.start(conform(table, RECORD_SCHEMA))
     kinds = m.table.column("kind").to_pylist()
     for i, kind in enumerate(kinds):
         if kind not in ("image", "text"):
             m.values["reason"][i] = "unknown_kind"
     measure_images(m, cfg)
-    drop_known_images(m, cfg)
     measure_pages(m, cfg)
-    return features_table(m, first_row), m.known_count
+    return features_table(m, first_row)

@@ -32,21 +32,46 @@ from curation.dedup import find_pairs_within
 from curation.minhash import union
 
 # pHash chunking for the image buckets: 4 chunks (as in dedup.find_pairs_within) of which the top 6 bits
-# name a bucket: 4 x 64 = 256 buckets, enough to spread over any sensible number of partitions.
+# name a bucket: 4 x 64 = 256 buckets (= SLOTS), enough to spread over any sensible number of partitions.
 _CHUNKS = 4
 _CHUNK_BITS = 16
 _PREFIX_BITS = 6
 _BUCKETS = _CHUNKS << _PREFIX_BITS
 
 
+# Every key maps to one of SLOTS slots, and partition p of P owns the slots s with s * P // SLOTS == p: a
+# contiguous range, so keys stored sorted by slot (the dedup index's, curation.known) are read a partition at
+# a time with one range filter. (More than SLOTS partitions leave the rest empty.)
+SLOTS = 256
+
+
+def slot_of_hash(hashes: Sequence[str]) -> np.ndarray:
+    """Slot (N,) int64 of hex hashes (content hashes, fetch keys): their first byte."""
+    return np.fromiter((int(h[:2], 16) for h in hashes), dtype=np.int64, count=len(hashes))
+
+
+def slot_of_band(keys: np.ndarray) -> np.ndarray:
+    """Slot of each LSH band key (any shape, uint64): its top byte (keys are mixed hashes)."""
+    return (np.asarray(keys, dtype=np.uint64) >> np.uint64(56)).astype(np.int64)
+
+
+def partition_of_slot(slots: np.ndarray, partitions: int) -> np.ndarray:
+    return np.asarray(slots, dtype=np.int64) * partitions // SLOTS
+
+
+def slots_of_partition(partition: int, partitions: int) -> tuple[int, int]:
+    """The slots [lo, hi) that `partition` of `partitions` owns."""
+    return -(-partition * SLOTS // partitions), -(-(partition + 1) * SLOTS // partitions)
+
+
 def partition_of_hash(hashes: Sequence[str], partitions: int) -> np.ndarray:
-    """Partition (N,) int64 of hex content hashes: the first 8 hex digits modulo `partitions`."""
-    return np.fromiter((int(h[:8], 16) % partitions for h in hashes), dtype=np.int64, count=len(hashes))
+    """Partition (N,) int64 of hex content hashes (or fetch keys), by the slot of their first byte."""
+    return partition_of_slot(slot_of_hash(hashes), partitions)
 
 
 def partition_of_band(keys: np.ndarray, partitions: int) -> np.ndarray:
-    """Partition of each LSH band key (any shape, uint64): the key modulo `partitions` (keys are mixed hashes)."""
-    return (keys % np.uint64(partitions)).astype(np.int64)
+    """Partition of each LSH band key (any shape, uint64), by the slot of its top byte."""
+    return partition_of_slot(slot_of_band(keys), partitions)
 
 
 def _prefix_masks(radius: int) -> np.ndarray:
@@ -75,7 +100,8 @@ def image_buckets(phashes: np.ndarray, max_distance: int) -> tuple[np.ndarray, n
 
 
 def partition_of_bucket(buckets: np.ndarray, partitions: int) -> np.ndarray:
-    return buckets % partitions
+    """Partition of each image bucket (any shape): a bucket is its own slot (there are SLOTS of them)."""
+    return partition_of_slot(buckets, partitions)
 
 
 def find_exact_groups(rows: pa.Table) -> pa.Table:

@@ -1,10 +1,14 @@
 """The curate stage's one step sequence: four rounds over shards and partitions, and the scratch spaces between them.
 
-A run has four rounds, each a map over independent pieces (shards or partitions) that any executor can
-spread over machines (a Dask cluster through Prefect in `pipelines`, or a plain loop):
+A run has four rounds (five against a dedup index), each a map over independent pieces (shards or
+partitions) that any executor can spread over machines (a Dask cluster through Prefect in `pipelines`, or
+a plain loop):
 
 1. measure, per shard: decode, check and hash the shard's rows (`measure.measure_records`), keep its
    features, and each partition's keys (`search.split_partitions`) beside them;
+1b. known, per partition (only when earlier runs kept something): match the partition's keys with its slice
+   of the dedup index's keys (`known.match_known`); the flow joins the matches into one decision per row
+   (`known.decide_known`) and puts them, for the later rounds to apply;
 2. search, per partition: take that partition's keys from every shard and find exact copies and
    near-duplicate candidate links (`search.search_partition`);
 3. gather, per shard: confirm the image links that start in the shard by their layout signatures (and,
@@ -16,15 +20,15 @@ spread over machines (a Dask cluster through Prefect in `pipelines`, or a plain 
 Between rounds 3 and 4 one process settles the clusters (`partitions.settle_duplicates`) from links and
 member rows only. Where the partial results live is a `Scratch`: `MemoryScratch` for one table in one
 process (`curate.curate`), `FileScratch` for files under a run's `<output>/_work/` (`curate.run_curate`).
-A piece is sent names and its own slices only: what earlier runs kept (the dedup index) and the settlement
-are read from the scratch space by the piece that needs them (the index once per worker process, the
-settlement as the rows of one shard), so a task's arguments do not grow with the index or the run.
+A piece is sent names and its own slices only: what earlier runs kept (the dedup index's keys) and the
+settlement are read from the scratch space by the piece that needs them (a partition's slot range of the
+keys, the settlement as the rows of one shard), so neither a task's arguments nor what it holds grow with
+the index.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,10 +44,18 @@ from corpus.stages import MapSteps, Shard, add_counts, map_in_process, read_shar
 from corpus.store import DataRoot
 from curation.copies import confirm_copy_links, find_copy_candidate_links
 from curation.curate_config import CurateConfig
-from curation.index import empty_index, load_index, update_index
-from curation.measure import KnownRecords, load_known, measure_records
+from curation.index import empty_index, update_index
+from curation.known import (
+    DECISION_SCHEMA,
+    apply_decisions,
+    decide_known,
+    match_known,
+    read_known_slice,
+    slice_of_partition,
+)
+from curation.measure import measure_records
 from curation.minhash import VERIFY_THRESHOLD
-from curation.partitions import Settlement, digest_of, settle_duplicates
+from curation.partitions import Settlement, settle_duplicates
 from curation.search import (
     Found,
     apply_settlement,
@@ -54,9 +66,10 @@ from curation.search import (
     search_partition,
     select_members,
     split_partitions,
+    without_rows,
 )
 
-ROLES = ("exact", "bands", "images")
+ROLES = ("exact", "bands", "images", "fetch", "known_bands")
 # What round 3 hands the settling per shard: confirmed image links, member rows, confirmed page links (or None).
 Gathered = tuple[np.ndarray, pa.Table, np.ndarray | None]
 
@@ -65,8 +78,17 @@ class Scratch(Protocol):
     """Where a curate run reads its input shards and keeps what one round hands the next."""
 
     def read_input(self, shard: Shard) -> pa.Table: ...
-    def load_known(self) -> KnownRecords:
-        """What earlier runs kept, to compare the run's records with."""
+    def has_known(self) -> bool:
+        """Whether earlier runs kept anything to compare the run's records with."""
+        ...
+
+    def get_known(self, partition: int, partitions: int) -> pa.Table:
+        """The partition's slice of the keys of what earlier runs kept (known.KEYS_SCHEMA)."""
+        ...
+
+    def put_decisions(self, decisions: pa.Table) -> None: ...
+    def get_decisions(self, shard: Shard | None = None) -> pa.Table:
+        """The DECISION_SCHEMA rows about the shard's rows (None: every row)."""
         ...
 
     def put_features(self, shard: Shard, features: pa.Table) -> None: ...
@@ -101,7 +123,8 @@ class MemoryScratch:
     """One record table and every partial result in this process's memory (an in-process map only)."""
 
     table: pa.Table
-    known: KnownRecords = field(default_factory=KnownRecords)
+    known: pa.Table | None = None  # known.compute_known_keys output; None: nothing kept before
+    decisions: pa.Table = field(default_factory=DECISION_SCHEMA.empty_table)
     features: dict[int, pa.Table] = field(default_factory=dict)
     keys: dict[int, dict[int, dict[str, pa.Table]]] = field(default_factory=dict)
     settlement: Settlement = field(default_factory=Settlement)
@@ -115,8 +138,22 @@ class MemoryScratch:
     def read_input(self, shard: Shard) -> pa.Table:
         return self.table.slice(shard.first_row, shard.rows)
 
-    def load_known(self) -> KnownRecords:
-        return self.known
+    def has_known(self) -> bool:
+        return self.known is not None and self.known.num_rows > 0
+
+    def get_known(self, partition: int, partitions: int) -> pa.Table:
+        assert self.known is not None
+        return slice_of_partition(self.known, partition, partitions)
+
+    def put_decisions(self, decisions: pa.Table) -> None:
+        self.decisions = decisions
+
+    def get_decisions(self, shard: Shard | None = None) -> pa.Table:
+        if shard is None:
+            return self.decisions
+        g = self.decisions.column("g")
+        inside = pc.and_(pc.greater_equal(g, shard.first_row), pc.less(g, shard.first_row + shard.rows))
+        return self.decisions.filter(inside)
 
     def put_features(self, shard: Shard, features: pa.Table) -> None:
         self.features[shard.number] = features
@@ -201,28 +238,6 @@ def settlement_of_rows(settlement: Settlement, start: int, stop: int) -> Settlem
     )
 
 
-# Per worker process: the KnownRecords of the last index read, by (data root, path, digest of its rows).
-_known_cache: dict[tuple[str, str, str], KnownRecords] = {}
-_known_lock = threading.Lock()
-
-
-def read_known(root: DataRoot, index_path: str, digest: str) -> KnownRecords:
-    """The KnownRecords of the dedup index at `index_path`, read once per process for one index state.
-
-    `digest` is `digest_of` the index's fetch keys as the run's planner read them (part of its run key);
-    raises RuntimeError if the index read here differs (another writer replaced it during the run).
-    """
-    key = (root.url, index_path, digest)
-    with _known_lock:
-        if key not in _known_cache:
-            index = load_index(root, index_path)
-            if digest_of(index.table.column("fetch_key").to_pylist()) != digest:
-                raise RuntimeError(f"the dedup index {root.uri(index_path)} changed during the curate run")
-            _known_cache.clear()
-            _known_cache[key] = load_known(index=index)
-        return _known_cache[key]
-
-
 # Beside a curate output: the dedup index rows of its kept records, one part per shard (what its commit adds).
 INDEX_ROWS = "_index_rows"
 
@@ -231,14 +246,15 @@ INDEX_ROWS = "_index_rows"
 class FileScratch:
     """Input shards read from a data root; partial results as Parquet under `work`; outputs under `out`.
 
-    Holds only names, so it pickles to any worker that can reach the data root. `index_path` and
-    `index_digest` name the dedup index the run compares against (none: nothing known from earlier runs).
+    Holds only names, so it pickles to any worker that can reach the data root. `keys_path` and
+    `index_digest` name the keys of the dedup index state the run compares against (none: nothing known
+    from earlier runs; `known.save_known_keys` wrote them).
     """
 
     root: DataRoot
     work: str
     out: str
-    index_path: str | None = None
+    keys_path: str | None = None
     index_digest: str | None = None
 
     def _features_path(self, shard: int) -> str:
@@ -247,10 +263,22 @@ class FileScratch:
     def read_input(self, shard: Shard) -> pa.Table:
         return read_shard(self.root, shard)
 
-    def load_known(self) -> KnownRecords:
-        if self.index_path is None or self.index_digest is None:
-            return KnownRecords()
-        return read_known(self.root, self.index_path, self.index_digest)
+    def has_known(self) -> bool:
+        return self.keys_path is not None and self.index_digest is not None
+
+    def get_known(self, partition: int, partitions: int) -> pa.Table:
+        assert self.keys_path is not None and self.index_digest is not None
+        return read_known_slice(self.root, self.keys_path, self.index_digest, partition, partitions)
+
+    def put_decisions(self, decisions: pa.Table) -> None:
+        self.root.write_table(f"{self.work}/known.parquet", decisions)
+
+    def get_decisions(self, shard: Shard | None = None) -> pa.Table:
+        path = f"{self.work}/known.parquet"
+        if not self.root.exists(path):
+            return DECISION_SCHEMA.empty_table()
+        inside = None if shard is None else [("g", ">=", shard.first_row), ("g", "<", shard.first_row + shard.rows)]
+        return pq.read_table(self.root.path(path), filesystem=self.root.fs, filters=inside).cast(DECISION_SCHEMA)
 
     def put_features(self, shard: Shard, features: pa.Table) -> None:
         self.root.write_table(self._features_path(shard.number), features, row_group_size=256)
@@ -291,23 +319,39 @@ class FileScratch:
 
 
 def measure_shard(space: Scratch, shard: Shard, cfg: CurateConfig, partitions: int) -> dict[str, int]:
-    """Round 1: measure one shard against what earlier runs kept, keep its features and its keys for every
-    partition. Its rows, content bytes and the rows its own checks dropped (before the run-wide duplicate
-    search) come back for progress."""
+    """Round 1: measure one shard, keep its features and its keys for every partition. Its rows, content
+    bytes and the rows its own checks dropped (before any duplicate search) come back for progress."""
     table = space.read_input(shard)
     lengths = (pc.binary_length(table.column("image")), pc.utf8_length(table.column("text")))
     content = sum(pc.sum(length).as_py() or 0 for length in lengths)
-    features, known_count = measure_records(table, cfg, space.load_known(), shard.first_row)
+    features = measure_records(table, cfg, shard.first_row)
     space.put_features(shard, features)
-    for p, part in enumerate(split_partitions(features, cfg, partitions)):
+    for p, part in enumerate(split_partitions(features, cfg, partitions, space.has_known())):
         space.put_keys(p, shard, part)
     dropped = features.num_rows - features.column("reason").null_count
-    return {"known": known_count, "pid": os.getpid(), "rows": shard.rows, "bytes": content, "dropped": dropped}
+    return {"pid": os.getpid(), "rows": shard.rows, "bytes": content, "dropped": dropped}
+
+
+def match_known_partition(space: Scratch, partition: int, partitions: int, cfg: CurateConfig) -> pa.Table:
+    """Round 1b: one partition's matches with what earlier runs kept, from its keys and its slice of theirs."""
+    return match_known(space.get_keys(partition), space.get_known(partition, partitions), cfg)
+
+
+def _decided(space: Scratch) -> np.ndarray:
+    """The rows earlier runs already dropped (the run-wide search leaves them out)."""
+    decisions = space.get_decisions()
+    return decisions.filter(pc.is_valid(decisions.column("reason"))).column("g").to_numpy()
 
 
 def search_partition_files(space: Scratch, partition: int, cfg: CurateConfig) -> Found:
-    """Round 2: one partition's exact copies and candidate links, from the keys every shard put for it."""
-    return search_partition(space.get_keys(partition), cfg)
+    """Round 2: one partition's exact copies and candidate links, from the keys every shard put for it (less
+    the rows earlier runs already dropped)."""
+    return search_partition(without_rows(space.get_keys(partition), _decided(space)), cfg)
+
+
+def features_of(space: Scratch, shard: Shard) -> pa.Table:
+    """The shard's features as measured, with what earlier runs decided about its rows."""
+    return apply_decisions(space.get_features(shard), space.get_decisions(shard))
 
 
 def gather_shard(
@@ -324,7 +368,7 @@ def gather_shard(
     starting in it that their keypoints confirm), the shard's rows that settling needs (`wanted`, and its pages
     matching earlier runs), and the `page_links` starting in it that their sketches confirm (None when not
     given: the links need no check)."""
-    features = space.get_features(shard)
+    features = features_of(space, shard)
     members = select_members(features, wanted)
     confirmed_pages = None
     if page_links is not None:
@@ -384,7 +428,7 @@ def write_shard(space: Scratch, shard: Shard, build_index: bool) -> dict[str, An
     """Round 4: the shard's kept and dropped rows under the settlement of its rows, put as its parts of the
     run's output (and, with `build_index`, its dedup index rows). Only counts come back: a run's result does
     not grow with its rows (per-row lists of 10^6 rows were ~70 MB of Python objects in the flow's process)."""
-    result = apply_settlement(space.read_input(shard), space.get_features(shard), space.get_settlement(shard))
+    result = apply_settlement(space.read_input(shard), features_of(space, shard), space.get_settlement(shard))
     space.put_output(shard, result.kept, result.dropped)
     if build_index:
         space.put_index_rows(shard, update_index(empty_index(), result.kept).table)
@@ -453,6 +497,13 @@ def run_rounds(
     if cfg.semantic_near_duplicates:  # one process reads every shard's colours: COLOUR_DIM floats per image
         copies = find_copy_candidate_links(pa.concat_tables([space.get_features(s, ["g", "colour"]) for s in planned]))
         clock.lap("copy candidates")
+    known = 0
+    if space.has_known():
+        matches = map_steps(match_known_partition, [(space, p, partitions, cfg) for p in range(partitions)])
+        decisions = decide_known(pa.concat_tables(matches), cfg)
+        space.put_decisions(decisions)
+        known = decisions.num_rows - decisions.column("reason").null_count
+        clock.lap("known")
     found = merge_found(map_steps(search_partition_files, [(space, p, cfg) for p in range(partitions)]))
     clock.lap("search")
     links, pages = found["image_links"], found["page_links"]
@@ -475,7 +526,7 @@ def run_rounds(
     return Rounds(
         dropped_by_reason=dict(sorted(add_counts(w["dropped_by_reason"] for w in written).items())),
         kept_by_kind=dict(sorted(add_counts(w["kept_by_kind"] for w in written).items())),
-        known=sum(m["known"] for m in measured) + settlement.known,
+        known=known + settlement.known,
         processes=len({m["pid"] for m in measured}),
         seconds=clock.seconds,
     )

@@ -29,12 +29,17 @@ MEMBER_COLUMNS = ["g", "record_id", "kind", "fetched_at", "url", "area", "in_ind
 Found = dict[str, np.ndarray | pa.Table]
 
 
-def split_partitions(features: pa.Table, cfg: CurateConfig, partitions: int) -> list[dict[str, pa.Table]]:
+def split_partitions(
+    features: pa.Table, cfg: CurateConfig, partitions: int, with_known: bool = False
+) -> list[dict[str, pa.Table]]:
     """What each of `partitions` partitions needs from some measured rows, as small tables by role.
 
     "exact": rows still kept (g, kind, content_hash, fetched_at, url), by content-hash prefix;
     "bands": (g, band, key) of pages for the LSH search, by key; "images": (g, phash, role) of images
-    still kept, resident or querying in the partition's pHash prefix buckets.
+    still kept, resident or querying in the partition's pHash prefix buckets. `with_known` (there is a
+    dedup index to match) adds "fetch" (g, kind, fetch_key), by fetch-key prefix, and "known_bands"
+    (g, band, key) of the keys the index is matched on (`bands`, or with text_near_dup_verify
+    `index_bands`); without it those are empty.
     """
     live = features.filter(pc.is_null(features.column("reason")))
     exact = live.filter(pc.is_valid(live.column("content_hash"))).select(
@@ -42,11 +47,8 @@ def split_partitions(features: pa.Table, cfg: CurateConfig, partitions: int) -> 
     )
     exact_part = partition_of_hash(exact.column("content_hash").to_pylist(), partitions)
 
-    pages = live.filter(pc.is_valid(live.column("bands")))
-    page_g = pages.column("g").to_numpy()
-    keys = pc.list_flatten(pages.column("bands")).to_numpy(zero_copy_only=False).astype(np.uint64)
-    width = keys.size // max(page_g.size, 1)  # every page of a run has as many keys (cfg's banding)
-    band_g, band = np.repeat(page_g, width), np.tile(np.arange(width, dtype=np.int64), page_g.size)
+    searched = _band_rows(live, "bands")
+    band_g, band, keys = searched["g"], searched["band"], searched["key"]
     band_part = partition_of_band(keys, partitions)
 
     images = live.filter(pc.equal(live.column("kind"), "image"))
@@ -55,6 +57,13 @@ def split_partitions(features: pa.Table, cfg: CurateConfig, partitions: int) -> 
     resident, query = image_buckets(hashes, cfg.phash_max_distance)
     resident_part = partition_of_bucket(resident, partitions)
     query_part = partition_of_bucket(query, partitions)
+
+    fetch = live.select(["g", "kind", "fetch_key"])
+    fetch_part = partition_of_hash(fetch.column("fetch_key").to_pylist(), partitions)
+    if not with_known:
+        fetch, fetch_part = fetch.slice(0, 0), fetch_part[:0]
+    known_bands = _band_rows(live, "index_bands" if cfg.text_near_dup_verify else "bands", with_known)
+    known_part = partition_of_band(known_bands["key"], partitions)
 
     out = []
     for p in range(partitions):
@@ -69,9 +78,29 @@ def split_partitions(features: pa.Table, cfg: CurateConfig, partitions: int) -> 
                     {"g": band_g[band_part == p], "band": band[band_part == p], "key": keys[band_part == p]}
                 ),
                 "images": pa.table({"g": image_g[rows], "phash": hashes[rows], "role": role}),
+                "fetch": fetch.filter(pa.array(fetch_part == p)),
+                "known_bands": pa.table({k: v[known_part == p] for k, v in known_bands.items()}),
             }
         )
     return out
+
+
+def _band_rows(rows: pa.Table, column: str, wanted: bool = True) -> dict[str, np.ndarray]:
+    """{"g", "band", "key"}: one entry per band key of the pages of `rows` that have `column` (none unless
+    `wanted`)."""
+    pages = rows.filter(pc.is_valid(rows.column(column))) if wanted else rows.slice(0, 0)
+    page_g = pages.column("g").to_numpy()
+    keys = pc.list_flatten(pages.column(column)).to_numpy(zero_copy_only=False).astype(np.uint64)
+    width = keys.size // max(page_g.size, 1)  # every page of a run has as many keys (cfg's banding)
+    return {"g": np.repeat(page_g, width), "band": np.tile(np.arange(width, dtype=np.int64), page_g.size), "key": keys}
+
+
+def without_rows(part: dict[str, pa.Table], rows: np.ndarray) -> dict[str, pa.Table]:
+    """A partition's key tables without the rows numbered `rows` (those earlier runs already decided)."""
+    if rows.size == 0:
+        return part
+    drop = pa.array(rows, pa.int64())
+    return {role: t.filter(pc.invert(pc.is_in(t.column("g"), value_set=drop))) for role, t in part.items()}
 
 
 def search_partition(part: dict[str, pa.Table], cfg: CurateConfig) -> Found:

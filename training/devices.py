@@ -48,12 +48,12 @@ def pick_precision(device: torch.device, pref: str = "auto") -> torch.dtype | No
 
 
 def pick_memory_format(device: torch.device, pref: str = "auto") -> torch.memory_format:
-    """The memory format of a run's model and batches: channels-last for "on", or for "auto" on CUDA, where
-    NHWC convolutions feed the tensor cores; contiguous (NCHW) for "off" and for "auto" on CPU, where
-    channels-last convolutions measured slower (bench/TRAIN.md)."""
+    """The memory format of a run's model and batches: channels-last for "on" and "auto" (on CUDA NHWC
+    convolutions feed the tensor cores; on CPU a ResNet-18 train step measured 1.21x faster with it, ABBA
+    in one run, bench/TRAIN.md), contiguous (NCHW) for "off"."""
     if pref not in ("auto", "on", "off"):
         raise ValueError(f"unknown channels_last {pref!r}; use auto, on or off")
-    if pref == "on" or (pref == "auto" and device.type == "cuda"):
+    if pref in ("on", "auto") and device.type in ("cuda", "cpu"):
         return torch.channels_last
     return torch.contiguous_format
 

@@ -382,8 +382,9 @@ def train_model(
     out of evaluation (counted in the metrics). Augmentation is the release's recipe unless the config
     names another. The checkpoint with the best val accuracy is kept and training stops after
     `patience` epochs without a better one; with an empty val split the last epoch is kept and there is
-    no early stopping. After every epoch the run is checkpointed under models/.runs/<run key>/, and a
-    rerun of the same release + config resumes from there (the checkpoint is removed once published).
+    no early stopping. After every epoch but the last the run is checkpointed under models/.runs/<run key>/
+    (written while the next epoch trains, training.loop.fit), and a rerun of the same release + config
+    resumes from there (the checkpoint is removed once published).
 
     Under torchrun with several processes (training.distributed) each trains on its shard of every epoch
     and rank 0 alone checkpoints, evaluates and publishes; the other ranks return {"model_version": None}.
@@ -408,7 +409,8 @@ def train_model(
         barrier(ctx)
     finally:
         shutdown(ctx)
-    root.fs.rm(root.path(prep.run_dir), recursive=True)
+    if root.exists(prep.run_dir):  # a fit of one epoch writes no checkpoint
+        root.fs.rm(root.path(prep.run_dir), recursive=True)
     if root.is_local:
         # Leave models/ holding only models once no other run is checkpointing (else rmdir fails: fine).
         with contextlib.suppress(OSError):

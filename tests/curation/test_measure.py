@@ -11,16 +11,7 @@ from corpus.stages import Stage, plan_shards
 from corpus.store import DataRoot
 from curation.curate import CURATE, curate, run_curate
 from curation.curate_config import DROP_REASONS, CurateConfig
-from curation.index import empty_index, update_index
-from curation.measure import (
-    FEATURE_SCHEMA,
-    Measuring,
-    drop_known_images,
-    load_known,
-    measure_images,
-    measure_pages,
-    measure_records,
-)
+from curation.measure import FEATURE_SCHEMA, Measuring, measure_images, measure_pages, measure_records
 from curation.rounds import FileScratch, MemoryScratch, pack_keys, run_rounds, unpack_keys
 from curation.scrub import DROP_REASONS as SCRUB_DROP_REASONS
 from curation.scrub import SCRUB
@@ -35,8 +26,8 @@ def reasons(features: pa.Table) -> dict[str, str | None]:
 
 
 def test_measure_records_finds_each_row_level_defect_and_fills_the_columns(raw_table):
-    features, known = measure_records(raw_table, CurateConfig(), load_known(), first_row=100)
-    assert features.schema.equals(FEATURE_SCHEMA) and known == 0
+    features = measure_records(raw_table, CurateConfig(), first_row=100)
+    assert features.schema.equals(FEATURE_SCHEMA)
     assert features.column("g").to_pylist() == list(range(100, 100 + raw_table.num_rows))
     found = {u: r for u, r in reasons(features).items() if r is not None}
     # Duplicates inside the run are the search's business, not measuring's.
@@ -56,7 +47,7 @@ def test_measure_records_finds_each_row_level_defect_and_fills_the_columns(raw_t
 
 
 def test_measure_images_and_pages_fill_only_their_own_rows(raw_table):
-    m = Measuring.start(raw_table, load_known())
+    m = Measuring.start(raw_table)
     measure_images(m, CurateConfig())
     kinds = raw_table.column("kind").to_pylist()
     assert all(m.values["content_hash"][i] is None for i, k in enumerate(kinds) if k == "text")
@@ -67,28 +58,15 @@ def test_measure_images_and_pages_fill_only_their_own_rows(raw_table):
     assert set(m.bands) == set(pages)
 
 
-def test_drop_known_images_drops_copies_of_earlier_kept_images_under_their_cluster(raw_table):
-    earlier = curate(raw_table.slice(1, 2))  # a.png and b.png kept before
-    known = load_known(index=update_index(empty_index(), earlier.kept))
-    later = raw_table.slice(0, 1)  # near_a.jpg, a smaller copy of a.png
-    later = pa.concat_tables([later, raw_table.slice(4, 1)])  # b_copy.png, the same bytes as b.png
-    m = Measuring.start(later, known)
-    measure_images(m, CurateConfig())
-    drop_known_images(m, CurateConfig())
-    ids = by_url(earlier.kept, "record_id")
-    assert m.values["reason"] == ["near_duplicate", "exact_duplicate"]
-    assert m.values["cluster"] == [ids[U + "a.png"], ids[U + "b.png"]] and m.known_count == 2
-
-
 def test_rows_unknown_kind_are_dropped_as_such(raw_table):
     odd = raw_table.slice(0, 2).set_column(1, "kind", pa.array(["video", "image"]))
-    features, _ = measure_records(odd, CurateConfig(), load_known())
+    features = measure_records(odd, CurateConfig())
     assert features.column("reason").to_pylist()[0] == "unknown_kind"
 
 
 def test_keys_survive_packing(raw_table):
-    features, _ = measure_records(raw_table, CurateConfig(), load_known())
-    for part in split_partitions(features, CurateConfig(), 3):
+    features = measure_records(raw_table, CurateConfig())
+    for part in split_partitions(features, CurateConfig(), 3, with_known=True):
         unpacked = unpack_keys(pack_keys(part))
         for role, table in part.items():
             assert unpacked[role].to_pylist() == table.to_pylist()

@@ -18,7 +18,7 @@ from curation.curate import curate, run_curate
 from curation.curate_config import CurateConfig
 from curation.dedup import find_pairs_within
 from curation.index import INDEX_PATH, DedupIndex, load_index
-from curation.measure import KnownRecords, load_known
+from curation.known import compute_known_keys, known_rows
 from curation.partitions import Settlement, find_image_links, image_buckets
 from curation.scrub import SCRUB, ScrubConfig
 
@@ -244,20 +244,23 @@ def test_pieces_are_sent_names_and_their_own_rows_not_the_index_or_the_settlemen
     roots = {name: DataRoot(str(tmp_path / name)) for name in ("known", "fresh")}
     write_inputs(roots["known"], corpus.table, "crawl-1", 2)
     run_curate(roots["known"], None, ["raw/crawl-1"], shards=2)
-    index_bytes = len(pickle.dumps(load_known(index=load_index(roots["known"]))))
+    index_bytes = len(pickle.dumps(compute_known_keys(known_rows(None, load_index(roots["known"])))))
     sent: dict[str, dict[str, list[int]]] = {}
     for name, root in roots.items():
         write_inputs(root, second, "crawl-2", 2)
 
         def recording(step, args, name=name):
             for piece in args:
-                assert not any(isinstance(a, KnownRecords | DedupIndex | Settlement) for a in piece), step.__name__
+                assert not any(isinstance(a, pa.Table | DedupIndex | Settlement) for a in piece), step.__name__
             sent.setdefault(name, {}).setdefault(step.__name__, []).extend(len(pickle.dumps(a)) for a in args)
             return map_in_process(step, args)
 
         report = run_curate(root, None, ["raw/crawl-2"], shards=3, partitions=2, map_steps=recording)
         assert (report["counters"]["known_duplicates"] > 0) is (name == "known")
-    assert index_bytes > 20_000  # what every measure task was sent before it read the index itself
+    assert index_bytes > 20_000  # the index's keys: what a task would hold if it read them whole
+    # A known-round piece is sent the partition's name; it reads its own slice (tests/curation/test_known.py).
+    assert len(sent["known"]["match_known_partition"]) == 2 and "match_known_partition" not in sent["fresh"]
+    assert max(sent["known"]["match_known_partition"]) < 2_000
     for step in ("measure_shard", "write_shard"):  # a path and a digest more, the same with any index
         assert all(abs(k - f) <= 100 for k, f in zip(sent["known"][step], sent["fresh"][step], strict=True)), step
     assert max(sent["known"]["write_shard"]) < 2_000  # a shard's settled rows are read from the scratch space
