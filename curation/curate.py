@@ -37,7 +37,8 @@ from curation.index import (
 from curation.known import compute_known_keys, keys_path_of, known_rows, save_known_keys, stored_keys_digest
 from curation.partitions import digest_of
 from curation.quality import QUALITY_REASONS
-from curation.rounds import INDEX_ROWS, FileScratch, MemoryScratch, run_rounds
+from curation.rounds import run_rounds
+from curation.scratch import INDEX_ROWS, FileScratch, MemoryScratch
 
 # Report counters named after the drop reason they count (the checks), and those named otherwise.
 _CHECK_COUNTERS = (

@@ -23,7 +23,7 @@ from curation.known import (
 )
 from curation.measure import measure_records
 from curation.partitions import SLOTS, partition_of_slot, slots_of_partition
-from curation.rounds import FileScratch
+from curation.scratch import FileScratch
 from curation.search import split_partitions
 
 U = "http://127.0.0.1/img/"

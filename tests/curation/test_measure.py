@@ -12,7 +12,8 @@ from corpus.store import DataRoot
 from curation.curate import CURATE, curate, run_curate
 from curation.curate_config import DROP_REASONS, CurateConfig
 from curation.measure import FEATURE_SCHEMA, Measuring, measure_images, measure_pages, measure_records
-from curation.rounds import FileScratch, MemoryScratch, pack_keys, run_rounds, unpack_keys
+from curation.rounds import run_rounds
+from curation.scratch import FileScratch, MemoryScratch, pack_keys, unpack_keys
 from curation.scrub import DROP_REASONS as SCRUB_DROP_REASONS
 from curation.scrub import SCRUB
 from curation.search import split_partitions
