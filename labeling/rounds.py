@@ -10,6 +10,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from labeling.box_selection import (
+    DEFAULT_BOX_UNCERTAINTY,
+    detection_arrays,
+    get_box_uncertainty_scores,
+    select_detection_batch,
+)
 from labeling.quality import live_votes
 from labeling.selection import MODEL_STRATEGIES, compute_cheap_embeddings, select_batch
 
@@ -132,6 +138,7 @@ def plan_round(
     pool_factor: int = 3,
     pool_embeddings: pa.Table | None = None,
     n_classes: int | None = None,
+    task: str = "classify",
 ) -> RoundPlan:
     """Choose up to `budget` image records of `pool` that are not in Label Studio yet (never one twice).
 
@@ -145,7 +152,9 @@ def plan_round(
     run over the pixel features. "least-confidence", "margin", "entropy" rank by that uncertainty alone;
     "coreset" is k-center around what is pushed; "uncertainty" is the earlier margin + diversity recipe;
     "random" is the baseline. `min_per_class` > 0 guarantees that many picks per predicted class where the pool
-    has them. A priority of 1 means "label this first".
+    has them.
+    For `task` "detect" the model strategies rank images by their boxes' uncertainty (labeling.box_selection).
+    A priority of 1 means "label this first".
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
@@ -185,7 +194,7 @@ def plan_round(
     else:
         if not has_model:
             raise ValueError(f"strategy {strategy!r} needs model predictions over the pool")
-        chosen, picks, prio, source = _model_batch(
+        chosen, picks, prio, source = (_detect_batch if task == "detect" else _model_batch)(
             strategy,
             k,
             candidate_ids,
@@ -235,6 +244,38 @@ def _model_batch(
     return chosen, picks, prio, source
 
 
+def _detect_batch(
+    strategy: str,
+    k: int,
+    candidate_ids: list[str],
+    already_pushed: set[str],
+    predictions: pa.Table,
+    pool_embeddings: pa.Table | None,
+    *,
+    pool_factor: int = 3,
+    **_: int,
+) -> tuple[list[str], np.ndarray, np.ndarray, str | None]:
+    """_model_batch for a detector: image-level uncertainty from its box scores (Brust et al. 2018's sum), the
+    diversity measured in the same spaces (the encoder's when it embeds every scored candidate, else the model's)."""
+    chosen, scores, embeddings = detection_arrays(predictions, candidate_ids)
+    if not chosen:
+        raise ValueError("no pool record has a prediction: score the pool with the newest model first")
+    _, _, labeled = detection_arrays(predictions, sorted(already_pushed))
+    source = None if strategy == "margin" else "model"
+    learned = _encoder_space(pool_embeddings, chosen, sorted(already_pushed)) if strategy == "hybrid" else None
+    if learned is not None:
+        embeddings, labeled, source = learned
+    picks, prio = select_detection_batch(
+        strategy,
+        min(k, len(chosen)),
+        get_box_uncertainty_scores(scores, DEFAULT_BOX_UNCERTAINTY),
+        embeddings=embeddings,
+        labeled_embeddings=labeled,
+        pool_factor=pool_factor,
+    )
+    return chosen, picks, prio, source
+
+
 def add_gold(plan: RoundPlan, gold: dict[str, str], n: int, *, already_pushed: set[str], seed: int = 0) -> RoundPlan:
     """`plan` with `n` gold records (record_id -> known label) not yet in Label Studio mixed into its order.
 
@@ -275,11 +316,13 @@ def plan_next_batch(
     min_per_class: int = 0,
     pool_embeddings: pa.Table | None = None,
     n_classes: int | None = None,
+    task: str = "classify",
 ) -> RoundPlan:
     """The next batch: plan_round over the pool minus what Label Studio has and minus gold, then
     `gold_per_round` gold records mixed in (add_gold). `model_version` names the model behind
     `predictions`; the plan keeps it only when the model chose the batch. `pool_embeddings` are a
-    self-supervised encoder's (plan_round's cold start); `n_classes` the label set's size (probcover).
+    self-supervised encoder's (plan_round's cold start); `n_classes` the label set's size (probcover);
+    `task` the round's task type (corpus.tasks).
     """
     plan = plan_round(
         pool,
@@ -291,6 +334,7 @@ def plan_next_batch(
         min_per_class=min_per_class,
         pool_embeddings=pool_embeddings,
         n_classes=n_classes,
+        task=task,
     )
     if gold and gold_per_round:
         plan = add_gold(plan, gold, gold_per_round, already_pushed=already_pushed, seed=seed)

@@ -11,6 +11,7 @@ import pyarrow as pa
 from corpus.schema import PREDICTION_SCHEMA
 from corpus.settings import Settings
 from corpus.store import DataRoot
+from labeling.box_predictions import build_box_predictions
 
 if TYPE_CHECKING:  # the client is passed in; this module stays free of the Label Studio SDK
     from labeling.client import LabelStudioClient
@@ -123,6 +124,7 @@ def build_tasks(
     labels: list[str] | None = None,
     model_version: str | None = None,
     media_url: Callable[[str], str] = local_files_url,
+    task: str = "classify",
 ) -> list[dict]:
     """One Label Studio task per row whose record has a media file; `media_url` turns the file's path
     under the data root into the task's image field (see `media_uri`).
@@ -132,6 +134,7 @@ def build_tasks(
     `labels` and `model_version`, each task carries its record's prediction inline, so task and
     pre-annotation arrive in one import (labeling.sync.push_tasks) and can never be half-pushed. A
     `model_version` column in `predictions` (labeling.preannotations) names each row's version instead.
+    For `task` "detect" the pre-annotations are the predicted boxes (labeling.box_predictions).
     """
     inline: dict[str, dict] = {}
     if predictions is not None:
@@ -140,7 +143,8 @@ def build_tasks(
             raise ValueError("inline predictions need labels and model_version")
         ids = predictions.column("record_id").to_pylist()
         fake_ids = {rid: i for i, rid in enumerate(ids)}
-        for payload in build_predictions(fake_ids, predictions, labels, model_version):
+        builder = build_box_predictions if task == "detect" else build_predictions
+        for payload in builder(fake_ids, predictions, labels, model_version):
             inline[ids[payload.pop("task")]] = payload
     if "record_id" not in table.column_names:
         raise ValueError("table lacks column record_id")

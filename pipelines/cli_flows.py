@@ -257,6 +257,7 @@ def train(
     with prefect_api():
         metrics = train_flow(TrainParams(dataset=dataset, version=version, pool=pool, train=cfg))
     keys = ("model_version", "release", "test_accuracy", "device", "world_size", "scored", "path")
+    keys += ("test_map_50", "test_map_50_95") if metrics.get("task") == "detect" else ()
     print_json({k: metrics.get(k) for k in keys} | {"eval_accuracy": (metrics.get("eval_set") or {}).get("accuracy")})
     console.print(f"model: {metrics['path']}", highlight=False, soft_wrap=True)
 

@@ -141,6 +141,7 @@ def choose_batch(params: LabelRoundParams, inputs: RoundInputs) -> RoundPlan:
         min_per_class=params.min_per_class,
         pool_embeddings=pool_embeddings,
         n_classes=len(params.labels),
+        task=params.task,
     )
     get_run_logger().info(
         "round plan: %d of %d candidates by %s%s%s, %d gold",
@@ -202,6 +203,7 @@ def push_batch(params: LabelRoundParams, inputs: RoundInputs, round_: LabelRound
         labels=params.labels,
         model_version=round_.model_version,
         media_url=partial(media_uri, root),
+        task=round_.task,
     )
     pushed = push_tasks(client, root, inputs.project_id, tasks)
     if version := preannotation_version(predictions, round_.model_version):

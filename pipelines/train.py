@@ -7,12 +7,16 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from corpus.releases.versions import MANIFEST_FILE, dataset_folder, resolve_version
+from corpus.tasks import task_of
 from labeling.label_errors import find_pool_label_issues
 from labeling.stopping import STOPPING_DIR, update_stopping
 from labeling.sync import read_annotations
 from pipelines.config import TrainParams
 from pipelines.runtime import MODEL_TRAINED, announce, artifact_key, data_root_url, open_root, task
 from training.config import TrainConfig
+from training.detector_predict import predict_box_pool
+from training.detector_train import train_detector
 from training.launch import train_distributed
 from training.predict import predict_pool
 from training.registry import REPORT_FILE, model_path, read_metadata, read_predictions, write_label_issues
@@ -30,6 +34,19 @@ def _eval_summary(metrics: dict[str, Any]) -> str:
     return f"eval-set accuracy {_score(eval_set['accuracy'])} on {eval_set['n']} items"
 
 
+def release_task(root: Any, dataset: str, version: str) -> str:
+    """The task type release `version` of `dataset` carries (its manifest's `task`; classify before types)."""
+    name = resolve_version(root, dataset, version)
+    return task_of(root.read_json(f"{dataset_folder(dataset)}/{name}/{MANIFEST_FILE}"))
+
+
+def _test_summary(metrics: dict[str, Any]) -> str:
+    if metrics.get("task") == "detect":
+        both = _score(metrics.get("test_map_50")), _score(metrics.get("test_map_50_95"))
+        return f"test mAP@0.5 {both[0]}, mAP@[.5:.95] {both[1]}"
+    return f"test accuracy {_score(metrics.get('test_accuracy'))}"
+
+
 @task
 def train_on_release(data_root: str, dataset: str, version: str, cfg: TrainConfig) -> dict[str, Any]:
     """Train a model on a verified release (GPU when present; `cfg.devices` > 1: DDP under torchrun) and
@@ -38,18 +55,21 @@ def train_on_release(data_root: str, dataset: str, version: str, cfg: TrainConfi
     logger = get_run_logger()
 
     def log_epoch(record: dict[str, Any]) -> None:
-        val = record.get("val_accuracy")
+        val = record.get("val_accuracy", record.get("val_map_50_95"))
         logger.info(
-            "epoch %d/%d: train loss %.4f, val accuracy %s (%.1f s)",
+            "epoch %d/%d: train loss %.4f, val %s %s (%.1f s)",
             record["epoch"],
             cfg.epochs,
             record["train_loss"],
+            "accuracy" if "val_accuracy" in record else "mAP@[.5:.95]",
             "-" if val is None else f"{val:.3f}",
             record.get("seconds", 0.0),
         )
 
     root = open_root(data_root)
-    if cfg.devices > 1:
+    if release_task(root, dataset, version) == "detect":
+        metrics = train_detector(root, dataset, version, cfg, on_epoch=log_epoch)
+    elif cfg.devices > 1:
         logger.info("training on %d processes under torchrun (DDP)", cfg.devices)
         metrics = train_distributed(root.url, dataset, version, cfg, on_line=logger.info)
     else:
@@ -57,8 +77,7 @@ def train_on_release(data_root: str, dataset: str, version: str, cfg: TrainConfi
     create_markdown_artifact(
         key=artifact_key("model", dataset),
         markdown=root.read_bytes(model_path(metrics["model_version"], REPORT_FILE)).decode(),
-        description=f"{metrics['model_version']}: test accuracy {_score(metrics.get('test_accuracy'))}, "
-        + _eval_summary(metrics),
+        description=f"{metrics['model_version']}: " + _test_summary(metrics) + ", " + _eval_summary(metrics),
     )
     return metrics
 
@@ -70,8 +89,12 @@ def score_pool(data_root: str, model_version: str, pool: str) -> dict[str, Any]:
     root = open_root(data_root)
     metrics = read_metadata(root, model_version)
     records = root.read_table(pool)
-    predictions = predict_pool(root, model_version, records)
-    issues, why_not = find_pool_label_issues(records, read_annotations(root), predictions, metrics["labels"])
+    if metrics.get("task") == "detect":
+        predictions = predict_box_pool(root, model_version, records)
+        issues, why_not = None, "confident learning is for classify; box errors: labeling.box_quality"
+    else:
+        predictions = predict_pool(root, model_version, records)
+        issues, why_not = find_pool_label_issues(records, read_annotations(root), predictions, metrics["labels"])
     if issues is None:
         get_run_logger().info("no label-error check for %s: %s", model_version, why_not)
     else:

@@ -87,8 +87,7 @@ def predict_pool(
             pa.FixedSizeListArray.from_arrays(pa.array(emb_np.reshape(-1), pa.float32()), d).cast(
                 pa.list_(pa.float32())
             ),
-            # a classifier predicts no boxes
-            pa.nulls(len(record_ids), PREDICTION_SCHEMA.field("boxes").type),
+            pa.nulls(len(record_ids), PREDICTION_SCHEMA.field("boxes").type),  # a classifier predicts no boxes
         ],
         schema=PREDICTION_SCHEMA,
     )

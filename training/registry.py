@@ -12,6 +12,8 @@ from torch import nn
 
 from corpus.store import DataRoot
 from training.backbones import LAYOUTS, create_model
+from training.detector import ARCH as DETECTOR_ARCH
+from training.detector import CenterNet
 
 MODELS_DIR = "models"
 WEIGHTS_FILE = "model.pt"
@@ -71,14 +73,17 @@ def latest_model(root: DataRoot, dataset: str | None = None) -> str | None:
 
 def build_model(meta: dict[str, Any]) -> nn.Module:
     """An untrained model with the architecture recorded in a model's metadata: "SmallCNN" (with its width
-    and dropout) or a ResNet ("resnet18", "resnet34", "resnet50")."""
+    and dropout), a ResNet ("resnet18", "resnet34", "resnet50") or a detector ("CenterNet" on its backbone)."""
     arch = meta["model"]
     name = arch.get("arch")
+    if name == DETECTOR_ARCH:
+        channels = arch["neck_channels"]
+        return CenterNet(arch["backbone"], arch["num_classes"], width=arch["width"], neck_channels=channels)
     if name == "SmallCNN":
         return create_model("small-cnn", arch["num_classes"], width=arch["width"], dropout=arch.get("dropout", 0.2))
     if name in LAYOUTS:
         return create_model(name, arch["num_classes"])
-    raise ValueError(f"unknown architecture {name!r}; known: SmallCNN, {', '.join(LAYOUTS)}")
+    raise ValueError(f"unknown architecture {name!r}; known: SmallCNN, {', '.join(LAYOUTS)}, {DETECTOR_ARCH}")
 
 
 def load_model(root: DataRoot, model_version: str) -> tuple[nn.Module, dict[str, Any]]:

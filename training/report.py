@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from training.detection_report import render_detection_report
+
 
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
@@ -120,6 +122,8 @@ def _eval_set_lines(metrics: dict[str, Any]) -> list[str]:
 def render_report(metrics: dict[str, Any]) -> str:
     """Markdown summary of a training run: what it trained on, how, and how well (per class, confusion,
     calibration). `metrics` is train_model's return value (or a model's metrics.json)."""
+    if metrics.get("task") == "detect":
+        return render_detection_report(metrics)
     labels = metrics.get("labels", [])
     lines = [
         f"# Model {metrics.get('model_version', '(unpublished)')}",

@@ -57,6 +57,8 @@ def annotation_rows(labels: Sequence[tuple[str, str]], origin: str, at: datetime
             "project_id": [IMPORT_PROJECT_ID] * n,
             "record_id": [rid for rid, _ in labels],
             "label": [label for _, label in labels],
+            "labels": pa.nulls(n, ANNOTATION_SCHEMA.field("labels").type),
+            "boxes": pa.nulls(n, ANNOTATION_SCHEMA.field("boxes").type),
             "annotator": [origin] * n,
             "created_at": [at] * n,
             "updated_at": [at] * n,
@@ -80,6 +82,7 @@ def prediction_rows(labels: Sequence[tuple[str, str]]) -> pa.Table:
             "confidence": pa.array([1.0] * n, pa.float32()),
             "probs": pa.nulls(n, pa.list_(pa.float32())),
             "embedding": pa.nulls(n, pa.list_(pa.float32())),
+            "boxes": pa.nulls(n, PREDICTION_SCHEMA.field("boxes").type),
         },
         PREDICTION_SCHEMA,
     )

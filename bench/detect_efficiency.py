@@ -1,0 +1,162 @@
+"""Detection label-efficiency benchmark: one round chosen by the detector's box uncertainty + diversity vs random.
+
+A generated pool of shapes at known boxes mixes easy images (one large shape, high contrast) with hard ones
+(two or three small, dim shapes); a held-out test set has the same mix. Each seed: a CenterNet
+(training.detector_train) is trained on a random start set, scores the pool (training.detector_predict), and
+the next batch is chosen two ways from the same model: Flywheel's detect selection (labeling.rounds.plan_next_batch
+with task "detect": image-level uncertainty of the box scores, Brust et al. 2018, then k-center diversity)
+and the random baseline (strategy "random", the peer every active-learning paper reports). A detector is then
+trained on start + batch for each arm and scored on the test set with COCO mAP (training.box_evaluation).
+Closing line: `bench detect-efficiency: flywheel_map50=... random_map50=... ratio=<flywheel over random>`.
+
+Run: `.venv/bin/python bench/detect_efficiency.py` (QUICK=1 or --quick: 2 seeds, smaller pool).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from corpus.boxes import build_boxes
+from corpus.releases.build import build_release
+from corpus.releases.config import ReleaseConfig
+from corpus.schema import conform, make_record_id
+from corpus.store import DataRoot
+from labeling.rounds import plan_next_batch
+from training.box_data import truth_box_sets
+from training.box_evaluation import compute_map
+from training.config import TrainConfig
+from training.detector_predict import detect_records, eval_box_transform, predict_box_pool, to_box_sets
+from training.detector_train import train_detector
+from training.registry import load_model
+
+SIDE = 64
+COLOURS = {"square": (40, 200, 40), "disc": (220, 40, 40)}
+
+
+def _draw(rng: np.random.Generator, hard: bool) -> tuple[bytes, list[dict]]:
+    img = rng.integers(0, 70, size=(SIDE, SIDE, 3), dtype=np.uint8)
+    xywh: list[tuple[int, int, int, int]] = []
+    labels: list[str] = []
+    for _ in range(int(rng.integers(2, 4)) if hard else 1):
+        s = int(rng.integers(7, 12)) if hard else int(rng.integers(16, 24))
+        for _attempt in range(30):
+            x, y = (int(v) for v in rng.integers(0, SIDE - s, size=2))
+            if all(x + s <= a or a + w <= x or y + s <= b or b + h <= y for a, b, w, h in xywh):
+                break
+        else:
+            continue
+        kind = ("square", "disc")[int(rng.integers(2))]
+        colour = tuple(int(c * (0.55 if hard else 1.0)) for c in COLOURS[kind])
+        if kind == "square":
+            cv2.rectangle(img, (x, y), (x + s - 1, y + s - 1), colour, -1)
+        else:
+            r = s // 2
+            cv2.circle(img, (x + r, y + r), r, colour, -1)
+            s = 2 * r + 1
+        xywh.append((x, y, s, s))
+        labels.append(kind)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    assert ok
+    return buf.tobytes(), build_boxes(np.array(xywh, np.float64), labels, SIDE, SIDE)
+
+
+def make_set(n: int, seed: int, hard_share: float = 0.3) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        image, boxes = _draw(rng, hard=rng.random() < hard_share)
+        rows.append(
+            {
+                "record_id": make_record_id(image + str(i).encode()),
+                "kind": "image",
+                "image": image,
+                "width": SIDE,
+                "height": SIDE,
+                "mime": "image/png",
+                "label": boxes[0]["label"],
+                "boxes": boxes,
+            }
+        )
+    return conform(pa.Table.from_pylist(rows))
+
+
+def _subset(table: pa.Table, ids: list[str]) -> pa.Table:
+    return table.filter(pc.is_in(table.column("record_id"), pa.array(ids, pa.string())))
+
+
+def _train(root: DataRoot, name: str, records: pa.Table, cfg: TrainConfig) -> str:
+    # Every labeled image trains: the test set is held out separately.
+    build_release(root, name, records, ReleaseConfig(task="detect", train=1.0, val=0.0, test=0.0))
+    return train_detector(root, name, "latest", cfg)["model_version"]
+
+
+def _score(root: DataRoot, model_version: str, test: pa.Table) -> dict:
+    model, meta = load_model(root, model_version)
+    _, found, _, _ = detect_records(model, test, eval_box_transform(meta), meta["image_size"], device="cpu")
+    truth, _ = truth_box_sets(test, meta["labels"])
+    return compute_map(to_box_sets(found, meta["labels"]), truth)
+
+
+def run_seed(seed: int, pool_size: int, start: int, budget: int, cfg: TrainConfig) -> dict[str, dict]:
+    root = DataRoot(tempfile.mkdtemp(prefix="detect-efficiency-"))
+    pool = make_set(pool_size, seed)
+    test = make_set(60, 10_000 + seed)
+    ids = pool.column("record_id").to_pylist()
+    first = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))[:start]]
+    model_version = _train(root, f"start{seed}", _subset(pool, first), cfg)
+    predictions = predict_box_pool(root, model_version, pool)
+    out = {}
+    for arm, strategy in (("flywheel", "auto"), ("random", "random")):
+        plan = plan_next_batch(
+            pool, set(first), {}, budget=budget, strategy=strategy, predictions=predictions, seed=seed, task="detect"
+        )
+        chosen = _subset(pool, first + plan.record_ids)
+        hard = sum(len(b) > 1 for b in _subset(pool, plan.record_ids).column("boxes").to_pylist())
+        scores = _score(root, _train(root, f"{arm}{seed}", chosen, cfg), test)
+        out[arm] = {"map_50": scores["map_50"], "map_50_95": scores["map_50_95"], "hard_picked": hard}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", default=os.environ.get("QUICK") == "1")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    seeds = (0, 1) if args.quick else (0, 1, 2, 3)
+    pool_size, start, budget = (120, 16, 16) if args.quick else (200, 24, 24)
+    cfg = TrainConfig(epochs=15, batch_size=8, width=16, patience=15)
+    started = time.perf_counter()
+    results = [run_seed(seed, pool_size, start, budget, cfg) for seed in seeds]
+    print(f"pool {pool_size} (30% hard), start {start}, one round of {budget}; test 60; seeds {list(seeds)}")
+    print("| seed | arm | hard images picked | mAP@0.5 | mAP@[.5:.95] |")
+    print("|---|---|---|---|---|")
+    for seed, result in zip(seeds, results, strict=True):
+        for arm, r in result.items():
+            print(f"| {seed} | {arm} | {r['hard_picked']}/{budget} | {r['map_50']:.3f} | {r['map_50_95']:.3f} |")
+    mean = {arm: statistics.mean(r[arm]["map_50"] for r in results) for arm in ("flywheel", "random")}
+    strict = {arm: statistics.mean(r[arm]["map_50_95"] for r in results) for arm in ("flywheel", "random")}
+    print(f"({time.perf_counter() - started:.0f} s)")
+    print(
+        f"bench detect-efficiency: flywheel_map50={mean['flywheel']:.3f} random_map50={mean['random']:.3f} "
+        f"flywheel_map50_95={strict['flywheel']:.3f} random_map50_95={strict['random']:.3f} "
+        f"ratio={mean['flywheel'] / max(mean['random'], 1e-9):.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
