@@ -87,7 +87,9 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the sample site.")] = 7,
     rounds: Annotated[int, typer.Option(help="Label rounds (each: label, release, train).")] = 2,
     budget: Annotated[int, typer.Option(help="Tasks pushed per label round.")] = 80,
-    task: Annotated[str, typer.Option(help="Task type to label: classify (one class per image).")] = "classify",
+    task: Annotated[
+        str, typer.Option(help="Task type to label: classify (one class per image), detect (boxes around objects).")
+    ] = "classify",
 ) -> None:
     """Run the whole loop on the generated sample site and print the summary (also in data/demo/summary.json).
 
@@ -98,6 +100,7 @@ def demo(
     from pipelines.demo import services
     from pipelines.demo.flow import DEMO_TASKS, DemoParams, demo_flow
     from pipelines.demo.sample_images import CLASSES
+    from pipelines.demo.sample_objects import OBJECT_CLASSES
     from pipelines.demo.summary import render_summary
 
     if task not in DEMO_TASKS:
@@ -107,7 +110,7 @@ def demo(
         ls_url = services.start_label_studio(settings)
     console.print(f"[green]✓[/] Label Studio at {ls_url}")
     with console.status("generating and serving the sample site"):
-        site_url, truth = services.start_sample_site(settings, seed=seed, images_per_class=images_per_class)
+        site_url, truth = services.start_sample_site(settings, seed=seed, images_per_class=images_per_class, task=task)
     console.print(f"[green]✓[/] sample site at {site_url}")
     with console.status("starting the Prefect server"), prefect_api(start=True) as api:
         console.print(f"[green]✓[/] Prefect UI at {api.removesuffix('/api')}")
@@ -118,7 +121,7 @@ def demo(
         params = DemoParams(
             site_url=site_url,
             truth_path=str(truth),
-            labels=list(CLASSES),
+            labels=list(OBJECT_CLASSES if task == "detect" else CLASSES),
             budgets=[budget] * rounds,
             task=task,
             data_root=settings.data_root,

@@ -43,7 +43,13 @@ def _announce_new(root: DataRoot, dataset: str, seen: set[str], say: Callable[[s
     for meta in _models_of(root, dataset):
         if f"model:{meta['model_version']}" not in seen:
             seen.add(f"model:{meta['model_version']}")
-            say(f"model {meta['model_version']}: test accuracy {meta['test_accuracy']:.3f} on {meta['device']}")
+            say(f"model {meta['model_version']}: {_test_figures(meta)} on {meta['device']}")
+
+
+def _test_figures(meta: dict[str, Any]) -> str:
+    if meta.get("task") == "detect":
+        return f"test mAP@0.5 {meta.get('test_map_50') or 0:.3f}, mAP@[.5:.95] {meta.get('test_map_50_95') or 0:.3f}"
+    return f"test accuracy {meta['test_accuracy']:.3f}"
 
 
 def wait_for_rounds(
@@ -82,6 +88,8 @@ def round_entry(round_: LabelRound) -> dict[str, Any]:
         "annotations": summary.get("annotations", 0),
         "labeled_records": summary.get("labeled_records", 0),
         "agreement": summary.get("agreement") or {},
+        "gold_box_f1": summary.get("gold_box_f1"),
+        "task": round_.task,
         "gold": list(round_.gold),
         "review": summary.get("review"),
         "scorecards": summary.get("scorecards") or [],

@@ -15,6 +15,7 @@ import httpx
 
 from corpus.settings import Settings
 from pipelines.demo.label_studio_server import LabelStudioError, LabelStudioServer, ensure_template, stop_pid_file
+from pipelines.demo.sample_objects import OBJECT_CLASSES, generate_object_site
 from pipelines.demo.sample_site import generate_site
 
 SITE_DIR = "demo/sample-site"
@@ -125,11 +126,17 @@ def start_label_studio(settings: Settings) -> str:
     return server.url
 
 
-def start_sample_site(settings: Settings, *, seed: int = 7, images_per_class: int = 60) -> tuple[str, Path]:
-    """Generate (once per seed and size) and serve the sample website; returns (url, truth.json path)."""
-    site_root = _local_root(settings) / SITE_DIR / f"seed{seed}-n{images_per_class}"
+def start_sample_site(
+    settings: Settings, *, seed: int = 7, images_per_class: int = 60, task: str = "classify"
+) -> tuple[str, Path]:
+    """Generate (once per seed, size and task) and serve the sample website: the textures, or for `task`
+    "detect" the object gallery (images_per_class images per object class); returns (url, truth.json path)."""
+    detect = task == "detect"
+    site_root = _local_root(settings) / SITE_DIR / f"{'objects-' if detect else ''}seed{seed}-n{images_per_class}"
     truth = site_root / "truth.json"
-    if not truth.exists():
+    if not truth.exists() and detect:
+        generate_object_site(site_root, n=images_per_class * len(OBJECT_CLASSES), seed=seed)
+    elif not truth.exists():
         generate_site(site_root, seed=seed, images_per_class=images_per_class)
     url = f"http://127.0.0.1:{settings.site_port}/"
     state = ServiceState("sample-site", run_dir_of(settings))

@@ -6,6 +6,8 @@ from typing import Any
 
 from rich.table import Table
 
+from corpus.tasks import task_of
+
 
 def build_summary(
     ingest: dict[str, Any], rounds: list[dict[str, Any]], releases: list[dict[str, Any]], models: list[dict[str, Any]]
@@ -38,54 +40,69 @@ def build_summary(
             "records_with_pii": scrub_counters.get("records_with_pii", 0),
             "output": scrub["output"],
         },
-        "label_rounds": [
-            {
-                "round": r["round"],
-                "strategy": r["strategy"],
-                "model_version": r["model_version"],
-                "tasks_pushed": r["tasks_pushed"],
-                "predictions_pushed": r["predictions_pushed"],
-                "annotations": r["annotations"],
-                "labeled_records": r["labeled_records"],
-                "agreement": r["agreement"].get("percent_agreement"),
-                "krippendorff_alpha": r["agreement"].get("krippendorff_alpha"),
-                "items_with_overlap": r["agreement"].get("items_with_overlap"),
-                "gold_tasks": len(r.get("gold") or []),
-                "review_queue": r.get("review"),
-                "quality_gate": _gate_summary(r.get("quality_gate")),
-                "annotators": [
-                    {k: card.get(k) for k in ("annotator", "gold_accuracy", "consensus_agreement", "annotations")}
-                    for card in r.get("scorecards") or []
-                ],
-            }
-            for r in rounds
-        ],
+        "label_rounds": [_round_summary(r) for r in rounds],
         "releases": [
             {
                 "version": m["version"],
                 "parent": m.get("parent"),
                 **{split: m["rows"].get(split, 0) for split in ("train", "val", "test")},
+                "task": task_of(m),
                 "path": m.get("path"),
             }
             for m in releases
         ],
-        "models": [
-            {
-                "version": m["model_version"],
-                "release": m.get("release"),
-                "test_accuracy": m["test_accuracy"],
-                # The same items for every version: the comparison that says whether a version is better.
-                "eval_set_items": (m.get("eval_set") or {}).get("n"),
-                "eval_by_version": {r["release"]: r.get("accuracy") for r in m.get("eval_by_version") or []},
-                "device": m.get("device"),
-                "scored": m.get("scored"),
-                "label_issues": m.get("label_issues"),
-                "stop_labeling": bool((m.get("stopping") or {}).get("stop")),
-            }
-            for m in models
-        ],
+        "models": [_model_summary(m) for m in models],
         "label_studio": {"url": rounds[-1]["project_url"] if rounds else None, "project_id": project_id},
     }
+
+
+def _round_summary(r: dict[str, Any]) -> dict[str, Any]:
+    """One label round as the summary shows it; a detect round adds its box F1 between annotators and on gold."""
+    entry = {
+        "round": r["round"],
+        "strategy": r["strategy"],
+        "model_version": r["model_version"],
+        "tasks_pushed": r["tasks_pushed"],
+        "predictions_pushed": r["predictions_pushed"],
+        "annotations": r["annotations"],
+        "labeled_records": r["labeled_records"],
+        "agreement": r["agreement"].get("percent_agreement"),
+        "krippendorff_alpha": r["agreement"].get("krippendorff_alpha"),
+        "items_with_overlap": r["agreement"].get("items_with_overlap"),
+        "gold_tasks": len(r.get("gold") or []),
+        "review_queue": r.get("review"),
+        "quality_gate": _gate_summary(r.get("quality_gate")),
+        "annotators": [
+            {k: card.get(k) for k in ("annotator", "gold_accuracy", "consensus_agreement", "annotations")}
+            for card in r.get("scorecards") or []
+        ],
+    }
+    if r.get("task") == "detect":
+        entry.update(task="detect", box_f1=r["agreement"].get("box_f1"), gold_box_f1=r.get("gold_box_f1"))
+    return entry
+
+
+def _model_summary(m: dict[str, Any]) -> dict[str, Any]:
+    """One model as the summary shows it; a detector shows its test mAP@0.5 and mAP@[.5:.95], not accuracy."""
+    entry = {
+        "version": m["model_version"],
+        "release": m.get("release"),
+        "test_accuracy": m.get("test_accuracy"),
+        # The same items for every version: the comparison that says whether a version is better.
+        "eval_set_items": (m.get("eval_set") or {}).get("n"),
+        "eval_by_version": {r["release"]: r.get("accuracy") for r in m.get("eval_by_version") or []},
+        "device": m.get("device"),
+        "scored": m.get("scored"),
+        "label_issues": m.get("label_issues"),
+        "stop_labeling": bool((m.get("stopping") or {}).get("stop")),
+    }
+    if m.get("task") == "detect":
+        entry.update(task="detect", test_map_50=m.get("test_map_50"), test_map_50_95=m.get("test_map_50_95"))
+    return entry
+
+
+def _figure(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
 
 
 def _gate_summary(gate: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -115,6 +132,8 @@ def render_summary(summary: dict[str, Any]) -> Table:
     )
     for r in summary["label_rounds"]:
         agreement = "n/a" if r["agreement"] is None else f"{r['agreement']:.2f}"
+        if r.get("task") == "detect":
+            agreement = f"box F1 {_figure(r['box_f1'])}, gold box F1 {_figure(r['gold_box_f1'])}"
         gate = r.get("quality_gate")
         verdict = "" if gate is None else f"; quality gate {'passed' if gate['passed'] else 'failed'}"
         table.add_row(
@@ -130,6 +149,9 @@ def render_summary(summary: dict[str, Any]) -> Table:
             for release, acc in (m.get("eval_by_version") or {}).items()
         )
         on_eval = f"; fixed eval set ({m.get('eval_set_items')} items): {by_version}" if by_version else ""
-        table.add_row(f"model {m['version']}", f"test accuracy {m['test_accuracy']:.3f} ({m['device']}){on_eval}")
+        score = f"test accuracy {_figure(m['test_accuracy'])}"
+        if m.get("task") == "detect":
+            score = f"test mAP@0.5 {_figure(m['test_map_50'])}, mAP@[.5:.95] {_figure(m['test_map_50_95'])}"
+        table.add_row(f"model {m['version']}", f"{score} ({m['device']}){on_eval}")
     table.add_row("Label Studio", str(summary["label_studio"]["url"]))
     return table
