@@ -152,9 +152,7 @@ def plan_round(
     run over the pixel features. "least-confidence", "margin", "entropy" rank by that uncertainty alone;
     "coreset" is k-center around what is pushed; "uncertainty" is the earlier margin + diversity recipe;
     "random" is the baseline. `min_per_class` > 0 guarantees that many picks per predicted class where the pool
-    has them.
-    For `task` "detect" the model strategies rank images by their boxes' uncertainty (labeling.box_selection).
-    A priority of 1 means "label this first".
+    has them; for `task` "detect" model strategies rank by box uncertainty (labeling.box_selection). 1 = first.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
