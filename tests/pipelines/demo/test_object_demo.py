@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from corpus.pool import read_box_gold
@@ -88,3 +89,35 @@ def test_a_classify_summary_keeps_its_shape() -> None:
     summary = build_summary(_ingest(), [round_], [{"version": "v0001", "rows": {}}], [model])
     assert "box_f1" not in summary["label_rounds"][0] and "test_map_50" not in summary["models"][0]
     assert summary["models"][0]["test_accuracy"] == 0.75 and summary["releases"][0]["task"] == "classify"
+
+
+def test_the_demo_refuses_a_task_it_does_not_run_naming_those_it_does(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[3]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FLYWHEEL_"))}
+    env.update(PYTHONPATH=str(repo), FLYWHEEL_DATA_ROOT=str(tmp_path / "data"), PREFECT_HOME=str(tmp_path / "p"))
+    run = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "demo", "--task", "segment"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode != 0
+    assert "--task 'segment'" in run.stdout + run.stderr and "classify, detect" in run.stdout + run.stderr
+    assert not (tmp_path / "data" / "run").exists()  # refused before any service started
+
+
+def test_the_object_gallery_spreads_its_images_over_pages_linked_from_the_index(tmp_path: Path) -> None:
+    truth = generate_object_site(tmp_path, n=12, seed=2)
+    site = tmp_path / "site"
+    pages = ["objects.html", "objects-2.html", "objects-3.html"]
+    index = (site / "index.html").read_text()
+    assert all(f'href="/{page}"' in index for page in pages) and not (site / "objects-4.html").exists()
+    shown = [src for page in pages for src in re.findall(r'src="([^"]+)"', (site / page).read_text())]
+    assert [len(re.findall("<img", (site / page).read_text())) for page in pages] == [5, 5, 2]
+    assert sorted(shown) == sorted(truth["objects"])  # each image on exactly one page
