@@ -47,8 +47,10 @@ def _announce_new(root: DataRoot, dataset: str, seen: set[str], say: Callable[[s
 
 
 def _test_figures(meta: dict[str, Any]) -> str:
+    """A model's test figures for the progress line: mAP for a detector, accuracy for a classifier."""
+    shown = {k: "—" if meta.get(k) is None else f"{meta[k]:.3f}" for k in ("test_map_50", "test_map_50_95")}
     if meta.get("task") == "detect":
-        return f"test mAP@0.5 {meta.get('test_map_50') or 0:.3f}, mAP@[.5:.95] {meta.get('test_map_50_95') or 0:.3f}"
+        return f"test mAP@0.5 {shown['test_map_50']}, mAP@[.5:.95] {shown['test_map_50_95']}"
     return f"test accuracy {meta['test_accuracy']:.3f}"
 
 

@@ -113,7 +113,6 @@ def test_the_detect_demo_runs_the_whole_loop(
     )
     assert regions and all(r["type"] == "rectanglelabels" and 0 <= r["score"] <= 1 for r in regions)
     assert {r["value"]["rectanglelabels"][0] for r in regions} <= set(OBJECT_CLASSES)
-    assert all(a["result"] or a.get("was_cancelled") for t in tasks for a in t["annotations"])
 
     console = Console(width=240, record=True)
     console.print(render_summary(summary))
