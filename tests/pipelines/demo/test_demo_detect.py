@@ -12,6 +12,7 @@ from corpus.boxes import box_set_from_rows
 from corpus.releases.versions import load_release
 from corpus.settings import get_settings
 from corpus.store import DataRoot
+from labeling.box_predictions import PREANNOTATION_MIN_SCORE
 from labeling.box_quality import compute_box_f1
 from labeling.client import LabelStudioClient
 from pipelines.demo.flow import DemoParams, demo_flow
@@ -45,7 +46,7 @@ def _released_rows(root: DataRoot, version: str) -> list[dict]:
 def test_the_detect_demo_runs_the_whole_loop(
     prefect_api, own_label_studio, detect_settings, turning_flywheel, tmp_path
 ):
-    generate_object_site(tmp_path / "site", n=40, seed=3)
+    generate_object_site(tmp_path / "site", n=60, seed=3)
     root = DataRoot(str(own_label_studio.document_root))
     with SiteServer(tmp_path / "site" / "site") as site:
         summary = demo_flow(
@@ -54,7 +55,7 @@ def test_the_detect_demo_runs_the_whole_loop(
                 truth_path=str(tmp_path / "site" / "truth.json"),
                 labels=list(OBJECT_CLASSES),
                 task="detect",
-                budgets=[16, 12],
+                budgets=[30, 12],
                 gold_count=8,
                 data_root=root.url,
                 timeout_s=1200,
@@ -68,7 +69,7 @@ def test_the_detect_demo_runs_the_whole_loop(
     assert round1["strategy"] == "diversity" and round1["model_version"] is None
     first_model, second_model = summary["models"]
     assert round2["strategy"] == "hybrid" and round2["model_version"] == first_model["version"]
-    assert round1["tasks_pushed"] == 16 + 4 and round2["tasks_pushed"] == 12 + 4
+    assert round1["tasks_pushed"] == 30 + 4 and round2["tasks_pushed"] == 12 + 4
     assert round1["gold_tasks"] == 4 and round2["gold_tasks"] == 4
     for round_ in (round1, round2):
         assert round_["task"] == "detect" and round_["box_f1"] >= 0.6 and round_["gold_box_f1"] >= 0.6
@@ -111,7 +112,16 @@ def test_the_detect_demo_runs_the_whole_loop(
         for t in predicted
         for p in t["predictions"]
     )
-    assert regions and all(r["type"] == "rectanglelabels" and 0 <= r["score"] <= 1 for r in regions)
+    assert all(r["type"] == "rectanglelabels" and 0 <= r["score"] <= 1 for r in regions)
+    # every box the first detector scored at the pre-annotation threshold or above is a rectangle of its task
+    found = read_predictions(root, first_model["version"])
+    sure = {
+        rid: sum(b["score"] >= PREANNOTATION_MIN_SCORE for b in boxes or [])
+        for rid, boxes in zip(found.column("record_id").to_pylist(), found.column("boxes").to_pylist(), strict=True)
+    }
+    assert {t["data"]["record_id"]: len(t["predictions"][0]["result"]) for t in predicted} == {
+        t["data"]["record_id"]: sure[t["data"]["record_id"]] for t in predicted
+    }
     assert {r["value"]["rectanglelabels"][0] for r in regions} <= set(OBJECT_CLASSES)
 
     console = Console(width=240, record=True)
