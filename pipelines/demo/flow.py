@@ -28,7 +28,7 @@ from pipelines.runtime import open_label_studio, open_root
 console = Console()
 GOLD_PATH = "demo/gold.json"
 # The task types the demo runs end to end (`flywheel demo --task`); a type joins once its whole loop works.
-DEMO_TASKS = ("classify",)
+DEMO_TASKS = ("classify", "detect")
 # The classify gate: the simulated annotators (5/10/20% errors, independent of the item) should measure alpha
 # ~0.71 on a class-balanced batch (0.70 measured in round 1), but measured 0.58 on round 2's model-chosen batch:
 # the same raw agreement, likely scored against the higher chance agreement of a class-skewed batch. 0.5 lets
