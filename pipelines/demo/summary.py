@@ -46,7 +46,7 @@ def build_summary(
                 "version": m["version"],
                 "parent": m.get("parent"),
                 **{split: m["rows"].get(split, 0) for split in ("train", "val", "test")},
-                "task": task_of(m),
+                **({"task": "detect"} if task_of(m) == "detect" else {}),  # classify's shape as it was
                 "path": m.get("path"),
             }
             for m in releases

@@ -88,7 +88,7 @@ def test_a_classify_summary_keeps_its_shape() -> None:
     model = {"model_version": "m1", "release": "v0001", "test_accuracy": 0.75, "device": "cpu"}
     summary = build_summary(_ingest(), [round_], [{"version": "v0001", "rows": {}}], [model])
     assert "box_f1" not in summary["label_rounds"][0] and "test_map_50" not in summary["models"][0]
-    assert summary["models"][0]["test_accuracy"] == 0.75 and summary["releases"][0]["task"] == "classify"
+    assert summary["models"][0]["test_accuracy"] == 0.75 and "task" not in summary["releases"][0]
 
 
 def test_the_demo_refuses_a_task_it_does_not_run_naming_those_it_does(tmp_path: Path) -> None:
