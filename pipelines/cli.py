@@ -90,8 +90,8 @@ def demo(
     task: Annotated[
         str,
         typer.Option(
-            help="Task type to label: classify (one class per image), multilabel (every class present) or text "
-            "(one topic per text page)."
+            help="Task type to label: classify (one class per image), multilabel (every class present), detect "
+            "(boxes around objects) or text (one topic per text page)."
         ),
     ] = "classify",
     text_pages: Annotated[int, typer.Option(help="Article pages per topic on the sample site (--task text).")] = 60,
@@ -105,6 +105,7 @@ def demo(
     from pipelines.demo import services
     from pipelines.demo.flow import DEMO_TASKS, DemoParams, demo_flow
     from pipelines.demo.sample_images import CLASSES
+    from pipelines.demo.sample_objects import OBJECT_CLASSES
     from pipelines.demo.sample_texts import TOPICS
     from pipelines.demo.summary import render_summary
 
@@ -117,11 +118,7 @@ def demo(
     with console.status("generating and serving the sample site"):
         texts = text_pages if task == "text" else 0
         site_url, truth = services.start_sample_site(
-            settings,
-            seed=seed,
-            images_per_class=images_per_class,
-            multilabel=task == "multilabel",
-            text_pages_per_topic=texts,
+            settings, seed=seed, images_per_class=images_per_class, task=task, text_pages_per_topic=texts
         )
     console.print(f"[green]✓[/] sample site at {site_url}")
     with console.status("starting the Prefect server"), prefect_api(start=True) as api:
@@ -133,7 +130,7 @@ def demo(
         params = DemoParams(
             site_url=site_url,
             truth_path=str(truth),
-            labels=list(TOPICS if task == "text" else CLASSES),
+            labels=list(TOPICS if task == "text" else OBJECT_CLASSES if task == "detect" else CLASSES),
             budgets=[budget] * rounds,
             task=task,
             data_root=settings.data_root,

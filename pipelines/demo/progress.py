@@ -82,6 +82,8 @@ def round_entry(round_: LabelRound) -> dict[str, Any]:
         "annotations": summary.get("annotations", 0),
         "labeled_records": summary.get("labeled_records", 0),
         "agreement": summary.get("agreement") or {},
+        "gold_box_f1": summary.get("gold_box_f1"),
+        "task": round_.task,
         "gold": list(round_.gold),
         "review": summary.get("review"),
         "scorecards": summary.get("scorecards") or [],

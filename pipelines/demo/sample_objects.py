@@ -20,6 +20,9 @@ OBJECT_SIZE = 96
 # A shape with less than this share of its pixels still visible (another shape covers it) is not an object of
 # the truth: nobody could tell what it is.
 MIN_VISIBLE_SHARE = 0.6
+# Images per gallery page. A release keeps the images of one page in one split (ReleaseConfig.group_by_page), so
+# a single page would put every image in train; pages of 5 give a small demo's release val and test images.
+PER_PAGE = 5
 
 
 @dataclass(frozen=True)
@@ -109,22 +112,29 @@ def boxes_by_record(truth: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return {entry["record_id"]: entry["boxes"] for entry in truth["objects"].values()}
 
 
+def _page_name(page: int) -> str:
+    return "objects.html" if page == 0 else f"objects-{page + 1}.html"
+
+
 def generate_object_site(out_dir: Path, n: int = 40, seed: int = 7) -> dict[str, Any]:
-    """Write an object gallery under `out_dir/site/` (index.html linking objects.html, which shows every image
-    under /objects/) and its truth to `out_dir/truth.json`; returns the truth. Read by simulated annotators
-    and evaluations only."""
+    """Write an object gallery under `out_dir/site/` (index.html linking gallery pages objects.html,
+    objects-2.html, ... of PER_PAGE images each, the images under /objects/) and its truth to
+    `out_dir/truth.json`; returns the truth. Read by simulated annotators and evaluations only."""
     images = generate_object_images(n, seed)
     site = out_dir / "site"
     (site / "objects").mkdir(parents=True, exist_ok=True)
     for image in images:
         (site / "objects" / image.name).write_bytes(image.png)
-    figures = "\n".join(
-        f'<figure><img src="/objects/{im.name}" alt="shapes {i}"><figcaption>shapes {i}</figcaption></figure>'
-        for i, im in enumerate(images)
-    )
-    page = f"<html><head><title>Shapes</title></head><body><h1>Shapes</h1>\n{figures}\n</body></html>\n"
-    (site / "objects.html").write_text(page)
-    (site / "index.html").write_text('<html><body><a href="/objects.html">Shapes</a></body></html>\n')
+    pages = [images[i : i + PER_PAGE] for i in range(0, len(images), PER_PAGE)]
+    for page, shown in enumerate(pages):
+        figures = "\n".join(
+            f'<figure><img src="/objects/{im.name}" alt="shapes {im.name}"><figcaption>{im.name}</figcaption></figure>'
+            for im in shown
+        )
+        html = f"<html><head><title>Shapes {page + 1}</title></head><body><h1>Shapes</h1>\n{figures}\n</body></html>\n"
+        (site / _page_name(page)).write_text(html)
+    links = "".join(f'<a href="/{_page_name(page)}">Shapes {page + 1}</a>\n' for page in range(len(pages)))
+    (site / "index.html").write_text(f"<html><body>\n{links}</body></html>\n")
     truth = object_truth(images)
     (out_dir / "truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
     return truth

@@ -15,6 +15,7 @@ import httpx
 
 from corpus.settings import Settings
 from pipelines.demo.label_studio_server import LabelStudioError, LabelStudioServer, ensure_template, stop_pid_file
+from pipelines.demo.sample_objects import OBJECT_CLASSES, generate_object_site
 from pipelines.demo.sample_site import generate_site
 
 SITE_DIR = "demo/sample-site"
@@ -130,15 +131,20 @@ def start_sample_site(
     *,
     seed: int = 7,
     images_per_class: int = 60,
-    multilabel: bool = False,
+    task: str = "classify",
     text_pages_per_topic: int = 0,
 ) -> tuple[str, Path]:
-    """Generate (once per seed, size and kind) and serve the sample website; returns (url, truth.json path).
-    `multilabel`: pictures that show label sets; `text_pages_per_topic`: article pages (sample_site.generate_site)."""
+    """Generate (once per seed, size and task) and serve the sample website; returns (url, truth.json path):
+    the textures (multilabel: pictures that show label sets; `text_pages_per_topic`: with article pages,
+    sample_site.generate_site), or for `task` "detect" the object gallery (images_per_class images per object
+    class)."""
+    detect, multilabel = task == "detect", task == "multilabel"
     kind = ("-multilabel" if multilabel else "") + (f"-t{text_pages_per_topic}" if text_pages_per_topic else "")
-    site_root = _local_root(settings) / SITE_DIR / f"seed{seed}-n{images_per_class}{kind}"
+    site_root = _local_root(settings) / SITE_DIR / f"{'objects-' if detect else ''}seed{seed}-n{images_per_class}{kind}"
     truth = site_root / "truth.json"
-    if not truth.exists():
+    if not truth.exists() and detect:
+        generate_object_site(site_root, n=images_per_class * len(OBJECT_CLASSES), seed=seed)
+    elif not truth.exists():
         generate_site(
             site_root,
             seed=seed,

@@ -6,6 +6,8 @@ from typing import Any
 
 from rich.table import Table
 
+from corpus.tasks import task_of
+
 
 def build_summary(
     ingest: dict[str, Any], rounds: list[dict[str, Any]], releases: list[dict[str, Any]], models: list[dict[str, Any]]
@@ -38,33 +40,13 @@ def build_summary(
             "records_with_pii": scrub_counters.get("records_with_pii", 0),
             "output": scrub["output"],
         },
-        "label_rounds": [
-            {
-                "round": r["round"],
-                "strategy": r["strategy"],
-                "model_version": r["model_version"],
-                "tasks_pushed": r["tasks_pushed"],
-                "predictions_pushed": r["predictions_pushed"],
-                "annotations": r["annotations"],
-                "labeled_records": r["labeled_records"],
-                "agreement": r["agreement"].get("percent_agreement"),
-                "krippendorff_alpha": r["agreement"].get("krippendorff_alpha"),
-                "items_with_overlap": r["agreement"].get("items_with_overlap"),
-                "gold_tasks": len(r.get("gold") or []),
-                "review_queue": r.get("review"),
-                "quality_gate": _gate_summary(r.get("quality_gate")),
-                "annotators": [
-                    {k: card.get(k) for k in ("annotator", "gold_accuracy", "consensus_agreement", "annotations")}
-                    for card in r.get("scorecards") or []
-                ],
-            }
-            for r in rounds
-        ],
+        "label_rounds": [_round_summary(r) for r in rounds],
         "releases": [
             {
                 "version": m["version"],
                 "parent": m.get("parent"),
                 **{split: m["rows"].get(split, 0) for split in ("train", "val", "test")},
+                **({"task": "detect"} if task_of(m) == "detect" else {}),  # classify's shape as it was
                 "path": m.get("path"),
             }
             for m in releases
@@ -74,9 +56,35 @@ def build_summary(
     }
 
 
+def _round_summary(r: dict[str, Any]) -> dict[str, Any]:
+    """One label round as the summary shows it; a detect round adds its box F1 between annotators and on gold."""
+    entry = {
+        "round": r["round"],
+        "strategy": r["strategy"],
+        "model_version": r["model_version"],
+        "tasks_pushed": r["tasks_pushed"],
+        "predictions_pushed": r["predictions_pushed"],
+        "annotations": r["annotations"],
+        "labeled_records": r["labeled_records"],
+        "agreement": r["agreement"].get("percent_agreement"),
+        "krippendorff_alpha": r["agreement"].get("krippendorff_alpha"),
+        "items_with_overlap": r["agreement"].get("items_with_overlap"),
+        "gold_tasks": len(r.get("gold") or []),
+        "review_queue": r.get("review"),
+        "quality_gate": _gate_summary(r.get("quality_gate")),
+        "annotators": [
+            {k: card.get(k) for k in ("annotator", "gold_accuracy", "consensus_agreement", "annotations")}
+            for card in r.get("scorecards") or []
+        ],
+    }
+    if r.get("task") == "detect":
+        entry.update(task="detect", box_f1=r["agreement"].get("box_f1"), gold_box_f1=r.get("gold_box_f1"))
+    return entry
+
+
 def _model_summary(m: dict[str, Any]) -> dict[str, Any]:
-    """One trained model as the summary shows it."""
-    return {
+    """One trained model as the summary shows it; a detector adds its test mAP@0.5 and mAP@[.5:.95]."""
+    entry = {
         "version": m["model_version"],
         "release": m.get("release"),
         "task": m.get("task", "classify"),
@@ -92,6 +100,13 @@ def _model_summary(m: dict[str, Any]) -> dict[str, Any]:
         "label_issues": m.get("label_issues"),
         "stop_labeling": bool((m.get("stopping") or {}).get("stop")),
     }
+    if m.get("task") == "detect":
+        entry.update(test_map_50=m.get("test_map_50"), test_map_50_95=m.get("test_map_50_95"))
+    return entry
+
+
+def _figure(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
 
 
 def _gate_summary(gate: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -105,13 +120,15 @@ def _gate_summary(gate: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def describe_test_figures(model: dict[str, Any]) -> str:
-    """A model's headline test figures: accuracy, or for a multi-label model micro F1 and mAP."""
+    """A model's headline test figures: accuracy; micro F1 and mAP for a multi-label model; mAP for a detector."""
 
     def fmt(value: float | None) -> str:
         return "—" if value is None else f"{value:.3f}"
 
     if model.get("task") == "multilabel":
         return f"test micro F1 {fmt(model.get('test_micro_f1'))}, mAP {fmt(model.get('test_map'))}"
+    if model.get("task") == "detect":
+        return f"test mAP@0.5 {fmt(model.get('test_map_50'))}, mAP@[.5:.95] {fmt(model.get('test_map_50_95'))}"
     return f"test accuracy {fmt(model.get('test_accuracy'))}"
 
 
@@ -132,6 +149,8 @@ def render_summary(summary: dict[str, Any]) -> Table:
     )
     for r in summary["label_rounds"]:
         agreement = "n/a" if r["agreement"] is None else f"{r['agreement']:.2f}"
+        if r.get("task") == "detect":
+            agreement = f"box F1 {_figure(r['box_f1'])}, gold box F1 {_figure(r['gold_box_f1'])}"
         gate = r.get("quality_gate")
         verdict = "" if gate is None else f"; quality gate {'passed' if gate['passed'] else 'failed'}"
         table.add_row(
