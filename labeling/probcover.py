@@ -17,6 +17,8 @@ from scipy import sparse
 from sklearn.cluster import KMeans
 from sklearn.neighbors import NearestNeighbors
 
+from labeling.typicality import check_cold_start_inputs
+
 # The paper's purity threshold alpha (Section 4.1: "we choose the largest delta for which purity >= 0.95").
 PURITY = 0.95
 
@@ -81,18 +83,10 @@ def select_covering(
     clusters (the number of classes of the label set). Each pick is the candidate whose ball holds the most
     uncovered points (ties: the lowest index); once nothing is left uncovered, seeded random candidates.
     """
-    cand = np.asarray(embeddings, dtype=np.float64)
-    if cand.ndim != 2 or not np.all(np.isfinite(cand)):
-        raise ValueError(f"embeddings must be a finite 2-D array (N, D); got shape {cand.shape}")
-    if k < 0:
-        raise ValueError(f"k must be >= 0; got {k}")
-    n = cand.shape[0]
-    k = min(int(k), n)
+    cand, k, known = check_cold_start_inputs(embeddings, k, labeled)
     if k == 0:
         return np.zeros(0, dtype=np.int64)
-    known = np.zeros((0, cand.shape[1])) if labeled is None or len(labeled) == 0 else np.asarray(labeled, float)
-    if known.shape[1] != cand.shape[1]:
-        raise ValueError(f"labeled has {known.shape[1]} dims but embeddings has {cand.shape[1]}")
+    n = cand.shape[0]
     everything = _normalise(np.concatenate([cand, known]))
     if delta is None:
         delta = find_pure_radius(everything, n_classes, seed=seed)[0] if len(everything) > 1 else 0.0

@@ -45,6 +45,22 @@ def _cluster(emb: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
     return model.fit_predict(emb).astype(np.int64)
 
 
+def check_cold_start_inputs(
+    embeddings: np.ndarray, k: int, labeled: np.ndarray | None
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """(candidates as float64 (N, D), k capped at N, labeled points (M, D), M may be 0) for a cold-start
+    selection; ValueError for non-finite or non-2-D embeddings, a negative k or labeled points of other dims."""
+    cand = np.asarray(embeddings, dtype=np.float64)
+    if cand.ndim != 2 or not np.all(np.isfinite(cand)):
+        raise ValueError(f"embeddings must be a finite 2-D array (N, D); got shape {cand.shape}")
+    if k < 0:
+        raise ValueError(f"k must be >= 0; got {k}")
+    known = np.zeros((0, cand.shape[1])) if labeled is None or len(labeled) == 0 else np.asarray(labeled, float)
+    if known.shape[1] != cand.shape[1]:
+        raise ValueError(f"labeled has {known.shape[1]} dims but embeddings has {cand.shape[1]}")
+    return cand, min(int(k), cand.shape[0]), known
+
+
 def select_typical(
     embeddings: np.ndarray,
     k: int,
@@ -60,18 +76,10 @@ def select_typical(
     typical candidate of the cluster with the fewest labeled points, the largest first; a cluster of at most
     MIN_CLUSTER_SIZE points is skipped unless every cluster is that small (a tiny pool).
     """
-    cand = np.asarray(embeddings, dtype=np.float64)
-    if cand.ndim != 2 or not np.all(np.isfinite(cand)):
-        raise ValueError(f"embeddings must be a finite 2-D array (N, D); got shape {cand.shape}")
-    if k < 0:
-        raise ValueError(f"k must be >= 0; got {k}")
-    n = cand.shape[0]
-    k = min(int(k), n)
+    cand, k, known = check_cold_start_inputs(embeddings, k, labeled)
     if k == 0:
         return np.zeros(0, dtype=np.int64)
-    known = np.zeros((0, cand.shape[1])) if labeled is None or len(labeled) == 0 else np.asarray(labeled, float)
-    if known.shape[1] != cand.shape[1]:
-        raise ValueError(f"labeled has {known.shape[1]} dims but embeddings has {cand.shape[1]}")
+    n = cand.shape[0]
     everything = np.concatenate([cand, known])
     n_clusters = min(len(known) + k, MAX_CLUSTERS, len(everything))
     clusters = _cluster(everything, n_clusters, seed)
