@@ -8,9 +8,8 @@ from itertools import combinations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from labeling.quality import DS_ITERATIONS, compute_krippendorff_alpha, latest_versions
+from labeling.quality import DS_ITERATIONS, compute_krippendorff_alpha, live_answers
 
 PRESENT, ABSENT = "present", "absent"
 # A label is in a record's aggregated set when its posterior of being present is at least this: the Bayes
@@ -35,24 +34,8 @@ def live_label_sets(annotations: pa.Table) -> dict[str, dict[str, frozenset[str]
     """record_id -> {annotator -> the set of labels they chose}: live annotations only (not deleted, not
     cancelled, with a `labels` value), one answer per annotator (their newest). An empty set is an answer:
     "none of these"."""
-    live = latest_versions(annotations)
-    if live.num_rows:
-        dead = pc.or_kleene(
-            pc.fill_null(live.column("deleted"), False), pc.fill_null(live.column("was_cancelled"), False)
-        )
-        live = live.filter(pc.and_(pc.invert(dead), pc.is_valid(live.column("labels"))))
-    live = live.sort_by([("updated_at", "ascending"), ("annotation_id", "ascending")])
-    sets: dict[str, dict[str, frozenset[str]]] = defaultdict(dict)
-    for record_id, annotator, labels, annotation_id in zip(
-        live.column("record_id").to_pylist(),
-        live.column("annotator").to_pylist(),
-        live.column("labels").to_pylist(),
-        live.column("annotation_id").to_pylist(),
-        strict=True,
-    ):
-        # An unknown annotator counts as its own voter, so it is never merged with another.
-        sets[record_id][annotator if annotator is not None else f"#annotation-{annotation_id}"] = frozenset(labels)
-    return dict(sets)
+    answers = live_answers(annotations, "labels")
+    return {rid: {who: frozenset(chosen) for who, chosen in by.items()} for rid, by in answers.items()}
 
 
 def label_names_of(sets: Mapping[str, Mapping[str, frozenset[str]]], extra: Sequence[str] = ()) -> list[str]:

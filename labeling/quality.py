@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from itertools import combinations
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -51,26 +52,32 @@ def live_votes(annotations: pa.Table) -> dict[str, dict[str, str]]:
     return _votes(annotations)
 
 
-def _votes(annotations: pa.Table) -> dict[str, dict[str, str]]:
-    """record_id -> {annotator -> label}: live annotations only, one vote per annotator (their newest)."""
+def live_answers(annotations: pa.Table, column: str = "label") -> dict[str, dict[str, Any]]:
+    """record_id -> {annotator -> their answer in `column`}: live annotations only (not deleted, not cancelled,
+    with a value in `column`), one answer per annotator (their newest)."""
     live = latest_versions(annotations)
     if live.num_rows:
         dead = pc.or_kleene(
             pc.fill_null(live.column("deleted"), False), pc.fill_null(live.column("was_cancelled"), False)
         )
-        live = live.filter(pc.and_(pc.invert(dead), pc.is_valid(live.column("label"))))
+        live = live.filter(pc.and_(pc.invert(dead), pc.is_valid(live.column(column))))
     live = live.sort_by([("updated_at", "ascending"), ("annotation_id", "ascending")])
-    votes: dict[str, dict[str, str]] = defaultdict(dict)
-    for record_id, annotator, label, annotation_id in zip(
+    answers: dict[str, dict[str, Any]] = defaultdict(dict)
+    for record_id, annotator, answer, annotation_id in zip(
         live.column("record_id").to_pylist(),
         live.column("annotator").to_pylist(),
-        live.column("label").to_pylist(),
+        live.column(column).to_pylist(),
         live.column("annotation_id").to_pylist(),
         strict=True,
     ):
         # An unknown annotator counts as its own voter, so it is never merged with another.
-        votes[record_id][annotator if annotator is not None else f"#annotation-{annotation_id}"] = label
-    return votes
+        answers[record_id][annotator if annotator is not None else f"#annotation-{annotation_id}"] = answer
+    return answers
+
+
+def _votes(annotations: pa.Table) -> dict[str, dict[str, str]]:
+    """record_id -> {annotator -> label}: live annotations only, one vote per annotator (their newest)."""
+    return live_answers(annotations, "label")
 
 
 def aggregate_majority(annotations: pa.Table) -> pa.Table:
