@@ -30,13 +30,24 @@ def label_push(
     annotators: Annotated[
         int | None, typer.Option(help="People labeling (each answers every gold task); default: the org's members.")
     ] = None,
+    task: Annotated[
+        str,
+        typer.Option(
+            help="What annotators do: classify (one label an image), multilabel (a set of labels), detect (boxes "
+            "with labels) or text (one label a text record). One task type per dataset."
+        ),
+    ] = "classify",
 ) -> None:
     """Open a label round: the next batch of the pool in Label Studio (model-chosen when a model exists),
     labeled by people at their own pace. Refused while the dataset has an open round."""
+    from corpus.tasks import TASK_TYPES
     from pipelines.config import LabelRoundParams
     from pipelines.rounds import label_push_flow
 
+    if task not in TASK_TYPES:
+        raise typer.BadParameter(f"{task!r}: expected one of {', '.join(TASK_TYPES)}", param_hint="--task")
     params = LabelRoundParams(
+        task=task,
         dataset=dataset,
         pool=pool,
         labels=_split(labels),
