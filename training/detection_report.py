@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from training.eval_report import eval_by_version_lines, eval_set_head
+from training.eval_report import fmt as _fmt
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
+
+def _ap_lines(per_label_ap: dict[str, dict[str, Any]], title: str) -> list[str]:
+    """AP@0.5 and AP@[.5:.95] per label, sorted by label."""
+    lines = ["", f"## {title}", "", "| label | AP@0.5 | AP@[.5:.95] |", "|---|---|---|"]
+    for label, ap in sorted(per_label_ap.items()):
+        lines.append(f"| {label} | {_fmt(ap.get('ap_50'))} | {_fmt(ap.get('ap_50_95'))} |")
+    return lines
 
 
 def render_detection_report(metrics: dict[str, Any]) -> str:
-    """Markdown summary of a detector's training run: what it trained on, how, and its test mAP overall and
-    per label (each in [0, 1], low = bad). `metrics` is train_detector's return value (or its metrics.json)."""
+    """Markdown summary of a detector's training run: what it trained on, how, its mAP on the fixed eval set
+    beside every earlier version's, and its test mAP overall and per label (each in [0, 1], low = bad).
+    `metrics` is train_detector's return value (or its metrics.json)."""
     model = metrics.get("model") or {}
     weights = model.get("weights") or {}
     lines = [
@@ -45,7 +49,9 @@ def render_detection_report(metrics: dict[str, Any]) -> str:
         ("image size / lr schedule", f"{metrics.get('image_size')} / {metrics.get('lr_schedule')}"),
     ]
     lines += [f"| {name} | {_fmt(value)} |" for name, value in figures]
-    lines += ["", "## AP per label (test)", "", "| label | AP@0.5 | AP@[.5:.95] |", "|---|---|---|"]
-    for label, ap in sorted((metrics.get("per_label_ap") or {}).items()):
-        lines.append(f"| {label} | {_fmt(ap.get('ap_50'))} | {_fmt(ap.get('ap_50_95'))} |")
+    lines += eval_set_head(metrics)
+    if metrics.get("eval_set"):
+        lines += _ap_lines(metrics["eval_set"].get("per_label_ap") or {}, "AP per label (eval set)")
+    lines += eval_by_version_lines(metrics)
+    lines += _ap_lines(metrics.get("per_label_ap") or {}, "AP per label (test)")
     return "\n".join(lines) + "\n"

@@ -24,6 +24,7 @@ from training.augment import build_transforms, serialize
 from training.box_augment import BOX_RECIPES, build_box_transforms
 from training.box_data import ReleaseBoxDataset, box_labels, box_rows, truth_box_sets
 from training.box_evaluation import compute_map
+from training.comparison import compare_on_eval_set
 from training.config import TrainConfig
 from training.data import EpochSampler
 from training.detector import ARCH, NECK_CHANNELS, STRIDE, CenterNet, detection_loss
@@ -227,7 +228,7 @@ def build_detection_metrics(
     prep: DetectPrep, cfg: TrainConfig, run: DetectorRun, state: FitState, test: dict[str, Any]
 ) -> dict[str, Any]:
     """metrics.json of a trained detector (all but model_version): what it was trained on and with, the fit,
-    and test mAP@0.5, mAP@[.5:.95] and AP per label."""
+    and test mAP@0.5, mAP@[.5:.95] and AP per label (the fixed eval set's scores are added by train_detector)."""
     manifest = prep.release.manifest
     seconds = sum(h["seconds"] for h in state.history)
     images = sum(h["images"] for h in state.history)
@@ -268,8 +269,6 @@ def build_detection_metrics(
         "n_train": prep.train.num_rows,
         "n_val": prep.val.num_rows,
         "n_test": prep.test.num_rows,
-        "eval_set": None,
-        "eval_by_version": [],
         "history": state.history,
         "created_at": datetime.now(UTC).isoformat(timespec="microseconds"),
     }
@@ -301,6 +300,8 @@ def train_detector(
         run, state = fit_detector(root, prep, cfg, on_epoch)
         test = evaluate_split(run, prep.test, prep.labels, prep.eval_tf)
     metrics = build_detection_metrics(prep, cfg, run, state, test)
+    # The fixed eval set's images, scored by this detector and by every earlier version's newest one.
+    metrics.update(compare_on_eval_set(root, prep.release, run.model, metrics, device=str(run.device)))
     published = _publish(root, dataset, prep.release.version, to_bytes(cpu_state(run.model)), metrics)
     root.fs.rm(root.path(prep.run_dir), recursive=True)
     if root.is_local:

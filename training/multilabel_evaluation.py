@@ -65,3 +65,42 @@ def compute_multilabel_metrics(
         "test_exact_match": float((predicted == truth).all(1).mean()) if len(probs) else None,
         "threshold": threshold,
     }
+
+
+def score_label_sets(
+    truth: Sequence[Sequence[str] | None], probs: np.ndarray, labels: Sequence[str], *, threshold: float = 0.5
+) -> dict[str, Any]:
+    """A multi-label model's scores on labeled items (the fixed eval set): sigmoid outputs `probs` (N, K) in
+    `labels` order against each item's true label set `truth` (N,), every figure in [0, 1], low = bad.
+
+    A true label the model lacks (absent from `labels`, e.g. first labeled after it was trained) counts as
+    never predicted: missed for recall and F1, AP 0, and its items are never an exact match, so a model
+    trained on fewer labels is not flattered; "unknown_label" counts those (item, label) pairs and
+    "lacking_labels" names them. Returns {"n", "exact_match", "micro_f1", "macro_f1", "map",
+    "unknown_label", "lacking_labels", "per_label_metrics", "threshold"} (compute_multilabel_metrics' figures
+    over `labels` plus the lacking labels)."""
+    known = list(labels)
+    lacking = sorted({name for chosen in truth for name in chosen or []} - set(known))
+    space = known + lacking
+    index = {name: k for k, name in enumerate(space)}
+    full = np.zeros((len(truth), len(space)))
+    full[:, : len(known)] = np.asarray(probs, np.float64).reshape(-1, len(known))
+    targets = np.zeros_like(full)
+    for i, chosen in enumerate(truth):
+        targets[i, [index[name] for name in chosen or []]] = 1.0
+    m = compute_multilabel_metrics(full, targets, space, threshold=threshold)
+    per_label = m["per_label_metrics"]
+    for name in lacking:  # a constant 0 score would get AP = the label's prevalence; the model never ranks it
+        per_label[name]["average_precision"] = 0.0
+    aps = [p["average_precision"] for p in per_label.values() if p["average_precision"] is not None]
+    return {
+        "n": len(truth),
+        "exact_match": m["test_exact_match"],
+        "micro_f1": m["test_micro_f1"],
+        "macro_f1": m["test_macro_f1"],
+        "map": float(np.mean(aps)) if aps else None,
+        "unknown_label": int(targets[:, len(known) :].sum()),
+        "lacking_labels": lacking,
+        "per_label_metrics": per_label,
+        "threshold": threshold,
+    }

@@ -6,14 +6,8 @@ import json
 from typing import Any
 
 from training.detection_report import render_detection_report
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
+from training.eval_report import eval_by_version_lines, eval_set_head
+from training.eval_report import fmt as _fmt
 
 
 def report_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
@@ -78,45 +72,21 @@ def _confusion_lines(labels: list[str], cm: list[list[int]] | None, title: str) 
 
 
 def _eval_set_lines(metrics: dict[str, Any]) -> list[str]:
-    """The fixed eval set: its scores per class and confusion, then accuracy per version side by side."""
-    eval_set = metrics.get("eval_set")
-    if not eval_set:
-        return ["", "## Fixed evaluation set", "", "None: the release predates fixed evaluation sets."]
-    state = "frozen" if eval_set.get("frozen") else f"growing to {eval_set.get('target')}"
-    lines = [
-        "",
-        "## Fixed evaluation set",
-        "",
-        f"{eval_set.get('n')} items (`{eval_set.get('id')}`, since {eval_set.get('since')}, {state}); "
-        f"accuracy **{_fmt(eval_set.get('accuracy'))}**, macro F1 {_fmt(eval_set.get('macro_f1'))}"
-        + (f", {eval_set['unknown_label']} items of labels this model lacks" if eval_set.get("unknown_label") else "")
-        + ".",
-        "",
-        "| label | precision | recall | F1 | support |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r['label']} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['f1'])} | {_fmt(r['support'])} |"
-        for r in report_rows({"per_class_metrics": eval_set.get("per_class_metrics") or {}})
-    ]
-    lines += _confusion_lines(metrics.get("labels", []), eval_set.get("confusion_matrix"), "Confusion on the eval set")
-    lines += [
-        "",
-        "## Accuracy per version (same evaluation set)",
-        "",
-        "| release | model | accuracy | macro F1 | items |",
-        "|---|---|---|---|---|",
-    ]
-    for row in metrics.get("eval_by_version") or []:
-        name = f"**{metrics.get('model_version')}** (this model)" if row.get("current") else row.get("model_version")
-        if row.get("error"):
-            lines.append(f"| {row.get('release')} | {name} | not scored: {row['error']} | | |")
-            continue
-        lines.append(
-            f"| {row.get('release')} | {name} | {_fmt(row.get('accuracy'))} | {_fmt(row.get('macro_f1'))} "
-            f"| {_fmt(row.get('n'))} |"
-        )
-    return lines
+    """The fixed eval set: this model's scores on it per class and confusion (per label and AP for label sets),
+    then each version's newest model on the same items, side by side."""
+    eval_set = metrics.get("eval_set") or {}
+    lines = eval_set_head(metrics)
+    if metrics.get("task") == "multilabel" and eval_set:
+        lines += _per_label_lines(eval_set, f"Per label (eval set, sigmoid >= {_fmt(eval_set.get('threshold'), 2)})")
+    elif eval_set:
+        lines += ["", "| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {r['label']} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['f1'])} | {_fmt(r['support'])} |"
+            for r in report_rows({"per_class_metrics": eval_set.get("per_class_metrics") or {}})
+        ]
+        confusion = eval_set.get("confusion_matrix")
+        lines += _confusion_lines(metrics.get("labels", []), confusion, "Confusion on the eval set")
+    return lines + eval_by_version_lines(metrics)
 
 
 def _multilabel_figures(metrics: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -130,16 +100,10 @@ def _multilabel_figures(metrics: dict[str, Any]) -> list[tuple[str, Any]]:
     ]
 
 
-def _per_label_lines(metrics: dict[str, Any]) -> list[str]:
-    """Per label on test: precision, recall, F1 at the model's threshold, average precision, support."""
-    lines = [
-        "",
-        f"## Per label (test, sigmoid >= {_fmt(metrics.get('threshold'), 2)})",
-        "",
-        "| label | precision | recall | F1 | AP | support |",
-        "|---|---|---|---|---|---|",
-    ]
-    for label, m in (metrics.get("per_label_metrics") or {}).items():
+def _per_label_lines(scores: dict[str, Any], title: str) -> list[str]:
+    """Per label: precision, recall, F1 at the model's threshold, average precision, support."""
+    lines = ["", f"## {title}", "", "| label | precision | recall | F1 | AP | support |", "|---|---|---|---|---|---|"]
+    for label, m in (scores.get("per_label_metrics") or {}).items():
         values = [m.get(k) for k in ("precision", "recall", "f1", "average_precision", "support")]
         lines.append(f"| {label} | " + " | ".join(_fmt(v) for v in values) + " |")
     return lines
@@ -181,7 +145,7 @@ def render_report(metrics: dict[str, Any]) -> str:
     lines += _eval_set_lines(metrics)
     lines += _model_lines(metrics)
     if metrics.get("task") == "multilabel":
-        lines += _per_label_lines(metrics)
+        lines += _per_label_lines(metrics, f"Per label (test, sigmoid >= {_fmt(metrics.get('threshold'), 2)})")
     else:
         lines += [
             "",

@@ -20,13 +20,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from corpus.releases.evalset import select_eval_rows
 from corpus.releases.recipes import AugmentationRecipe
 from corpus.releases.versions import Release, load_release
 from corpus.store import DataRoot
 from corpus.tasks import task_of
 from training.augment import build_recipe, serialize
-from training.comparison import compare_versions, score_model_on
+from training.comparison import compare_on_eval_set
 from training.config import TrainConfig
 from training.data import ReleaseImageDataset, image_rows
 from training.devices import loader_workers, make_loader, pick_device
@@ -346,26 +345,12 @@ def build_metrics(
     }
 
 
-_EVAL_SET_KEYS = ("id", "size", "target", "since", "frozen")
-
-
 def evaluate_eval_set(root: DataRoot, prep: PreparedRun, run: Run, metrics: dict[str, Any]) -> dict[str, Any]:
-    """The model on the release's fixed eval set ("eval_set": its scores, per class and confusion) and beside
+    """The model on the release's fixed eval set ("eval_set": its scores, per class or per label) and beside
     the newest model of every earlier version on the same items ("eval_by_version", oldest first, this
-    model last with "current": True). Both empty for a release from before eval sets."""
-    eval_set = prep.release.manifest.get("eval_set")
-    # The earlier models' comparison scores one class per image; a multi-label model's test metrics stand alone.
-    if not eval_set or prep.task == "multilabel":
-        return {"eval_set": None, "eval_by_version": []}
-    rows = image_rows(select_eval_rows(prep.release.test, eval_set))
-    mine = score_model_on(run.model, metrics, rows, device=str(prep.device))
-    earlier = compare_versions(root, prep.dataset, rows, skip_release=prep.release.version)
-    current = {"release": prep.release.version, "current": True}
-    current.update({k: mine[k] for k in ("accuracy", "macro_f1", "n", "unknown_label")})
-    return {
-        "eval_set": {**{k: eval_set[k] for k in _EVAL_SET_KEYS}, **mine},
-        "eval_by_version": [*earlier, current],
-    }
+    model last with "current": True): comparison.compare_on_eval_set, for one class or a label set per image.
+    Both empty for a release from before eval sets."""
+    return compare_on_eval_set(root, prep.release, run.model, metrics, device=str(prep.device))
 
 
 def train_model(

@@ -11,9 +11,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from corpus.releases.evalset import eval_set_note
+from corpus.releases.evalset import COUNTED_NOTES, SCORE_COLUMNS, eval_set_note
 from corpus.releases.snippets import render_load_snippets
 from corpus.schema import SPLITS
+from corpus.tasks import task_of
 
 
 def _thumbnail(data: bytes | None, px: int) -> str | None:
@@ -186,27 +187,39 @@ def _fmt_score(value: Any) -> str:
     return "—" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _score_row(row: dict[str, Any], columns: tuple[tuple[str, str], ...]) -> str:
+    """One model's row of the per-version table: its figures, or why it could not be scored."""
+    esc = html.escape
+    if row.get("error"):
+        cells = f"<td colspan={len(columns) + 1}>not scored: {esc(row['error'])}</td>"
+    else:
+        cells = "".join(f"<td>{_fmt_score(row.get(key))}</td>" for key, _ in columns)
+        cells += f"<td>{_fmt_score(row.get('n'))}</td>"
+    return f"<tr><th>{esc(str(row.get('release')))}</th><td>{esc(str(row.get('model_version')))}</td>{cells}</tr>"
+
+
 def _eval_section(manifest: dict) -> str:
-    """The fixed evaluation set (size, since, frozen or growing, classes) and the accuracy of the models of
-    earlier versions on exactly these items, side by side."""
+    """The fixed evaluation set (size, since, frozen or growing, what it holds per label) and the scores of the
+    models of earlier versions on exactly these items, side by side, in the figures of the release's task type."""
     esc = html.escape
     eval_set = manifest.get("eval_set")
     if not eval_set:
         return "<p><i>no fixed evaluation set: this release predates them</i></p>"
+    counted = eval_set.get("counted", "items")  # sets written before per-task counts counted items
+    counts = ", ".join(f"{k}: {v}" for k, v in eval_set["class_counts"].items())
+    empty = {"labels": "items with none of the labels", "boxes": "images with no box"}.get(counted)
     rows = [
         ("items", f"{eval_set['size']} (target {eval_set['target']})"),
         ("since", eval_set["since"]),
         ("id", eval_set["id"]),
-        ("classes", ", ".join(f"{k}: {v}" for k, v in eval_set["class_counts"].items())),
+        (COUNTED_NOTES[counted], counts),
+        *([(empty, eval_set.get("no_answer", 0))] if empty else []),
     ]
+    columns = SCORE_COLUMNS[task_of(manifest)]
     scores = manifest.get("eval_scores") or []
-    head = "<tr><th>release</th><th>model</th><th>accuracy</th><th>macro F1</th><th>items</th></tr>"
-    body = "".join(
-        f"<tr><th>{esc(str(r.get('release')))}</th><td>{esc(str(r.get('model_version')))}</td>"
-        f"<td>{_fmt_score(r.get('accuracy'))}</td><td>{_fmt_score(r.get('macro_f1'))}</td>"
-        f"<td>{_fmt_score(r.get('n'))}</td></tr>"
-        for r in scores
-    )
+    head = "".join(f"<th>{esc(title)}</th>" for _, title in columns)
+    head = f"<tr><th>release</th><th>model</th>{head}<th>items</th></tr>"
+    body = "".join(_score_row(r, columns) for r in scores)
     table = f"<table>{head}{body}</table>" if scores else "<p><i>no model of an earlier version yet</i></p>"
     return (
         f"<p>{esc(eval_set_note(eval_set))}.</p>{_table_html(rows)}"

@@ -18,6 +18,26 @@ import pyarrow.compute as pc
 
 from corpus.releases.splits import group_records
 
+# The figures each task type is compared on, per version, on the eval set: (key in a model's eval scores,
+# heading). One list, read by the model report (training) and the release card, so both show the same columns.
+SCORE_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "classify": (("accuracy", "accuracy"), ("macro_f1", "macro F1")),
+    "text": (("accuracy", "accuracy"), ("macro_f1", "macro F1")),
+    "multilabel": (
+        ("exact_match", "exact-set accuracy"),
+        ("micro_f1", "micro F1"),
+        ("macro_f1", "macro F1"),
+        ("map", "mAP"),
+    ),
+    "detect": (("map_50", "mAP@0.5"), ("map_50_95", "mAP@[.5:.95]")),
+}
+# What "class_counts" counts, by the answer the records carry (eval_set["counted"]).
+COUNTED_NOTES = {
+    "items": "items per class",
+    "labels": "items per label (an item counts once for each label in its set)",
+    "boxes": "boxes per label",
+}
+
 
 def compute_eval_set_id(record_ids: list[str]) -> str:
     """ "sha256:<hex>" over the sorted record_ids: equal ids mean the very same items."""
@@ -47,6 +67,24 @@ def _ordered_test_groups(table: pa.Table, split_key: str, by_page: bool) -> list
     return [members[g] for g in order]
 
 
+def count_answers(table: pa.Table, rows: list[int]) -> tuple[dict[str, int], str, int]:
+    """(counts per label, what was counted, items with no answer) over `rows` of `table`: boxes per label for
+    records that carry boxes (detect), items per label of their label sets (multilabel), else items per class.
+    "No answer" is an image with no box or an empty label set ("none of these"); 0 for one class per item."""
+    columns = table.column_names
+    boxes = table.column("boxes").to_pylist() if "boxes" in columns else [None] * table.num_rows
+    sets = table.column("labels").to_pylist() if "labels" in columns else [None] * table.num_rows
+    if rows and all(boxes[i] is not None for i in rows):
+        answers, counted = [[b["label"] for b in boxes[i]] for i in rows], "boxes"
+    elif rows and all(sets[i] is not None for i in rows):
+        answers, counted = [sorted(set(sets[i])) for i in rows], "labels"
+    else:
+        labels = table.column("label").to_pylist()
+        answers, counted = [[labels[i]] for i in rows], "items"
+    counts = Counter(name for answer in answers for name in answer)
+    return dict(sorted(counts.items())), counted, sum(1 for answer in answers if not answer)
+
+
 def choose_eval_set(
     table: pa.Table,
     inherited: list[str],
@@ -64,10 +102,10 @@ def choose_eval_set(
     (near-duplicates and page mates together), in the keyed-hash order of their group, so the choice is
     deterministic, and stop once the set reaches `target`. Returns {"id", "record_ids" (sorted), "size",
     "target", "since" (the version that started it), "frozen" (reached the target: grows no more),
-    "added", "removed", "class_counts"}.
+    "added", "removed", "class_counts", "counted", "no_answer"} (count_answers: per class, per label over the
+    label sets, or boxes per label).
     """
     ids = table.column("record_id").to_pylist()
-    labels = table.column("label").to_pylist()
     splits = table.column("split").to_pylist()
     present = {rid: i for i, rid in enumerate(ids)}
     kept = [rid for rid in inherited if rid in present]
@@ -84,6 +122,7 @@ def choose_eval_set(
         chosen.update(fresh)
         added += len(fresh)
     record_ids = sorted(chosen)
+    class_counts, counted, no_answer = count_answers(table, [present[r] for r in record_ids])
     return {
         "id": compute_eval_set_id(record_ids),
         "record_ids": record_ids,
@@ -93,7 +132,9 @@ def choose_eval_set(
         "frozen": len(record_ids) >= target,
         "added": added,
         "removed": len(inherited) - len(kept),
-        "class_counts": dict(sorted(Counter(labels[present[r]] for r in record_ids).items())),
+        "class_counts": class_counts,
+        "counted": counted,
+        "no_answer": no_answer,
     }
 
 

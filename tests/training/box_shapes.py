@@ -12,9 +12,11 @@ from corpus.schema import conform, make_record_id
 BOX_COLOURS = {"square": (40, 200, 40), "disc": (220, 40, 40)}
 
 
-def draw_box_image(rng: np.random.Generator, side: int = 64, most: int = 2) -> tuple[bytes, list[dict]]:
-    """PNG bytes of a side x side image holding 1..`most` shapes that do not overlap, and their boxes (BOX_TYPE
-    rows, exact: a filled square covers its box, a disc touches its box's four sides)."""
+def draw_box_image(
+    rng: np.random.Generator, side: int = 64, most: int = 2, kinds: tuple[str, ...] = ("square", "disc")
+) -> tuple[bytes, list[dict]]:
+    """PNG bytes of a side x side image holding 1..`most` shapes of `kinds` that do not overlap, and their boxes
+    (BOX_TYPE rows, exact: a filled square covers its box, a disc touches its box's four sides)."""
     img = rng.integers(0, 60, size=(side, side, 3), dtype=np.uint8)
     xywh, labels = [], []
     for _ in range(int(rng.integers(1, most + 1))):
@@ -25,7 +27,7 @@ def draw_box_image(rng: np.random.Generator, side: int = 64, most: int = 2) -> t
                 break
         else:
             continue
-        kind = ("square", "disc")[int(rng.integers(2))]
+        kind = kinds[int(rng.integers(len(kinds)))]
         colour = BOX_COLOURS[kind]
         if kind == "square":
             cv2.rectangle(img, (x, y), (x + s - 1, y + s - 1), colour, -1)
@@ -40,13 +42,13 @@ def draw_box_image(rng: np.random.Generator, side: int = 64, most: int = 2) -> t
     return buf.tobytes(), build_boxes(np.array(xywh, np.float64), labels, side, side)
 
 
-def make_box_records(n: int, seed: int = 0, side: int = 64) -> pa.Table:
-    """`n` image records (RECORD_SCHEMA) with their true `boxes`; `label` is the first box's (releases
-    stratify their splits by it)."""
+def make_box_records(n: int, seed: int = 0, side: int = 64, kinds: tuple[str, ...] = ("square", "disc")) -> pa.Table:
+    """`n` image records (RECORD_SCHEMA) with their true `boxes` of shapes among `kinds`; `label` is the first
+    box's (releases stratify their splits by it)."""
     rng = np.random.default_rng(seed)
     rows = []
     for _ in range(n):
-        image, boxes = draw_box_image(rng, side)
+        image, boxes = draw_box_image(rng, side, kinds=kinds)
         rows.append(
             {
                 "record_id": make_record_id(image),

@@ -22,12 +22,13 @@ from training.train import train_model
 COLOURS = {"red": (230, 30, 30), "green": (30, 220, 30), "blue": (30, 50, 240)}
 
 
-def _records(n: int, seed: int, side: int = 32) -> pa.Table:
-    """Images holding a filled square (in a random place) of the colour of every label in their set."""
+def make_colour_records(n: int, seed: int, side: int = 32, colours: tuple[str, ...] = tuple(COLOURS)) -> pa.Table:
+    """Images holding a filled square (in a random place) of the colour of every label in their set; each of
+    `colours` is in a set with chance 1/2 (the others never are)."""
     rng = np.random.default_rng(seed)
     rows = []
     for _ in range(n):
-        chosen = sorted(c for c in COLOURS if rng.random() < 0.5)
+        chosen = sorted(c for c in colours if rng.random() < 0.5)
         img = rng.integers(0, 40, size=(side, side, 3), dtype=np.uint8)
         for name in chosen:
             x, y = (int(v) for v in rng.integers(0, side - 10, size=2))
@@ -81,7 +82,7 @@ def test_multi_hot_and_predicted_sets() -> None:
 
 def test_a_bce_model_learns_colour_sets_and_scores_the_pool(tmp_path) -> None:
     root = DataRoot(str(tmp_path))
-    build_release(root, "colours", _records(160, seed=1), ReleaseConfig(task="multilabel"))
+    build_release(root, "colours", make_colour_records(160, seed=1), ReleaseConfig(task="multilabel"))
     cfg = TrainConfig(image_size=32, epochs=10, batch_size=16, width=16, patience=10, num_workers=0, lr=3e-3)
     metrics = train_model(root, "colours", "latest", cfg)
     assert metrics["task"] == "multilabel" and metrics["labels"] == ["blue", "green", "red"]
@@ -90,7 +91,7 @@ def test_a_bce_model_learns_colour_sets_and_scores_the_pool(tmp_path) -> None:
     assert metrics["test_micro_f1"] > 0.7
     report = root.read_bytes(model_path(metrics["model_version"], "report.md")).decode()
     assert "Per label (test" in report and "test mAP" in report
-    pool = _records(12, seed=9)
+    pool = make_colour_records(12, seed=9)
     predictions = predict_pool(root, metrics["model_version"], pool)
     probs = np.asarray(predictions.column("probs").to_pylist())
     assert probs.shape == (12, 3) and not np.allclose(probs.sum(1), 1.0)  # sigmoids, not a softmax
