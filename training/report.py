@@ -28,6 +28,15 @@ def report_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _per_class_table(metrics: dict[str, Any]) -> list[str]:
+    """report_rows of `metrics` as a Markdown table."""
+    lines = ["| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    return lines + [
+        f"| {r['label']} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['f1'])} | {_fmt(r['support'])} |"
+        for r in report_rows(metrics)
+    ]
+
+
 def _model_lines(metrics: dict[str, Any]) -> list[str]:
     """What was trained: backbone, pretrained weights (source, sha256), transfer mode, size; and the config."""
     model = metrics.get("model") or {}
@@ -79,11 +88,7 @@ def _eval_set_lines(metrics: dict[str, Any]) -> list[str]:
     if metrics.get("task") == "multilabel" and eval_set:
         lines += _per_label_lines(eval_set, f"Per label (eval set, sigmoid >= {_fmt(eval_set.get('threshold'), 2)})")
     elif eval_set:
-        lines += ["", "| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-        lines += [
-            f"| {r['label']} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['f1'])} | {_fmt(r['support'])} |"
-            for r in report_rows({"per_class_metrics": eval_set.get("per_class_metrics") or {}})
-        ]
+        lines += ["", *_per_class_table({"per_class_metrics": eval_set.get("per_class_metrics") or {}})]
         confusion = eval_set.get("confusion_matrix")
         lines += _confusion_lines(metrics.get("labels", []), confusion, "Confusion on the eval set")
     return lines + eval_by_version_lines(metrics)
@@ -147,17 +152,7 @@ def render_report(metrics: dict[str, Any]) -> str:
     if metrics.get("task") == "multilabel":
         lines += _per_label_lines(metrics, f"Per label (test, sigmoid >= {_fmt(metrics.get('threshold'), 2)})")
     else:
-        lines += [
-            "",
-            "## Per class (test)",
-            "",
-            "| label | precision | recall | F1 | support |",
-            "|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {r['label']} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['f1'])} | {_fmt(r['support'])} |"
-            for r in report_rows(metrics)
-        ]
+        lines += ["", "## Per class (test)", "", *_per_class_table(metrics)]
     lines += _confusion_lines(labels, metrics.get("confusion_matrix"), "Confusion matrix (test)")
     bins = (metrics.get("calibration") or {}).get("bins") or []
     if bins:

@@ -14,10 +14,9 @@ import pyarrow.compute as pc
 import torch
 from torch import nn
 
-from corpus.releases.evalset import select_eval_rows
-from corpus.releases.versions import Release, load_release
+from corpus.releases.versions import load_release
 from corpus.store import DataRoot
-from training.comparison import compare_versions, score_predictions
+from training.comparison import compare_on_eval_set
 from training.config import TrainConfig
 from training.devices import pick_device
 from training.loop import cpu_state, to_bytes
@@ -121,22 +120,6 @@ def _fit_epochs(model, optimizers, train, val, cfg: TrainConfig, rng, on_epoch) 
     return history, {"val": best, "epoch": best_epoch, "state": best_state}
 
 
-def _eval_set(root: DataRoot, dataset: str, release: Release, model, labels: list[str]) -> dict[str, Any]:
-    """The model on the release's fixed eval set, beside each earlier version's newest model on the same items."""
-    eval_set = release.manifest.get("eval_set")
-    if not eval_set:
-        return {"eval_set": None, "eval_by_version": []}
-    rows = text_rows(select_eval_rows(release.test, eval_set))
-    probs, _ = compute_text_probs(model, featurize(rows, model.hash_bits))
-    predicted = [labels[k] for k in probs.argmax(1)] if len(probs) else []
-    mine = score_predictions(rows.column("label").to_pylist(), predicted, labels)
-    keys = ("id", "size", "target", "since", "frozen")
-    current = {k: mine[k] for k in ("accuracy", "macro_f1", "n", "unknown_label")}
-    current.update(release=release.version, current=True)
-    earlier = compare_versions(root, dataset, rows, skip_release=release.version)
-    return {"eval_set": {**{k: eval_set.get(k) for k in keys}, **mine}, "eval_by_version": [*earlier, current]}
-
-
 def train_text_model(
     root: DataRoot,
     dataset: str,
@@ -190,6 +173,7 @@ def train_text_model(
         "n_test": len(ys["test"]),
         "n_eval_unknown_label": val_unknown + test_unknown,
         "created_at": datetime.now(UTC).isoformat(timespec="microseconds"),
-        **_eval_set(root, dataset, release, model, labels),
     }
+    # The fixed eval set, scored by this model and every earlier version's newest one (comparison's one path).
+    metrics.update(compare_on_eval_set(root, release, model, metrics, device=str(fit["device"])))
     return _publish(root, dataset, release.version, to_bytes(cpu_state(model)), metrics)
