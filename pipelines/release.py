@@ -107,7 +107,7 @@ def publish_release(params: ReleaseParams, data_root: str) -> dict[str, Any]:
         labeled,
         params.release.model_copy(update={"task": task_type}),
         extra=extra,
-        eval_scorer=lambda rows: compare_versions(root, params.dataset, rows),
+        eval_scorer=lambda rows: compare_versions(root, params.dataset, rows, task=task_type),
     )
     manifest = {**manifest, "path": root.uri(f"releases/{params.dataset}/{manifest['version']}")}
     if not manifest.get("unchanged"):

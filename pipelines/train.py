@@ -19,35 +19,12 @@ from pipelines.runtime import MODEL_TRAINED, announce, artifact_key, data_root_u
 from training.config import TrainConfig
 from training.detector_predict import predict_box_pool
 from training.detector_train import train_detector
+from training.eval_report import describe_eval_figure, describe_test_figures
 from training.launch import train_distributed
 from training.predict import predict_pool
 from training.registry import REPORT_FILE, model_path, read_metadata, read_predictions, write_label_issues
 from training.text_train import train_text_model
 from training.train import train_model
-
-
-def _score(value: float | None) -> str:
-    return "—" if value is None else f"{value:.3f}"
-
-
-def _test_summary(metrics: dict[str, Any]) -> str:
-    if metrics.get("task") == "multilabel":
-        return f"test micro F1 {_score(metrics.get('test_micro_f1'))}, mAP {_score(metrics.get('test_map'))}"
-    return f"test accuracy {_score(metrics.get('test_accuracy'))}"
-
-
-def _eval_summary(metrics: dict[str, Any]) -> str:
-    eval_set = metrics.get("eval_set")
-    if not eval_set or eval_set.get("accuracy") is None:
-        return "no fixed eval set items"
-    return f"eval-set accuracy {_score(eval_set['accuracy'])} on {eval_set['n']} items"
-
-
-def _test_summary(metrics: dict[str, Any]) -> str:
-    if metrics.get("task") == "detect":
-        both = _score(metrics.get("test_map_50")), _score(metrics.get("test_map_50_95"))
-        return f"test mAP@0.5 {both[0]}, mAP@[.5:.95] {both[1]}"
-    return f"test accuracy {_score(metrics.get('test_accuracy'))}"
 
 
 @task
@@ -83,7 +60,7 @@ def train_on_release(data_root: str, dataset: str, version: str, cfg: TrainConfi
     create_markdown_artifact(
         key=artifact_key("model", dataset),
         markdown=root.read_bytes(model_path(metrics["model_version"], REPORT_FILE)).decode(),
-        description=f"{metrics['model_version']}: {_test_summary(metrics)}, " + _eval_summary(metrics),
+        description=f"{metrics['model_version']}: {describe_test_figures(metrics)}, " + describe_eval_figure(metrics),
     )
     return metrics
 

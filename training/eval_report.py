@@ -89,3 +89,22 @@ def eval_by_version_lines(metrics: dict[str, Any]) -> list[str]:
         lines.append(f"| {row.get('release')} | {name} | " + " | ".join(fmt(v) for v in values) + " |")
     lines += ["", f"Every model is scored on exactly these items; {LACKING_NOTES[task]}."]
     return lines
+
+
+def describe_test_figures(metrics: dict[str, Any]) -> str:
+    """A model's headline test figures: accuracy; micro F1 and mAP for a multi-label model; mAP for a detector."""
+    if metrics.get("task") == "multilabel":
+        return f"test micro F1 {fmt(metrics.get('test_micro_f1'))}, mAP {fmt(metrics.get('test_map'))}"
+    if metrics.get("task") == "detect":
+        both = fmt(metrics.get("test_map_50")), fmt(metrics.get("test_map_50_95"))
+        return f"test mAP@0.5 {both[0]}, mAP@[.5:.95] {both[1]}"
+    return f"test accuracy {fmt(metrics.get('test_accuracy'))}"
+
+
+def describe_eval_figure(metrics: dict[str, Any]) -> str:
+    """The model's headline figure on the fixed eval set, named as its task scores it (SCORE_COLUMNS)."""
+    eval_set = metrics.get("eval_set")
+    key, name = SCORE_COLUMNS[task_of(metrics)][0]
+    if not eval_set or eval_set.get(key) is None:
+        return "no fixed eval set items"
+    return f"eval-set {name} {fmt(eval_set[key])} on {eval_set['n']} items"

@@ -10,7 +10,8 @@ from corpus.releases.versions import MANIFEST_FILE, dataset_folder, list_release
 from corpus.store import DataRoot
 from labeling.round_state import LabelRound
 from labeling.round_store import list_round_numbers, load_round
-from pipelines.demo.summary import build_summary, describe_test_figures
+from pipelines.demo.summary import build_summary
+from training.eval_report import describe_test_figures
 from training.registry import list_models, read_label_issues, read_metadata, read_predictions
 
 

@@ -6,7 +6,9 @@ from typing import Any
 
 from rich.table import Table
 
+from corpus.releases.evalset import SCORE_COLUMNS
 from corpus.tasks import task_of
+from training.eval_report import describe_test_figures
 
 
 def build_summary(
@@ -84,6 +86,7 @@ def _round_summary(r: dict[str, Any]) -> dict[str, Any]:
 
 def _model_summary(m: dict[str, Any]) -> dict[str, Any]:
     """One trained model as the summary shows it; a detector adds its test mAP@0.5 and mAP@[.5:.95]."""
+    headline, headline_name = SCORE_COLUMNS[task_of(m)][0]
     entry = {
         "version": m["model_version"],
         "release": m.get("release"),
@@ -94,7 +97,9 @@ def _model_summary(m: dict[str, Any]) -> dict[str, Any]:
         "test_map": m.get("test_map"),
         # The same items for every version: the comparison that says whether a version is better.
         "eval_set_items": (m.get("eval_set") or {}).get("n"),
-        "eval_by_version": {r["release"]: r.get("accuracy") for r in m.get("eval_by_version") or []},
+        # each version's headline figure of the task (accuracy, exact-set accuracy, mAP@0.5), as the card's first
+        "eval_figure": headline_name,
+        "eval_by_version": {r["release"]: r.get(headline) for r in m.get("eval_by_version") or []},
         "device": m.get("device"),
         "scored": m.get("scored"),
         "label_issues": m.get("label_issues"),
@@ -117,19 +122,6 @@ def _gate_summary(gate: dict[str, Any] | None) -> dict[str, Any] | None:
         "passed": gate["passed"],
         **{c["name"]: {"value": c["value"], "threshold": c["threshold"], "ok": c["ok"]} for c in gate["criteria"]},
     }
-
-
-def describe_test_figures(model: dict[str, Any]) -> str:
-    """A model's headline test figures: accuracy; micro F1 and mAP for a multi-label model; mAP for a detector."""
-
-    def fmt(value: float | None) -> str:
-        return "—" if value is None else f"{value:.3f}"
-
-    if model.get("task") == "multilabel":
-        return f"test micro F1 {fmt(model.get('test_micro_f1'))}, mAP {fmt(model.get('test_map'))}"
-    if model.get("task") == "detect":
-        return f"test mAP@0.5 {fmt(model.get('test_map_50'))}, mAP@[.5:.95] {fmt(model.get('test_map_50_95'))}"
-    return f"test accuracy {fmt(model.get('test_accuracy'))}"
 
 
 def render_summary(summary: dict[str, Any]) -> Table:
@@ -165,7 +157,8 @@ def render_summary(summary: dict[str, Any]) -> Table:
             f"{release} {'—' if acc is None else f'{acc:.3f}'}"
             for release, acc in (m.get("eval_by_version") or {}).items()
         )
-        on_eval = f"; fixed eval set ({m.get('eval_set_items')} items): {by_version}" if by_version else ""
+        on_eval = f"; fixed eval set ({m.get('eval_set_items')} items), {m.get('eval_figure')}: {by_version}"
+        on_eval = on_eval if by_version else ""
         table.add_row(f"model {m['version']}", f"{describe_test_figures(m)} ({m['device']}){on_eval}")
     table.add_row("Label Studio", str(summary["label_studio"]["url"]))
     return table

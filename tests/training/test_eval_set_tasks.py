@@ -136,3 +136,19 @@ def test_two_detector_versions_are_compared_on_the_same_eval_images(tmp_path):
     assert "a box of a label the detector lacks counts as missed" in report
     card = root.read_bytes("releases/ds/v0002/card.html").decode()
     assert "boxes per label" in card and "<th>mAP@0.5</th><th>mAP@[.5:.95]</th>" in card
+
+
+@pytest.mark.parametrize(
+    ("task", "figures", "said"),
+    [
+        ("classify", {"accuracy": 0.5}, "eval-set accuracy 0.500 on 14 items"),
+        ("multilabel", {"exact_match": 0.25, "accuracy": None}, "eval-set exact-set accuracy 0.250 on 14 items"),
+        ("detect", {"map_50": 0.75}, "eval-set mAP@0.5 0.750 on 14 items"),
+        ("detect", {"map_50": None}, "no fixed eval set items"),
+    ],
+)
+def test_the_artifacts_line_names_each_tasks_headline_eval_figure(task, figures, said) -> None:
+    from training.eval_report import describe_eval_figure
+
+    assert describe_eval_figure({"task": task, "eval_set": {"n": 14, **figures}}) == said
+    assert describe_eval_figure({"task": task, "eval_set": None}) == "no fixed eval set items"
