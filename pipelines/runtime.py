@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -140,18 +139,22 @@ def new_run_name(prefix: str) -> str:
     return f"{prefix}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
 
 
+# Tasks per task slot and round of a sharded stage: 2 lets a slot whose first task was cheap take another.
+PIECE_TASKS_PER_SLOT = 2
+
+
 @task
 def run_pieces(step: Callable[..., Any], batch: list[tuple]) -> list[Any]:
     """Some pieces of one round of a sharded stage, one after another in one task; see curation.rounds."""
     return [step(*args) for args in batch]
 
 
-def split_into_batches(args: Sequence[tuple], batches: int) -> list[list[tuple]]:
-    """`args` cut into at most `batches` runs of neighbours whose lengths differ by one at most, in order."""
+def split_into_batches(args: Sequence[tuple], batches: int) -> list[list[int]]:
+    """The indices of `args` dealt into at most `batches` batches like cards (piece k to batch k % n), each in
+    order: neighbouring pieces are often alike in cost (the images of a crawl or an import side by side, its
+    pages after them), so runs of neighbours would give one task every expensive piece."""
     count = max(1, min(batches, len(args)))
-    size, extra = divmod(len(args), count)
-    bounds = [k * size + min(k, extra) for k in range(count + 1)]
-    return [list(args[lo:hi]) for lo, hi in itertools.pairwise(bounds) if hi > lo]
+    return [list(range(k, len(args), count)) for k in range(count) if k < len(args)]
 
 
 def count_task_slots() -> int:
@@ -165,23 +168,25 @@ def count_task_slots() -> int:
 
 
 def map_on_task_runner(step: Callable[..., Any], args: list[tuple], stage: str = "curate") -> list[Any]:
-    """The sharded runners' map: the pieces in as many tasks (named `<stage>-<step>`) as the running flow's
-    task runner runs at once, neighbours together, results in order. As each task finishes, this process tells
-    a progress line per shard in it (pipelines.progress), so the lines reach the command wherever the pieces ran.
+    """The sharded runners' map: the pieces in PIECE_TASKS_PER_SLOT tasks (named `<stage>-<step>`) per task slot
+    of the running flow's task runner, results in order. As each task finishes, this process tells a progress line
+    per shard in it (pipelines.progress), so the lines reach the command wherever the pieces ran.
 
-    A Prefect task costs ~0.3 s on a Dask worker (its run is created and its states reported through the
-    API), so one task per piece made 48 for 8 shards; one task per worker slot and round pays that once.
+    A Prefect task costs ~0.2-0.5 s on a Dask worker (its run is created and its states reported through the
+    API), so one task per piece made 48 for 8 shards; a few tasks per slot and round pay that a few times, and
+    leave the runner a queue to even out pieces of unequal cost (a worker that is done takes the next task).
     """
     named = run_pieces.with_options(name=f"{stage}-{step.__name__.replace('_', '-')}")
-    batches = split_into_batches(args, count_task_slots())
-    futures = named.map(unmapped(step), batches)
+    batches = split_into_batches(args, PIECE_TASKS_PER_SLOT * count_task_slots())
+    futures = named.map(unmapped(step), [[args[i] for i in batch] for batch in batches])
     teller, results = ShardTeller(stage, args), {}
     batch_of = {future.task_run_id: batch for future, batch in zip(futures, batches, strict=True)}
     for future in as_completed(list(futures)):
-        results[future.task_run_id] = future.result()
-        for piece, result in zip(batch_of[future.task_run_id], results[future.task_run_id], strict=True):
-            teller.finished(step, piece, result)
-    return [result for future in futures for result in results[future.task_run_id]]
+        batch = batch_of[future.task_run_id]
+        for i, result in zip(batch, future.result(), strict=True):
+            results[i] = result
+            teller.finished(step, args[i], result)
+    return [results[i] for i in range(len(args))]
 
 
 def make_task_runner(use_dask: bool) -> TaskRunner:

@@ -59,10 +59,24 @@ def test_artifact_keys_are_what_prefect_accepts() -> None:
 
 
 @pytest.mark.parametrize(
-    ("pieces", "batches", "sizes"), [(8, 2, [4, 4]), (7, 3, [3, 2, 2]), (2, 5, [1, 1]), (0, 2, [])]
+    ("pieces", "batches", "dealt"),
+    [
+        (8, 2, [[0, 2, 4, 6], [1, 3, 5, 7]]),
+        (8, 4, [[0, 4], [1, 5], [2, 6], [3, 7]]),
+        (7, 3, [[0, 3, 6], [1, 4], [2, 5]]),
+        (2, 5, [[0], [1]]),
+        (1, 1, [[0]]),
+        (0, 2, []),
+    ],
 )
-def test_pieces_go_in_batches_of_neighbours_in_order(pieces: int, batches: int, sizes: list[int]) -> None:
-    args = [(k,) for k in range(pieces)]
-    cut = split_into_batches(args, batches)
-    assert [len(b) for b in cut] == sizes
-    assert [a for b in cut for a in b] == args
+def test_pieces_are_dealt_into_batches_like_cards(pieces: int, batches: int, dealt: list[list[int]]) -> None:
+    cut = split_into_batches([(k,) for k in range(pieces)], batches)
+    assert cut == dealt
+    assert sorted(i for b in cut for i in b) == list(range(pieces))  # every piece once
+
+
+def test_a_run_of_costly_neighbours_is_shared_out_not_given_to_one_batch() -> None:
+    # an input whose first half is images (costly to scrub) and second half pages, as a crawl's or an import's is
+    costs = [10] * 4 + [1] * 4
+    per_batch = [sum(costs[i] for i in b) for b in split_into_batches([(c,) for c in costs], 2)]
+    assert max(per_batch) / min(per_batch) < 1.01
