@@ -154,6 +154,7 @@ def run_case(name: str, url: str, table, shards: int, workers: int | None) -> di
         shutil.rmtree(url, ignore_errors=True)  # a full-size case writes ~1 GB
     return {
         "name": name,
+        "shards": shards,
         "rows": out["curate"]["rows_in"],
         "stage_s": stage_seconds,
         "wall_s": wall,
@@ -246,7 +247,10 @@ def print_serial_steps(cases: list[dict], overhead: float) -> None:
             continue
         serial = serial_seconds(case)
         rounds = len(case["rounds"] or {}) - ("settle" in (case["rounds"] or {}))
-        tasks = 2 * (rounds + 1)  # one task per worker slot and round, curate's rounds and scrub's
+        # PIECE_TASKS_PER_SLOT tasks per worker slot and round (curate's rounds and scrub's), at most one per shard
+        from pipelines.runtime import PIECE_TASKS_PER_SLOT
+
+        tasks = min(2 * PIECE_TASKS_PER_SLOT, case["shards"]) * (rounds + 1)
         prefect = tasks * overhead / 2
         one = cases[k - 1]
         fixed = sum(serial.values())
