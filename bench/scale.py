@@ -93,7 +93,9 @@ def start_cluster(workers: int):
     from distributed import Client, LocalCluster
 
     from corpus.settings import get_settings
+    from pipelines.runtime import quiet_dask
 
+    quiet_dask()  # what make_task_runner configures a LocalCluster with
     cluster = LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
     )
