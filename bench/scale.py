@@ -11,7 +11,8 @@ the two cases alternating `--repeats` times so that the machine's load hits both
 moto on 127.0.0.1 (every shard, partition file and output through the S3 API). Before the cases, the
 Prefect task overhead is measured on the 2-worker cluster: no-op tasks, one piece each, worker-seconds a
 task. The Dask cases run on a LocalCluster started before timing (FLYWHEEL_DASK_ADDRESS), whose workers
-have imported the pipeline once, as long-lived production workers have; throughput is input rows over the
+have imported the pipeline once, as long-lived production workers have, and run with
+`pipelines.runtime.QUIET_DASK` as make_task_runner's LocalCluster does; throughput is input rows over the
 curate + scrub stage seconds from their reports, the flow's wall time is printed beside it. Every run
 must keep the same record ids, or the benchmark fails.
 Closing line: `bench scale: ... vs_one_process=<2-worker speed over one process, mean of the pairs>`.
@@ -93,7 +94,9 @@ def start_cluster(workers: int):
     from distributed import Client, LocalCluster
 
     from corpus.settings import get_settings
+    from pipelines.runtime import quiet_dask
 
+    quiet_dask()  # what make_task_runner configures a LocalCluster with
     cluster = LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
     )

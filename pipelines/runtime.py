@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import dask.config
 import httpx
 from prefect import Task, unmapped
 from prefect import task as prefect_task
@@ -189,13 +190,37 @@ def map_on_task_runner(step: Callable[..., Any], args: list[tuple], stage: str =
     return [results[i] for i in range(len(args))]
 
 
+# Dask's own periodic work, made rarer: every scheduler, nanny and worker process runs it whether a task runs
+# or not, so its CPU grows with a run's wall time, not its rows. Measured on a 2-worker LocalCluster
+# (bench/SCALE.md, 2026-12-01 shardcost): 0.076 CPU-s a second idle and 0.09 while tasks ran with the
+# defaults, 0.0125 and 0.025 with these; on a loaded machine that was most of a sharded run's extra CPU.
+QUIET_DASK: dict[str, Any] = {
+    # Default 20 ms: how often each event loop measures its own lag; it only warns when the loop was
+    # blocked longer than `distributed.admin.tick.limit` (3 s), which 1 s still sees.
+    "distributed.admin.tick.interval": "1s",
+    # Default on: each worker samples its threads' stacks every 10 ms for the dashboard's profile page.
+    "distributed.worker.profile.enabled": False,
+    # Default 500 ms: CPU, memory and network samples for the dashboard's graphs.
+    "distributed.admin.system-monitor.interval": "5s",
+}
+
+
+def quiet_dask() -> None:
+    """Put QUIET_DASK into this process's Dask config: a LocalCluster started here (its scheduler, its nannies,
+    and the workers they start, which inherit their nanny's config) runs with it. A cluster of its own
+    (deploy/compose.yaml) sets the same through DASK_* variables."""
+    dask.config.set(QUIET_DASK)
+
+
 def make_task_runner(use_dask: bool) -> TaskRunner:
     """Dask at FLYWHEEL_DASK_ADDRESS if set; else a LocalCluster of FLYWHEEL_DASK_WORKERS processes when
-    asked for (on 127.0.0.1, no dashboard, scratch under the work dir); else threads in this process."""
+    asked for (on 127.0.0.1, no dashboard, scratch under the work dir, QUIET_DASK); else threads in this
+    process."""
     settings = get_settings()
     if settings.dask_address:
         return DaskTaskRunner(address=settings.dask_address)
     if use_dask:
+        quiet_dask()
         return DaskTaskRunner(
             cluster_class="distributed.LocalCluster",
             cluster_kwargs={

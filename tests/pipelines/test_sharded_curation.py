@@ -127,3 +127,21 @@ def test_sharded_progress_goes_to_the_flow_log_when_no_console_listens(prefect_a
         "curate: shard 2/2 measured",
     ]
     assert told[-1].startswith("scrub: shard 2/2 written, ")
+
+
+def test_the_local_cluster_runs_with_dasks_periodic_work_made_rarer(prefect_api):
+    """The workers (and the scheduler, in this process) of make_task_runner's LocalCluster use QUIET_DASK:
+    with Dask's defaults, its 20 ms ticks and 10 ms stack samples were most of a sharded run's extra CPU."""
+    import dask.config
+    from prefect import flow
+
+    from pipelines.runtime import QUIET_DASK, make_task_runner, run_pieces
+
+    keys = sorted(QUIET_DASK)
+
+    @flow(name="read-dask-config")
+    def read_on_workers() -> list:
+        return run_pieces.submit(dask.config.get, [(key,) for key in keys]).result()
+
+    on_workers = read_on_workers.with_options(task_runner=make_task_runner(True))()
+    assert on_workers == [QUIET_DASK[key] for key in keys] == [dask.config.get(key) for key in keys]
