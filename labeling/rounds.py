@@ -127,6 +127,14 @@ def _prediction_arrays(predictions: pa.Table, ids: list[str]) -> tuple[list[str]
     return scored, probs, embeddings
 
 
+def _ranks_uncertainty(predictions: pa.Table, task: str) -> bool:
+    """Whether a single-label model's predictions can rank uncertainty: it knows at least 2 classes. A first batch
+    of one class (likely at a batch of 2 on 2 classes) trains a model whose softmax is 1 everywhere."""
+    if task in ("detect", "multilabel"):
+        return True
+    return len(predictions.column("probs")[0].as_py() or []) >= 2
+
+
 def _fresh(images: pa.Table, already_pushed: set[str]) -> pa.Table:
     """The image rows not pushed yet; a record listed twice in the pool is a candidate once."""
     seen: set[str] = set()
@@ -159,9 +167,10 @@ def plan_round(
     `predictions` (PREDICTION_SCHEMA) are the newest model's scores over the pool; `pool_embeddings`
     (record_id, embedding) a self-supervised encoder's (training.encoders), named by the schema metadata
     key `flywheel.encoder`. "auto" is "hybrid" (margin pre-filter, then core-set around what is already pushed,
-    over the pool embeddings when they cover the scored candidates, else the model's) when predictions exist;
-    else the cold start: "typiclust" (labeling.typicality) over the pool embeddings when they cover every
-    candidate, else "diversity" (k-center greedy over cheap pixel embeddings). "typiclust" and "probcover"
+    over the pool embeddings when they cover the scored candidates, else the model's) when predictions of a
+    model that knows 2 classes or more exist; else the cold start: "typiclust" (labeling.typicality) over the
+    pool embeddings when they cover every candidate, else "diversity" (k-center greedy over cheap pixel
+    embeddings). "typiclust" and "probcover"
     (labeling.probcover; `n_classes`: the label set's size, else the model's) asked for without pool embeddings
     run over the pixel features. "least-confidence", "margin", "entropy" rank by that uncertainty alone;
     "coreset" is k-center around what is pushed; "uncertainty" is the earlier margin + diversity recipe;
@@ -179,7 +188,8 @@ def plan_round(
     has_model = predictions is not None and predictions.num_rows > 0
     if strategy == "auto":
         covered = _embedding_rows(pool_embeddings, candidate_ids) is not None
-        strategy = "hybrid" if has_model else ("typiclust" if pool_embeddings is not None and covered else "diversity")
+        warm = has_model and _ranks_uncertainty(predictions, task)
+        strategy = "hybrid" if warm else ("typiclust" if pool_embeddings is not None and covered else "diversity")
     uses_model = strategy in MODEL_STRATEGIES
     k = min(budget, len(candidate_ids))
     if k == 0:

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from corpus.store import DataRoot
 from training.config import TrainConfig
 from training.encoders import WEIGHTS_FILE, encoder_path, latest_encoder, read_encoder_metadata
+from training.loop import FitState
 from training.weights import LoadedWeights, WeightsError, load_weights
 
 NEWEST = "newest"
@@ -121,3 +122,20 @@ def fit_head_on(model: nn.Module, train_ds: Dataset, eval_tf: object, device: to
     plain = copy.copy(train_ds)
     plain.transform, plain.seed = eval_tf, None
     set_logistic_head(model, DataLoader(plain, batch_size=cfg.batch_size), device, seed=cfg.seed)
+
+
+def record_refit_val(state: FitState, val_accuracy: float | None, val_loss: float) -> None:
+    """Make `state`'s val figures those of the model after the logistic refit, which is the one published: the
+    best val (metrics.json "val_accuracy") and the val figures of the epoch whose weights were kept, whose SGD
+    figures stay beside them as sgd_val_accuracy / sgd_val_loss (the refit replaces the head the SGD epoch
+    trained, so those described a model nobody gets)."""
+    state.best_val, state.best_score = val_accuracy, [val_accuracy, -val_loss]
+    for record in state.history:
+        if record["epoch"] == state.best_epoch:
+            record.update(
+                sgd_val_accuracy=record.get("val_accuracy"),
+                sgd_val_loss=record.get("val_loss"),
+                val_accuracy=val_accuracy,
+                val_loss=val_loss,
+                head_fit="logistic",
+            )

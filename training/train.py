@@ -30,7 +30,7 @@ from training.config import TrainConfig
 from training.data import ReleaseImageDataset, image_rows
 from training.devices import loader_workers, make_loader, pick_device
 from training.distributed import DistContext, agree, barrier, epoch_sampler, init_distributed, shutdown, wrap_model
-from training.encoder_init import fit_head_on, prepare_weights
+from training.encoder_init import fit_head_on, prepare_weights, record_refit_val
 from training.evaluation import ECE_BINS, compute_calibration, compute_confusion, compute_per_class
 from training.loop import FitState, Run, accuracy, cpu_state, fit, to_bytes
 from training.multilabel_evaluation import compute_multilabel_metrics
@@ -210,6 +210,9 @@ def _fit_prepared(
     run.model.load_state_dict(state.best_state)
     if cfg.head_fit == "logistic":
         fit_head_on(run.model, prep.train_ds, prep.eval_tf, prep.device, cfg)
+        if val_loader is not None:  # the val figures must describe the refitted model, the one published
+            probs, targets, val_loss = run.predict(val_loader)
+            record_refit_val(state, run.val_score(probs, targets), val_loss)
     return run, state
 
 

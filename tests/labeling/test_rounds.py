@@ -76,6 +76,15 @@ def test_auto_is_diversity_cold_and_hybrid_with_a_model() -> None:
         plan_round(pool, set(), 5, strategy="bald")
 
 
+def test_auto_is_a_cold_start_while_the_model_knows_one_class() -> None:
+    # A first batch of one class trains a one-class model: every softmax is 1, so hybrid (margin) cannot rank.
+    pool = _pool(20)
+    ids = pool.column("record_id").to_pylist()
+    one_class = _predictions(ids).set_column(3, "probs", pa.array([[1.0]] * len(ids), pa.list_(pa.float32())))
+    plan = plan_round(pool, set(ids[:2]), 5, predictions=one_class)
+    assert plan.strategy == "diversity" and not plan.uses_model and len(plan.record_ids) == 5
+
+
 def test_class_guard_reaches_classes_a_lopsided_model_hides() -> None:
     pool = _pool(60)
     ids = pool.column("record_id").to_pylist()

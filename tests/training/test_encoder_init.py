@@ -10,11 +10,15 @@ import torch
 
 from corpus.releases.build import build_release
 from corpus.releases.config import ReleaseConfig
+from corpus.releases.versions import load_release
 from corpus.store import DataRoot
 from training.backbones import create_model
 from training.config import SimCLRConfig, TrainConfig
 from training.encoder_init import fit_logistic_head, load_encoder_weights
 from training.encoders import WEIGHTS_FILE, encoder_path, load_encoder, pretrain_pool_encoder
+from training.predict import compute_probs
+from training.registry import load_model
+from training.train import train_model
 from training.weights import WeightsError, fit_weights
 
 TINY = SimCLRConfig(epochs=1, image_size=32, batch_size=16, width=8, device="cpu", num_workers=0)
@@ -86,3 +90,19 @@ def test_no_encoder_yet_is_one_clear_error(tmp_path, make_shape_records):
     build_release(root, "shapes", make_shape_records(2), ReleaseConfig())
     with pytest.raises(ValueError, match="no encoder was pretrained"):
         load_encoder_weights(root, "newest", PROBE)
+
+
+def test_logistic_probe_records_the_val_figures_of_the_refitted_model(encoder_root: DataRoot):
+    # The head is refitted after the SGD epoch: metrics.json's best val and the kept epoch's val figures must be
+    # those of the published model, scored here on the val split from scratch.
+    metrics = train_model(encoder_root, "shapes", "latest", PROBE)
+    model, meta = load_model(encoder_root, metrics["model_version"])
+    val = load_release(encoder_root, "shapes", "latest").val
+    _, probs, _ = compute_probs(model, meta, val, device="cpu")
+    targets = np.array([meta["labels"].index(label) for label in val.column("label").to_pylist()])
+    accuracy = float((probs.argmax(1) == targets).mean())
+    loss = float(-np.log(probs[np.arange(len(targets)), targets]).mean())
+    kept = next(h for h in metrics["history"] if h["epoch"] == metrics["best_epoch"])
+    assert metrics["val_accuracy"] == pytest.approx(accuracy) and kept["val_accuracy"] == pytest.approx(accuracy)
+    assert kept["val_loss"] == pytest.approx(loss, rel=1e-4) and kept["head_fit"] == "logistic"
+    assert kept["sgd_val_loss"] != pytest.approx(loss, rel=1e-4)  # the SGD epoch's figure, kept beside it
