@@ -135,6 +135,23 @@ def _ranks_uncertainty(predictions: pa.Table, task: str) -> bool:
     return len(predictions.column("probs")[0].as_py() or []) >= 2
 
 
+# Labels per class below which "auto" keeps picking by TypiClust over a pretrained encoder's embeddings, model or
+# not: in the product's loop (bench/LABELING.md 1b-iii; SimCLR, a linear probe, 5 seeds, digits, MNIST, LFW)
+# TypiClust every round beat hybrid after a TypiClust cold start at 2-3 labels per class by 1-4 std, and was
+# level with it at 6 (the end of the measured range): a model fitted on so few labels ranks uncertainty by noise.
+TYPICLUST_LABELS_PER_CLASS = 6
+
+
+def _resolve_auto(warm: bool, covered: bool, task: str, n_classes: int | None, labeled: int) -> str:
+    """What "auto" runs: TypiClust over the encoder while a classify round has few labels per class; hybrid once a
+    model ranks uncertainty; else the cold start (TypiClust over the encoder's embeddings, else pixel diversity)."""
+    if covered and task == "classify" and n_classes and labeled < TYPICLUST_LABELS_PER_CLASS * n_classes:
+        return "typiclust"
+    if warm:
+        return "hybrid"
+    return "typiclust" if covered else "diversity"
+
+
 def _fresh(images: pa.Table, already_pushed: set[str]) -> pa.Table:
     """The image rows not pushed yet; a record listed twice in the pool is a candidate once."""
     seen: set[str] = set()
@@ -159,6 +176,7 @@ def plan_round(
     n_classes: int | None = None,
     kind: str = "image",
     task: str = "classify",
+    labeled: int | None = None,
 ) -> RoundPlan:
     """Choose up to `budget` records of `kind` of `pool` that are not in Label Studio yet (never one twice):
     images, or text for a text round (whose `pool_embeddings` must cover every candidate, as
@@ -176,7 +194,8 @@ def plan_round(
     "coreset" is k-center around what is pushed; "uncertainty" is the earlier margin + diversity recipe;
     "random" is the baseline. `min_per_class` > 0 guarantees that many picks per predicted class where the pool
     has them. For `task` "detect" the model strategies rank images by their boxes' uncertainty
-    (labeling.box_selection). A priority of 1 means "label this first".
+    (labeling.box_selection). A priority of 1 means "label this first". "auto" stays "typiclust" over an encoder's
+    embeddings while `labeled` (default: what is pushed) is below TYPICLUST_LABELS_PER_CLASS a class (_resolve_auto).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
@@ -187,9 +206,10 @@ def plan_round(
     candidate_ids = candidates.column("record_id").to_pylist()
     has_model = predictions is not None and predictions.num_rows > 0
     if strategy == "auto":
-        covered = _embedding_rows(pool_embeddings, candidate_ids) is not None
+        covered = pool_embeddings is not None and _embedding_rows(pool_embeddings, candidate_ids) is not None
         warm = has_model and _ranks_uncertainty(predictions, task)
-        strategy = "hybrid" if warm else ("typiclust" if pool_embeddings is not None and covered else "diversity")
+        labeled = len(already_pushed) if labeled is None else labeled
+        strategy = _resolve_auto(warm, covered, task, n_classes, labeled)
     uses_model = strategy in MODEL_STRATEGIES
     k = min(budget, len(candidate_ids))
     if k == 0:
@@ -358,12 +378,13 @@ def plan_next_batch(
     n_classes: int | None = None,
     kind: str = "image",
     task: str = "classify",
+    labeled: int | None = None,
 ) -> RoundPlan:
     """The next batch of `kind` records: plan_round over the pool minus what Label Studio has and minus gold, then
     `gold_per_round` gold records mixed in (add_gold). `model_version` names the model behind
     `predictions`; the plan keeps it only when the model chose the batch. `pool_embeddings` are a
     self-supervised encoder's (plan_round's cold start); `n_classes` the label set's size (probcover); `task`
-    the round's task type (corpus.tasks).
+    the round's task type (corpus.tasks); `labeled` how many records have labels so far (plan_round's "auto").
     """
     plan = plan_round(
         pool,
@@ -377,6 +398,7 @@ def plan_next_batch(
         n_classes=n_classes,
         kind=kind,
         task=task,
+        labeled=labeled,
     )
     if gold and gold_per_round:
         plan = add_gold(plan, gold, gold_per_round, already_pushed=already_pushed, seed=seed)

@@ -12,6 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from corpus.pool import latest_pool, read_box_gold, read_gold, select_records
 from corpus.settings import get_settings
+from corpus.store import DataRoot
 from corpus.tasks import RECORD_KIND
 from corpus.text_features import text_embedding_table
 from crawlers.importers.config import ImportLabelPolicy
@@ -40,7 +41,7 @@ from pipelines.config import LabelRoundParams
 from pipelines.round_markdown import progress_markdown
 from pipelines.runtime import ROUND_OPENED, announce, artifact_key, data_root_url, open_label_studio, open_root, task
 from training.encoders import newest_embeddings
-from training.registry import newest_predictions
+from training.registry import newest_predictions, read_metadata
 
 CHECK_DEPLOYMENT = "label-check/label-check"  # deploy/prefect.yaml: flow label-check, deployment label-check
 
@@ -126,6 +127,14 @@ def prepare_round(params: LabelRoundParams, data_root: str) -> RoundInputs:
     return RoundInputs(data_root, pool, root.read_table(pool), gold, project_id)
 
 
+def _labels_behind(root: DataRoot, model_version: str | None) -> int:
+    """How many labeled records the newest model's release held (imported labels count, not only pushed ones)."""
+    if model_version is None:
+        return 0
+    meta = read_metadata(root, model_version)
+    return sum(int(meta.get(f"n_{split}") or 0) for split in ("train", "val", "test"))
+
+
 @task
 def choose_batch(params: LabelRoundParams, inputs: RoundInputs) -> RoundPlan:
     """Plan the round: the pool minus what Label Studio already has, chosen by the newest model if any (hybrid:
@@ -157,6 +166,7 @@ def choose_batch(params: LabelRoundParams, inputs: RoundInputs) -> RoundPlan:
         n_classes=len(params.labels),
         kind=RECORD_KIND[params.task],
         task=params.task,
+        labeled=max(len(pushed), _labels_behind(root, model_version)),
     )
     get_run_logger().info(
         "round plan: %d of %d candidates by %s%s%s, %d gold",

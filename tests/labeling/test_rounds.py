@@ -85,6 +85,57 @@ def test_auto_is_a_cold_start_while_the_model_knows_one_class() -> None:
     assert plan.strategy == "diversity" and not plan.uses_model and len(plan.record_ids) == 5
 
 
+def _encoder_embeddings(ids: list[str], seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(len(ids), 8)).astype(np.float32)
+    return pa.table({"record_id": ids, "embedding": pa.array(vectors.tolist(), pa.list_(pa.float32()))})
+
+
+@pytest.mark.parametrize(
+    ("labeled", "pushed", "expected"),
+    [
+        (None, 0, "typiclust"),  # cold: nothing labeled
+        (None, 17, "typiclust"),  # 17 pushed < 6 per class x 3 classes: the model's uncertainty is noise yet
+        (None, 18, "hybrid"),  # 6 per class: hybrid takes over
+        (40, 5, "hybrid"),  # imported labels count: the model was trained on 40
+        (10, 30, "typiclust"),  # `labeled` is what the caller knows; it wins over the pushed count
+    ],
+)
+def test_auto_keeps_typiclust_over_an_encoder_while_labels_per_class_are_few(labeled, pushed, expected) -> None:
+    pool = _pool(60)
+    ids = pool.column("record_id").to_pylist()
+    plan = plan_round(
+        pool,
+        set(ids[:pushed]),
+        6,
+        predictions=_predictions(ids),
+        pool_embeddings=_encoder_embeddings(ids),
+        n_classes=len(CLASSES),
+        labeled=labeled,
+    )
+    assert plan.strategy == expected and plan.uses_model == (expected == "hybrid")
+    assert len(plan.record_ids) == 6 and not set(plan.record_ids) & set(ids[:pushed])
+
+
+@pytest.mark.parametrize(
+    ("task", "embeddings", "n_classes"), [("multilabel", True, 3), ("classify", False, 3), ("classify", True, None)]
+)
+def test_auto_is_hybrid_with_a_model_outside_the_measured_low_budget_case(task, embeddings, n_classes) -> None:
+    # The rule was measured for single-label images over a pretrained encoder; elsewhere a model means hybrid.
+    pool = _pool(30)
+    ids = pool.column("record_id").to_pylist()
+    plan = plan_round(
+        pool,
+        set(),
+        5,
+        predictions=_predictions(ids),
+        pool_embeddings=_encoder_embeddings(ids) if embeddings else None,
+        n_classes=n_classes,
+        task=task,
+    )
+    assert plan.strategy == "hybrid"
+
+
 def test_class_guard_reaches_classes_a_lopsided_model_hides() -> None:
     pool = _pool(60)
     ids = pool.column("record_id").to_pylist()
