@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import typer
@@ -16,6 +17,7 @@ from corpus.schema import make_record_id
 from corpus.store import DataRoot
 from crawlers.importers.config import ImportConfig
 from crawlers.importers.importer import import_to_root
+from crawlers.importers.items import ImportSourceError
 from crawlers.importers.label_sets import MAX_SET_SIZE, LabelSetError, parse_label_set
 from labeling.sync import read_annotations
 from pipelines.cli_import import import_command
@@ -76,6 +78,15 @@ def test_jsonl_lists_and_a_re_import_writes_a_new_version_only_for_an_edited_set
     assert imported_sets(tmp_path) == {ids["0.jpg"]: ["sky"], ids["1.jpg"]: []}
 
 
+def test_a_parquet_manifest_with_a_list_column(tmp_path):
+    ids = images(tmp_path / "m", 3)
+    table = pa.table({"path": ["0.jpg", "1.jpg", "2.jpg"], "labels": [["b", "a"], [], None]})
+    pq.write_table(table, tmp_path / "m" / "sets.parquet")
+    report = imported(tmp_path, tmp_path / "m" / "sets.parquet")
+    assert (report["records"], report["label_sets"]) == (3, 2)
+    assert imported_sets(tmp_path) == {ids["0.jpg"]: ["a", "b"], ids["1.jpg"]: []}
+
+
 def test_hf_parquet_with_a_sequence_of_class_labels_written_by_datasets(tmp_path):
     datasets = pytest.importorskip("datasets")
     names = ["cat", "dog", "fox"]
@@ -91,6 +102,23 @@ def test_hf_parquet_with_a_sequence_of_class_labels_written_by_datasets(tmp_path
     assert (report["records"], report["label_sets"]) == (3, 3)
     ids = [make_record_id(d) for d in data]
     assert imported_sets(tmp_path) == {ids[0]: ["cat", "fox"], ids[1]: [], ids[2]: ["dog"]}
+
+
+def test_an_hf_class_index_outside_the_class_names_is_refused_naming_file_and_row(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features(
+        {"image": datasets.Image(), "labels": datasets.Sequence(datasets.ClassLabel(names=["a"]))}
+    )
+    rows = {"image": [{"bytes": jpeg_bytes(70 + i), "path": f"{i}.jpg"} for i in range(2)], "labels": [[0], [0]]}
+    file = tmp_path / "hf" / "train.parquet"
+    file.parent.mkdir()
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(file))
+    table = pq.read_table(file)  # a hand-edited file: row 1 names class 5 of a list of one
+    table = table.set_column(1, "labels", pa.array([[0], [5]], pa.list_(pa.int64())))
+    pq.write_table(table, file)
+    with pytest.raises(ImportSourceError, match=r"train.parquet: row 1, column labels: class index 5"):
+        imported(tmp_path, tmp_path / "hf", kind="hf")
+    assert [p for p in (tmp_path / "data").rglob("*") if p.is_file()] == []  # nothing written
 
 
 def test_a_label_studio_export_with_several_choices_gives_each_task_its_majority_set(tmp_path):
