@@ -148,8 +148,9 @@ def _manifest_header(path: Path, suffix: str) -> list[str]:
 
 
 def open_manifest(path: Path, media_root: Path) -> Items:
-    """A CSV, JSONL or Parquet manifest of paths or URLs, with an optional label column; other columns are
-    metadata. The header is checked now; rows are read in batches as they are imported."""
+    """A CSV, JSONL or Parquet manifest of paths or URLs, with an optional label column or a `labels` column of
+    label sets (crawlers.importers.label_sets); other columns are metadata. The header, and every label set
+    (one pass over the rows, _check_manifest_sets), are checked now; rows are read in batches as imported."""
     suffix = ".jsonl" if path.suffix.lower() in (".jsonl", ".ndjson") else path.suffix.lower()
     names = _manifest_header(path, suffix)
     ref, label = _manifest_columns(path, names)
