@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,12 +14,13 @@ from prefect.artifacts import create_markdown_artifact
 from corpus.exports.export import export_release
 from corpus.pool import latest_pool, read_gold
 from corpus.releases.build import build_release
+from corpus.releases.multilabel import join_label_set
 from corpus.stages import trace_reports
 from corpus.tasks import DEFAULT_TASK
 from crawlers.importers.config import ImportLabelPolicy
-from crawlers.importers.labels import apply_box_updates, origins_with_policy, read_box_updates
+from crawlers.importers.labels import apply_box_updates, label_kinds, origins_with_policy, read_box_updates
 from labeling.multilabel import aggregate_multilabel, attach_label_sets, compute_label_agreement
-from labeling.quality import aggregate_dawid_skene, compute_agreement
+from labeling.quality import aggregate_dawid_skene, compute_agreement, live_answers
 from labeling.round_state import mark_released
 from labeling.round_store import list_round_numbers, load_round, save_round
 from labeling.rounds import attach_labels
@@ -66,12 +68,54 @@ def release_task_type(root: Any, params: ReleaseParams) -> str:
 
 
 def release_label_sets(
-    records: pa.Table, annotations: pa.Table, gold_path: str | None, root: Any
-) -> tuple[pa.Table, dict[str, Any], list[str]]:
-    """(records with their aggregated label sets, per-label agreement, no trusted origins) of a multi-label
-    dataset: labeling.multilabel's per-label Dawid-Skene."""
+    records: pa.Table, annotations: pa.Table, gold_path: str | None, root: Any, trusted: Sequence[str] = ()
+) -> tuple[pa.Table, dict[str, Any]]:
+    """(records with their label sets, per-label agreement) of a multi-label dataset: labeling.multilabel's
+    per-label Dawid-Skene, then the set of a trusted origin taken as it is (apply_trusted_label_sets)."""
     aggregated = aggregate_multilabel(annotations, gold=read_gold(root, gold_path))
-    return attach_label_sets(records, aggregated), compute_label_agreement(annotations), []
+    labeled = attach_label_sets(records, aggregated)
+    return apply_trusted_label_sets(labeled, annotations, trusted), compute_label_agreement(annotations)
+
+
+def apply_trusted_label_sets(labeled: pa.Table, annotations: pa.Table, trusted: Sequence[str]) -> pa.Table:
+    """`labeled` (attach_label_sets' rows) with the newest live set of a trusted origin (the first of `trusted`
+    that answered) in place of the aggregated one: label_source the origin, confidence 1, as a classify release
+    takes a trusted label (labeling.rounds.attach_labels). Pure."""
+    answers = live_answers(annotations, "labels") if trusted else {}
+    chosen: dict[str, tuple[list[str], str]] = {}
+    for rid, by in answers.items():
+        origin = next((o for o in trusted if o in by), None)
+        if origin is not None:
+            chosen[rid] = (sorted(by[origin]), origin)
+    if not chosen:
+        return labeled
+    ids = labeled.column("record_id").to_pylist()
+    names = ("labels", "label", "label_source", "label_confidence")
+    columns = {name: labeled.column(name).to_pylist() for name in names}
+    for k, rid in enumerate(ids):
+        if rid in chosen:
+            sets, origin = chosen[rid]
+            columns["labels"][k], columns["label"][k] = sets, join_label_set(sets)
+            columns["label_source"][k], columns["label_confidence"][k] = origin, 1.0
+    for name, values in columns.items():
+        at = labeled.schema.get_field_index(name)
+        labeled = labeled.set_column(at, name, pa.array(values, labeled.schema.field(name).type))
+    return labeled
+
+
+def check_import_kinds(root: Any, dataset: str, task_type: str, trusted: Sequence[str]) -> None:
+    """ValueError, one line naming the dataset and the task, when a trusted import gives another kind of answer
+    than the release's task takes: label sets to a classify (or text) release, single labels to a multilabel
+    one. A detect release reads boxes; both kinds may come with them."""
+    wanted = {"multilabel": "sets", "classify": "single", "text": "single"}.get(task_type)
+    for origin, kinds in label_kinds(root, trusted).items():
+        other = kinds - {wanted} if wanted else set()
+        if other:
+            said = "label sets" if "sets" in other else "single labels"
+            raise ValueError(
+                f"dataset {dataset}: a {task_type} release cannot take the {said} trusted import {origin} holds; "
+                f"release it with task {'multilabel' if 'sets' in other else 'classify'}, or import it untrusted"
+            )
 
 
 @task(**IO_RETRIES)
@@ -84,11 +128,12 @@ def publish_release(params: ReleaseParams, data_root: str) -> dict[str, Any]:
     trusted = params.trusted_origins
     if trusted is None:
         trusted = origins_with_policy(root, ImportLabelPolicy.trusted.value)
+    check_import_kinds(root, params.dataset, task_type, trusted)
     records = apply_box_updates(root.read_table(pool), read_box_updates(root))  # boxes edited in a re-imported source
     if task_type == "detect":
         labeled, agreement = label_box_records(root, records, params.gold_path, trusted)
-    elif task_type == "multilabel":  # per-label Dawid-Skene; imported labels are single-label, so none is trusted
-        labeled, agreement, trusted = release_label_sets(records, annotations, params.gold_path, root)
+    elif task_type == "multilabel":  # per-label Dawid-Skene; a trusted import's label sets as they are
+        labeled, agreement = release_label_sets(records, annotations, params.gold_path, root, trusted)
     else:
         aggregated = aggregate_dawid_skene(annotations, gold=read_gold(root, params.gold_path))
         labeled = attach_labels(records, aggregated, annotations=annotations, trusted_origins=trusted)

@@ -18,6 +18,7 @@ import fsspec
 import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
 
+from corpus.releases.multilabel import join_label_set
 from corpus.schema import RECORD_SCHEMA, make_record_id
 from corpus.store import DataRoot
 from crawlers.content import sniff_mime
@@ -64,12 +65,14 @@ class ShardWriter:
     cfg: ImportConfig
     import_run: str
     rows: list[dict[str, Any]] = field(default_factory=list)
-    labels: list[tuple[str, str]] = field(default_factory=list)
+    labels: list[tuple[str, str | None]] = field(default_factory=list)
+    label_sets: list[list[str] | None] = field(default_factory=list)  # one per labels row; None: a single label
     extras: list[dict[str, Any]] = field(default_factory=list)
     box_updates: list[dict[str, Any]] = field(default_factory=list)
     buffered_bytes: int = 0
     shards: list[str] = field(default_factory=list)
     label_count: int = 0
+    label_set_count: int = 0
     flushes: int = 0
     updates: int = 0  # records buffered for their labels only
 
@@ -77,8 +80,7 @@ class ShardWriter:
         rid = record["record_id"]
         self.rows.append(record)
         self.buffered_bytes += len(record["image"])
-        if item.label is not None:
-            self.labels.append((rid, item.label))
+        self._add_label(rid, item)
         if item.metadata:
             meta = json.dumps(item.metadata, default=str)
             self.extras.append({"record_id": rid, "locator": item.locator, "metadata": meta})
@@ -87,14 +89,21 @@ class ShardWriter:
     def update_labels(self, record_id: str, item: SourceItem) -> None:
         """The source's new label and boxes for a record imported before: a newer version of its imported
         annotation (same id, later time) and a box update (crawlers.importers.labels.BOX_UPDATE_SCHEMA)."""
-        if item.label is not None:
-            self.labels.append((record_id, item.label))
+        self._add_label(record_id, item)
         if item.boxes is not None:
             width, height = item.image_size or (None, None)
             row = {"record_id": record_id, "width": width, "height": height, "boxes": item.boxes}
             self.box_updates.append({**row, "label_source": self.cfg.label_origin, "updated_at": datetime.now(UTC)})
         self.updates += 1
         self._flush_when_full()
+
+    def _add_label(self, record_id: str, item: SourceItem) -> None:
+        if item.label_set is not None:  # a label set, [] included ("none of these"): an answer
+            self.labels.append((record_id, None))
+            self.label_sets.append(item.label_set)
+        elif item.label is not None:
+            self.labels.append((record_id, item.label))
+            self.label_sets.append(None)
 
     def _flush_when_full(self) -> None:
         if len(self.rows) + self.updates >= self.cfg.shard_rows or self.buffered_bytes >= self.cfg.shard_bytes:
@@ -105,12 +114,16 @@ class ShardWriter:
             return
         side, part = f"imports/{self.cfg.source_name}", f"part-{self.flushes:05d}.parquet"
         if self.labels:
-            self.root.write_table(f"{side}/labels/{self.import_run}-{part}", prediction_rows(self.labels))
+            pairs = zip(self.labels, self.label_sets, strict=True)
+            shown = [(rid, label if s is None else join_label_set(s)) for (rid, label), s in pairs]
+            self.root.write_table(f"{side}/labels/{self.import_run}-{part}", prediction_rows(shown))
             if self.cfg.label_policy != ImportLabelPolicy.preannotate:
                 at = datetime.now(UTC)
-                table = annotation_rows(self.labels, self.cfg.label_origin, at)
+                sets = self.label_sets if any(s is not None for s in self.label_sets) else None
+                table = annotation_rows(self.labels, self.cfg.label_origin, at, sets)
                 self.root.write_table(f"annotations/part-{self.import_run}-{self.flushes:05d}.parquet", table)
             self.label_count += len(self.labels)
+            self.label_set_count += sum(s is not None for s in self.label_sets)
         if self.extras:
             self.root.write_table(f"{side}/metadata/{self.import_run}-{part}", pa.Table.from_pylist(self.extras))
         if self.box_updates:
@@ -122,7 +135,8 @@ class ShardWriter:
             self.root.write_table(f"raw/{self.import_run}/{shard}", table)
             self.shards.append(shard)
         self.flushes += 1
-        self.rows, self.labels, self.extras, self.box_updates, self.buffered_bytes, self.updates = [], [], [], [], 0, 0
+        self.rows, self.labels, self.label_sets, self.extras, self.box_updates = [], [], [], [], []
+        self.buffered_bytes, self.updates = 0, 0
 
 
 class ContentReader:
@@ -254,6 +268,7 @@ def run_import(
         "pages": 0,
         "unchanged": totals.unchanged,
         "labels": writer.label_count,
+        "label_sets": writer.label_set_count,  # of `labels`, the multi-label answers
         "labels_changed": totals.labels_changed,
         "dropped": totals.drops,
         "dropped_by_reason": dict(sorted(dropped.items())),
@@ -272,13 +287,16 @@ def run_import(
 def compute_label_key(item: SourceItem) -> str:
     """A digest of what the source says about the file's labels: its class label, its boxes and their size."""
     said = {"label": item.label, "boxes": item.boxes, "size": item.image_size}
+    if item.label_set is not None:  # only then: a single-label source keeps the keys it was learnt with
+        said["label_set"] = item.label_set
     return hashlib.sha256(json.dumps(said, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _labels_changed(known_key: str | None, label_key: str, item: SourceItem) -> bool:
     """True when the source now gives a known file other labels than last time (a state from before label keys
     were kept cannot tell: False, and the key is learnt). Labels the source no longer gives are not undone."""
-    return known_key is not None and known_key != label_key and (item.label is not None or item.boxes is not None)
+    said = item.label is not None or item.label_set is not None or item.boxes is not None
+    return known_key is not None and known_key != label_key and said
 
 
 def _import_item(

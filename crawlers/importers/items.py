@@ -30,6 +30,7 @@ class SourceItem:
     size: int | None = None
     mtime: float | None = None
     label: str | None = None
+    label_set: list[str] | None = None  # a multi-label answer (sorted; [] is "none of these"); label is then None
     fields: dict[str, str] = field(default_factory=dict)  # record columns: caption, alt_text, title, page_url
     metadata: dict[str, Any] = field(default_factory=dict)  # everything else the source said about it
     # rows of corpus.boxes.BOX_TYPE on an image of image_size (width, height); None: the source has no boxes

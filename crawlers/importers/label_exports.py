@@ -21,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from corpus.box_formats import STUDIO_RESULT_TYPE, boxes_from_coco, boxes_from_studio_result, boxes_from_yolo
 from crawlers.importers.formats import Items, item_for, resolve_reference
 from crawlers.importers.items import ImportSourceError, SourceItem, is_image_name
+from crawlers.importers.label_sets import LabelSetError, parse_label_set
 
 BAD_BOX = "bad_box"
 YOLO_CLASS_FILES = ("data.yaml", "dataset.yaml", "classes.txt")
@@ -68,6 +69,33 @@ def ls_task_choice(task: dict[str, Any]) -> str | None:
     return votes.most_common(1)[0][0] if votes else None
 
 
+def _task_choices(task: dict[str, Any]) -> Iterator[list[Any] | None]:
+    """Each live annotation's choices (of its first choices result; None when it has none)."""
+    for annotation in task.get("annotations") or []:
+        if annotation.get("was_cancelled"):
+            continue
+        regions = [r for r in annotation.get("result") or [] if r.get("type") == "choices"]
+        yield list((regions[0].get("value") or {}).get("choices") or []) if regions else None
+
+
+def is_multi_choice_export(doc: list[Any]) -> bool:
+    """True when some annotation of the export chose several classes in one Choices result: the export is of
+    label sets (Label Studio's export holds no labeling config to say so; one that never chose two reads as
+    single-label)."""
+    return any(len(chosen or []) > 1 for task in doc if isinstance(task, dict) for chosen in _task_choices(task))
+
+
+def ls_task_label_set(task: dict[str, Any]) -> list[str] | None:
+    """The label set of a multi-choice task: the labels more than half of its live annotations chose (an
+    annotation with no choices chose none: "none of these"); None without a live annotation. LabelSetError
+    names what is wrong with an annotation's choices."""
+    answers = [parse_label_set([] if chosen is None else chosen) or [] for chosen in _task_choices(task)]
+    if not answers:
+        return None
+    votes = Counter(name for chosen in answers for name in chosen)
+    return sorted(name for name, n in votes.items() if 2 * n > len(answers))
+
+
 def ls_task_boxes(task: dict[str, Any]) -> tuple[list[dict[str, Any]], int, int, Any] | None:
     """(boxes, width, height, annotation id) of the first live annotation of a task holding RectangleLabels
     results, None if none holds any. ValueError names the annotation and the result."""
@@ -83,7 +111,7 @@ def ls_task_boxes(task: dict[str, Any]) -> tuple[list[dict[str, Any]], int, int,
     return None
 
 
-def _studio_item(path: Path, media_root: Path, task: dict[str, Any]) -> SourceItem:
+def _studio_item(path: Path, media_root: Path, task: dict[str, Any], sets: bool) -> SourceItem:
     data = task.get("data") or {}
     ref = data.get("image") or next((v for v in data.values() if isinstance(v, str)), None)
     if not ref:
@@ -94,6 +122,8 @@ def _studio_item(path: Path, media_root: Path, task: dict[str, Any]) -> SourceIt
         found = ls_task_boxes(task)
     except ValueError as exc:
         return _refused(locator, f"{path}: task {task.get('id')}, {exc}", metadata=meta)
+    if found is None and sets:
+        return item_for(locator, label_set=ls_task_label_set(task), metadata=meta)  # checked on open
     if found is None:
         return item_for(locator, label=ls_task_choice(task), metadata=meta)
     boxes, width, height, annotation = found
@@ -104,15 +134,21 @@ def _studio_item(path: Path, media_root: Path, task: dict[str, Any]) -> SourceIt
 
 def open_label_studio_export(path: Path, media_root: Path) -> Items:
     """A Label Studio JSON export: each task's image (data.image, or its first string value), its label (the
-    majority choice, else its boxes' majority label) and the RectangleLabels boxes of its first live annotation
-    that has any (original_width/height give the image size)."""
+    majority choice, else its boxes' majority label; in a multi-choice export its set: ls_task_label_set) and
+    the RectangleLabels boxes of its first live annotation that has any (original_width/height give the size)."""
     doc = load_json(path)
     if not isinstance(doc, list):
         raise ImportSourceError(f"{path}: a Label Studio JSON export is a list of tasks")
+    sets = is_multi_choice_export(doc)
+    for task in doc if sets else []:
+        try:
+            ls_task_label_set(task) if isinstance(task, dict) else None
+        except LabelSetError as exc:
+            raise ImportSourceError(f"{path}: task {task.get('id')}: {exc}") from None
 
     def items() -> Iterator[SourceItem]:
         for task in doc:
-            yield _studio_item(path, media_root, task)
+            yield _studio_item(path, media_root, task, sets)
 
     return items
 

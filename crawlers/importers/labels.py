@@ -47,9 +47,16 @@ def _table(columns: dict[str, Any], schema: pa.Schema) -> pa.Table:
     return pa.table({f.name: columns.get(f.name, pa.nulls(n, f.type)) for f in schema}, schema=schema)
 
 
-def annotation_rows(labels: Sequence[tuple[str, str]], origin: str, at: datetime) -> pa.Table:
-    """ANNOTATION_SCHEMA rows for (record_id, label) pairs, annotator `origin` (`imported:<source>`)."""
+def annotation_rows(
+    labels: Sequence[tuple[str, str | None]],
+    origin: str,
+    at: datetime,
+    label_sets: Sequence[list[str] | None] | None = None,
+) -> pa.Table:
+    """ANNOTATION_SCHEMA rows for (record_id, label) pairs, annotator `origin` (`imported:<source>`); with
+    `label_sets` (one per pair) a row's set is its multi-label answer (its `label` is then None)."""
     n = len(labels)
+    sets = pa.nulls(n, ANNOTATION_SCHEMA.field("labels").type) if label_sets is None else label_sets
     return _table(
         {
             "annotation_id": [imported_annotation_id(origin, rid) for rid, _ in labels],
@@ -57,8 +64,7 @@ def annotation_rows(labels: Sequence[tuple[str, str]], origin: str, at: datetime
             "project_id": [IMPORT_PROJECT_ID] * n,
             "record_id": [rid for rid, _ in labels],
             "label": [label for _, label in labels],
-            # an import brings one label per record: no label set, no boxes
-            "labels": pa.nulls(n, ANNOTATION_SCHEMA.field("labels").type),
+            "labels": pa.array(sets, ANNOTATION_SCHEMA.field("labels").type),  # boxes live on the record
             "boxes": pa.nulls(n, ANNOTATION_SCHEMA.field("boxes").type),
             "annotator": [origin] * n,
             "created_at": [at] * n,
@@ -72,9 +78,10 @@ def annotation_rows(labels: Sequence[tuple[str, str]], origin: str, at: datetime
     )
 
 
-def prediction_rows(labels: Sequence[tuple[str, str]]) -> pa.Table:
+def prediction_rows(labels: Sequence[tuple[str, str | None]]) -> pa.Table:
     """PREDICTION_SCHEMA rows (confidence 1.0) for (record_id, label) pairs: what labeling.studio_tasks.build_tasks
-    attaches to a task as a pre-annotation for the annotator to confirm."""
+    attaches to a task as a pre-annotation for the annotator to confirm. A label set comes as its ";"-joined
+    form (corpus.releases.multilabel.join_label_set): the schema has one predicted label column."""
     n = len(labels)
     return _table(
         {
@@ -106,6 +113,22 @@ def origins_with_policy(root: DataRoot, policy: str, raw_dir: str = "raw") -> li
         if origin not in newest or at >= newest[origin][0]:
             newest[origin] = (at, used)
     return sorted(origin for origin, (_, used) in newest.items() if used == policy)
+
+
+def label_kinds(root: DataRoot, origins: Sequence[str], raw_dir: str = "raw") -> dict[str, set[str]]:
+    """origin -> the kinds of answer its imports under `raw_dir` wrote: "sets" (label sets) and/or "single"
+    (one label a record), from each import report's `labels` and `label_sets` counts; only `origins`."""
+    kinds: dict[str, set[str]] = {origin: set() for origin in origins}
+    for run in root.list_dirs(raw_dir):
+        path = f"{raw_dir}/{run}/_report.json"
+        report = root.read_json(path) if root.exists(path) else {}
+        if report.get("label_origin") not in kinds:
+            continue
+        sets, labels = int(report.get("label_sets") or 0), int(report.get("labels") or 0)
+        found = kinds[report["label_origin"]]
+        found.update(["sets"] if sets else [])
+        found.update(["single"] if labels > sets else [])
+    return kinds
 
 
 def read_box_updates(root: DataRoot, imports_dir: str = "imports") -> pa.Table:
