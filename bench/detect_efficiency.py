@@ -43,6 +43,7 @@ from corpus.releases.build import build_release
 from corpus.releases.config import ReleaseConfig
 from corpus.schema import conform, make_record_id
 from corpus.store import DataRoot
+from labeling.box_selection import DEFAULT_DETECT_STRATEGY
 from labeling.rounds import plan_next_batch
 from training.box_data import truth_box_sets
 from training.box_evaluation import compute_map
@@ -52,8 +53,9 @@ from training.detector_train import train_detector
 from training.registry import load_model
 
 SIDE = 64
-# Flywheel's default (auto = hybrid once a model exists), its uncertainty ranked alone, and the baseline.
-ARMS = (("flywheel", "auto"), ("margin", "margin"), ("random", "random"))
+# The baseline, the earlier default (uncertainty pre-filter then k-center), uncertainty ranked with near-duplicates
+# skipped, and uncertainty ranked alone. "auto" is one of them (DEFAULT_DETECT_STRATEGY); run_seed checks which.
+ARMS = ("random", "hybrid", "distinct", "margin")
 COLOURS = {"square": (40, 200, 40), "disc": (220, 40, 40)}
 
 
@@ -129,42 +131,70 @@ def run_seed(seed: int, pool_size: int, start: int, budget: int, cfg: TrainConfi
     first = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))[:start]]
     model_version = _train(root, f"start{seed}", _subset(pool, first), cfg)
     predictions = predict_box_pool(root, model_version, pool)
-    out = {}
-    for arm, strategy in ARMS:
+    auto = plan_next_batch(pool, set(first), {}, budget=budget, predictions=predictions, seed=seed, task="detect")
+    assert auto.strategy == DEFAULT_DETECT_STRATEGY in ARMS, auto.strategy
+    out: dict[str, dict] = {}
+    trained: dict[frozenset, tuple[str, dict]] = {}
+    for arm in ARMS:
         plan = plan_next_batch(
-            pool, set(first), {}, budget=budget, strategy=strategy, predictions=predictions, seed=seed, task="detect"
+            pool, set(first), {}, budget=budget, strategy=arm, predictions=predictions, seed=seed, task="detect"
         )
-        chosen = _subset(pool, first + plan.record_ids)
+        batch = frozenset(plan.record_ids)
+        if batch not in trained:  # an arm that picked an earlier arm's batch would train the same model again
+            model = _train(root, f"{arm}{seed}", _subset(pool, first + plan.record_ids), cfg)
+            trained[batch] = (arm, _score(root, model, test))
         hard = sum(len(b) > 1 for b in _subset(pool, plan.record_ids).column("boxes").to_pylist())
-        scores = _score(root, _train(root, f"{arm}{seed}", chosen, cfg), test)
+        first_arm, scores = trained[batch]
         out[arm] = {"map_50": scores["map_50"], "map_50_95": scores["map_50_95"], "hard_picked": hard}
+        out[arm]["same_batch_as"] = first_arm if first_arm != arm else ""
     return out
+
+
+def _mean_std(values: list[float]) -> str:
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.3f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", default=os.environ.get("QUICK") == "1")
+    parser.add_argument("--seeds", type=int, default=4, help="seeds 0..N-1 (QUICK keeps the smaller pool)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-    seeds = (0, 1) if args.quick else (0, 1, 2, 3)
+    seeds = tuple(range(args.seeds))
     pool_size, start, budget = (120, 16, 16) if args.quick else (200, 24, 24)
     cfg = TrainConfig(epochs=15, batch_size=8, width=16, patience=15)
     started = time.perf_counter()
-    results = [run_seed(seed, pool_size, start, budget, cfg) for seed in seeds]
+    results = []
+    for seed in seeds:
+        results.append(run_seed(seed, pool_size, start, budget, cfg))
+        print(f"seed {seed}: {results[-1]} ({time.perf_counter() - started:.0f} s)", flush=True)
     print(f"pool {pool_size} (30% hard), start {start}, one round of {budget}; test 60; seeds {list(seeds)}")
-    print("| seed | arm | hard images picked | mAP@0.5 | mAP@[.5:.95] |")
-    print("|---|---|---|---|---|")
+    print("| seed | arm | hard images picked | mAP@0.5 | mAP@[.5:.95] | same batch as |")
+    print("|---|---|---|---|---|---|")
     for seed, result in zip(seeds, results, strict=True):
         for arm, r in result.items():
-            print(f"| {seed} | {arm} | {r['hard_picked']}/{budget} | {r['map_50']:.3f} | {r['map_50_95']:.3f} |")
-    mean = {arm: statistics.mean(r[arm]["map_50"] for r in results) for arm, _ in ARMS}
-    strict = {arm: statistics.mean(r[arm]["map_50_95"] for r in results) for arm, _ in ARMS}
+            print(
+                f"| {seed} | {arm} | {r['hard_picked']}/{budget} | {r['map_50']:.3f} | {r['map_50_95']:.3f} "
+                f"| {r['same_batch_as']} |"
+            )
+    print("| arm | mAP@0.5 (mean ± std) | mAP@[.5:.95] | hard picked (mean) |")
+    print("|---|---|---|---|")
+    for arm in ARMS:
+        print(
+            f"| {arm}{' (auto)' if arm == DEFAULT_DETECT_STRATEGY else ''} "
+            f"| {_mean_std([r[arm]['map_50'] for r in results])} "
+            f"| {_mean_std([r[arm]['map_50_95'] for r in results])} "
+            f"| {statistics.mean(r[arm]['hard_picked'] for r in results):.1f}/{budget} |"
+        )
+    mean = {arm: statistics.mean(r[arm]["map_50"] for r in results) for arm in ARMS}
+    strict = {arm: statistics.mean(r[arm]["map_50_95"] for r in results) for arm in ARMS}
+    best = DEFAULT_DETECT_STRATEGY
     print(f"({time.perf_counter() - started:.0f} s)")
     print(
-        f"bench detect-efficiency: flywheel_map50={mean['flywheel']:.3f} margin_map50={mean['margin']:.3f} "
-        f"random_map50={mean['random']:.3f} "
-        f"flywheel_map50_95={strict['flywheel']:.3f} random_map50_95={strict['random']:.3f} "
-        f"ratio={mean['flywheel'] / max(mean['random'], 1e-9):.3f}"
+        f"bench detect-efficiency: flywheel={best} flywheel_map50={mean[best]:.3f} hybrid_map50={mean['hybrid']:.3f} "
+        f"margin_map50={mean['margin']:.3f} random_map50={mean['random']:.3f} "
+        f"flywheel_map50_95={strict[best]:.3f} random_map50_95={strict['random']:.3f} "
+        f"ratio={mean[best] / max(mean['random'], 1e-9):.3f}"
     )
 
 
