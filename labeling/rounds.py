@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 from labeling.box_selection import (
     DEFAULT_BOX_UNCERTAINTY,
     DEFAULT_DETECT_STRATEGY,
+    DETECT_STRATEGIES,
     detection_arrays,
     get_box_uncertainty_scores,
     select_detection_batch,
@@ -32,7 +33,6 @@ STRATEGIES = (
     "entropy",
     "coreset",
     "hybrid",
-    "distinct",
 )
 
 
@@ -155,10 +155,12 @@ def _resolve_auto(warm: bool, covered: bool, task: str, n_classes: int | None, l
 
 
 def _check_strategy(strategy: str, task: str) -> None:
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
-    if strategy == "distinct" and task != "detect":
-        raise ValueError(f"strategy 'distinct' ranks detections' uncertainty; a {task} round has none")
+    """Refuse a strategy no round knows, and a detect-only one (DETECT_STRATEGIES) for another task."""
+    if strategy in STRATEGIES or (task == "detect" and strategy in DETECT_STRATEGIES):
+        return
+    if strategy in DETECT_STRATEGIES:
+        raise ValueError(f"strategy {strategy!r} ranks detections' uncertainty; a {task} round has none")
+    raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
 
 
 def _fresh(images: pa.Table, already_pushed: set[str]) -> pa.Table:
