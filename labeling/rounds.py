@@ -12,6 +12,8 @@ import pyarrow.compute as pc
 
 from labeling.box_selection import (
     DEFAULT_BOX_UNCERTAINTY,
+    DEFAULT_DETECT_STRATEGY,
+    DETECT_STRATEGIES,
     detection_arrays,
     get_box_uncertainty_scores,
     select_detection_batch,
@@ -148,8 +150,17 @@ def _resolve_auto(warm: bool, covered: bool, task: str, n_classes: int | None, l
     if covered and task == "classify" and n_classes and labeled < TYPICLUST_LABELS_PER_CLASS * n_classes:
         return "typiclust"
     if warm:
-        return "hybrid"
+        return DEFAULT_DETECT_STRATEGY if task == "detect" else "hybrid"
     return "typiclust" if covered else "diversity"
+
+
+def _check_strategy(strategy: str, task: str) -> None:
+    """Refuse a strategy no round knows, and a detect-only one (DETECT_STRATEGIES) for another task."""
+    if strategy in STRATEGIES or (task == "detect" and strategy in DETECT_STRATEGIES):
+        return
+    if strategy in DETECT_STRATEGIES:
+        raise ValueError(f"strategy {strategy!r} ranks detections' uncertainty; a {task} round has none")
+    raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
 
 
 def _fresh(images: pa.Table, already_pushed: set[str]) -> pa.Table:
@@ -188,17 +199,16 @@ def plan_round(
     over the pool embeddings when they cover the scored candidates, else the model's) when predictions of a
     model that knows 2 classes or more exist; else the cold start: "typiclust" (labeling.typicality) over the
     pool embeddings when they cover every candidate, else "diversity" (k-center greedy over cheap pixel
-    embeddings). "typiclust" and "probcover"
-    (labeling.probcover; `n_classes`: the label set's size, else the model's) asked for without pool embeddings
-    run over the pixel features. "least-confidence", "margin", "entropy" rank by that uncertainty alone;
-    "coreset" is k-center around what is pushed; "uncertainty" is the earlier margin + diversity recipe;
-    "random" is the baseline. `min_per_class` > 0 guarantees that many picks per predicted class where the pool
-    has them. For `task` "detect" the model strategies rank images by their boxes' uncertainty
-    (labeling.box_selection). A priority of 1 means "label this first". "auto" stays "typiclust" over an encoder's
-    embeddings while `labeled` (default: what is pushed) is below TYPICLUST_LABELS_PER_CLASS a class (_resolve_auto).
+    embeddings). "typiclust" and "probcover" (labeling.probcover; `n_classes`: the label set's size, else the
+    model's) asked for without pool embeddings run over the pixel features. "least-confidence", "margin",
+    "entropy" rank by that uncertainty alone; "coreset" is k-center around what is pushed; "uncertainty" is the
+    earlier margin + diversity recipe; "random" is the baseline. `min_per_class` > 0 guarantees that many picks
+    per predicted class where the pool has them. For `task` "detect" the model strategies rank images by their
+    boxes' uncertainty and "auto" with a model is "distinct" (labeling.box_selection). Priority 1 = label first.
+    "auto" stays "typiclust" over an encoder's embeddings while `labeled` (default: what is pushed) is below
+    TYPICLUST_LABELS_PER_CLASS a class (_resolve_auto).
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+    _check_strategy(strategy, task)
     if budget < 0:
         raise ValueError(f"budget must be >= 0; got {budget}")
     images = pool.filter(pc.equal(pool.column("kind"), kind))
@@ -210,7 +220,7 @@ def plan_round(
         warm = has_model and _ranks_uncertainty(predictions, task)
         labeled = len(already_pushed) if labeled is None else labeled
         strategy = _resolve_auto(warm, covered, task, n_classes, labeled)
-    uses_model = strategy in MODEL_STRATEGIES
+    uses_model = strategy in MODEL_STRATEGIES or strategy == "distinct"
     k = min(budget, len(candidate_ids))
     if k == 0:
         return RoundPlan([], {}, strategy, len(candidate_ids), uses_model)
@@ -322,7 +332,8 @@ def _detect_batch(
         raise ValueError("no pool record has a prediction: score the pool with the newest model first")
     _, _, labeled = detection_arrays(predictions, sorted(already_pushed))
     source = None if strategy == "margin" else "model"
-    learned = _encoder_space(pool_embeddings, chosen, sorted(already_pushed)) if strategy == "hybrid" else None
+    diverse = strategy in ("hybrid", "distinct")
+    learned = _encoder_space(pool_embeddings, chosen, sorted(already_pushed)) if diverse else None
     if learned is not None:
         embeddings, labeled, source = learned
     picks, prio = select_detection_batch(

@@ -1,5 +1,6 @@
 """Selection for detection: image-level uncertainty from box scores by hand, uncertain images picked first and
-spread out, plan_round's detect branch; pre-annotations as RectangleLabels with score and model_version."""
+spread out or (the default) ranked with near-duplicates skipped, plan_round's detect branch; pre-annotations as
+RectangleLabels with score and model_version."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from corpus.boxes import BOXES_TYPE, build_boxes
 from corpus.schema import PREDICTION_SCHEMA
 from labeling.box_predictions import PREANNOTATION_MIN_SCORE, build_box_predictions
-from labeling.box_selection import get_box_uncertainty_scores, select_detection_batch
+from labeling.box_selection import DETECT_STRATEGIES, get_box_uncertainty_scores, select_detection_batch
 from labeling.rounds import plan_next_batch
 from labeling.studio_tasks import build_tasks
 
@@ -48,6 +49,44 @@ def _boxes(scores: list[float], labels: list[str] | None = None) -> list[dict]:
     return build_boxes(xywh, labels or ["disc"] * len(scores), 64, 32, scores=scores)
 
 
+# Three near-identical copies of one very uncertain image, two distinct uncertain images, and an outlier the
+# model is fairly sure about (far from everything in embedding space); budget 3.
+COPIES_UNCERTAINTY = np.array([1.0, 0.99, 0.98, 0.9, 0.85, 0.3])
+COPIES_EMBEDDINGS = np.array([[0, 0], [0, 0.001], [0.001, 0], [5, 0], [0, 5], [100, 100]])
+
+
+def test_distinct_ranks_by_uncertainty_and_skips_near_duplicates():
+    picks, priorities = select_detection_batch("distinct", 3, COPIES_UNCERTAINTY, embeddings=COPIES_EMBEDDINGS)
+    assert picks.tolist() == [0, 3, 4]  # one copy, then the next most uncertain distinct images
+    np.testing.assert_allclose(priorities, COPIES_UNCERTAINTY[picks])
+    # What it replaces: uncertainty alone spends the batch on the copies, k-center on the sure outlier.
+    ranked, _ = select_detection_batch("margin", 3, COPIES_UNCERTAINTY)
+    assert ranked.tolist() == [0, 1, 2]
+    spread, _ = select_detection_batch("hybrid", 3, COPIES_UNCERTAINTY, embeddings=COPIES_EMBEDDINGS)
+    assert 5 in spread.tolist()
+    # A copy of an image already labeled is a duplicate too.
+    later, _ = select_detection_batch(
+        "distinct", 2, COPIES_UNCERTAINTY, embeddings=COPIES_EMBEDDINGS, labeled_embeddings=[[0.0005, 0.0005]]
+    )
+    assert later.tolist() == [3, 4]
+
+
+def test_distinct_fills_the_budget_with_duplicates_and_never_picks_one_twice():
+    rng = np.random.default_rng(0)
+    uncertainty = rng.random(40)
+    embeddings = np.repeat(rng.normal(size=(4, 8)), 10, axis=0)  # 4 images, each 10 times
+    for k in (0, 1, 4, 7, 40):
+        picks, _ = select_detection_batch("distinct", k, uncertainty, embeddings=embeddings, pool_factor=1)
+        assert len(picks) == k and len(set(picks.tolist())) == k and all(0 <= p < 40 for p in picks)
+        if k == 40:  # the whole pool ranked: every image once before any copy
+            assert len({tuple(row) for row in embeddings[picks[:4]]}) == 4
+    same, _ = select_detection_batch("distinct", 5, uncertainty, embeddings=np.zeros((40, 3)))
+    assert same.tolist() == np.argsort(-uncertainty, kind="stable")[:5].tolist()
+    assert "distinct" in DETECT_STRATEGIES
+    with pytest.raises(ValueError, match="strategy 'distinct' needs one embedding per image"):
+        select_detection_batch("distinct", 1, uncertainty)
+
+
 def _predictions(rows: dict[str, list[float]]) -> pa.Table:
     ids = list(rows)
     emb = np.random.default_rng(0).normal(size=(len(ids), 4)).astype(np.float32)
@@ -75,10 +114,14 @@ def test_plan_next_batch_for_detect_picks_the_images_whose_boxes_are_doubtful():
     plan = plan_next_batch(pool, set(), {}, budget=2, strategy="margin", predictions=predictions, task="detect")
     assert plan.record_ids == ["doubt-1", "doubt-2"]
     assert plan.priorities == pytest.approx({"doubt-1": 1.0, "doubt-2": 0.8})  # sums 1.0 and 0.8, over the top 1.0
-    # auto = hybrid once a model exists: the most uncertain first, then diversity among the uncertain few.
-    hybrid = plan_next_batch(pool, set(), {}, budget=1, predictions=predictions, model_version="m1", task="detect")
-    assert hybrid.record_ids == ["doubt-1"] and hybrid.strategy == "hybrid"
-    assert hybrid.model_version == "m1" and hybrid.uses_model and hybrid.embeddings == "model"
+    # auto = distinct once a model exists: the most uncertain first, near-duplicates skipped.
+    auto = plan_next_batch(pool, set(), {}, budget=2, predictions=predictions, model_version="m1", task="detect")
+    assert auto.record_ids == ["doubt-1", "doubt-2"] and auto.strategy == "distinct"
+    assert auto.model_version == "m1" and auto.uses_model and auto.embeddings == "model"
+    again = plan_next_batch(pool, {"doubt-1"}, {}, budget=len(scores), predictions=predictions, task="detect")
+    assert "doubt-1" not in again.record_ids and len(set(again.record_ids)) == len(scores) - 1
+    with pytest.raises(ValueError, match="strategy 'distinct' ranks detections' uncertainty; a classify round"):
+        plan_next_batch(pool, set(), {}, budget=1, strategy="distinct", predictions=predictions)
     later = plan_next_batch(pool, {"doubt-1"}, {}, budget=1, strategy="margin", predictions=predictions, task="detect")
     assert later.record_ids == ["doubt-2"]
 

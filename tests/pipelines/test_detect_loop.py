@@ -60,7 +60,7 @@ def test_a_detect_release_trains_a_detector_whose_boxes_choose_and_prefill_the_n
     plan = plan_next_batch(
         pool, set(), {}, budget=3, predictions=predictions, model_version=model_version, task="detect"
     )
-    assert plan.strategy == "hybrid" and plan.model_version == model_version and len(plan.record_ids) == 3
+    assert plan.strategy == "distinct" and plan.model_version == model_version and len(plan.record_ids) == 3
     assert plan.record_ids[0] == ranked[0]  # the most doubtful image first
     assert set(plan.record_ids) <= set(ranked[:9])  # the rest among the 3 x budget most doubtful
     assert np.allclose([plan.priorities[r] for r in plan.record_ids], [uncertainty[r] for r in plan.record_ids])

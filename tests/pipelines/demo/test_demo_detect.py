@@ -68,7 +68,7 @@ def test_the_detect_demo_runs_the_whole_loop(
     round1, round2 = summary["label_rounds"]
     assert round1["strategy"] == "diversity" and round1["model_version"] is None
     first_model, second_model = summary["models"]
-    assert round2["strategy"] == "hybrid" and round2["model_version"] == first_model["version"]
+    assert round2["strategy"] == "distinct" and round2["model_version"] == first_model["version"]
     assert round1["tasks_pushed"] == 30 + 4 and round2["tasks_pushed"] == 12 + 4
     assert round1["gold_tasks"] == 4 and round2["gold_tasks"] == 4
     for round_ in (round1, round2):
