@@ -9,6 +9,7 @@ from itertools import combinations
 import numpy as np
 import pyarrow as pa
 
+from corpus.releases.multilabel import join_label_set
 from labeling.quality import DS_ITERATIONS, compute_krippendorff_alpha, live_answers
 
 PRESENT, ABSENT = "present", "absent"
@@ -212,8 +213,6 @@ def attach_label_sets(records: pa.Table, aggregated: pa.Table) -> pa.Table:
     """Records that have an aggregated label set (aggregate_multilabel), with labels, label (the set joined by
     ";", corpus.releases.multilabel), label_source (`human` from one annotator, `consensus` from several),
     label_confidence (the least sure label's decision) and annotators set."""
-    from corpus.releases.multilabel import join_label_set
-
     by_id = {row["record_id"]: row for row in aggregated.to_pylist()}
     keep = pa.array([rid in by_id for rid in records.column("record_id").to_pylist()], pa.bool_())
     labeled = records.filter(keep)
@@ -230,4 +229,30 @@ def attach_label_sets(records: pa.Table, aggregated: pa.Table) -> pa.Table:
             labeled = labeled.set_column(labeled.schema.get_field_index(name), name, values)
         else:
             labeled = labeled.append_column(name, values)
+    return labeled
+
+
+def apply_trusted_label_sets(labeled: pa.Table, annotations: pa.Table, trusted: Sequence[str]) -> pa.Table:
+    """`labeled` (attach_label_sets' rows) with the newest live set of a trusted origin (the first of `trusted`
+    that answered) in place of the aggregated one: label_source the origin, confidence 1, as a classify release
+    takes a trusted label (labeling.rounds.attach_labels)."""
+    answers = live_answers(annotations, "labels") if trusted else {}
+    chosen: dict[str, tuple[list[str], str]] = {}
+    for rid, by in answers.items():
+        origin = next((o for o in trusted if o in by), None)
+        if origin is not None:
+            chosen[rid] = (sorted(by[origin]), origin)
+    if not chosen:
+        return labeled
+    ids = labeled.column("record_id").to_pylist()
+    names = ("labels", "label", "label_source", "label_confidence")
+    columns = {name: labeled.column(name).to_pylist() for name in names}
+    for k, rid in enumerate(ids):
+        if rid in chosen:
+            sets, origin = chosen[rid]
+            columns["labels"][k], columns["label"][k] = sets, join_label_set(sets)
+            columns["label_source"][k], columns["label_confidence"][k] = origin, 1.0
+    for name, values in columns.items():
+        at = labeled.schema.get_field_index(name)
+        labeled = labeled.set_column(at, name, pa.array(values, labeled.schema.field(name).type))
     return labeled

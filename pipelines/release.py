@@ -14,13 +14,17 @@ from prefect.artifacts import create_markdown_artifact
 from corpus.exports.export import export_release
 from corpus.pool import latest_pool, read_gold
 from corpus.releases.build import build_release
-from corpus.releases.multilabel import join_label_set
 from corpus.stages import trace_reports
 from corpus.tasks import DEFAULT_TASK
 from crawlers.importers.config import ImportLabelPolicy
 from crawlers.importers.labels import apply_box_updates, label_kinds, origins_with_policy, read_box_updates
-from labeling.multilabel import aggregate_multilabel, attach_label_sets, compute_label_agreement
-from labeling.quality import aggregate_dawid_skene, compute_agreement, live_answers
+from labeling.multilabel import (
+    aggregate_multilabel,
+    apply_trusted_label_sets,
+    attach_label_sets,
+    compute_label_agreement,
+)
+from labeling.quality import aggregate_dawid_skene, compute_agreement
 from labeling.round_state import mark_released
 from labeling.round_store import list_round_numbers, load_round, save_round
 from labeling.rounds import attach_labels
@@ -75,32 +79,6 @@ def release_label_sets(
     aggregated = aggregate_multilabel(annotations, gold=read_gold(root, gold_path))
     labeled = attach_label_sets(records, aggregated)
     return apply_trusted_label_sets(labeled, annotations, trusted), compute_label_agreement(annotations)
-
-
-def apply_trusted_label_sets(labeled: pa.Table, annotations: pa.Table, trusted: Sequence[str]) -> pa.Table:
-    """`labeled` (attach_label_sets' rows) with the newest live set of a trusted origin (the first of `trusted`
-    that answered) in place of the aggregated one: label_source the origin, confidence 1, as a classify release
-    takes a trusted label (labeling.rounds.attach_labels). Pure."""
-    answers = live_answers(annotations, "labels") if trusted else {}
-    chosen: dict[str, tuple[list[str], str]] = {}
-    for rid, by in answers.items():
-        origin = next((o for o in trusted if o in by), None)
-        if origin is not None:
-            chosen[rid] = (sorted(by[origin]), origin)
-    if not chosen:
-        return labeled
-    ids = labeled.column("record_id").to_pylist()
-    names = ("labels", "label", "label_source", "label_confidence")
-    columns = {name: labeled.column(name).to_pylist() for name in names}
-    for k, rid in enumerate(ids):
-        if rid in chosen:
-            sets, origin = chosen[rid]
-            columns["labels"][k], columns["label"][k] = sets, join_label_set(sets)
-            columns["label_source"][k], columns["label_confidence"][k] = origin, 1.0
-    for name, values in columns.items():
-        at = labeled.schema.get_field_index(name)
-        labeled = labeled.set_column(at, name, pa.array(values, labeled.schema.field(name).type))
-    return labeled
 
 
 def check_import_kinds(root: Any, dataset: str, task_type: str, trusted: Sequence[str]) -> None:

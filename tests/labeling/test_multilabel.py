@@ -12,6 +12,8 @@ from corpus.schema import ANNOTATION_SCHEMA
 from labeling.label_config import build_label_config
 from labeling.multilabel import (
     aggregate_multilabel,
+    apply_trusted_label_sets,
+    attach_label_sets,
     build_label_scorecards,
     compute_label_agreement,
     compute_set_f1,
@@ -201,3 +203,25 @@ def test_an_empty_set_finishes_a_multilabel_task_but_not_a_single_choice_one() -
     empty = _table([_ann(1, "r1", "a", [], minute=1)])  # "none of these": no single label, an empty set
     assert measure_progress(started("multilabel"), empty, T0 + timedelta(minutes=2))["done"] == 1
     assert measure_progress(started("classify"), empty, T0 + timedelta(minutes=2))["done"] == 0
+
+
+def test_a_trusted_origins_newest_set_replaces_the_crowds_and_the_rest_stay() -> None:
+    rows = [
+        _ann(1, "r1", "a", ["dots"]),
+        _ann(2, "r1", "b", ["dots"]),
+        _ann(3, "r1", "imported:team", ["dots", "sky"], minute=1),
+        _ann(4, "r1", "imported:team", ["sky"], minute=2),  # the newest answer of the origin wins
+        _ann(5, "r2", "a", ["stripes"]),
+        _ann(6, "r2", "b", ["stripes"]),
+        _ann(7, "r3", "imported:team", [], minute=1),  # "none of these" is an answer
+        _ann(8, "r3", "a", ["checks"]),
+    ]
+    annotations = _table(rows)
+    records = pa.table({"record_id": ["r1", "r2", "r3"]})
+    labeled = attach_label_sets(records, aggregate_multilabel(annotations))
+    out = {r["record_id"]: r for r in apply_trusted_label_sets(labeled, annotations, ["imported:team"]).to_pylist()}
+    assert out["r1"]["labels"] == ["sky"] and out["r1"]["label"] == "sky"
+    assert out["r1"]["label_source"] == "imported:team" and out["r1"]["label_confidence"] == 1.0
+    assert out["r3"]["labels"] == [] and out["r3"]["label_source"] == "imported:team"
+    assert out["r2"]["labels"] == ["stripes"] and out["r2"]["label_source"] == "consensus"
+    assert apply_trusted_label_sets(labeled, annotations, []).equals(labeled)  # nothing trusted: unchanged
