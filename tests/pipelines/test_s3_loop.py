@@ -20,6 +20,7 @@ from corpus.releases.versions import load_release
 from corpus.settings import get_settings
 from corpus.store import open_data_root
 from labeling.client import LabelStudioClient
+from labeling.gate import QualityGate
 from pipelines.demo.flow import DemoParams, demo_flow
 from pipelines.demo.sample_images import CLASSES
 from pipelines.demo.sample_site import generate_site
@@ -90,6 +91,9 @@ def test_the_whole_loop_runs_on_an_s3_data_root(
                 project_title="Flywheel s3 loop",
                 timeout_s=1200,
                 dataset="s3loop",
+                # This test is about the data root on S3, not the crowd: a 16-task round 2 measured alpha 0.49-0.6
+                # against the demo gate's 0.5 from run to run (chance agreement on a small, class-skewed batch).
+                gate=QualityGate(min_krippendorff_alpha=0.3, min_new_labels=10),
             )
         )
     elapsed = time.time() - started
