@@ -220,7 +220,7 @@ def plan_round(
         warm = has_model and _ranks_uncertainty(predictions, task)
         labeled = len(already_pushed) if labeled is None else labeled
         strategy = _resolve_auto(warm, covered, task, n_classes, labeled)
-    uses_model = strategy in MODEL_STRATEGIES or strategy == "distinct"
+    uses_model = strategy in MODEL_STRATEGIES or strategy == DEFAULT_DETECT_STRATEGY  # detect-only, ranks boxes
     k = min(budget, len(candidate_ids))
     if k == 0:
         return RoundPlan([], {}, strategy, len(candidate_ids), uses_model)
